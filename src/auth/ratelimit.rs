@@ -1,0 +1,112 @@
+//! Rate limits on login and registration, per client IP and per email address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Keys are dropped once their bucket is full again, whenever the store grows past this.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// Generic cell rate limiters keyed by client IP and by email.
+pub struct AuthLimiter {
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_email: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl AuthLimiter {
+    /// Limits of so many attempts a minute (bursts up to that many); 0 turns a limit off.
+    pub fn new(per_ip_per_minute: u32, per_email_per_minute: u32) -> Self {
+        let quota = |n| NonZeroU32::new(n).map(Quota::per_minute);
+        Self {
+            per_ip: quota(per_ip_per_minute).map(RateLimiter::keyed),
+            per_email: quota(per_email_per_minute).map(RateLimiter::keyed),
+        }
+    }
+
+    /// Counts one attempt from `ip` for `email`; a 429 with Retry-After when over either limit.
+    pub fn check(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
+        if let Some(limiter) = &self.per_ip {
+            check(limiter, &ip)?;
+        }
+        if let Some(limiter) = &self.per_email {
+            check(limiter, &email.trim().to_lowercase())?;
+        }
+        Ok(())
+    }
+}
+
+fn check<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), ApiError> {
+    if limiter.len() > PRUNE_ABOVE {
+        limiter.retain_recent();
+    }
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::too_many_requests(wait.as_secs().max(1))
+    })
+}
+
+/// The client's IP: the peer address, or the last X-Forwarded-For entry (the one our own
+/// proxy added) when `TIDINGS_TRUST_FORWARDED_FOR` is set.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if state.config.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+                .last()
+        {
+            return Ok(ClientIp(ip));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        Ok(ClientIp(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_per_email_case_insensitively_and_per_ip() {
+        let limiter = AuthLimiter::new(3, 2);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        assert!(limiter.check(ip, "a@example.com").is_ok());
+        assert!(limiter.check(ip, "A@example.com").is_ok());
+        let err = limiter.check(ip, "a@example.com").unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        // The IP has used its 3 attempts now, whatever the email.
+        assert!(limiter.check(ip, "b@example.com").is_err());
+        assert!(limiter.check(IpAddr::from([10, 0, 0, 2]), "b@example.com").is_ok());
+    }
+
+    #[test]
+    fn zero_turns_a_limit_off() {
+        let limiter = AuthLimiter::new(0, 0);
+        for _ in 0..100 {
+            assert!(limiter.check(IpAddr::from([10, 0, 0, 1]), "a@example.com").is_ok());
+        }
+    }
+}

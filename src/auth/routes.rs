@@ -1,0 +1,104 @@
+//! `/v1/auth`: register, login, refresh, logout, logout-all.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::Deserialize;
+
+use super::ratelimit::ClientIp;
+use super::service::{self, TokenPair};
+use super::CurrentUser;
+use crate::AppState;
+use crate::api::extract::Json;
+use crate::api::users::UserView;
+use crate::domain::{Email, NewPassword, Role};
+use crate::error::{ApiError, ApiResult, FieldError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
+}
+
+/// An email and a password, as register and login take them.
+#[derive(Deserialize)]
+pub struct CredentialsBody {
+    pub email: String,
+    pub password: String,
+}
+
+/// A refresh token, as refresh and logout take it.
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    pub refresh_token: String,
+}
+
+/// Creates a customer account.
+#[tracing::instrument(skip_all)]
+async fn register(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<CredentialsBody>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    state.limiter.check(ip, &body.email)?;
+    let (email, password) = validate_new_account(&body.email, body.password)?;
+    let user = service::register(&state, &email, &password, Role::Customer).await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(user))))
+}
+
+/// Checks both fields of a new account and reports every failure at once.
+pub fn validate_new_account(email: &str, password: String) -> ApiResult<(Email, NewPassword)> {
+    let email = Email::parse(email);
+    let password = NewPassword::parse(password, email.as_ref().ok());
+    match (email, password) {
+        (Ok(email), Ok(password)) => Ok((email, password)),
+        (email, password) => {
+            let mut errors = Vec::new();
+            if let Err(message) = email {
+                errors.push(FieldError::new("email", "invalid", message));
+            }
+            if let Err(message) = password {
+                errors.push(FieldError::new("password", "weak", message));
+            }
+            Err(ApiError::validation(errors))
+        }
+    }
+}
+
+/// Exchanges an email and password for a token pair.
+#[tracing::instrument(skip_all)]
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<CredentialsBody>,
+) -> ApiResult<Json<TokenPair>> {
+    state.limiter.check(ip, &body.email)?;
+    // An address that cannot exist cannot log in; no need to say more than for a wrong one.
+    let email = Email::parse(&body.email)
+        .map_err(|_| ApiError::unauthorized("invalid_credentials", "the email or password is wrong"))?;
+    Ok(Json(service::login(&state, &email, body.password).await?))
+}
+
+/// Rotates a refresh token into a new pair.
+#[tracing::instrument(skip_all)]
+async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(service::refresh(&state, &body.refresh_token).await?))
+}
+
+/// Ends the session of one refresh token.
+#[tracing::instrument(skip_all)]
+async fn logout(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> ApiResult<StatusCode> {
+    service::logout(&state, &body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of the caller, on every device.
+#[tracing::instrument(skip_all)]
+async fn logout_all(State(state): State<AppState>, user: CurrentUser) -> ApiResult<StatusCode> {
+    service::logout_all(&state, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,149 @@
+//! Account operations. Each owns its transaction; handlers validate and call these.
+
+use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{CurrentUser, password, tokens};
+use crate::AppState;
+use crate::domain::{Email, NewPassword, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::store::users::User;
+use crate::store::{Tx, refresh_tokens, users};
+
+/// What login, refresh and a password change answer.
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+/// Creates an account.
+#[tracing::instrument(skip_all, fields(role = %role))]
+pub async fn register(state: &AppState, email: &Email, password: &NewPassword, role: Role) -> ApiResult<User> {
+    let hash = password::hash(password.as_str().to_owned()).await?;
+    let mut tx = state.db.begin().await?;
+    let user = users::insert(&mut tx, email, &hash, role).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "user registered");
+    Ok(user)
+}
+
+/// Checks a password and starts a new refresh-token family.
+#[tracing::instrument(skip_all)]
+pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResult<TokenPair> {
+    let invalid = || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
+    let Some(credentials) = users::credentials_by_email(&state.db, email).await? else {
+        // Spend the same time as a real check, so response times do not reveal accounts.
+        password::verify(password, password::dummy_hash().to_owned()).await?;
+        return Err(invalid());
+    };
+    if !password::verify(password, credentials.password_hash).await? {
+        return Err(invalid());
+    }
+    let user = credentials.user;
+    if user.disabled {
+        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "account_disabled", "this account is disabled"));
+    }
+    let mut tx = state.db.begin().await?;
+    let pair = issue_pair(state, &mut tx, &user, Uuid::now_v7()).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "user logged in");
+    Ok(pair)
+}
+
+/// Exchanges a refresh token for a new pair. A token presented a second time means it was
+/// stolen or replayed: its whole family is revoked.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
+    let hash = tokens::hash_refresh_token(refresh_token);
+    let mut tx = state.db.begin().await?;
+    let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
+        return Err(ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid"));
+    };
+    if stored.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("refresh_token_revoked", "the refresh token has been revoked; log in again"));
+    }
+    if stored.rotated_at.is_some() || !refresh_tokens::mark_rotated(&mut tx, stored.id).await? {
+        refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
+        tx.commit().await?;
+        tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id, "a rotated refresh token was reused; its family is revoked");
+        return Err(ApiError::unauthorized("refresh_token_reused", "the refresh token was already used; every session from that login is ended"));
+    }
+    if stored.expires_at <= Utc::now() {
+        return Err(ApiError::unauthorized("refresh_token_expired", "the refresh token has expired; log in again"));
+    }
+    let user = users::find(&state.db, stored.user_id).await?;
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        return Err(ApiError::unauthorized("refresh_token_revoked", "the account is disabled"));
+    };
+    let pair = issue_pair(state, &mut tx, &user, stored.family_id).await?;
+    tx.commit().await?;
+    Ok(pair)
+}
+
+/// Ends the session a refresh token belongs to. Unknown tokens are ignored: logging out
+/// twice is not an error.
+#[tracing::instrument(skip_all)]
+pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
+    let hash = tokens::hash_refresh_token(refresh_token);
+    let mut tx = state.db.begin().await?;
+    if let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? {
+        refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ends every session of the user: refresh tokens are revoked and access tokens refused.
+#[tracing::instrument(skip_all, fields(user_id = %user.id))]
+pub async fn logout_all(state: &AppState, user: &CurrentUser) -> ApiResult<()> {
+    let mut tx = state.db.begin().await?;
+    users::bump_token_version(&mut tx, user.id).await?;
+    refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Changes the password after checking the current one. Every earlier token stops
+/// working; the caller gets a fresh pair to stay logged in.
+#[tracing::instrument(skip_all, fields(user_id = %user.id))]
+pub async fn change_password(
+    state: &AppState,
+    user: &CurrentUser,
+    current: String,
+    new: &NewPassword,
+) -> ApiResult<TokenPair> {
+    let credentials = users::credentials_by_id(&state.db, user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    // Both hashes are computed before the transaction: argon2 takes tens of milliseconds,
+    // and SQLite's write lock would be held all that time.
+    if !password::verify(current, credentials.password_hash).await? {
+        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "wrong_password", "the current password is wrong"));
+    }
+    let hash = password::hash(new.as_str().to_owned()).await?;
+    let mut tx = state.db.begin().await?;
+    let updated = users::set_password(&mut tx, user.id, &hash).await?;
+    refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
+    let pair = issue_pair(state, &mut tx, &updated, Uuid::now_v7()).await?;
+    tx.commit().await?;
+    tracing::info!("password changed");
+    Ok(pair)
+}
+
+async fn issue_pair(state: &AppState, tx: &mut Tx, user: &User, family_id: Uuid) -> ApiResult<TokenPair> {
+    let (refresh_token, hash) = tokens::new_refresh_token();
+    let expires_at = Utc::now() + state.tokens.refresh_ttl;
+    refresh_tokens::insert(tx, user.id, family_id, &hash, expires_at).await?;
+    Ok(TokenPair {
+        access_token: state.tokens.issue(user)?,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.access_ttl.as_secs(),
+    })
+}

@@ -1,0 +1,462 @@
+//! Settings, read once at start from the command line and the environment, and validated.
+//!
+//! Every setting is taken as text first and parsed here, so that a bad value stops the
+//! server with one line naming the variable and what is wrong with it, never a panic or a
+//! page of usage text.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The command line of the `tidings` binary.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about = "A real-time commerce backend")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Manage users from the command line.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password comes from TIDINGS_PASSWORD or a prompt, never an argument.
+    Create {
+        /// The new user's email address.
+        #[arg(long)]
+        email: String,
+        /// customer, staff or admin.
+        #[arg(long, default_value = "customer")]
+        role: String,
+    },
+}
+
+/// Raw settings as given; [`Settings::validate`] turns them into a [`Config`].
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: String,
+    /// Directory for the SQLite database and the generated signing key.
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: String,
+    /// postgres://… or sqlite:…; a SQLite file in the data directory when unset.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "TIDINGS_DB_MAX_CONNECTIONS", default_value = "10", global = true)]
+    pub db_max_connections: String,
+    /// How long a request waits for a database connection before failing.
+    #[arg(long, env = "TIDINGS_DB_ACQUIRE_TIMEOUT", default_value = "5s", global = true)]
+    pub db_acquire_timeout: String,
+    /// redis://…; the in-process bus when unset.
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Lifetime of an access token.
+    #[arg(long, env = "TIDINGS_ACCESS_TOKEN_TTL", default_value = "15m", global = true)]
+    pub access_token_ttl: String,
+    /// Lifetime of a refresh token.
+    #[arg(long, env = "TIDINGS_REFRESH_TOKEN_TTL", default_value = "30days", global = true)]
+    pub refresh_token_ttl: String,
+    /// `text` (readable) or `json`.
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+    /// Longest time a REST request may take before it is answered with 408.
+    #[arg(long, env = "TIDINGS_REQUEST_TIMEOUT", default_value = "30s", global = true)]
+    pub request_timeout: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TIDINGS_BODY_LIMIT", default_value = "65536", global = true)]
+    pub body_limit: String,
+    /// Login and register attempts allowed per client IP per minute (0 turns the limit off).
+    #[arg(long, env = "TIDINGS_AUTH_RATE_PER_IP", default_value = "30", global = true)]
+    pub auth_rate_per_ip: String,
+    /// Login and register attempts allowed per email address per minute (0 turns it off).
+    #[arg(long, env = "TIDINGS_AUTH_RATE_PER_EMAIL", default_value = "10", global = true)]
+    pub auth_rate_per_email: String,
+    /// Take the client IP from the last X-Forwarded-For entry (behind a trusted proxy only).
+    #[arg(long, env = "TIDINGS_TRUST_FORWARDED_FOR", default_value = "false", global = true)]
+    pub trust_forwarded_for: String,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// The URL with any password replaced, fit for a log line or an error message.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+            DatabaseUrl::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the server listens on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite file and the generated JWT key.
+    pub data_dir: PathBuf,
+    /// The database to use.
+    pub database_url: DatabaseUrl,
+    /// Largest number of pooled database connections.
+    pub db_max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub db_acquire_timeout: Duration,
+    /// The Redis bus, if any.
+    pub redis_url: Option<String>,
+    /// The JWT signing key from the environment, if given; otherwise one is kept in `data_dir`.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Lifetime of an access token.
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token.
+    pub refresh_token_ttl: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Longest time a REST request may take.
+    pub request_timeout: Duration,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Auth attempts per client IP per minute; 0 is unlimited.
+    pub auth_rate_per_ip: u32,
+    /// Auth attempts per email per minute; 0 is unlimited.
+    pub auth_rate_per_email: u32,
+    /// Whether X-Forwarded-For names the client.
+    pub trust_forwarded_for: bool,
+}
+
+/// A setting that could not be used: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (the flag has the same name in kebab case).
+    pub var: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// The shortest JWT signing key accepted: HS256 wants at least 256 bits.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+impl Settings {
+    /// Settings with every default, as if nothing was set; tests start from these.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["tidings"]).settings
+    }
+
+    /// Checks every setting, reading `TIDINGS_JWT_SECRET` from the environment (it has no
+    /// flag, so that it never shows in a process list).
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        self.validate_with_secret(std::env::var("TIDINGS_JWT_SECRET").ok())
+    }
+
+    /// [`Settings::validate`] with the signing key given explicitly.
+    pub fn validate_with_secret(&self, jwt_secret: Option<String>) -> Result<Config, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "TIDINGS_LISTEN",
+                format!(
+                    "{:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8080)",
+                    self.listen
+                ),
+            )
+        })?;
+        if self.data_dir.trim().is_empty() {
+            return Err(invalid("TIDINGS_DATA_DIR", "must not be empty"));
+        }
+        let data_dir = PathBuf::from(&self.data_dir);
+        let database_url = match self.database_url.as_deref().map(str::trim) {
+            None | Some("") => DatabaseUrl::Sqlite(data_dir.join("tidings.db")),
+            Some(url) => parse_database_url(url)?,
+        };
+        let redis_url = match self.redis_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Some(url.to_owned())
+            }
+            Some(url) => {
+                return Err(invalid(
+                    "REDIS_URL",
+                    format!(
+                        "{} is not a redis:// or rediss:// URL",
+                        quote(&redact_url(url))
+                    ),
+                ));
+            }
+        };
+        let jwt_secret = match jwt_secret {
+            None => None,
+            Some(s) if s.len() < MIN_JWT_SECRET_LEN => {
+                return Err(invalid(
+                    "TIDINGS_JWT_SECRET",
+                    format!("must be at least {MIN_JWT_SECRET_LEN} bytes long"),
+                ));
+            }
+            Some(s) => Some(s.into_bytes()),
+        };
+        let log_format = match self.log_format.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "TIDINGS_LOG_FORMAT",
+                    format!("{} is not one of text, json", quote(other)),
+                ));
+            }
+        };
+        let db_max_connections = parse_number(
+            "TIDINGS_DB_MAX_CONNECTIONS",
+            &self.db_max_connections,
+            1..=10_000,
+        )?;
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            db_max_connections,
+            db_acquire_timeout: parse_duration(
+                "TIDINGS_DB_ACQUIRE_TIMEOUT",
+                &self.db_acquire_timeout,
+            )?,
+            redis_url,
+            jwt_secret,
+            access_token_ttl: parse_duration("TIDINGS_ACCESS_TOKEN_TTL", &self.access_token_ttl)?,
+            refresh_token_ttl: parse_duration(
+                "TIDINGS_REFRESH_TOKEN_TTL",
+                &self.refresh_token_ttl,
+            )?,
+            log_format,
+            request_timeout: parse_duration("TIDINGS_REQUEST_TIMEOUT", &self.request_timeout)?,
+            body_limit: parse_number("TIDINGS_BODY_LIMIT", &self.body_limit, 1024..=64 << 20)?,
+            auth_rate_per_ip: parse_number(
+                "TIDINGS_AUTH_RATE_PER_IP",
+                &self.auth_rate_per_ip,
+                0..=1_000_000,
+            )?,
+            auth_rate_per_email: parse_number(
+                "TIDINGS_AUTH_RATE_PER_EMAIL",
+                &self.auth_rate_per_email,
+                0..=1_000_000,
+            )?,
+            trust_forwarded_for: parse_bool(
+                "TIDINGS_TRUST_FORWARDED_FOR",
+                &self.trust_forwarded_for,
+            )?,
+        })
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
+    const VAR: &str = "DATABASE_URL";
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(DatabaseUrl::Postgres(url.to_owned()));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(invalid(
+                VAR,
+                "a SQLite URL must name a file (e.g. sqlite:./data/tidings.db)",
+            ));
+        }
+        return Ok(DatabaseUrl::Sqlite(Path::new(path).to_owned()));
+    }
+    Err(invalid(
+        VAR,
+        format!(
+            "{} is neither a postgres:// nor a sqlite: URL",
+            quote(&redact_url(url))
+        ),
+    ))
+}
+
+fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let duration = humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            var,
+            format!(
+                "{} is not a duration ({e}; write e.g. 30s, 15m, 2h)",
+                quote(value)
+            ),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(invalid(var, "must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+fn parse_number<T>(
+    var: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let n: T = value.trim().parse().map_err(|_| {
+        invalid(
+            var,
+            format!("{} is not a whole number", quote(value)),
+        )
+    })?;
+    if !range.contains(&n) {
+        return Err(invalid(
+            var,
+            format!(
+                "{n} is out of range ({} to {})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(invalid(
+            var,
+            format!("{} is not true or false", quote(value)),
+        )),
+    }
+}
+
+fn quote(value: &str) -> String {
+    format!("{value:?}")
+}
+
+/// Hides the password of a URL such as `postgres://user:secret@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::defaults()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = settings().validate_with_secret(None).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite(PathBuf::from("./data/tidings.db"))
+        );
+        assert_eq!(config.access_token_ttl, Duration::from_secs(900));
+        assert!(config.redis_url.is_none());
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_variable() {
+        let mut s = settings();
+        s.listen = "nowhere".into();
+        let err = s.validate_with_secret(None).unwrap_err();
+        assert_eq!(err.var, "TIDINGS_LISTEN");
+    }
+
+    #[test]
+    fn an_unknown_database_scheme_is_refused_without_showing_the_password() {
+        let mut s = settings();
+        s.database_url = Some("mysql://root:hunter2@db/x".into());
+        let err = s.validate_with_secret(None).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let err = settings()
+            .validate_with_secret(Some("short".into()))
+            .unwrap_err();
+        assert_eq!(err.var, "TIDINGS_JWT_SECRET");
+        assert!(!err.to_string().contains("short"));
+    }
+
+    #[test]
+    fn durations_numbers_and_formats_are_checked() {
+        let cases: [(fn(&mut Settings), &str); 4] = [
+            (|s| s.access_token_ttl = "soon".into(), "TIDINGS_ACCESS_TOKEN_TTL"),
+            (|s| s.log_format = "xml".into(), "TIDINGS_LOG_FORMAT"),
+            (|s| s.db_max_connections = "0".into(), "TIDINGS_DB_MAX_CONNECTIONS"),
+            (|s| s.redis_url = Some("http://x".into()), "REDIS_URL"),
+        ];
+        for (change, var) in cases {
+            let mut s = settings();
+            change(&mut s);
+            assert_eq!(s.validate_with_secret(None).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://app:secret@db:5432/tidings"),
+            "postgres://app:***@db:5432/tidings"
+        );
+        assert_eq!(
+            redact_url("postgres://db/tidings"),
+            "postgres://db/tidings"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Validated values: once parsed at the edge, the rest of the code trusts them.
+
+mod email;
+mod password;
+mod role;
+
+pub use email::Email;
+pub use password::NewPassword;
+pub use role::Role;

@@ -1,0 +1,77 @@
+//! The `tidings` command: `serve` (the default), `migrate`, `user create`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tidings::config::{Cli, Command, Config, UserCommand};
+use tidings::{Application, auth, domain, store, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.settings.validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tidings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tidings: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, never a backtrace.
+            eprintln!("tidings: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until_stopped(tidings::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let db = store::Db::connect(&config).await?;
+            db.migrate().await?;
+            println!("migrated {}", config.database_url.redacted());
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, role }) => create_user(&config, &email, &role).await,
+    }
+}
+
+/// Creates a user from the command line; the password never appears in an argument.
+async fn create_user(config: &Config, email: &str, role: &str) -> anyhow::Result<()> {
+    let role: domain::Role = role.parse().map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+    let email = domain::Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let password = match std::env::var("TIDINGS_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let first = rpassword::prompt_password("Password: ").context("could not read a password (set TIDINGS_PASSWORD when there is no terminal)")?;
+            let second = rpassword::prompt_password("Again: ").context("could not read the password again")?;
+            anyhow::ensure!(first == second, "the two passwords differ");
+            first
+        }
+    };
+    let password = domain::NewPassword::parse(password, Some(&email)).map_err(|e| anyhow::anyhow!("the password {e}"))?;
+    let db = store::Db::connect(config).await?;
+    db.migrate().await?;
+    let tokens = auth::tokens::TokenKeys::load(config)?;
+    let state = tidings::AppState::new(config.clone(), db, tokens);
+    let user = auth::service::register(&state, &email, &password, role)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("created {} ({}) with id {}", user.email, user.role, user.id);
+    state.db.close().await;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Storage: one interface over PostgreSQL (production) and SQLite (embedded).
+//!
+//! The two backends share their SQL: both take `$1` placeholders, `returning`, partial
+//! indexes and `on conflict`, and sqlx encodes UUIDs, timestamps and JSON for each. So a
+//! query is written once, and the [`on_tx!`] and [`on_pool!`] macros compile it once per
+//! backend with full types. Where the dialects differ, a query matches on the backend
+//! itself. Each backend owns its migrations under `migrations/`.
+
+pub mod refresh_tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Serialize;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::config::{Config, DatabaseUrl};
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A pool of connections to whichever database is configured.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// An open transaction on either backend.
+#[derive(Debug)]
+pub enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Runs the same sqlx expression inside a transaction of either backend; `$conn` is bound to
+/// the backend's `&mut Connection`.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Postgres($conn) => {
+                let $conn = &mut **$conn;
+                $body
+            }
+            $crate::store::Tx::Sqlite($conn) => {
+                let $conn = &mut **$conn;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs the same sqlx expression on a pool of either backend, outside any transaction.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// The current time at the precision both backends keep (microseconds), so that a value
+/// written and read back compares equal, and SQLite's text timestamps sort correctly.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Whether the schema is what this build expects.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationStatus {
+    /// Latest migration applied to the database.
+    pub applied: Option<i64>,
+    /// Latest migration this build carries.
+    pub expected: i64,
+}
+
+impl MigrationStatus {
+    pub fn is_current(&self) -> bool {
+        self.applied == Some(self.expected)
+    }
+}
+
+impl Db {
+    /// Opens a pool as the configuration says; SQLite files (and their folder) are created.
+    pub async fn connect(config: &Config) -> anyhow::Result<Db> {
+        let max = config.db_max_connections;
+        let acquire = config.db_acquire_timeout;
+        match &config.database_url {
+            DatabaseUrl::Postgres(url) => {
+                let options: PgConnectOptions = url
+                    .parse()
+                    .with_context(|| format!("DATABASE_URL {} is invalid", config.database_url.redacted()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| {
+                        format!("could not connect to {}", config.database_url.redacted())
+                    })?;
+                Ok(Db::Postgres(pool))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("could not create {}", dir.display()))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(acquire.max(Duration::from_secs(5)));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("could not open {}", path.display()))?;
+                Ok(Db::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Applies every pending migration of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        }
+        .context("could not apply the database migrations")
+    }
+
+    /// Checks that the database answers and is migrated to this build's schema.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, sqlx::Error> {
+        let migrator = match self {
+            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+        };
+        let latest = on_pool!(self, pool => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "select max(version) from _sqlx_migrations where success = $1",
+            )
+            .bind(true)
+            .fetch_one(pool)
+            .await
+        });
+        let applied = match latest {
+            Ok(version) => version,
+            // A database that was never migrated has no such table: not ready, no error.
+            Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => None,
+            Err(e) => return Err(e),
+        };
+        let expected = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        Ok(MigrationStatus { applied, expected })
+    }
+
+    /// Begins a transaction. SQLite's is `BEGIN IMMEDIATE`: it takes the write lock up
+    /// front, so two writers queue on the busy timeout instead of one failing to upgrade.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// The backend's name, for logs and health reports.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await,
+            Tx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
