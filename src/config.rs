@@ -50,46 +50,106 @@ pub enum UserCommand {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on.
-    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: String,
     /// Directory for the SQLite database and the generated signing key.
-    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./data", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
     pub data_dir: String,
     /// postgres://… or sqlite:…; a SQLite file in the data directory when unset.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Largest number of pooled database connections.
-    #[arg(long, env = "TIDINGS_DB_MAX_CONNECTIONS", default_value = "10", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_DB_MAX_CONNECTIONS",
+        default_value = "10",
+        global = true
+    )]
     pub db_max_connections: String,
     /// How long a request waits for a database connection before failing.
-    #[arg(long, env = "TIDINGS_DB_ACQUIRE_TIMEOUT", default_value = "5s", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_DB_ACQUIRE_TIMEOUT",
+        default_value = "5s",
+        global = true
+    )]
     pub db_acquire_timeout: String,
     /// redis://…; the in-process bus when unset.
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Lifetime of an access token.
-    #[arg(long, env = "TIDINGS_ACCESS_TOKEN_TTL", default_value = "15m", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_ACCESS_TOKEN_TTL",
+        default_value = "15m",
+        global = true
+    )]
     pub access_token_ttl: String,
     /// Lifetime of a refresh token.
-    #[arg(long, env = "TIDINGS_REFRESH_TOKEN_TTL", default_value = "30days", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_REFRESH_TOKEN_TTL",
+        default_value = "30days",
+        global = true
+    )]
     pub refresh_token_ttl: String,
     /// `text` (readable) or `json`.
-    #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: String,
     /// Longest time a REST request may take before it is answered with 408.
-    #[arg(long, env = "TIDINGS_REQUEST_TIMEOUT", default_value = "30s", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_REQUEST_TIMEOUT",
+        default_value = "30s",
+        global = true
+    )]
     pub request_timeout: String,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "TIDINGS_BODY_LIMIT", default_value = "65536", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_BODY_LIMIT",
+        default_value = "65536",
+        global = true
+    )]
     pub body_limit: String,
     /// Login and register attempts allowed per client IP per minute (0 turns the limit off).
-    #[arg(long, env = "TIDINGS_AUTH_RATE_PER_IP", default_value = "30", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_AUTH_RATE_PER_IP",
+        default_value = "30",
+        global = true
+    )]
     pub auth_rate_per_ip: String,
     /// Login and register attempts allowed per email address per minute (0 turns it off).
-    #[arg(long, env = "TIDINGS_AUTH_RATE_PER_EMAIL", default_value = "10", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_AUTH_RATE_PER_EMAIL",
+        default_value = "10",
+        global = true
+    )]
     pub auth_rate_per_email: String,
     /// Take the client IP from the last X-Forwarded-For entry (behind a trusted proxy only).
-    #[arg(long, env = "TIDINGS_TRUST_FORWARDED_FOR", default_value = "false", global = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_TRUST_FORWARDED_FOR",
+        default_value = "false",
+        global = true
+    )]
     pub trust_forwarded_for: String,
 }
 
@@ -331,20 +391,14 @@ fn parse_number<T>(
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
-    let n: T = value.trim().parse().map_err(|_| {
-        invalid(
-            var,
-            format!("{} is not a whole number", quote(value)),
-        )
-    })?;
+    let n: T = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(var, format!("{} is not a whole number", quote(value))))?;
     if !range.contains(&n) {
         return Err(invalid(
             var,
-            format!(
-                "{n} is out of range ({} to {})",
-                range.start(),
-                range.end()
-            ),
+            format!("{n} is out of range ({} to {})", range.start(), range.end()),
         ));
     }
     Ok(n)
@@ -435,10 +489,17 @@ mod tests {
 
     #[test]
     fn durations_numbers_and_formats_are_checked() {
-        let cases: [(fn(&mut Settings), &str); 4] = [
-            (|s| s.access_token_ttl = "soon".into(), "TIDINGS_ACCESS_TOKEN_TTL"),
+        type Change = fn(&mut Settings);
+        let cases: [(Change, &str); 4] = [
+            (
+                |s| s.access_token_ttl = "soon".into(),
+                "TIDINGS_ACCESS_TOKEN_TTL",
+            ),
             (|s| s.log_format = "xml".into(), "TIDINGS_LOG_FORMAT"),
-            (|s| s.db_max_connections = "0".into(), "TIDINGS_DB_MAX_CONNECTIONS"),
+            (
+                |s| s.db_max_connections = "0".into(),
+                "TIDINGS_DB_MAX_CONNECTIONS",
+            ),
             (|s| s.redis_url = Some("http://x".into()), "REDIS_URL"),
         ];
         for (change, var) in cases {
@@ -454,9 +515,6 @@ mod tests {
             redact_url("postgres://app:secret@db:5432/tidings"),
             "postgres://app:***@db:5432/tidings"
         );
-        assert_eq!(
-            redact_url("postgres://db/tidings"),
-            "postgres://db/tidings"
-        );
+        assert_eq!(redact_url("postgres://db/tidings"), "postgres://db/tidings");
     }
 }

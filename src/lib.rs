@@ -53,7 +53,10 @@ impl AppState {
         Self {
             db,
             tokens: Arc::new(tokens),
-            limiter: Arc::new(AuthLimiter::new(config.auth_rate_per_ip, config.auth_rate_per_email)),
+            limiter: Arc::new(AuthLimiter::new(
+                config.auth_rate_per_ip,
+                config.auth_rate_per_email,
+            )),
             config: Arc::new(config),
         }
     }
@@ -81,7 +84,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
         )
 }
 
@@ -111,14 +117,19 @@ async fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     }
     let (code, detail) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no route matches this path"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take that method"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
         StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long to handle"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
         _ => ("error", status.canonical_reason().unwrap_or("error")),
     };
     let mut problem = problem_response(status, code, detail, &[]);
     for (name, value) in response.headers() {
-        problem.headers_mut().entry(name).or_insert_with(|| value.clone());
+        problem
+            .headers_mut()
+            .entry(name)
+            .or_insert_with(|| value.clone());
     }
     problem
 }
@@ -166,7 +177,9 @@ impl Application {
 
     /// The address actually bound (the port is chosen by the OS for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -174,12 +187,18 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let app = router(self.state.clone());
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the server failed")?;
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the server failed")?;
         tracing::info!("stopped accepting; closing the database pool");
         tokio::time::timeout(Duration::from_secs(10), self.state.db.close())
             .await

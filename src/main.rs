@@ -46,24 +46,32 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrated {}", config.database_url.redacted());
             Ok(())
         }
-        Command::User(UserCommand::Create { email, role }) => create_user(&config, &email, &role).await,
+        Command::User(UserCommand::Create { email, role }) => {
+            create_user(&config, &email, &role).await
+        }
     }
 }
 
 /// Creates a user from the command line; the password never appears in an argument.
 async fn create_user(config: &Config, email: &str, role: &str) -> anyhow::Result<()> {
-    let role: domain::Role = role.parse().map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+    let role: domain::Role = role
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
     let email = domain::Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
     let password = match std::env::var("TIDINGS_PASSWORD") {
         Ok(password) => password,
         Err(_) => {
-            let first = rpassword::prompt_password("Password: ").context("could not read a password (set TIDINGS_PASSWORD when there is no terminal)")?;
-            let second = rpassword::prompt_password("Again: ").context("could not read the password again")?;
+            let first = rpassword::prompt_password("Password: ").context(
+                "could not read a password (set TIDINGS_PASSWORD when there is no terminal)",
+            )?;
+            let second = rpassword::prompt_password("Again: ")
+                .context("could not read the password again")?;
             anyhow::ensure!(first == second, "the two passwords differ");
             first
         }
     };
-    let password = domain::NewPassword::parse(password, Some(&email)).map_err(|e| anyhow::anyhow!("the password {e}"))?;
+    let password = domain::NewPassword::parse(password, Some(&email))
+        .map_err(|e| anyhow::anyhow!("the password {e}"))?;
     let db = store::Db::connect(config).await?;
     db.migrate().await?;
     let tokens = auth::tokens::TokenKeys::load(config)?;

@@ -40,7 +40,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>
         }
     };
     let ready = database["status"] == "up";
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": { "database": database },

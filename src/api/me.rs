@@ -23,7 +23,9 @@ pub fn router() -> Router<AppState> {
 /// The caller's account.
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 async fn me(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<UserView>> {
-    let user = users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let user = users::find(&state.db, user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(UserView::from(user)))
 }
 
@@ -42,7 +44,10 @@ async fn change_password(
     Json(body): Json<PasswordChange>,
 ) -> ApiResult<Json<TokenPair>> {
     let email = Email::parse(&user.email).ok();
-    let new = NewPassword::parse(body.new_password, email.as_ref())
-        .map_err(|message| ApiError::validation(vec![FieldError::new("new_password", "weak", message)]))?;
-    Ok(Json(service::change_password(&state, &user, body.current_password, &new).await?))
+    let new = NewPassword::parse(body.new_password, email.as_ref()).map_err(|message| {
+        ApiError::validation(vec![FieldError::new("new_password", "weak", message)])
+    })?;
+    Ok(Json(
+        service::change_password(&state, &user, body.current_password, &new).await?,
+    ))
 }

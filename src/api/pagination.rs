@@ -78,7 +78,11 @@ impl<T> Page<T> {
     ) -> Page<T> {
         let more = rows.len() > request.limit as usize;
         rows.truncate(request.limit as usize);
-        let next = if more { rows.last().map(|r| encode_cursor(&key(r))) } else { None };
+        let next = if more {
+            rows.last().map(|r| encode_cursor(&key(r)))
+        } else {
+            None
+        };
         Page {
             items: rows.into_iter().map(view).collect(),
             next,
@@ -108,15 +112,24 @@ mod tests {
         .parse()
         .unwrap();
         assert_eq!(request.after, Some(("b".to_string(), 7)));
-        let bad = PageParams { limit: None, cursor: Some("%%%".into()) };
+        let bad = PageParams {
+            limit: None,
+            cursor: Some("%%%".into()),
+        };
         assert!(bad.parse::<(String, u32)>().is_err());
-        let too_many = PageParams { limit: Some(101), cursor: None };
+        let too_many = PageParams {
+            limit: Some(101),
+            cursor: None,
+        };
         assert!(too_many.parse::<u32>().is_err());
     }
 
     #[test]
     fn a_page_has_a_next_cursor_only_when_more_rows_follow() {
-        let request = PageRequest::<u32> { limit: 2, after: None };
+        let request = PageRequest::<u32> {
+            limit: 2,
+            after: None,
+        };
         let page = Page::from_rows(vec![1u32, 2, 3], &request, |r| *r, |r| r);
         assert_eq!(page.items, vec![1, 2]);
         assert_eq!(decode_cursor::<u32>(page.next.as_deref().unwrap()), Some(2));

@@ -55,7 +55,12 @@ async fn list(
     user.require(Role::Admin)?;
     let request = params.parse::<Uuid>()?;
     let rows = users::list(&state.db, request.after, request.fetch_limit()).await?;
-    Ok(Json(Page::from_rows(rows, &request, |u| u.id, UserView::from)))
+    Ok(Json(Page::from_rows(
+        rows,
+        &request,
+        |u| u.id,
+        UserView::from,
+    )))
 }
 
 /// What an admin may change about a user.
@@ -84,7 +89,10 @@ async fn update(
     }
     if id == admin.id {
         // An admin demoting or disabling themself could leave nobody to administer.
-        return Err(ApiError::conflict("cannot_modify_self", "admins cannot change their own role or disable themselves"));
+        return Err(ApiError::conflict(
+            "cannot_modify_self",
+            "admins cannot change their own role or disable themselves",
+        ));
     }
     let mut tx = state.db.begin().await?;
     let user = users::update_access(&mut tx, id, body.role, body.disabled)

@@ -38,17 +38,24 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing_token", "an Authorization: Bearer token is required"))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_token",
+                "an Authorization: Bearer token is required",
+            )
+        })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
         authenticate(state, token).await
     }
 }
@@ -57,8 +64,15 @@ impl FromRequestParts<AppState> for CurrentUser {
 /// not bumped their token version since it was issued.
 pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<CurrentUser> {
     let claims = state.tokens.verify(token)?;
-    let revoked = || ApiError::unauthorized("token_revoked", "the access token has been revoked; log in again");
-    let user = users::find(&state.db, claims.sub).await?.ok_or_else(revoked)?;
+    let revoked = || {
+        ApiError::unauthorized(
+            "token_revoked",
+            "the access token has been revoked; log in again",
+        )
+    };
+    let user = users::find(&state.db, claims.sub)
+        .await?
+        .ok_or_else(revoked)?;
     if user.disabled || user.token_version != claims.tv {
         return Err(revoked());
     }

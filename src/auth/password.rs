@@ -18,12 +18,14 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 /// Checks a password against a stored PHC string. A malformed hash counts as a mismatch,
 /// logged, since it can only come from a damaged row.
 pub async fn verify(password: String, phc: String) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || match Argon2::default().verify_password(password.as_bytes(), phc.as_str()) {
-        Ok(()) => true,
-        Err(argon2::password_hash::Error::PasswordInvalid) => false,
-        Err(e) => {
-            tracing::error!(error = %e, "a stored password hash could not be checked");
-            false
+    tokio::task::spawn_blocking(move || {
+        match Argon2::default().verify_password(password.as_bytes(), phc.as_str()) {
+            Ok(()) => true,
+            Err(argon2::password_hash::Error::PasswordInvalid) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "a stored password hash could not be checked");
+                false
+            }
         }
     })
     .await

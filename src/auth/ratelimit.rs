@@ -63,7 +63,10 @@ pub struct ClientIp(pub IpAddr);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if state.config.trust_forwarded_for
             && let Some(ip) = parts
                 .headers
@@ -71,8 +74,9 @@ impl FromRequestParts<AppState> for ClientIp {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-                .last()
+                // Only the last entry was written by our proxy; earlier ones are the client's word.
+                .next_back()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
         {
             return Ok(ClientIp(ip));
         }
@@ -99,14 +103,22 @@ mod tests {
         assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
         // The IP has used its 3 attempts now, whatever the email.
         assert!(limiter.check(ip, "b@example.com").is_err());
-        assert!(limiter.check(IpAddr::from([10, 0, 0, 2]), "b@example.com").is_ok());
+        assert!(
+            limiter
+                .check(IpAddr::from([10, 0, 0, 2]), "b@example.com")
+                .is_ok()
+        );
     }
 
     #[test]
     fn zero_turns_a_limit_off() {
         let limiter = AuthLimiter::new(0, 0);
         for _ in 0..100 {
-            assert!(limiter.check(IpAddr::from([10, 0, 0, 1]), "a@example.com").is_ok());
+            assert!(
+                limiter
+                    .check(IpAddr::from([10, 0, 0, 1]), "a@example.com")
+                    .is_ok()
+            );
         }
     }
 }

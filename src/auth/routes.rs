@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
 
+use super::CurrentUser;
 use super::ratelimit::ClientIp;
 use super::service::{self, TokenPair};
-use super::CurrentUser;
 use crate::AppState;
 use crate::api::extract::Json;
 use crate::api::users::UserView;
@@ -78,20 +78,27 @@ async fn login(
 ) -> ApiResult<Json<TokenPair>> {
     state.limiter.check(ip, &body.email)?;
     // An address that cannot exist cannot log in; no need to say more than for a wrong one.
-    let email = Email::parse(&body.email)
-        .map_err(|_| ApiError::unauthorized("invalid_credentials", "the email or password is wrong"))?;
+    let email = Email::parse(&body.email).map_err(|_| {
+        ApiError::unauthorized("invalid_credentials", "the email or password is wrong")
+    })?;
     Ok(Json(service::login(&state, &email, body.password).await?))
 }
 
 /// Rotates a refresh token into a new pair.
 #[tracing::instrument(skip_all)]
-async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> ApiResult<Json<TokenPair>> {
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshBody>,
+) -> ApiResult<Json<TokenPair>> {
     Ok(Json(service::refresh(&state, &body.refresh_token).await?))
 }
 
 /// Ends the session of one refresh token.
 #[tracing::instrument(skip_all)]
-async fn logout(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> ApiResult<StatusCode> {
+async fn logout(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshBody>,
+) -> ApiResult<StatusCode> {
     service::logout(&state, &body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }

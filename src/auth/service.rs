@@ -24,7 +24,12 @@ pub struct TokenPair {
 
 /// Creates an account.
 #[tracing::instrument(skip_all, fields(role = %role))]
-pub async fn register(state: &AppState, email: &Email, password: &NewPassword, role: Role) -> ApiResult<User> {
+pub async fn register(
+    state: &AppState,
+    email: &Email,
+    password: &NewPassword,
+    role: Role,
+) -> ApiResult<User> {
     let hash = password::hash(password.as_str().to_owned()).await?;
     let mut tx = state.db.begin().await?;
     let user = users::insert(&mut tx, email, &hash, role).await?;
@@ -36,7 +41,8 @@ pub async fn register(state: &AppState, email: &Email, password: &NewPassword, r
 /// Checks a password and starts a new refresh-token family.
 #[tracing::instrument(skip_all)]
 pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResult<TokenPair> {
-    let invalid = || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
+    let invalid =
+        || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
     let Some(credentials) = users::credentials_by_email(&state.db, email).await? else {
         // Spend the same time as a real check, so response times do not reveal accounts.
         password::verify(password, password::dummy_hash().to_owned()).await?;
@@ -47,7 +53,11 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
     }
     let user = credentials.user;
     if user.disabled {
-        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "account_disabled", "this account is disabled"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "account_disabled",
+            "this account is disabled",
+        ));
     }
     let mut tx = state.db.begin().await?;
     let pair = issue_pair(state, &mut tx, &user, Uuid::now_v7()).await?;
@@ -63,23 +73,38 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
     let hash = tokens::hash_refresh_token(refresh_token);
     let mut tx = state.db.begin().await?;
     let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
-        return Err(ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid"));
+        return Err(ApiError::unauthorized(
+            "invalid_refresh_token",
+            "the refresh token is not valid",
+        ));
     };
     if stored.revoked_at.is_some() {
-        return Err(ApiError::unauthorized("refresh_token_revoked", "the refresh token has been revoked; log in again"));
+        return Err(ApiError::unauthorized(
+            "refresh_token_revoked",
+            "the refresh token has been revoked; log in again",
+        ));
     }
     if stored.rotated_at.is_some() || !refresh_tokens::mark_rotated(&mut tx, stored.id).await? {
         refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
         tx.commit().await?;
         tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id, "a rotated refresh token was reused; its family is revoked");
-        return Err(ApiError::unauthorized("refresh_token_reused", "the refresh token was already used; every session from that login is ended"));
+        return Err(ApiError::unauthorized(
+            "refresh_token_reused",
+            "the refresh token was already used; every session from that login is ended",
+        ));
     }
     if stored.expires_at <= Utc::now() {
-        return Err(ApiError::unauthorized("refresh_token_expired", "the refresh token has expired; log in again"));
+        return Err(ApiError::unauthorized(
+            "refresh_token_expired",
+            "the refresh token has expired; log in again",
+        ));
     }
     let user = users::find(&state.db, stored.user_id).await?;
     let Some(user) = user.filter(|u| !u.disabled) else {
-        return Err(ApiError::unauthorized("refresh_token_revoked", "the account is disabled"));
+        return Err(ApiError::unauthorized(
+            "refresh_token_revoked",
+            "the account is disabled",
+        ));
     };
     let pair = issue_pair(state, &mut tx, &user, stored.family_id).await?;
     tx.commit().await?;
@@ -124,7 +149,11 @@ pub async fn change_password(
     // Both hashes are computed before the transaction: argon2 takes tens of milliseconds,
     // and SQLite's write lock would be held all that time.
     if !password::verify(current, credentials.password_hash).await? {
-        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "wrong_password", "the current password is wrong"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "wrong_password",
+            "the current password is wrong",
+        ));
     }
     let hash = password::hash(new.as_str().to_owned()).await?;
     let mut tx = state.db.begin().await?;
@@ -136,7 +165,12 @@ pub async fn change_password(
     Ok(pair)
 }
 
-async fn issue_pair(state: &AppState, tx: &mut Tx, user: &User, family_id: Uuid) -> ApiResult<TokenPair> {
+async fn issue_pair(
+    state: &AppState,
+    tx: &mut Tx,
+    user: &User,
+    family_id: Uuid,
+) -> ApiResult<TokenPair> {
     let (refresh_token, hash) = tokens::new_refresh_token();
     let expires_at = Utc::now() + state.tokens.refresh_ttl;
     refresh_tokens::insert(tx, user.id, family_id, &hash, expires_at).await?;

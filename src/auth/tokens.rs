@@ -44,7 +44,9 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("access_ttl", &self.access_ttl).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("access_ttl", &self.access_ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,11 @@ impl TokenKeys {
             Some(secret) => secret.clone(),
             None => load_or_create_secret(&config.data_dir.join("jwt-secret"))?,
         };
-        Ok(Self::new(&secret, config.access_token_ttl, config.refresh_token_ttl))
+        Ok(Self::new(
+            &secret,
+            config.access_token_ttl,
+            config.refresh_token_ttl,
+        ))
     }
 
     /// Issues an access token for the user's current role and token version.
@@ -124,7 +130,9 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
             tracing::info!(path = %path.display(), "generated a JWT signing key; set TIDINGS_JWT_SECRET to share one between instances");
             Ok(secret.into_bytes())
         }
-        Err(e) => Err(e).with_context(|| format!("could not read the JWT key at {}", path.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("could not read the JWT key at {}", path.display()))
+        }
     }
 }
 
@@ -132,7 +140,11 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)
 }
 
@@ -176,7 +188,10 @@ mod tests {
         let keys = TokenKeys::new(&[7; 32], Duration::from_secs(60), Duration::from_secs(60));
         let user = user();
         let claims = keys.verify(&keys.issue(&user).unwrap()).unwrap();
-        assert_eq!((claims.sub, claims.role, claims.tv), (user.id, Role::Staff, 3));
+        assert_eq!(
+            (claims.sub, claims.role, claims.tv),
+            (user.id, Role::Staff, 3)
+        );
         assert_eq!(claims.exp - claims.iat, 60);
     }
 

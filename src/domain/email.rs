@@ -49,14 +49,25 @@ mod tests {
     #[test]
     fn addresses_are_trimmed_and_lower_cased() {
         assert_eq!(
-            Email::parse("  Ada.Lovelace@Example.COM ").unwrap().as_str(),
+            Email::parse("  Ada.Lovelace@Example.COM ")
+                .unwrap()
+                .as_str(),
             "ada.lovelace@example.com"
         );
     }
 
     #[test]
     fn malformed_addresses_are_refused() {
-        for bad in ["", "   ", "ada", "ada@", "@example.com", "ada@localhost", "a b@example.com", "ada@[127.0.0.1]"] {
+        for bad in [
+            "",
+            "   ",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@localhost",
+            "a b@example.com",
+            "ada@[127.0.0.1]",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let long = format!("{}@example.com", "a".repeat(250));

@@ -56,15 +56,25 @@ mod tests {
             "Password123".to_string(),
             "ADA@example.com".to_string(),
         ] {
-            assert!(NewPassword::parse(bad.clone(), Some(&email)).is_err(), "{bad}");
+            assert!(
+                NewPassword::parse(bad.clone(), Some(&email)).is_err(),
+                "{bad}"
+            );
         }
         assert!(NewPassword::parse("correct horse battery".into(), Some(&email)).is_ok());
-        assert!(NewPassword::parse("é".repeat(8), None).is_ok(), "length counts characters");
+        assert!(
+            NewPassword::parse("é".repeat(8), None).is_ok(),
+            "length counts characters"
+        );
     }
 
     #[test]
     fn the_common_list_is_lower_case_and_long_enough_to_matter() {
         assert!(COMMON.lines().count() >= 100);
-        assert!(COMMON.lines().all(|l| l == l.to_lowercase() && l.chars().count() >= 8));
+        assert!(
+            COMMON
+                .lines()
+                .all(|l| l == l.to_lowercase() && l.chars().count() >= 8)
+        );
     }
 }

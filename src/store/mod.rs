@@ -95,9 +95,9 @@ impl Db {
         let acquire = config.db_acquire_timeout;
         match &config.database_url {
             DatabaseUrl::Postgres(url) => {
-                let options: PgConnectOptions = url
-                    .parse()
-                    .with_context(|| format!("DATABASE_URL {} is invalid", config.database_url.redacted()))?;
+                let options: PgConnectOptions = url.parse().with_context(|| {
+                    format!("DATABASE_URL {} is invalid", config.database_url.redacted())
+                })?;
                 let pool = PgPoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(acquire)

@@ -45,7 +45,10 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn find_by_hash(tx: &mut Tx, token_hash: &[u8]) -> Result<Option<RefreshToken>, sqlx::Error> {
+pub async fn find_by_hash(
+    tx: &mut Tx,
+    token_hash: &[u8],
+) -> Result<Option<RefreshToken>, sqlx::Error> {
     on_tx!(tx, c => {
         sqlx::query_as::<_, RefreshToken>(
             "select id, user_id, family_id, expires_at, rotated_at, revoked_at \

@@ -1,0 +1,268 @@
+//! The `tidings` binary: settings validation, `migrate`, `user create`, graceful shutdown.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tidings::config::DatabaseUrl;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, PASSWORD, TestApp};
+
+backend_tests!(user_create_bootstraps_an_admin_who_can_log_in);
+
+fn tidings() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command.kill_on_drop(true);
+    command
+}
+
+fn url_of(database: &DatabaseUrl) -> String {
+    match database {
+        DatabaseUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+        DatabaseUrl::Postgres(url) => url.clone(),
+    }
+}
+
+async fn user_create_bootstraps_an_admin_who_can_log_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let output = tidings()
+        .args([
+            "user",
+            "create",
+            "--email",
+            "Root@Example.com",
+            "--role",
+            "admin",
+        ])
+        .env("DATABASE_URL", url_of(&app.config.database_url))
+        .env("TIDINGS_DATA_DIR", &app.config.data_dir)
+        .env("TIDINGS_PASSWORD", PASSWORD)
+        .output()
+        .await
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("root@example.com (admin)"), "{stdout}");
+    assert!(
+        !stdout.contains(PASSWORD) && !String::from_utf8_lossy(&output.stderr).contains(PASSWORD)
+    );
+    let admin = app.login_ok("root@example.com").await;
+    assert_eq!(
+        app.get("/v1/users", Some(&admin.access_token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
+    for (var, value) in [
+        ("TIDINGS_LISTEN", "nowhere"),
+        ("DATABASE_URL", "mysql://root:hunter2@db/shop"),
+        ("TIDINGS_JWT_SECRET", "too-short"),
+        ("TIDINGS_ACCESS_TOKEN_TTL", "forever"),
+    ] {
+        let output = tidings().env(var, value).output().await.unwrap();
+
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert!(
+            !stderr.contains("hunter2") && !stderr.contains("too-short"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn user_create_refuses_a_weak_password_and_a_bad_role() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, password) in [
+        (["--role", "admin"], "12345678"),
+        (["--role", "emperor"], PASSWORD),
+    ] {
+        let output = tidings()
+            .args(["user", "create", "--email", "root@example.com"])
+            .args(args)
+            .env("TIDINGS_DATA_DIR", dir.path())
+            .env("TIDINGS_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+
+        assert!(!output.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .lines()
+                .count(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrate_creates_the_embedded_database() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = tidings()
+        .arg("migrate")
+        .env("TIDINGS_DATA_DIR", dir.path().join("fresh"))
+        .output()
+        .await
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("fresh/tidings.db").exists());
+}
+
+/// A server started from the binary, with JSON logs on a pipe.
+struct Server {
+    child: tokio::process::Child,
+    address: String,
+    logs: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(log_level: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tidings()
+        .env("TIDINGS_DATA_DIR", dir.path())
+        .env("TIDINGS_LISTEN", "127.0.0.1:0")
+        .env("TIDINGS_LOG_FORMAT", "json")
+        .env("RUST_LOG", log_level)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = logs
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the server logs its address");
+        let entry: Value = serde_json::from_str(&line).expect("JSON log lines");
+        if let Some(address) = entry["address"].as_str() {
+            break address.to_owned();
+        }
+    };
+    Server {
+        child,
+        address,
+        logs,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    /// Sends SIGTERM and waits for a clean exit.
+    async fn stop(&mut self) {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the server stops within 10 s")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let mut server = serve("info").await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{}/readyz", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    server.stop().await;
+
+    assert!(
+        client
+            .get(format!("http://{}/livez", server.address))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn no_password_or_token_reaches_the_log_even_at_debug_level() {
+    let mut server = serve("debug").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", server.address);
+    let credentials = serde_json::json!({"email": "ada@example.com", "password": PASSWORD});
+    client
+        .post(format!("{base}/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let me = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let refreshed = client
+        .post(format!("{base}/v1/auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+
+    server.stop().await;
+
+    let mut log = String::new();
+    while let Some(line) = server.logs.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(
+        log.contains("user logged in"),
+        "the log was captured: {log}"
+    );
+    for secret in [PASSWORD, &access, &refresh, "$argon2id$"] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+}

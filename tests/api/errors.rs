@@ -1,0 +1,133 @@
+//! Malformed requests get a problem+json 4xx and leave the server healthy.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, PASSWORD, TestApp, problem};
+
+backend_tests!(
+    a_malformed_json_body_is_a_400_problem,
+    a_wrong_content_type_is_a_415_problem,
+    a_body_missing_fields_is_a_422_problem,
+    an_oversized_body_is_a_413_problem,
+    unknown_routes_and_methods_are_problems,
+    every_response_carries_a_request_id,
+    a_request_that_takes_too_long_is_a_408_problem,
+);
+
+async fn a_malformed_json_body_is_a_400_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let response = app
+        .client
+        .post(app.url("/v1/auth/register"))
+        .header("content-type", "application/json")
+        .body(r#"{"email": "ada@example.com", "password": "#)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(response).await["code"], "malformed_json");
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn a_wrong_content_type_is_a_415_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("content-type", "text/plain")
+        .body(format!(
+            r#"{{"email": "ada@example.com", "password": "{PASSWORD}"}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(problem(response).await["code"], "unsupported_media_type");
+}
+
+async fn a_body_missing_fields_is_a_422_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let response = app
+        .post(
+            "/v1/auth/register",
+            &json!({"email": "ada@example.com"}),
+            None,
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(response).await;
+    assert_eq!(body["code"], "invalid_body");
+    assert!(
+        body["detail"].as_str().unwrap().contains("password"),
+        "{body}"
+    );
+}
+
+async fn an_oversized_body_is_a_413_problem(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.body_limit = 1024).await;
+    let huge = "x".repeat(4096);
+
+    let response = app.register("ada@example.com", &huge).await;
+
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    problem(response).await;
+    assert_eq!(
+        app.register("ada@example.com", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+async fn unknown_routes_and_methods_are_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let missing = app.get("/v1/nothing-here", None).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(missing).await["code"], "not_found");
+
+    let wrong_method = app
+        .client
+        .delete(app.url("/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(problem(wrong_method).await["code"], "method_not_allowed");
+}
+
+async fn every_response_carries_a_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let generated = app.get("/livez", None).await;
+    let id = generated.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+
+    let given = app
+        .client
+        .get(app.url("/v1/me"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+}
+
+async fn a_request_that_takes_too_long_is_a_408_problem(backend: Backend) {
+    // Hashing a password takes milliseconds; this timeout cannot be met.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.request_timeout = std::time::Duration::from_nanos(1)
+    })
+    .await;
+
+    let response = app.register("ada@example.com", PASSWORD).await;
+
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(problem(response).await["code"], "request_timeout");
+}

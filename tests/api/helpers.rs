@@ -1,0 +1,262 @@
+//! Starting the app for a test, and typed requests against it.
+
+use std::net::SocketAddr;
+
+use reqwest::{Client, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tidings::config::{Config, DatabaseUrl, Settings};
+use tidings::domain::{Email, NewPassword, Role};
+use tidings::{AppState, Application};
+
+/// Declares each test for both backends: `sqlite::name` always, `postgres::name` when
+/// `TEST_DATABASE_URL` is set. A test function left out of the list is dead code, which
+/// clippy refuses, so none can be forgotten.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::helpers::Backend::postgres() {
+                        super::$name(backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Where a test's database lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The URL of a PostgreSQL database in which test databases may be created.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL if `TEST_DATABASE_URL` is set. Unset, the test is skipped, unless
+    /// `TIDINGS_TEST_REQUIRE_POSTGRES` is set (as CI does), when it fails.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ if std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_some() => {
+                panic!("TIDINGS_TEST_REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A running app with its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    /// The app's state, for arranging what the HTTP API cannot (such as the first admin).
+    pub state: AppState,
+    /// The settings the app was built from.
+    pub config: Config,
+    _dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts the app with the default settings as changed by `tweak`.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Settings::defaults()
+            .validate_with_secret(Some("test-secret-".repeat(4)))
+            .expect("the default settings are valid");
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().to_owned();
+        config.database_url = DatabaseUrl::Sqlite(dir.path().join("tidings.db"));
+        let mut postgres = None;
+        if let Backend::Postgres(admin_url) = &backend {
+            let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
+            create_database(admin_url, &name).await;
+            config.database_url = DatabaseUrl::Postgres(with_database(admin_url, &name));
+            postgres = Some((admin_url.clone(), name));
+        }
+        tweak(&mut config);
+        let app = Application::build(config.clone())
+            .await
+            .expect("the app builds");
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        TestApp {
+            addr,
+            client: Client::new(),
+            state,
+            config,
+            _dir: dir,
+            postgres,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value, token: &str) -> Response {
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/v1/auth/register",
+            &json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/v1/auth/login",
+            &json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    /// Registers a customer and logs them in.
+    pub async fn customer(&self, email: &str) -> Tokens {
+        assert_eq!(
+            self.register(email, PASSWORD).await.status(),
+            StatusCode::CREATED
+        );
+        self.login_ok(email).await
+    }
+
+    /// Creates a user of any role, as `tidings user create` does, and logs them in.
+    pub async fn user_with_role(&self, email: &str, role: Role) -> Tokens {
+        let email_value = Email::parse(email).unwrap();
+        let password = NewPassword::parse(PASSWORD.into(), Some(&email_value)).unwrap();
+        tidings::auth::service::register(&self.state, &email_value, &password, role)
+            .await
+            .expect("the user is created");
+        self.login_ok(email).await
+    }
+
+    pub async fn login_ok(&self, email: &str) -> Tokens {
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("a token pair")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop is not async: drop the database from a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let sql = format!(r#"drop database if exists "{name}" with (force)"#);
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn create_database(admin_url: &str, name: &str) {
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("TEST_DATABASE_URL accepts connections");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
+        .execute(&mut conn)
+        .await
+        .expect("a test database is created");
+}
+
+/// The same server URL with another database name.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{server}/{name}{query}")
+}
+
+/// A login or refresh answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+/// Reads an error response, checking that it is problem+json, and returns its body.
+pub async fn problem(response: Response) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        content_type, "application/problem+json",
+        "an error is problem+json"
+    );
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert!(body["code"].is_string(), "a problem has a code: {body}");
+    assert!(body["status"].is_u64(), "a problem has a status: {body}");
+    body
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real app on a random port, spoken to over HTTP.
+//!
+//! Every test runs twice, on SQLite and on PostgreSQL (when `TEST_DATABASE_URL` is set),
+//! each run on a database of its own, so the tests run in parallel.
+
+mod helpers;
+
+mod accounts;
+mod admin;
+mod cli;
+mod errors;
+mod health;
