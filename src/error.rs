@@ -13,7 +13,7 @@ use serde::Serialize;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One failing field of a request body or query.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's name as the client sent it.
     pub field: String,
@@ -114,6 +114,25 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+/// The body of every error response (RFC 9457), as documented in the OpenAPI spec.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDoc {
+    /// `urn:tidings:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status phrase.
+    pub title: String,
+    pub status: u16,
+    /// A sentence for people.
+    pub detail: String,
+    /// Stable and machine-readable, e.g. `validation_failed`, `insufficient_stock`.
+    pub code: String,
+    /// For validation failures: each failing field.
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 /// The body of an error response.
@@ -218,6 +237,10 @@ fn unique_violation(constraint: Option<&str>, message: &str) -> Option<ApiError>
         "users_email_key" | "users.email" => Some(ApiError::conflict(
             "email_taken",
             "an account with this email already exists",
+        )),
+        "products_sku_key" | "products.sku" => Some(ApiError::conflict(
+            "sku_taken",
+            "a product with this SKU already exists",
         )),
         _ => None,
     }

@@ -8,6 +8,8 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 

@@ -1,25 +1,32 @@
 //! Liveness and readiness probes.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
 }
 
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses((status = 200, description = "Up", body = Object, example = json!({"status": "ok"}))))]
 async fn livez() -> axum::Json<Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
 /// The database answers and carries this build's schema; 503 otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready, with each check", body = Object),
+        (status = 503, description = "Not ready, with each check", body = Object),
+    ))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let database = match state.db.migration_status().await {
         Ok(status) if status.is_current() => json!({

@@ -1,9 +1,10 @@
 //! `/v1/me`: the caller's own account.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::Json;
 use super::users::UserView;
@@ -11,16 +12,21 @@ use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::auth::service::{self, TokenPair};
 use crate::domain::{Email, NewPassword};
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
 use crate::store::users;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/me", get(me))
-        .route("/v1/me/password", post(change_password))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(change_password))
 }
 
 /// The caller's account.
+#[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserView),
+        (status = 401, description = "No valid access token", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 async fn me(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<UserView>> {
     let user = users::find(&state.db, user.id)
@@ -29,14 +35,22 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<
     Ok(Json(UserView::from(user)))
 }
 
-#[derive(Deserialize)]
-struct PasswordChange {
+/// A password change.
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
 /// Changes the caller's password; every earlier token stops working and a new pair is
 /// returned.
+#[utoipa::path(post, path = "/v1/me/password", tag = "me", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 403, description = "The current password is wrong", body = ProblemDoc),
+        (status = 422, description = "The new password is weak", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 async fn change_password(
     State(state): State<AppState>,

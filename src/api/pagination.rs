@@ -14,7 +14,8 @@ pub const MAX_LIMIT: u32 = 100;
 pub const DEFAULT_LIMIT: u32 = 50;
 
 /// The query parameters of a list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// 1 to 100; 50 when omitted.
     pub limit: Option<u32>,
@@ -61,7 +62,7 @@ impl<C> PageRequest<C> {
 }
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// The cursor of the next page; null on the last one.

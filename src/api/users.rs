@@ -1,10 +1,12 @@
 //! `/v1/users`: user administration, for admins.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, patch};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{Json, Path, Query};
@@ -12,17 +14,18 @@ use super::pagination::{Page, PageParams};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult, FieldError};
-use crate::store::{refresh_tokens, users};
+use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::service::Actor;
+use crate::store::{now, refresh_tokens, users};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users", get(list))
-        .route("/v1/users/{id}", patch(update))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(update))
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
@@ -46,6 +49,12 @@ impl From<users::User> for UserView {
 }
 
 /// Lists users in the order they signed up (admin).
+#[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of users", body = Page<UserView>),
+        (status = 403, description = "Not an admin", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -64,21 +73,31 @@ async fn list(
 }
 
 /// What an admin may change about a user.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserUpdate {
+pub struct UserUpdate {
     role: Option<Role>,
     disabled: Option<bool>,
 }
 
 /// Changes a user's role or disables them (admin). Either ends the user's sessions.
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 403, description = "Not an admin", body = ProblemDoc),
+        (status = 404, description = "No such user", body = ProblemDoc),
+        (status = 409, description = "An admin cannot change themself", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all, fields(target = %id))]
 async fn update(
     State(state): State<AppState>,
-    admin: CurrentUser,
+    actor: Actor,
     Path(id): Path<Uuid>,
     Json(body): Json<UserUpdate>,
 ) -> ApiResult<Json<UserView>> {
+    let admin = &actor.user;
     admin.require(Role::Admin)?;
     if body.role.is_none() && body.disabled.is_none() {
         return Err(ApiError::validation(vec![FieldError::new(
@@ -101,6 +120,9 @@ async fn update(
     if user.disabled {
         refresh_tokens::revoke_all_for_user(&mut tx, id).await?;
     }
+    actor
+        .audit(&mut tx, "user.update", "user", id, json!(body), now())
+        .await?;
     tx.commit().await?;
     tracing::info!(role = %user.role, disabled = user.disabled, "user access changed");
     Ok(Json(UserView::from(user)))

@@ -1,10 +1,11 @@
 //! `/v1/auth`: register, login, refresh, logout, logout-all.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::CurrentUser;
 use super::ratelimit::ClientIp;
@@ -13,31 +14,39 @@ use crate::AppState;
 use crate::api::extract::Json;
 use crate::api::users::UserView;
 use crate::domain::{Email, NewPassword, Role};
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/register", post(register))
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/v1/auth/logout-all", post(logout_all))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
 }
 
 /// An email and a password, as register and login take them.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CredentialsBody {
     pub email: String,
     pub password: String,
 }
 
 /// A refresh token, as refresh and logout take it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshBody {
     pub refresh_token: String,
 }
 
 /// Creates a customer account.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth",
+    request_body = CredentialsBody,
+    responses(
+        (status = 201, description = "The new user", body = UserView),
+        (status = 409, description = "The email is taken", body = ProblemDoc),
+        (status = 422, description = "Invalid email or weak password", body = ProblemDoc),
+        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn register(
     State(state): State<AppState>,
@@ -70,6 +79,14 @@ pub fn validate_new_account(email: &str, password: String) -> ApiResult<(Email, 
 }
 
 /// Exchanges an email and password for a token pair.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
+    request_body = CredentialsBody,
+    responses(
+        (status = 200, description = "A token pair", body = TokenPair),
+        (status = 401, description = "Wrong email or password", body = ProblemDoc),
+        (status = 403, description = "The account is disabled", body = ProblemDoc),
+        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
@@ -84,7 +101,13 @@ async fn login(
     Ok(Json(service::login(&state, &email, body.password).await?))
 }
 
-/// Rotates a refresh token into a new pair.
+/// Rotates a refresh token into a new pair; a reused one revokes its whole family.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 401, description = "Unknown, expired, revoked or reused token", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(state): State<AppState>,
@@ -94,6 +117,9 @@ async fn refresh(
 }
 
 /// Ends the session of one refresh token.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
+    request_body = RefreshBody,
+    responses((status = 204, description = "Logged out (also for an unknown token)")))]
 #[tracing::instrument(skip_all)]
 async fn logout(
     State(state): State<AppState>,
@@ -104,6 +130,11 @@ async fn logout(
 }
 
 /// Ends every session of the caller, on every device.
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every token of the caller is revoked"),
+        (status = 401, description = "No valid access token", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn logout_all(State(state): State<AppState>, user: CurrentUser) -> ApiResult<StatusCode> {
     service::logout_all(&state, &user).await?;

@@ -12,7 +12,7 @@ use crate::store::users::User;
 use crate::store::{Tx, refresh_tokens, users};
 
 /// What login, refresh and a password change answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,

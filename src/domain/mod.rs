@@ -3,7 +3,9 @@
 mod email;
 mod password;
 mod role;
+mod sku;
 
 pub use email::Email;
 pub use password::NewPassword;
 pub use role::Role;
+pub use sku::{Currency, Sku};

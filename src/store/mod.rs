@@ -6,6 +6,11 @@
 //! backend with full types. Where the dialects differ, a query matches on the backend
 //! itself. Each backend owns its migrations under `migrations/`.
 
+pub mod audit;
+pub mod idempotency;
+pub mod notifications;
+pub mod orders;
+pub mod products;
 pub mod refresh_tokens;
 pub mod users;
 
@@ -71,6 +76,18 @@ macro_rules! on_pool {
 /// written and read back compares equal, and SQLite's text timestamps sort correctly.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// `$start, $start+1, …` for `n` values of an `in (…)` list; `null` (matching nothing) for
+/// an empty list, which SQL does not allow.
+pub fn placeholders(start: usize, n: usize) -> String {
+    if n == 0 {
+        return "null".to_owned();
+    }
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether the schema is what this build expects.

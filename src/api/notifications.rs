@@ -1,0 +1,238 @@
+//! `/v1/notifications` and `/v1/me/notification-preferences`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{Json, Path, Query};
+use super::pagination::{Page, PageParams};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::domain::Role;
+use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::service::Actor;
+use crate::service::notifications::{self as service, BroadcastAudience, Kind};
+use crate::store::notifications::{self, Notification};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(unread_count))
+        .routes(routes!(mark_read))
+        .routes(routes!(mark_all_read))
+        .routes(routes!(delete))
+        .routes(routes!(broadcast))
+        .routes(routes!(get_preferences, put_preferences))
+}
+
+/// Filters of the notification list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationListParams {
+    /// true: only unread ones.
+    unread: Option<bool>,
+    /// 1 to 100, default 50.
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The caller's notifications, newest first.
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
+    params(NotificationListParams),
+    responses((status = 200, description = "A page of notifications", body = Page<Notification>)))]
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(params): Query<NotificationListParams>,
+) -> ApiResult<Json<Page<Notification>>> {
+    let request = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .parse::<Uuid>()?;
+    let rows = notifications::list(
+        &state.db,
+        user.id,
+        params.unread.unwrap_or(false),
+        request.after,
+        request.fetch_limit(),
+    )
+    .await?;
+    Ok(Json(Page::from_rows(rows, &request, |n| n.id, |n| n)))
+}
+
+/// How many of the caller's notifications are unread.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnreadCount {
+    unread: i64,
+}
+
+/// Counts the caller's unread notifications.
+#[utoipa::path(get, path = "/v1/notifications/unread-count", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, description = "The count", body = UnreadCount)))]
+#[tracing::instrument(skip_all)]
+async fn unread_count(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Json<UnreadCount>> {
+    Ok(Json(UnreadCount {
+        unread: notifications::unread_count(&state.db, user.id).await?,
+    }))
+}
+
+/// Marks one of the caller's notifications read.
+#[utoipa::path(post, path = "/v1/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The notification", body = Notification),
+        (status = 404, description = "No such notification of the caller's", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn mark_read(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Notification>> {
+    Ok(Json(service::mark_read(&state, user.id, id).await?))
+}
+
+/// How many notifications were marked read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Marked {
+    marked: u64,
+}
+
+/// Marks all of the caller's notifications read.
+#[utoipa::path(post, path = "/v1/notifications/read-all", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, description = "How many were unread", body = Marked)))]
+#[tracing::instrument(skip_all)]
+async fn mark_all_read(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Json<Marked>> {
+    Ok(Json(Marked {
+        marked: service::mark_all_read(&state, user.id).await?,
+    }))
+}
+
+/// Deletes one of the caller's notifications.
+#[utoipa::path(delete, path = "/v1/notifications/{id}", tag = "notifications", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such notification of the caller's", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn delete(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    service::delete(&state, user.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A message from an admin.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Broadcast {
+    title: String,
+    body: String,
+    /// `"all"`, `"staff"`, or a list of user ids.
+    audience: BroadcastAudience,
+}
+
+/// How many users a broadcast reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recipients {
+    recipients: usize,
+}
+
+/// Sends a notification to all users, to staff, or to a list of users (admin). Users who
+/// muted broadcasts are skipped.
+#[utoipa::path(post, path = "/v1/notifications/broadcast", tag = "notifications", security(("bearer" = [])),
+    request_body = Broadcast,
+    responses(
+        (status = 201, description = "Sent", body = Recipients),
+        (status = 422, description = "Invalid fields or unknown users", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn broadcast(
+    State(state): State<AppState>,
+    actor: Actor,
+    Json(body): Json<Broadcast>,
+) -> ApiResult<(StatusCode, Json<Recipients>)> {
+    actor.user.require(Role::Admin)?;
+    let mut errors = Vec::new();
+    for (field, value, max) in [("title", &body.title, 200), ("body", &body.body, 5000)] {
+        let len = value.trim().chars().count();
+        if len == 0 || len > max {
+            errors.push(FieldError::new(
+                field,
+                "invalid",
+                format!("must be 1 to {max} characters"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let recipients = service::broadcast(
+        &state,
+        &actor,
+        body.title.trim(),
+        body.body.trim(),
+        &body.audience,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(Recipients { recipients })))
+}
+
+/// The kinds of notification the caller has muted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    /// Muted kinds are never created for this user.
+    muted: Vec<Kind>,
+}
+
+/// The caller's notification preferences.
+#[utoipa::path(get, path = "/v1/me/notification-preferences", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, description = "The muted kinds", body = Preferences)))]
+#[tracing::instrument(skip_all)]
+async fn get_preferences(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Json<Preferences>> {
+    let stored = notifications::muted_kinds(&state.db, user.id).await?;
+    let muted = Kind::ALL
+        .into_iter()
+        .filter(|k| stored.iter().any(|s| s == k.as_str()))
+        .collect();
+    Ok(Json(Preferences { muted }))
+}
+
+/// Replaces the caller's notification preferences.
+#[utoipa::path(put, path = "/v1/me/notification-preferences", tag = "notifications", security(("bearer" = [])),
+    request_body = Preferences,
+    responses(
+        (status = 200, description = "The preferences now", body = Preferences),
+        (status = 422, description = "An unknown kind", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn put_preferences(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Json(mut body): Json<Preferences>,
+) -> ApiResult<Json<Preferences>> {
+    body.muted.sort_by_key(|k| k.as_str());
+    body.muted.dedup();
+    service::set_muted(&state, user.id, &body.muted).await?;
+    Ok(Json(body))
+}

@@ -1,0 +1,235 @@
+//! `/v1/orders`: placing orders, following them, moving and cancelling them.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::etag;
+use super::extract::{Json, Path, Query};
+use super::pagination::{Page, PageParams};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::domain::Role;
+use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::service::Actor;
+use crate::service::orders::{self as service, IdempotencyKey, Placed};
+use crate::store::orders::{Order, OrderQuery, OrderStatus};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, place))
+        .routes(routes!(get_one))
+        .routes(routes!(set_status))
+        .routes(routes!(cancel))
+}
+
+/// Most lines one order may have.
+const MAX_ITEMS: usize = 100;
+/// Most units of one product one order may take.
+const MAX_QUANTITY: i64 = 10_000;
+
+/// A line of a new order.
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewItem {
+    product_id: Uuid,
+    /// 1 to 10,000.
+    quantity: i64,
+}
+
+/// A new order.
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    /// 1 to 100 lines; a product named twice counts once with the sum.
+    items: Vec<NewItem>,
+}
+
+/// Places an order for the caller. With an `Idempotency-Key`, a retry returns the first
+/// answer instead of a second order.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
+    params(("idempotency-key" = Option<String>, Header, description = "1 to 255 characters; makes retries safe")),
+    request_body = NewOrder,
+    responses(
+        (status = 201, description = "The order (or, for a retried key, the first answer)", body = Order),
+        (status = 409, description = "Short of stock; each short item named", body = ProblemDoc),
+        (status = 422, description = "Invalid items, unknown products, or a reused key with another body", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn place(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Json(body): Json<NewOrder>,
+) -> ApiResult<Response> {
+    let mut errors = Vec::new();
+    if body.items.is_empty() || body.items.len() > MAX_ITEMS {
+        errors.push(FieldError::new(
+            "items",
+            "out_of_range",
+            format!("an order has 1 to {MAX_ITEMS} items"),
+        ));
+    }
+    for (i, item) in body.items.iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            errors.push(FieldError::new(
+                format!("items[{i}].quantity"),
+                "out_of_range",
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().unwrap_or_default().trim();
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible characters",
+                ));
+            }
+            // serde_json sorts object keys, so the same body always hashes the same.
+            let canonical = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
+            Some(IdempotencyKey {
+                key: key.to_owned(),
+                request_hash: Sha256::digest(canonical).to_vec(),
+            })
+        }
+    };
+    let items: Vec<(Uuid, i64)> = body
+        .items
+        .iter()
+        .map(|i| (i.product_id, i.quantity))
+        .collect();
+    Ok(
+        match service::place(&state, &actor, &items, key.as_ref()).await? {
+            Placed::Created(order) => {
+                let mut response = etag::tagged(StatusCode::CREATED, order.version, &order);
+                if let Ok(location) = format!("/v1/orders/{}", order.id).parse() {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                response
+            }
+            Placed::Replayed { status, body } => {
+                let mut response = (status, axum::Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                response
+            }
+        },
+    )
+}
+
+/// Filters of the order list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderListParams {
+    /// Only orders in this status.
+    status: Option<OrderStatus>,
+    /// Staff only: only this user's orders.
+    user_id: Option<Uuid>,
+    /// 1 to 100, default 50.
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The caller's orders, newest first; staff see every order.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
+    params(OrderListParams),
+    responses((status = 200, description = "A page of orders", body = Page<Order>)))]
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(params): Query<OrderListParams>,
+) -> ApiResult<Json<Page<Order>>> {
+    let request = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .parse::<Uuid>()?;
+    let query = OrderQuery {
+        user_id: params.user_id,
+        status: params.status,
+    };
+    let rows = service::list(&state, &user, query, request.after, request.fetch_limit()).await?;
+    Ok(Json(Page::from_rows(rows, &request, |o| o.id, |o| o)))
+}
+
+/// One order, the caller's own or any for staff; with its ETag.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The order", body = Order, headers(("etag" = String))),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 404, description = "No such order, or not the caller's", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn get_one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let order = service::get(&state, &user, id).await?;
+    Ok(etag::conditional(&headers, order.version, &order))
+}
+
+/// A status to move an order to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// paid, shipped or delivered: one step from the current status.
+    status: OrderStatus,
+}
+
+/// Moves an order one step along pending → paid → shipped → delivered (staff).
+#[utoipa::path(post, path = "/v1/orders/{id}/status", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = StatusChange,
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No such order", body = ProblemDoc),
+        (status = 409, description = "Not a valid next status", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn set_status(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    Json(body): Json<StatusChange>,
+) -> ApiResult<Response> {
+    actor.user.require(Role::Staff)?;
+    let order = service::set_status(&state, &actor, id, body.status).await?;
+    Ok(etag::tagged(StatusCode::OK, order.version, &order))
+}
+
+/// Cancels an order before it ships, returning its stock: its owner or staff.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The cancelled order", body = Order),
+        (status = 404, description = "No such order, or not the caller's", body = ProblemDoc),
+        (status = 409, description = "Already shipped, delivered or cancelled", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn cancel(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let order = service::cancel(&state, &actor, id).await?;
+    Ok(etag::tagged(StatusCode::OK, order.version, &order))
+}

@@ -1,0 +1,441 @@
+//! `/v1/products`: the catalog and its stock. Reads for any user, writes for staff.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::etag;
+use super::extract::{Json, Path, Query};
+use super::pagination::{Page, PageParams};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::domain::{Currency, Role, Sku};
+use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::service::{Actor, products as service};
+use crate::store::products::{
+    self, NewProduct, Product, ProductCursor, ProductPatch, ProductQuery, SortKey,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, update, delete))
+        .routes(routes!(restore))
+        .routes(routes!(adjust_stock))
+}
+
+const MAX_AMOUNT: i64 = 1_000_000_000_000;
+const MAX_STOCK: i64 = 1_000_000_000;
+
+/// A new product.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    /// Letters, digits, `-`, `_`, `.`; unique, case-insensitively.
+    sku: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// The price in the currency's minor units.
+    unit_amount: i64,
+    /// ISO 4217, e.g. EUR.
+    currency: String,
+    #[serde(default)]
+    stock: i64,
+    #[serde(default)]
+    low_stock_threshold: i64,
+}
+
+/// Changes to a product; absent fields stay as they are. Stock changes go through
+/// stock adjustments.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sku: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    low_stock_threshold: Option<i64>,
+}
+
+/// A change of stock.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockAdjustment {
+    /// Units to add (positive) or take (negative).
+    delta: i64,
+    /// Why, for the audit log and the event: e.g. `restock`, `damaged`.
+    reason: String,
+}
+
+/// Filters and order of the product list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProductListParams {
+    /// Substring of the name or SKU, case-insensitive.
+    q: Option<String>,
+    /// Lowest unit_amount.
+    min_price: Option<i64>,
+    /// Highest unit_amount.
+    max_price: Option<i64>,
+    /// true: only products in stock; false: only those out of stock.
+    in_stock: Option<bool>,
+    /// Staff only: deleted products too.
+    include_deleted: Option<bool>,
+    /// name, price, created_at or stock; `-` in front for descending. Default created_at.
+    sort: Option<String>,
+    /// 1 to 100, default 50.
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize, required: bool) {
+    let len = value.trim().chars().count();
+    if required && len == 0 {
+        errors.push(FieldError::new(field, "required", "must not be empty"));
+    } else if len > max {
+        errors.push(FieldError::new(
+            field,
+            "too_long",
+            format!("must be at most {max} characters"),
+        ));
+    }
+}
+
+fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64, max: i64) {
+    if !(0..=max).contains(&value) {
+        errors.push(FieldError::new(
+            field,
+            "out_of_range",
+            format!("must be between 0 and {max}"),
+        ));
+    }
+}
+
+fn parse_field<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    result: Result<T, &'static str>,
+) -> Option<T> {
+    result
+        .map_err(|message| errors.push(FieldError::new(field, "invalid", message)))
+        .ok()
+}
+
+fn done<T>(errors: Vec<FieldError>, value: T) -> ApiResult<T> {
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// Adds a product (staff).
+#[utoipa::path(post, path = "/v1/products", tag = "products", security(("bearer" = [])),
+    request_body = CreateProduct,
+    responses(
+        (status = 201, description = "Created, with its ETag", body = Product),
+        (status = 409, description = "SKU taken", body = ProblemDoc),
+        (status = 422, description = "Invalid fields", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    Json(body): Json<CreateProduct>,
+) -> ApiResult<Response> {
+    actor.user.require(Role::Staff)?;
+    let mut errors = Vec::new();
+    let sku = parse_field(&mut errors, "sku", Sku::parse(&body.sku));
+    let currency = parse_field(&mut errors, "currency", Currency::parse(&body.currency));
+    check_text(&mut errors, "name", &body.name, 200, true);
+    check_text(&mut errors, "description", &body.description, 5000, false);
+    check_range(&mut errors, "unit_amount", body.unit_amount, MAX_AMOUNT);
+    check_range(&mut errors, "stock", body.stock, MAX_STOCK);
+    check_range(
+        &mut errors,
+        "low_stock_threshold",
+        body.low_stock_threshold,
+        MAX_STOCK,
+    );
+    let (Some(sku), Some(currency), true) = (sku, currency, errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let new = NewProduct {
+        sku: sku.as_str(),
+        name: body.name.trim(),
+        description: body.description.trim(),
+        unit_amount: body.unit_amount,
+        currency: currency.code(),
+        stock: body.stock,
+        low_stock_threshold: body.low_stock_threshold,
+    };
+    let product = service::create(&state, &actor, &new).await?;
+    let mut response = etag::tagged(StatusCode::CREATED, product.version, &product);
+    if let Ok(location) = format!("/v1/products/{}", product.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn parse_sort(sort: Option<&str>) -> ApiResult<(SortKey, bool)> {
+    let sort = sort.unwrap_or("created_at");
+    let (descending, name) = match sort.strip_prefix('-') {
+        Some(name) => (true, name),
+        None => (false, sort),
+    };
+    let key = match name {
+        "name" => SortKey::Name,
+        "price" => SortKey::Price,
+        "created_at" => SortKey::CreatedAt,
+        "stock" => SortKey::Stock,
+        _ => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "sort",
+                "invalid",
+                "must be name, price, created_at or stock, with - in front for descending",
+            )]));
+        }
+    };
+    Ok((key, descending))
+}
+
+/// Lists products, filtered and sorted, a page at a time.
+#[utoipa::path(get, path = "/v1/products", tag = "products", security(("bearer" = [])),
+    params(ProductListParams),
+    responses(
+        (status = 200, description = "A page of products", body = Page<Product>),
+        (status = 422, description = "Invalid parameters", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(params): Query<ProductListParams>,
+) -> ApiResult<Json<Page<Product>>> {
+    let include_deleted = params.include_deleted.unwrap_or(false);
+    if include_deleted {
+        user.require(Role::Staff)?;
+    }
+    let sort = parse_sort(params.sort.as_deref())?;
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor.clone(),
+    };
+    // The cursor carries its sort, so that it cannot be replayed under another.
+    let request = page.parse::<(String, ProductCursor)>()?;
+    let sort_name = params.sort.clone().unwrap_or_else(|| "created_at".into());
+    let after = match &request.after {
+        Some((cursor_sort, position)) if *cursor_sort == sort_name => Some(position),
+        Some(_) => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "cursor",
+                "invalid",
+                "the cursor belongs to another sort",
+            )]));
+        }
+        None => None,
+    };
+    if let (Some(min), Some(max)) = (params.min_price, params.max_price)
+        && min > max
+    {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "min_price",
+            "invalid",
+            "is above max_price",
+        )]));
+    }
+    let query = ProductQuery {
+        q: params
+            .q
+            .filter(|q| !q.trim().is_empty())
+            .map(|q| q.trim().to_owned()),
+        min_price: params.min_price,
+        max_price: params.max_price,
+        in_stock: params.in_stock,
+        include_deleted,
+        sort: Some(sort),
+    };
+    let rows = products::list(&state.db, &query, after, request.fetch_limit()).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        &request,
+        |p| (sort_name.clone(), products::cursor_of(p, sort.0)),
+        |p| p,
+    )))
+}
+
+/// One product, with its ETag; `If-None-Match` gets a 304.
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The product", body = Product, headers(("etag" = String))),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 404, description = "No such product", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn get_one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let product = products::find(&state.db, id)
+        .await?
+        .filter(|p| p.deleted_at.is_none() || user.role.is_staff())
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(etag::conditional(&headers, product.version, &product))
+}
+
+/// Changes a product (staff); with `If-Match`, only if it has not changed since (else 412).
+#[utoipa::path(patch, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("if-match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body = UpdateProduct,
+    responses(
+        (status = 200, description = "The changed product", body = Product),
+        (status = 404, description = "No such product", body = ProblemDoc),
+        (status = 409, description = "SKU taken", body = ProblemDoc),
+        (status = 412, description = "Changed since the If-Match ETag", body = ProblemDoc),
+        (status = 422, description = "Invalid fields", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn update(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    actor.user.require(Role::Staff)?;
+    if body.get("stock").is_some() {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "stock",
+            "read_only",
+            "change stock with POST /v1/products/{id}/stock-adjustments",
+        )]));
+    }
+    let body: UpdateProduct = serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            e.to_string(),
+        )
+    })?;
+    let if_match = etag::if_match(&headers)?;
+    let mut errors = Vec::new();
+    let sku = body
+        .sku
+        .as_deref()
+        .and_then(|s| parse_field(&mut errors, "sku", Sku::parse(s)));
+    let currency = body
+        .currency
+        .as_deref()
+        .and_then(|c| parse_field(&mut errors, "currency", Currency::parse(c)));
+    if let Some(name) = &body.name {
+        check_text(&mut errors, "name", name, 200, true);
+    }
+    if let Some(description) = &body.description {
+        check_text(&mut errors, "description", description, 5000, false);
+    }
+    if let Some(amount) = body.unit_amount {
+        check_range(&mut errors, "unit_amount", amount, MAX_AMOUNT);
+    }
+    if let Some(threshold) = body.low_stock_threshold {
+        check_range(&mut errors, "low_stock_threshold", threshold, MAX_STOCK);
+    }
+    done(errors, ())?;
+    let patch = ProductPatch {
+        sku: sku.as_ref().map(Sku::as_str),
+        name: body.name.as_deref().map(str::trim),
+        description: body.description.as_deref().map(str::trim),
+        unit_amount: body.unit_amount,
+        currency: currency.map(Currency::code),
+        low_stock_threshold: body.low_stock_threshold,
+    };
+    let summary = json!(body);
+    let product = service::update(&state, &actor, id, &patch, summary, if_match).await?;
+    Ok(etag::tagged(StatusCode::OK, product.version, &product))
+}
+
+/// Deletes a product (staff); it stays in past orders and can be restored.
+#[utoipa::path(delete, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such product, or already deleted", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn delete(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    actor.user.require(Role::Staff)?;
+    service::delete(&state, &actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restores a deleted product (staff).
+#[utoipa::path(post, path = "/v1/products/{id}/restore", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The restored product", body = Product),
+        (status = 404, description = "No such product", body = ProblemDoc),
+        (status = 409, description = "Not deleted", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn restore(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    actor.user.require(Role::Staff)?;
+    let product = service::restore(&state, &actor, id).await?;
+    Ok(etag::tagged(StatusCode::OK, product.version, &product))
+}
+
+/// Adds to or takes from the stock (staff), atomically; never below zero.
+#[utoipa::path(post, path = "/v1/products/{id}/stock-adjustments", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = StockAdjustment,
+    responses(
+        (status = 200, description = "The product with its new stock", body = Product),
+        (status = 404, description = "No such product", body = ProblemDoc),
+        (status = 409, description = "Not enough stock", body = ProblemDoc),
+        (status = 422, description = "Invalid fields", body = ProblemDoc),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn adjust_stock(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    Json(body): Json<StockAdjustment>,
+) -> ApiResult<impl IntoResponse> {
+    actor.user.require(Role::Staff)?;
+    let mut errors = Vec::new();
+    if body.delta == 0 || body.delta.abs() > MAX_STOCK {
+        errors.push(FieldError::new(
+            "delta",
+            "out_of_range",
+            format!("must be non-zero and at most {MAX_STOCK} either way"),
+        ));
+    }
+    check_text(&mut errors, "reason", &body.reason, 200, true);
+    done(errors, ())?;
+    let product = service::adjust_stock(&state, &actor, id, body.delta, body.reason.trim()).await?;
+    Ok(etag::tagged(StatusCode::OK, product.version, &product))
+}

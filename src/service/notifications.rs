@@ -1,0 +1,207 @@
+//! Notifications: created by the system with their cause, or broadcast by an admin.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Actor;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::store::notifications::{self, Notification, Recipients};
+use crate::store::{Tx, now};
+
+/// The kinds of notification; each can be muted per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A status change of one of the user's orders.
+    OrderStatus,
+    /// A product's stock fell to or below its threshold (staff).
+    LowStock,
+    /// A message from an admin.
+    Broadcast,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::OrderStatus, Kind::LowStock, Kind::Broadcast];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OrderStatus => "order_status",
+            Kind::LowStock => "low_stock",
+            Kind::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// Creates notifications for the recipients who have not muted `kind`, inside the
+/// caller's transaction, and returns their `notification.created` events.
+pub async fn notify(
+    tx: &mut Tx,
+    recipients: &Recipients,
+    kind: Kind,
+    title: &str,
+    body: &str,
+    data: Value,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<NewEvent>, sqlx::Error> {
+    let users = notifications::resolve(tx, recipients, kind.as_str()).await?;
+    let made =
+        notifications::insert_many(tx, &users, kind.as_str(), title, body, &data, at).await?;
+    Ok(made.iter().map(created_event).collect())
+}
+
+fn created_event(n: &Notification) -> NewEvent {
+    NewEvent::new(
+        Topic::Notifications,
+        "notification.created",
+        Audience::User(n.user_id),
+        n,
+    )
+}
+
+/// Who a broadcast goes to.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum BroadcastAudience {
+    /// `"all"` or `"staff"`.
+    Group(String),
+    /// Particular users.
+    Users(Vec<Uuid>),
+}
+
+/// Most users one broadcast may name.
+pub const MAX_BROADCAST_USERS: usize = 1000;
+
+/// Sends a notification to a group of users (admin). Returns how many received it.
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id))]
+pub async fn broadcast(
+    state: &AppState,
+    actor: &Actor,
+    title: &str,
+    body: &str,
+    audience: &BroadcastAudience,
+) -> ApiResult<usize> {
+    let recipients = match audience {
+        BroadcastAudience::Group(g) if g == "all" => Recipients::All,
+        BroadcastAudience::Group(g) if g == "staff" => Recipients::Staff,
+        BroadcastAudience::Group(_) => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "audience",
+                "invalid",
+                "must be \"all\", \"staff\" or a list of user ids",
+            )]));
+        }
+        BroadcastAudience::Users(ids) => {
+            let mut ids = ids.clone();
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() || ids.len() > MAX_BROADCAST_USERS {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "audience",
+                    "invalid",
+                    format!("a list of 1 to {MAX_BROADCAST_USERS} user ids"),
+                )]));
+            }
+            Recipients::Users(ids)
+        }
+    };
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    if let Recipients::Users(ids) = &recipients {
+        let known = notifications::existing_users(&mut tx, ids).await?;
+        if known.len() != ids.len() {
+            let unknown: Vec<String> = ids
+                .iter()
+                .filter(|id| !known.contains(id))
+                .map(Uuid::to_string)
+                .collect();
+            return Err(ApiError::validation(vec![FieldError::new(
+                "audience",
+                "unknown_user",
+                format!("no such users: {}", unknown.join(", ")),
+            )]));
+        }
+    }
+    let events = notify(
+        &mut tx,
+        &recipients,
+        Kind::Broadcast,
+        title,
+        body,
+        json!({}),
+        at,
+    )
+    .await?;
+    let count = events.len();
+    outbox::append(&mut tx, &events, at).await?;
+    actor
+        .audit(
+            &mut tx,
+            "notification.broadcast",
+            "notification",
+            "broadcast",
+            json!({"title": title, "recipients": count}),
+            at,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// Marks one of the caller's notifications read.
+pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<Notification> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let (notification, changed) = notifications::mark_read(&mut tx, user_id, id, at)
+        .await?
+        .ok_or_else(|| ApiError::not_found("notification"))?;
+    if changed {
+        let event = NewEvent::new(
+            Topic::Notifications,
+            "notification.read",
+            Audience::User(user_id),
+            json!({"ids": [id], "read_at": at}),
+        );
+        outbox::append(&mut tx, &[event], at).await?;
+    }
+    tx.commit().await?;
+    Ok(notification)
+}
+
+/// Marks all of the caller's notifications read; how many were unread.
+pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let count = notifications::mark_all_read(&mut tx, user_id, at).await?;
+    if count > 0 {
+        let event = NewEvent::new(
+            Topic::Notifications,
+            "notification.read",
+            Audience::User(user_id),
+            json!({"all": true, "read_at": at}),
+        );
+        outbox::append(&mut tx, &[event], at).await?;
+    }
+    tx.commit().await?;
+    Ok(count)
+}
+
+pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> {
+    let mut tx = state.db.begin().await?;
+    if !notifications::delete(&mut tx, user_id, id).await? {
+        return Err(ApiError::not_found("notification"));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Replaces the caller's muted kinds.
+pub async fn set_muted(state: &AppState, user_id: Uuid, muted: &[Kind]) -> ApiResult<()> {
+    let kinds: Vec<&str> = muted.iter().map(|k| k.as_str()).collect();
+    let mut tx = state.db.begin().await?;
+    notifications::set_muted_kinds(&mut tx, user_id, &kinds).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! Orders: placed with their stock in one transaction, moved along their statuses by staff,
+//! cancelled with their stock returned.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Actor;
+use super::notifications::{Kind, notify};
+use super::products::{low_stock, stock_changed};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::store::notifications::Recipients;
+use crate::store::orders::{self, Order, OrderItem, OrderQuery, OrderRow, OrderStatus};
+use crate::store::{Tx, idempotency, now, products};
+
+/// An `Idempotency-Key` and the hash of the request body it was sent with.
+#[derive(Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// What placing an order answered.
+#[derive(Debug)]
+pub enum Placed {
+    /// A new order.
+    Created(Order),
+    /// A retry: the first answer to this idempotency key, as it was sent.
+    Replayed { status: StatusCode, body: Value },
+}
+
+/// Places an order for the caller: checks and takes the stock of every item and prices
+/// them from the catalog, all or nothing.
+#[tracing::instrument(skip_all, fields(user = %actor.user.id))]
+pub async fn place(
+    state: &AppState,
+    actor: &Actor,
+    items: &[(Uuid, i64)],
+    key: Option<&IdempotencyKey>,
+) -> ApiResult<Placed> {
+    // The same product twice is one line; sorted by id, the order of its items is stable.
+    let mut merged: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for (product_id, quantity) in items {
+        let total = merged.entry(*product_id).or_default();
+        *total = total
+            .checked_add(*quantity)
+            .ok_or_else(|| quantity_error("quantity is too large"))?;
+    }
+    let items: Vec<(Uuid, i64)> = merged.into_iter().collect();
+
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = key
+        && let Some(stored) = idempotency::find(&mut tx, actor.user.id, &key.key).await?
+    {
+        return replay(stored, key);
+    }
+
+    let taken = products::take_stock(&mut tx, &items, at).await?;
+    if taken.len() < items.len() {
+        let error = shortage(&mut tx, &items).await?;
+        return Err(error);
+    }
+    let currency = &taken[0].currency;
+    if taken.iter().any(|p| &p.currency != currency) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "items",
+            "mixed_currencies",
+            "every item of an order must be priced in the same currency",
+        )]));
+    }
+    let quantities: BTreeMap<Uuid, i64> = items.iter().copied().collect();
+    let mut lines = Vec::with_capacity(taken.len());
+    let mut total: i64 = 0;
+    let order_id = Uuid::now_v7();
+    for product in &taken {
+        let quantity = quantities[&product.id];
+        let amount = product
+            .unit_amount
+            .checked_mul(quantity)
+            .ok_or_else(|| quantity_error("the total is too large"))?;
+        total = total
+            .checked_add(amount)
+            .ok_or_else(|| quantity_error("the total is too large"))?;
+        lines.push(OrderItem {
+            order_id,
+            product_id: product.id,
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            unit_amount: product.unit_amount,
+            quantity,
+        });
+    }
+    lines.sort_by_key(|l| l.product_id);
+    let row = OrderRow {
+        id: order_id,
+        user_id: actor.user.id,
+        status: OrderStatus::Pending,
+        currency: currency.clone(),
+        total_amount: total,
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
+    orders::insert(&mut tx, &row, &lines).await?;
+    let order = Order::new(row, lines);
+
+    let mut events = vec![NewEvent::new(
+        Topic::Orders,
+        "order.created",
+        Audience::UserAndStaff(order.user_id),
+        &order,
+    )];
+    for product in &taken {
+        let quantity = quantities[&product.id];
+        events.push(stock_changed(product, -quantity, "order"));
+        events.extend(low_stock(&mut tx, product, product.stock + quantity, at).await?);
+    }
+    outbox::append(&mut tx, &events, at).await?;
+    actor
+        .audit(
+            &mut tx,
+            "order.create",
+            "order",
+            order.id,
+            json!({"total_amount": order.total_amount, "items": order.items.len()}),
+            at,
+        )
+        .await?;
+    if let Some(key) = key {
+        let body = serde_json::to_value(&order).map_err(anyhow::Error::from)?;
+        let stored = idempotency::store(
+            &mut tx,
+            actor.user.id,
+            &key.key,
+            &key.request_hash,
+            StatusCode::CREATED.as_u16(),
+            &body,
+            at,
+        )
+        .await?;
+        if !stored {
+            // A concurrent request with the same key committed first: ours is dropped
+            // (rolled back) and theirs is the answer.
+            drop(tx);
+            let mut tx = state.db.begin().await?;
+            let stored = idempotency::find(&mut tx, actor.user.id, &key.key)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("an idempotency key vanished after a conflict"))?;
+            return replay(stored, key);
+        }
+    }
+    tx.commit().await?;
+    Ok(Placed::Created(order))
+}
+
+fn quantity_error(message: &str) -> ApiError {
+    ApiError::validation(vec![FieldError::new("items", "out_of_range", message)])
+}
+
+fn replay(stored: idempotency::StoredResponse, key: &IdempotencyKey) -> ApiResult<Placed> {
+    if stored.request_hash != key.request_hash {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        ));
+    }
+    let status = u16::try_from(stored.response_status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    Ok(Placed::Replayed {
+        status,
+        body: stored.response_body.0,
+    })
+}
+
+/// The error for an order some of whose items could not be taken: unknown or deleted
+/// products are a 422, short stock a 409 naming each short item.
+async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ApiResult<ApiError> {
+    let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    let known: BTreeMap<Uuid, (i64, bool)> = products::stock_of(tx, &ids)
+        .await?
+        .into_iter()
+        .map(|(id, stock, deleted)| (id, (stock, deleted)))
+        .collect();
+    let unknown: Vec<FieldError> = items
+        .iter()
+        .filter(|(id, _)| known.get(id).is_none_or(|(_, deleted)| *deleted))
+        .map(|(id, _)| FieldError::new("items", "unknown_product", format!("no product {id}")))
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(ApiError::validation(unknown));
+    }
+    let short: Vec<FieldError> = items
+        .iter()
+        .filter_map(|(id, quantity)| {
+            let (stock, _) = known[id];
+            (stock < *quantity).then(|| {
+                FieldError::new(
+                    format!("items[{id}]"),
+                    "insufficient_stock",
+                    format!("{quantity} requested, {stock} in stock"),
+                )
+            })
+        })
+        .collect();
+    Ok(match ApiError::validation(short) {
+        ApiError::Problem { errors, .. } => ApiError::Problem {
+            status: StatusCode::CONFLICT,
+            code: "insufficient_stock",
+            detail: "some items are short of stock; nothing was ordered".into(),
+            errors,
+            retry_after: None,
+        },
+        other => other,
+    })
+}
+
+/// An order the caller may see: their own, or any for staff. Anyone else gets 404.
+pub async fn get(state: &AppState, user: &CurrentUser, id: Uuid) -> ApiResult<Order> {
+    match orders::find(&state.db, id).await? {
+        Some(order) if order.user_id == user.id || user.role.is_staff() => Ok(order),
+        _ => Err(ApiError::not_found("order")),
+    }
+}
+
+/// Orders the caller may see, newest first.
+pub async fn list(
+    state: &AppState,
+    user: &CurrentUser,
+    mut query: OrderQuery,
+    before: Option<Uuid>,
+    limit: i64,
+) -> ApiResult<Vec<Order>> {
+    if !user.role.is_staff() {
+        query.user_id = Some(user.id);
+    }
+    Ok(orders::list(&state.db, &query, before, limit).await?)
+}
+
+/// Moves an order one step along pending → paid → shipped → delivered (staff).
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id, order = %id, to = to.as_str()))]
+pub async fn set_status(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    to: OrderStatus,
+) -> ApiResult<Order> {
+    let Some(from) = to.previous() else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "status",
+            "invalid",
+            "must be paid, shipped or delivered (cancel with POST /v1/orders/{id}/cancel)",
+        )]));
+    };
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let Some(row) = orders::transition(&mut tx, id, &[from], to, at).await? else {
+        return Err(invalid_transition(&mut tx, id, to).await?);
+    };
+    let order = finish_change(&mut tx, actor, row, from, "order.status_changed", at).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// Cancels an order before it ships and returns its stock: the owner, or staff.
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id, order = %id))]
+pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Order> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let visible = orders::find_row_tx(&mut tx, id)
+        .await?
+        .filter(|o| o.user_id == actor.user.id || actor.user.role.is_staff())
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let Some(row) = orders::transition(
+        &mut tx,
+        id,
+        &[OrderStatus::Pending, OrderStatus::Paid],
+        OrderStatus::Cancelled,
+        at,
+    )
+    .await?
+    else {
+        return Err(invalid_transition(&mut tx, id, OrderStatus::Cancelled).await?);
+    };
+    let items = orders::items_tx(&mut tx, id).await?;
+    let returned: Vec<(Uuid, i64)> = items.iter().map(|i| (i.product_id, i.quantity)).collect();
+    let products = products::return_stock(&mut tx, &returned, at).await?;
+    let events: Vec<NewEvent> = products
+        .iter()
+        .map(|p| {
+            let quantity = returned
+                .iter()
+                .find(|(id, _)| *id == p.id)
+                .map_or(0, |(_, q)| *q);
+            stock_changed(p, quantity, "order_cancelled")
+        })
+        .collect();
+    outbox::append(&mut tx, &events, at).await?;
+    let order = finish_change(&mut tx, actor, row, visible.status, "order.cancelled", at).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// The events, the owner's notification and the audit entry of a status change.
+async fn finish_change(
+    tx: &mut Tx,
+    actor: &Actor,
+    row: OrderRow,
+    from: OrderStatus,
+    event_type: &'static str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<Order> {
+    let order = Order::new(row.clone(), orders::items_tx(tx, row.id).await?);
+    let change = json!({
+        "order_id": order.id,
+        "user_id": order.user_id,
+        "status": order.status,
+        "previous_status": from,
+        "total_amount": order.total_amount,
+        "currency": order.currency,
+        "updated_at": order.updated_at,
+        "version": order.version,
+    });
+    let mut events = vec![NewEvent::new(
+        Topic::Orders,
+        event_type,
+        Audience::UserAndStaff(order.user_id),
+        &change,
+    )];
+    let title = format!("Order {}", order.status.as_str());
+    let body = format!("Your order {} is now {}.", order.id, order.status.as_str());
+    events.extend(
+        notify(
+            tx,
+            &Recipients::Users(vec![order.user_id]),
+            Kind::OrderStatus,
+            &title,
+            &body,
+            change.clone(),
+            at,
+        )
+        .await?,
+    );
+    outbox::append(tx, &events, at).await?;
+    let action = if event_type == "order.cancelled" {
+        "order.cancel"
+    } else {
+        "order.status"
+    };
+    actor
+        .audit(
+            tx,
+            action,
+            "order",
+            order.id,
+            json!({"from": from, "to": order.status}),
+            at,
+        )
+        .await?;
+    Ok(order)
+}
+
+async fn invalid_transition(tx: &mut Tx, id: Uuid, to: OrderStatus) -> ApiResult<ApiError> {
+    Ok(match orders::find_row_tx(tx, id).await? {
+        Some(order) => ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "an order that is {} cannot become {}",
+                order.status.as_str(),
+                to.as_str()
+            ),
+        ),
+        None => ApiError::not_found("order"),
+    })
+}

@@ -1,0 +1,227 @@
+//! The catalog and its stock.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::Actor;
+use super::notifications::{Kind, notify};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::store::notifications::Recipients;
+use crate::store::products::{self, NewProduct, Product, ProductPatch};
+use crate::store::{Tx, now};
+
+fn product_event(kind: &'static str, product: &Product) -> NewEvent {
+    NewEvent::new(Topic::Inventory, kind, Audience::Everyone, product)
+}
+
+/// Adds a product to the catalog.
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id))]
+pub async fn create(state: &AppState, actor: &Actor, new: &NewProduct<'_>) -> ApiResult<Product> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let product = products::insert(&mut tx, new, at).await?;
+    outbox::append(&mut tx, &[product_event("product.created", &product)], at).await?;
+    actor
+        .audit(
+            &mut tx,
+            "product.create",
+            "product",
+            product.id,
+            json!(product),
+            at,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+/// Changes a product; with `if_match`, only if it is still at that version (else 412).
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    patch: &ProductPatch<'_>,
+    summary: serde_json::Value,
+    if_match: Option<i64>,
+) -> ApiResult<Product> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let Some(product) = products::update(&mut tx, id, patch, if_match, at).await? else {
+        return Err(match products::find_tx(&mut tx, id).await? {
+            Some(p) if p.deleted_at.is_none() => ApiError::new(
+                axum::http::StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!(
+                    "the product changed meanwhile (now at version {})",
+                    p.version
+                ),
+            ),
+            _ => ApiError::not_found("product"),
+        });
+    };
+    outbox::append(&mut tx, &[product_event("product.updated", &product)], at).await?;
+    actor
+        .audit(&mut tx, "product.update", "product", id, summary, at)
+        .await?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+/// Soft-deletes a product; it stays in past orders and can be restored.
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
+pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Product> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let product = products::set_deleted(&mut tx, id, true, at)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    let event = NewEvent::new(
+        Topic::Inventory,
+        "product.deleted",
+        Audience::Everyone,
+        json!({"id": product.id, "sku": product.sku, "deleted_at": product.deleted_at, "version": product.version}),
+    );
+    outbox::append(&mut tx, &[event], at).await?;
+    actor
+        .audit(
+            &mut tx,
+            "product.delete",
+            "product",
+            id,
+            json!({"sku": product.sku}),
+            at,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+/// Brings a deleted product back.
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
+pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Product> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let Some(product) = products::set_deleted(&mut tx, id, false, at).await? else {
+        return Err(match products::find_tx(&mut tx, id).await? {
+            Some(_) => ApiError::conflict("not_deleted", "the product is not deleted"),
+            None => ApiError::not_found("product"),
+        });
+    };
+    outbox::append(&mut tx, &[product_event("product.updated", &product)], at).await?;
+    actor
+        .audit(
+            &mut tx,
+            "product.restore",
+            "product",
+            id,
+            json!({"sku": product.sku}),
+            at,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+/// Adds to or takes from a product's stock, never below zero (409).
+#[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id, delta))]
+pub async fn adjust_stock(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    delta: i64,
+    reason: &str,
+) -> ApiResult<Product> {
+    let at = now();
+    let mut tx = state.db.begin().await?;
+    let Some(product) = products::adjust_stock(&mut tx, id, delta, at).await? else {
+        return Err(match products::find_tx(&mut tx, id).await? {
+            Some(p) if p.deleted_at.is_none() => ApiError::conflict(
+                "insufficient_stock",
+                format!("only {} in stock; cannot take {}", p.stock, -delta),
+            ),
+            _ => ApiError::not_found("product"),
+        });
+    };
+    let mut events = vec![stock_changed(&product, delta, reason)];
+    events.extend(low_stock(&mut tx, &product, product.stock - delta, at).await?);
+    outbox::append(&mut tx, &events, at).await?;
+    actor
+        .audit(
+            &mut tx,
+            "product.stock_adjust",
+            "product",
+            id,
+            json!({"delta": delta, "reason": reason, "stock": product.stock}),
+            at,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+/// The `inventory.stock_changed` event of a product whose stock moved by `delta`.
+pub fn stock_changed(product: &Product, delta: i64, reason: &str) -> NewEvent {
+    NewEvent::new(
+        Topic::Inventory,
+        "inventory.stock_changed",
+        Audience::Everyone,
+        json!({
+            "product_id": product.id,
+            "sku": product.sku,
+            "stock": product.stock,
+            "delta": delta,
+            "reason": reason,
+            "version": product.version,
+        }),
+    )
+}
+
+/// When stock has just fallen to or below the threshold (it was above it at
+/// `previous_stock`): the staff-only `inventory.low_stock` event, and a notification to
+/// every staff member with its events.
+pub async fn low_stock(
+    tx: &mut Tx,
+    product: &Product,
+    previous_stock: i64,
+    at: DateTime<Utc>,
+) -> Result<Vec<NewEvent>, sqlx::Error> {
+    let threshold = product.low_stock_threshold;
+    if product.deleted_at.is_some() || product.stock > threshold || previous_stock <= threshold {
+        return Ok(Vec::new());
+    }
+    let data = json!({
+        "product_id": product.id,
+        "sku": product.sku,
+        "name": product.name,
+        "stock": product.stock,
+        "low_stock_threshold": threshold,
+    });
+    let mut events = vec![NewEvent::new(
+        Topic::Inventory,
+        "inventory.low_stock",
+        Audience::Staff,
+        &data,
+    )];
+    let title = format!("Low stock: {}", product.name);
+    let body = format!(
+        "{} ({}) is down to {} (threshold {}).",
+        product.name, product.sku, product.stock, threshold
+    );
+    events.extend(
+        notify(
+            tx,
+            &Recipients::Staff,
+            Kind::LowStock,
+            &title,
+            &body,
+            data,
+            at,
+        )
+        .await?,
+    );
+    Ok(events)
+}
