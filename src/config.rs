@@ -28,6 +28,9 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Fill a demo catalog, users of each role (password from TIDINGS_PASSWORD, or
+    /// generated and printed) and some orders. Safe to run twice.
+    Seed,
     /// Manage users from the command line.
     #[command(subcommand)]
     User(UserCommand),

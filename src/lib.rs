@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod seed;
 pub mod service;
 pub mod store;
 pub mod telemetry;

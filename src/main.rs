@@ -49,6 +49,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::User(UserCommand::Create { email, role }) => {
             create_user(&config, &email, &role).await
         }
+        Command::Seed => seed(&config).await,
     }
 }
 
@@ -80,6 +81,39 @@ async fn create_user(config: &Config, email: &str, role: &str) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("created {} ({}) with id {}", user.email, user.role, user.id);
+    state.db.close().await;
+    Ok(())
+}
+
+/// Seeds demo data; the users' password is TIDINGS_PASSWORD, or a generated one that is
+/// printed once (it is demo data: the point is that someone can log in).
+async fn seed(config: &Config) -> anyhow::Result<()> {
+    let (password, generated) = match std::env::var("TIDINGS_PASSWORD") {
+        Ok(password) => (password, false),
+        Err(_) => (format!("demo-{}", uuid::Uuid::new_v4().simple()), true),
+    };
+    let db = store::Db::connect(config).await?;
+    db.migrate().await?;
+    let tokens = auth::tokens::TokenKeys::load(config)?;
+    let state = tidings::AppState::new(config.clone(), db, tokens);
+    let seeded = tidings::seed::run(&state, &password).await?;
+    println!(
+        "seeded {} users, {} products, {} orders into {}",
+        seeded.users,
+        seeded.products,
+        seeded.orders,
+        config.database_url.redacted()
+    );
+    if seeded.users > 0 {
+        let who: Vec<String> = tidings::seed::USERS
+            .iter()
+            .map(|(email, role)| format!("{email} ({role})"))
+            .collect();
+        println!("users: {}", who.join(", "));
+        if generated {
+            println!("their password: {password}");
+        }
+    }
     state.db.close().await;
     Ok(())
 }

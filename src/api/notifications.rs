@@ -229,10 +229,13 @@ async fn get_preferences(
 async fn put_preferences(
     State(state): State<AppState>,
     user: CurrentUser,
-    Json(mut body): Json<Preferences>,
+    Json(body): Json<Preferences>,
 ) -> ApiResult<Json<Preferences>> {
-    body.muted.sort_by_key(|k| k.as_str());
-    body.muted.dedup();
-    service::set_muted(&state, user.id, &body.muted).await?;
-    Ok(Json(body))
+    // The order of Kind::ALL, as GET answers, whatever order (and repeats) the client sent.
+    let muted: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| body.muted.contains(k))
+        .collect();
+    service::set_muted(&state, user.id, &muted).await?;
+    Ok(Json(Preferences { muted }))
 }

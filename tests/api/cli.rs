@@ -12,7 +12,10 @@ use tokio::process::Command;
 use crate::backend_tests;
 use crate::helpers::{Backend, PASSWORD, TestApp};
 
-backend_tests!(user_create_bootstraps_an_admin_who_can_log_in);
+backend_tests!(
+    user_create_bootstraps_an_admin_who_can_log_in,
+    seed_fills_a_demo_shop_once
+);
 
 fn tidings() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
@@ -66,6 +69,56 @@ async fn user_create_bootstraps_an_admin_who_can_log_in(backend: Backend) {
             .status(),
         StatusCode::OK
     );
+}
+
+async fn seed_fills_a_demo_shop_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let seed = || {
+        tidings()
+            .arg("seed")
+            .env("DATABASE_URL", url_of(&app.config.database_url))
+            .env("TIDINGS_DATA_DIR", &app.config.data_dir)
+            .env("TIDINGS_PASSWORD", PASSWORD)
+            .output()
+    };
+
+    let first = seed().await.unwrap();
+    let second = seed().await.unwrap();
+
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stdout).starts_with("seeded 5 users, 16 products, 6 orders")
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stdout).starts_with("seeded 0 users, 0 products, 0 orders")
+    );
+    let alice = app.login_ok("alice@example.com").await;
+    let orders: Value = app
+        .get("/v1/orders", Some(&alice.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orders["items"].as_array().unwrap().len(), 2);
+    let products: Value = app
+        .get("/v1/products?limit=100", Some(&alice.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(products["items"].as_array().unwrap().len(), 16);
+    let admin = app.login_ok("admin@example.com").await;
+    let users: Value = app
+        .get("/v1/users", Some(&admin.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users["items"].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -179,6 +179,75 @@ impl TestApp {
         self.login_ok(email).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value, token: &str) -> Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// The id of the user a token belongs to.
+    pub async fn user_id(&self, token: &str) -> uuid::Uuid {
+        let me: Value = self.get("/v1/me", Some(token)).await.json().await.unwrap();
+        me["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Creates a product as `staff_token`, returning its JSON.
+    pub async fn product(
+        &self,
+        staff_token: &str,
+        sku: &str,
+        unit_amount: i64,
+        stock: i64,
+    ) -> Value {
+        let response = self
+            .post(
+                "/v1/products",
+                &json!({
+                    "sku": sku, "name": format!("Product {sku}"), "unit_amount": unit_amount,
+                    "currency": "EUR", "stock": stock, "low_stock_threshold": 2
+                }),
+                Some(staff_token),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// Places an order of `(product id, quantity)` lines as `token`.
+    pub async fn order(&self, token: &str, items: &[(&str, i64)]) -> Response {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(id, quantity)| json!({"product_id": id, "quantity": quantity}))
+            .collect();
+        self.post("/v1/orders", &json!({"items": items}), Some(token))
+            .await
+    }
+
+    /// The outbox id of the newest event, to read what a change adds after it.
+    pub async fn last_event_id(&self) -> i64 {
+        self.events_after(0).await.last().map_or(0, |e| e.id)
+    }
+
+    /// Outbox rows written after `after_id`, in order.
+    pub async fn events_after(&self, after_id: i64) -> Vec<tidings::store::events::EventRow> {
+        tidings::store::events::after_id(&self.state.db, after_id, 10_000)
+            .await
+            .expect("the outbox is readable")
+    }
+
     pub async fn login_ok(&self, email: &str) -> Tokens {
         let response = self.login(email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::OK);

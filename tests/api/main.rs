@@ -7,6 +7,12 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod audit;
 mod cli;
+mod docs;
 mod errors;
 mod health;
+mod notifications;
+mod orders;
+mod outbox;
+mod products;

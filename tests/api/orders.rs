@@ -1,0 +1,659 @@
+//! Orders: placing them against stock, idempotent retries, statuses, cancelling.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tidings::domain::Role;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, problem};
+
+backend_tests!(
+    an_order_takes_the_stock_and_is_priced_from_the_catalog,
+    an_order_short_of_one_item_takes_nothing_and_names_the_short_item,
+    an_order_of_an_unknown_product_is_422,
+    invalid_orders_are_422_problems,
+    a_retried_order_with_the_same_idempotency_key_is_placed_once,
+    concurrent_retries_with_one_idempotency_key_place_one_order,
+    an_idempotency_key_reused_with_another_body_is_422,
+    concurrent_orders_never_oversell,
+    customers_see_only_their_own_orders,
+    staff_see_every_order_and_filter_by_status_and_user,
+    staff_move_an_order_one_step_at_a_time,
+    customers_cannot_change_an_order_status,
+    the_owner_cancels_a_pending_order_and_its_stock_returns,
+    an_order_cannot_be_cancelled_once_shipped,
+    another_customer_cannot_cancel_an_order,
+);
+
+async fn stock(app: &TestApp, token: &str, product: &Value) -> i64 {
+    let now: Value = app
+        .get(
+            &format!("/v1/products/{}", product["id"].as_str().unwrap()),
+            Some(token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    now["stock"].as_i64().unwrap()
+}
+
+fn id(v: &Value) -> &str {
+    v["id"].as_str().unwrap()
+}
+
+async fn an_order_takes_the_stock_and_is_priced_from_the_catalog(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1999, 10).await;
+    let mug = app.product(&staff.access_token, "MUG", 850, 4).await;
+    let ada = app.customer("ada@example.com").await;
+
+    // The same product twice counts as one line with the sum.
+    let response = app
+        .order(
+            &ada.access_token,
+            &[(id(&tee), 2), (id(&mug), 3), (id(&tee), 1)],
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/v1/orders/")
+    );
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["currency"], "EUR");
+    assert_eq!(order["total_amount"], 3 * 1999 + 3 * 850);
+    assert_eq!(
+        order["user_id"].as_str().unwrap(),
+        app.user_id(&ada.access_token).await.to_string()
+    );
+    let lines = order["items"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    let tee_line = lines.iter().find(|l| l["sku"] == "TEE").unwrap();
+    assert_eq!(
+        (
+            tee_line["quantity"].as_i64(),
+            tee_line["unit_amount"].as_i64()
+        ),
+        (Some(3), Some(1999))
+    );
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 7);
+    assert_eq!(stock(&app, &staff.access_token, &mug).await, 1);
+    let read: Value = app
+        .get(
+            &format!("/v1/orders/{}", id(&order)),
+            Some(&ada.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, order);
+}
+
+async fn an_order_short_of_one_item_takes_nothing_and_names_the_short_item(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let plenty = app.product(&staff.access_token, "PLENTY", 100, 50).await;
+    let scarce = app.product(&staff.access_token, "SCARCE", 100, 2).await;
+    let ada = app.customer("ada@example.com").await;
+
+    let response = app
+        .order(&ada.access_token, &[(id(&plenty), 5), (id(&scarce), 3)])
+        .await;
+
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body = problem(response).await;
+    assert_eq!(body["code"], "insufficient_stock");
+    let short = body["errors"].as_array().unwrap();
+    assert_eq!(short.len(), 1);
+    assert!(short[0]["field"].as_str().unwrap().contains(id(&scarce)));
+    assert_eq!(short[0]["message"], "3 requested, 2 in stock");
+    assert_eq!(stock(&app, &staff.access_token, &plenty).await, 50);
+    assert_eq!(stock(&app, &staff.access_token, &scarce).await, 2);
+    let orders: Value = app
+        .get("/v1/orders", Some(&ada.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(orders["items"].as_array().unwrap().is_empty());
+}
+
+async fn an_order_of_an_unknown_product_is_422(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+
+    let response = app.order(&ada.access_token, &[(&unknown, 1)]).await;
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(response).await;
+    assert_eq!(body["errors"][0]["code"], "unknown_product");
+}
+
+async fn invalid_orders_are_422_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+
+    for body in [
+        json!({"items": []}),
+        json!({"items": [{"product_id": id(&tee), "quantity": 0}]}),
+        json!({"items": [{"product_id": id(&tee), "quantity": -1}]}),
+        json!({"items": [{"product_id": "not-a-uuid", "quantity": 1}]}),
+        json!({"items": [{"product_id": id(&tee)}]}),
+        json!({"lines": []}),
+    ] {
+        let response = app.post("/v1/orders", &body, Some(&ada.access_token)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+        problem(response).await;
+    }
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 10);
+}
+
+async fn place_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_retried_order_with_the_same_idempotency_key_is_placed_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let body = json!({"items": [{"product_id": id(&tee), "quantity": 2}]});
+
+    let first = place_with_key(&app, &ada.access_token, "checkout-42", &body).await;
+    let retry = place_with_key(&app, &ada.access_token, "checkout-42", &body).await;
+
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let (first, retry): (Value, Value) = (first.json().await.unwrap(), retry.json().await.unwrap());
+    assert_eq!(first, retry);
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 8);
+    let orders: Value = app
+        .get("/v1/orders", Some(&ada.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orders["items"].as_array().unwrap().len(), 1);
+    // Keys belong to their user: another customer's same key is a new order.
+    let grace = app.customer("grace@example.com").await;
+    let theirs = place_with_key(&app, &grace.access_token, "checkout-42", &body).await;
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 6);
+}
+
+async fn concurrent_retries_with_one_idempotency_key_place_one_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 100).await;
+    let ada = app.customer("ada@example.com").await;
+    let body = json!({"items": [{"product_id": id(&tee), "quantity": 1}]});
+
+    let attempts = (0..8).map(|_| place_with_key(&app, &ada.access_token, "double-click", &body));
+    let responses = futures::future::join_all(attempts).await;
+
+    let mut ids = Vec::new();
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let order: Value = response.json().await.unwrap();
+        ids.push(order["id"].as_str().unwrap().to_owned());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every retry answered with the one order");
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 99);
+}
+
+async fn an_idempotency_key_reused_with_another_body_is_422(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    place_with_key(
+        &app,
+        &ada.access_token,
+        "k",
+        &json!({"items": [{"product_id": id(&tee), "quantity": 1}]}),
+    )
+    .await;
+
+    let response = place_with_key(
+        &app,
+        &ada.access_token,
+        "k",
+        &json!({"items": [{"product_id": id(&tee), "quantity": 2}]}),
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(response).await["code"], "idempotency_key_reused");
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 9);
+    let empty_key = place_with_key(
+        &app,
+        &ada.access_token,
+        " ",
+        &json!({"items": [{"product_id": id(&tee), "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(empty_key.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn concurrent_orders_never_oversell(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let a = app.product(&staff.access_token, "A", 100, 6).await;
+    let b = app.product(&staff.access_token, "B", 100, 6).await;
+    let ada = app.customer("ada@example.com").await;
+
+    // Half the orders name the products in one order, half in the other: locks are taken
+    // in id order, so they cannot deadlock.
+    let attempts = (0..12).map(|i| {
+        let items = if i % 2 == 0 {
+            [(id(&a), 1), (id(&b), 1)]
+        } else {
+            [(id(&b), 1), (id(&a), 1)]
+        };
+        let token = ada.access_token.clone();
+        let app = &app;
+        async move { app.order(&token, &items).await.status() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(stock(&app, &staff.access_token, &a).await, 0);
+    assert_eq!(stock(&app, &staff.access_token, &b).await, 0);
+}
+
+async fn customers_see_only_their_own_orders(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let grace = app.customer("grace@example.com").await;
+    let adas: Value = app
+        .order(&ada.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.order(&grace.access_token, &[(id(&tee), 1)]).await;
+
+    let listed: Value = app
+        .get("/v1/orders", Some(&ada.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other = app
+        .get(
+            &format!("/v1/orders/{}", id(&adas)),
+            Some(&grace.access_token),
+        )
+        .await;
+    let filtered: Value = app
+        .get(
+            &format!(
+                "/v1/orders?user_id={}",
+                app.user_id(&grace.access_token).await
+            ),
+            Some(&ada.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"][0]["id"], adas["id"]);
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    problem(other).await;
+    assert_eq!(
+        filtered["items"][0]["id"], adas["id"],
+        "a customer's user filter cannot reach others"
+    );
+}
+
+async fn staff_see_every_order_and_filter_by_status_and_user(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let grace = app.customer("grace@example.com").await;
+    let first: Value = app
+        .order(&ada.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = app
+        .order(&ada.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let third: Value = app
+        .order(&grace.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.post(
+        &format!("/v1/orders/{}/status", id(&first)),
+        &json!({"status": "paid"}),
+        Some(&staff.access_token),
+    )
+    .await;
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all: Value = app
+        .get("/v1/orders", Some(&staff.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paid: Value = app
+        .get("/v1/orders?status=paid", Some(&staff.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let adas: Value = app
+        .get(
+            &format!(
+                "/v1/orders?user_id={}",
+                app.user_id(&ada.access_token).await
+            ),
+            Some(&staff.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let page1: Value = app
+        .get("/v1/orders?limit=2", Some(&staff.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let page2: Value = app
+        .get(
+            &format!(
+                "/v1/orders?limit=2&cursor={}",
+                page1["next"].as_str().unwrap()
+            ),
+            Some(&staff.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        ids(&all),
+        [id(&third), id(&second), id(&first)],
+        "newest first"
+    );
+    assert_eq!(ids(&paid), [id(&first)]);
+    assert_eq!(ids(&adas), [id(&second), id(&first)]);
+    assert_eq!([ids(&page1), ids(&page2)].concat(), ids(&all));
+    assert!(page2["next"].is_null());
+    let bad = app
+        .get("/v1/orders?status=lost", Some(&staff.access_token))
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    problem(bad).await;
+}
+
+async fn staff_move_an_order_one_step_at_a_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let order: Value = app
+        .order(&ada.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/orders/{}/status", id(&order));
+
+    let skipped = app
+        .post(
+            &path,
+            &json!({"status": "shipped"}),
+            Some(&staff.access_token),
+        )
+        .await;
+    assert_eq!(skipped.status(), StatusCode::CONFLICT);
+    assert_eq!(problem(skipped).await["code"], "invalid_transition");
+    for status in ["paid", "shipped", "delivered"] {
+        let response = app
+            .post(&path, &json!({"status": status}), Some(&staff.access_token))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{status}");
+        let moved: Value = response.json().await.unwrap();
+        assert_eq!(moved["status"], status);
+    }
+    let backwards = app
+        .post(&path, &json!({"status": "paid"}), Some(&staff.access_token))
+        .await;
+    assert_eq!(backwards.status(), StatusCode::CONFLICT);
+    let cancelled = app
+        .post(
+            &path,
+            &json!({"status": "cancelled"}),
+            Some(&staff.access_token),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = app
+        .post(
+            &format!("/v1/orders/{}/status", uuid::Uuid::now_v7()),
+            &json!({"status": "paid"}),
+            Some(&staff.access_token),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let read: Value = app
+        .get(
+            &format!("/v1/orders/{}", id(&order)),
+            Some(&ada.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (read["status"].as_str(), read["version"].as_i64()),
+        (Some("delivered"), Some(4))
+    );
+}
+
+async fn customers_cannot_change_an_order_status(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let order: Value = app
+        .order(&ada.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let response = app
+        .post(
+            &format!("/v1/orders/{}/status", id(&order)),
+            &json!({"status": "paid"}),
+            Some(&ada.access_token),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    problem(response).await;
+}
+
+async fn the_owner_cancels_a_pending_order_and_its_stock_returns(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let order: Value = app
+        .order(&ada.access_token, &[(id(&tee), 4)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paid: Value = app
+        .order(&ada.access_token, &[(id(&tee), 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.post(
+        &format!("/v1/orders/{}/status", id(&paid)),
+        &json!({"status": "paid"}),
+        Some(&staff.access_token),
+    )
+    .await;
+
+    let response = app
+        .post(
+            &format!("/v1/orders/{}/cancel", id(&order)),
+            &json!({}),
+            Some(&ada.access_token),
+        )
+        .await;
+    let by_staff = app
+        .post(
+            &format!("/v1/orders/{}/cancel", id(&paid)),
+            &json!({}),
+            Some(&staff.access_token),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(by_staff.status(), StatusCode::OK);
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 10);
+    let twice = app
+        .post(
+            &format!("/v1/orders/{}/cancel", id(&order)),
+            &json!({}),
+            Some(&ada.access_token),
+        )
+        .await;
+    assert_eq!(twice.status(), StatusCode::CONFLICT);
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 10);
+}
+
+async fn an_order_cannot_be_cancelled_once_shipped(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let order: Value = app
+        .order(&ada.access_token, &[(id(&tee), 2)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    for status in ["paid", "shipped"] {
+        app.post(
+            &format!("/v1/orders/{}/status", id(&order)),
+            &json!({"status": status}),
+            Some(&staff.access_token),
+        )
+        .await;
+    }
+
+    for token in [&ada.access_token, &staff.access_token] {
+        let response = app
+            .post(
+                &format!("/v1/orders/{}/cancel", id(&order)),
+                &json!({}),
+                Some(token),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(problem(response).await["code"], "invalid_transition");
+    }
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 8);
+}
+
+async fn another_customer_cannot_cancel_an_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let grace = app.customer("grace@example.com").await;
+    let order: Value = app
+        .order(&ada.access_token, &[(id(&tee), 2)])
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let response = app
+        .post(
+            &format!("/v1/orders/{}/cancel", id(&order)),
+            &json!({}),
+            Some(&grace.access_token),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let read: Value = app
+        .get(
+            &format!("/v1/orders/{}", id(&order)),
+            Some(&ada.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], "pending");
+}
