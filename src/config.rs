@@ -146,6 +146,89 @@ pub struct Settings {
         global = true
     )]
     pub auth_rate_per_email: String,
+    /// The Redis pub/sub channel of the bus (instances of one deployment share it).
+    #[arg(
+        long,
+        env = "TIDINGS_REDIS_CHANNEL",
+        default_value = "tidings:events",
+        global = true
+    )]
+    pub redis_channel: String,
+    /// Bytes a live connection's queue may hold before it is closed as a slow consumer.
+    #[arg(
+        long,
+        env = "TIDINGS_QUEUE_BYTES",
+        default_value = "1048576",
+        global = true
+    )]
+    pub queue_bytes: String,
+    /// Live connections (WebSocket and SSE) one user may hold on one instance.
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_CONNECTIONS_PER_USER",
+        default_value = "16",
+        global = true
+    )]
+    pub max_connections_per_user: String,
+    /// How often WebSocket connections are pinged.
+    #[arg(
+        long,
+        env = "TIDINGS_WS_PING_INTERVAL",
+        default_value = "20s",
+        global = true
+    )]
+    pub ws_ping_interval: String,
+    /// A WebSocket peer silent for this long is dropped.
+    #[arg(
+        long,
+        env = "TIDINGS_WS_IDLE_TIMEOUT",
+        default_value = "60s",
+        global = true
+    )]
+    pub ws_idle_timeout: String,
+    /// Largest WebSocket message a client may send, in bytes (close 1009 beyond).
+    #[arg(
+        long,
+        env = "TIDINGS_WS_MAX_MESSAGE",
+        default_value = "4096",
+        global = true
+    )]
+    pub ws_max_message: String,
+    /// How often an idle SSE stream gets a heartbeat comment.
+    #[arg(
+        long,
+        env = "TIDINGS_SSE_HEARTBEAT",
+        default_value = "15s",
+        global = true
+    )]
+    pub sse_heartbeat: String,
+    /// How long events are kept for resuming clients.
+    #[arg(
+        long,
+        env = "TIDINGS_EVENT_RETENTION",
+        default_value = "24h",
+        global = true
+    )]
+    pub event_retention: String,
+    /// How often the relay looks for events when no commit woke it.
+    #[arg(long, env = "TIDINGS_RELAY_POLL", default_value = "1s", global = true)]
+    pub relay_poll: String,
+    /// Live connections closed at once when shutting down…
+    #[arg(
+        long,
+        env = "TIDINGS_DRAIN_BATCH",
+        default_value = "500",
+        global = true
+    )]
+    pub drain_batch: String,
+    /// …and the pause between such batches.
+    #[arg(
+        long,
+        env = "TIDINGS_DRAIN_PAUSE",
+        default_value = "100ms",
+        global = true
+    )]
+    pub drain_pause: String,
     /// Take the client IP from the last X-Forwarded-For entry (behind a trusted proxy only).
     #[arg(
         long,
@@ -215,6 +298,19 @@ pub struct Config {
     pub auth_rate_per_email: u32,
     /// Whether X-Forwarded-For names the client.
     pub trust_forwarded_for: bool,
+    /// The bus's Redis channel.
+    pub redis_channel: String,
+    /// A live connection's queue limit, in bytes.
+    pub queue_bytes: usize,
+    pub max_connections_per_user: usize,
+    pub ws_ping_interval: Duration,
+    pub ws_idle_timeout: Duration,
+    pub ws_max_message: usize,
+    pub sse_heartbeat: Duration,
+    pub event_retention: Duration,
+    pub relay_poll: Duration,
+    pub drain_batch: usize,
+    pub drain_pause: Duration,
 }
 
 /// A setting that could not be used: which one, and why.
@@ -341,6 +437,28 @@ impl Settings {
                 "TIDINGS_TRUST_FORWARDED_FOR",
                 &self.trust_forwarded_for,
             )?,
+            redis_channel: match self.redis_channel.trim() {
+                "" => return Err(invalid("TIDINGS_REDIS_CHANNEL", "must not be empty")),
+                channel => channel.to_owned(),
+            },
+            queue_bytes: parse_number("TIDINGS_QUEUE_BYTES", &self.queue_bytes, 4096..=1 << 30)?,
+            max_connections_per_user: parse_number(
+                "TIDINGS_MAX_CONNECTIONS_PER_USER",
+                &self.max_connections_per_user,
+                1..=1_000_000,
+            )?,
+            ws_ping_interval: parse_duration("TIDINGS_WS_PING_INTERVAL", &self.ws_ping_interval)?,
+            ws_idle_timeout: parse_duration("TIDINGS_WS_IDLE_TIMEOUT", &self.ws_idle_timeout)?,
+            ws_max_message: parse_number(
+                "TIDINGS_WS_MAX_MESSAGE",
+                &self.ws_max_message,
+                256..=1 << 20,
+            )?,
+            sse_heartbeat: parse_duration("TIDINGS_SSE_HEARTBEAT", &self.sse_heartbeat)?,
+            event_retention: parse_duration("TIDINGS_EVENT_RETENTION", &self.event_retention)?,
+            relay_poll: parse_duration("TIDINGS_RELAY_POLL", &self.relay_poll)?,
+            drain_batch: parse_number("TIDINGS_DRAIN_BATCH", &self.drain_batch, 1..=1_000_000)?,
+            drain_pause: parse_duration("TIDINGS_DRAIN_PAUSE", &self.drain_pause)?,
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod realtime;
 pub mod seed;
 pub mod service;
 pub mod store;
@@ -32,11 +33,17 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::ratelimit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 pub use crate::config::Config;
 use crate::error::problem_response;
-use crate::store::Db;
+use crate::events::bus::Bus;
+use crate::events::relay::{self, RelayConfig, RelayStats};
+use crate::realtime::hub::{Hub, HubConfig};
+use crate::realtime::{Realtime, RealtimeConfig};
+use crate::store::{Db, stream};
 
 /// Everything a handler needs, cloned cheaply into each request.
 #[derive(Clone)]
@@ -49,10 +56,12 @@ pub struct AppState {
     pub limiter: Arc<AuthLimiter>,
     /// The validated settings.
     pub config: Arc<Config>,
+    /// The live side: hub, bus health, relay.
+    pub realtime: Realtime,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, tokens: TokenKeys) -> Self {
+    pub fn new(config: Config, db: Db, tokens: TokenKeys, realtime: Realtime) -> Self {
         Self {
             db,
             tokens: Arc::new(tokens),
@@ -61,7 +70,42 @@ impl AppState {
                 config.auth_rate_per_email,
             )),
             config: Arc::new(config),
+            realtime,
         }
+    }
+
+    /// The state for a command-line task (seed, user create): no live side runs.
+    pub fn offline(config: Config, db: Db, tokens: TokenKeys) -> Self {
+        let hub = Hub::new(db.clone(), hub_config(&config), 0);
+        let realtime = Realtime {
+            hub,
+            bus_health: Bus::memory().health,
+            bus_kind: "none",
+            relay: Arc::new(RelayStats::default()),
+            config: realtime_config(&config),
+        };
+        Self::new(config, db, tokens, realtime)
+    }
+}
+
+fn hub_config(config: &Config) -> HubConfig {
+    HubConfig {
+        mailbox_bytes: config.queue_bytes,
+        max_connections_per_user: config.max_connections_per_user,
+        degraded_poll: Duration::from_millis(100),
+        safety_poll: Duration::from_secs(2),
+    }
+}
+
+fn realtime_config(config: &Config) -> RealtimeConfig {
+    RealtimeConfig {
+        ping_interval: config.ws_ping_interval,
+        idle_timeout: config.ws_idle_timeout,
+        max_message_bytes: config.ws_max_message,
+        sse_heartbeat: config.sse_heartbeat,
+        sse_retry: Duration::from_secs(2),
+        drain_batch: config.drain_batch,
+        drain_pause: config.drain_pause,
     }
 }
 
@@ -152,18 +196,58 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
     )
 }
 
-/// A built server: connected, migrated, bound, not yet serving.
+/// A built server: connected, migrated, bound, its relay and hub running.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Ends the relay, the bus subscription and (through them) the hub.
+    background: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
-    /// Opens the database, applies migrations, loads the signing key and binds the listener.
+    /// Opens the database, applies migrations, loads the signing key, starts the bus, the
+    /// hub and the relay, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let tokens = TokenKeys::load(&config)?;
+        let background = CancellationToken::new();
+        let bus = match &config.redis_url {
+            Some(url) => Bus::redis(url, &config.redis_channel, background.clone()).await?,
+            None => Bus::memory(),
+        };
+        // Live delivery starts at the stream's end; earlier events are replayed on resume.
+        let hub = Hub::new(
+            db.clone(),
+            hub_config(&config),
+            stream::last_seq(&db).await?,
+        );
+        let relay_stats = Arc::new(RelayStats::default());
+        let relay_config = RelayConfig {
+            batch: 1000,
+            poll: config.relay_poll,
+            standby_retry: Duration::from_secs(1),
+            retention: config.event_retention,
+            prune_every: Duration::from_secs(60),
+        };
+        let tasks = vec![
+            tokio::spawn(hub.clone().run(bus.batches, bus.health.clone())),
+            tokio::spawn(relay::run(
+                db.clone(),
+                bus.publisher,
+                relay_config,
+                relay_stats.clone(),
+                background.clone(),
+            )),
+        ];
+        let realtime = Realtime {
+            hub,
+            bus_health: bus.health,
+            bus_kind: bus.kind,
+            relay: relay_stats,
+            config: realtime_config(&config),
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("could not listen on {}", config.listen))?;
@@ -174,7 +258,9 @@ impl Application {
         );
         Ok(Application {
             listener,
-            state: AppState::new(config, db, tokens),
+            state: AppState::new(config, db, tokens, realtime),
+            background,
+            tasks,
         })
     }
 
@@ -189,19 +275,37 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
+    /// Serves until `shutdown` resolves; then closes live connections in paced batches (so
+    /// that clients reconnect elsewhere without a thundering herd), finishes in-flight
+    /// requests, stops the relay and the hub, and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = router(self.state.clone());
+        let realtime = self.state.realtime.clone();
+        let drain = async move {
+            shutdown.await;
+            tracing::info!(
+                connections = realtime.hub.connections(),
+                "draining live connections"
+            );
+            realtime
+                .hub
+                .drain(realtime.config.drain_batch, realtime.config.drain_pause)
+                .await;
+        };
         axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(drain)
         .await
         .context("the server failed")?;
+        self.background.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         tracing::info!("stopped accepting; closing the database pool");
         tokio::time::timeout(Duration::from_secs(10), self.state.db.close())
             .await
@@ -210,25 +314,38 @@ impl Application {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that comes early is not lost
+/// (nor does it kill the process with the default action).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match terminate.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match interrupt.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {},
+                _ = int => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
 }

@@ -37,8 +37,9 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
+            let stop = tidings::shutdown_signal();
             let app = Application::build(config).await?;
-            app.run_until_stopped(tidings::shutdown_signal()).await
+            app.run_until_stopped(stop).await
         }
         Command::Migrate => {
             let db = store::Db::connect(&config).await?;
@@ -76,7 +77,7 @@ async fn create_user(config: &Config, email: &str, role: &str) -> anyhow::Result
     let db = store::Db::connect(config).await?;
     db.migrate().await?;
     let tokens = auth::tokens::TokenKeys::load(config)?;
-    let state = tidings::AppState::new(config.clone(), db, tokens);
+    let state = tidings::AppState::offline(config.clone(), db, tokens);
     let user = auth::service::register(&state, &email, &password, role)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -95,7 +96,7 @@ async fn seed(config: &Config) -> anyhow::Result<()> {
     let db = store::Db::connect(config).await?;
     db.migrate().await?;
     let tokens = auth::tokens::TokenKeys::load(config)?;
-    let state = tidings::AppState::new(config.clone(), db, tokens);
+    let state = tidings::AppState::offline(config.clone(), db, tokens);
     let seeded = tidings::seed::run(&state, &password).await?;
     println!(
         "seeded {} users, {} products, {} orders into {}",

@@ -52,9 +52,20 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let realtime = &state.realtime;
+    // A degraded bus slows delivery (hubs read the database) but loses nothing: still ready.
+    let bus = json!({
+        "status": if realtime.bus_health.is_up() { "up" } else { "degraded" },
+        "kind": realtime.bus_kind,
+    });
+    let relay = json!({
+        "role": if realtime.relay.leader.load(std::sync::atomic::Ordering::Acquire) { "active" } else { "standby" },
+        "last_delivered_seq": realtime.hub.last_seq(),
+        "connections": realtime.hub.connections(),
+    });
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "database": database },
+        "checks": { "database": database, "bus": bus, "relay": relay },
     });
     (code, axum::Json(body))
 }

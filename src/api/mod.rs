@@ -36,6 +36,7 @@ use crate::AppState;
         (name = "orders", description = "Orders"),
         (name = "notifications", description = "Notifications and their preferences"),
         (name = "admin", description = "The audit log (admin)"),
+        (name = "live", description = "Live events over WebSocket and Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
     ),
     components(schemas(crate::error::ProblemDoc, crate::error::FieldError))
@@ -76,6 +77,9 @@ pub fn router() -> Router<AppState> {
         .merge(orders::router())
         .merge(notifications::router())
         .merge(audit::router())
+        .merge(crate::realtime::auth::router())
+        .merge(crate::realtime::ws::router())
+        .merge(crate::realtime::sse::router())
         .split_for_parts();
     let docs = SwaggerUi::new("/docs")
         .url("/openapi.json", openapi)

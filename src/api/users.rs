@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::domain::Role;
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::events::{self, outbox};
 use crate::service::Actor;
 use crate::store::{now, refresh_tokens, users};
 
@@ -120,6 +121,9 @@ async fn update(
     if user.disabled {
         refresh_tokens::revoke_all_for_user(&mut tx, id).await?;
     }
+    // The role rides in live connections too: they close, and reconnect with a new token.
+    let revoked = events::sessions_revoked(id, user.token_version);
+    outbox::append(&mut tx, &[revoked], now()).await?;
     actor
         .audit(&mut tx, "user.update", "user", id, json!(body), now())
         .await?;

@@ -8,8 +8,9 @@ use super::{CurrentUser, password, tokens};
 use crate::AppState;
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::events::{self, outbox};
 use crate::store::users::User;
-use crate::store::{Tx, refresh_tokens, users};
+use crate::store::{Tx, now, refresh_tokens, users};
 
 /// What login, refresh and a password change answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -128,8 +129,10 @@ pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 pub async fn logout_all(state: &AppState, user: &CurrentUser) -> ApiResult<()> {
     let mut tx = state.db.begin().await?;
-    users::bump_token_version(&mut tx, user.id).await?;
+    let updated = users::bump_token_version(&mut tx, user.id).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
+    let revoked = events::sessions_revoked(user.id, updated.token_version);
+    outbox::append(&mut tx, &[revoked], now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -159,6 +162,8 @@ pub async fn change_password(
     let mut tx = state.db.begin().await?;
     let updated = users::set_password(&mut tx, user.id, &hash).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
+    let revoked = events::sessions_revoked(user.id, updated.token_version);
+    outbox::append(&mut tx, &[revoked], now()).await?;
     let pair = issue_pair(state, &mut tx, &updated, Uuid::now_v7()).await?;
     tx.commit().await?;
     tracing::info!("password changed");

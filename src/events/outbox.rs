@@ -48,6 +48,7 @@ pub async fn append(
             .await?;
         }
         Tx::Sqlite(c) => {
+            c.wrote_events();
             for event in events {
                 let (audience, user) = event.audience.columns();
                 sqlx::query(

@@ -13,8 +13,10 @@ pub mod notifications;
 pub mod orders;
 pub mod products;
 pub mod refresh_tokens;
+pub mod stream;
 pub mod users;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
+use tokio::sync::Notify;
+
 use crate::config::{Config, DatabaseUrl};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -34,14 +38,46 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Clone, Debug)]
 pub enum Db {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    /// With the in-process signal that wakes the relay when a commit wrote events
+    /// (PostgreSQL does that with NOTIFY, from a trigger).
+    Sqlite(SqlitePool, Arc<Notify>),
 }
 
 /// An open transaction on either backend.
 #[derive(Debug)]
 pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
+}
+
+/// A SQLite transaction that remembers whether it wrote events, to wake the relay when it
+/// commits. It derefs to the connection, as sqlx's transactions do.
+#[derive(Debug)]
+pub struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    wake: Arc<Notify>,
+    wrote_events: bool,
+}
+
+impl SqliteTx {
+    /// Marks that this transaction wrote to the outbox.
+    pub fn wrote_events(&mut self) {
+        self.wrote_events = true;
+    }
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 /// Runs the same sqlx expression inside a transaction of either backend; `$conn` is bound to
@@ -68,7 +104,7 @@ macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
             $crate::store::Db::Postgres($pool) => $body,
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite($pool, _) => $body,
         }
     };
 }
@@ -144,7 +180,7 @@ impl Db {
                     .connect_with(options)
                     .await
                     .with_context(|| format!("could not open {}", path.display()))?;
-                Ok(Db::Sqlite(pool))
+                Ok(Db::Sqlite(pool, Arc::new(Notify::new())))
             }
         }
     }
@@ -153,7 +189,7 @@ impl Db {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool, _) => SQLITE_MIGRATIONS.run(pool).await,
         }
         .context("could not apply the database migrations")
     }
@@ -162,7 +198,7 @@ impl Db {
     pub async fn migration_status(&self) -> Result<MigrationStatus, sqlx::Error> {
         let migrator = match self {
             Db::Postgres(_) => &POSTGRES_MIGRATIONS,
-            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Db::Sqlite(..) => &SQLITE_MIGRATIONS,
         };
         let latest = on_pool!(self, pool => {
             sqlx::query_scalar::<_, Option<i64>>(
@@ -187,7 +223,11 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(pool, wake) => Tx::Sqlite(SqliteTx {
+                tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                wake: wake.clone(),
+                wrote_events: false,
+            }),
         })
     }
 
@@ -195,7 +235,15 @@ impl Db {
     pub fn backend(&self) -> &'static str {
         match self {
             Db::Postgres(_) => "postgres",
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite(..) => "sqlite",
+        }
+    }
+
+    /// The signal a SQLite commit with events sends the relay; PostgreSQL uses NOTIFY.
+    pub fn commit_signal(&self) -> Option<Arc<Notify>> {
+        match self {
+            Db::Postgres(_) => None,
+            Db::Sqlite(_, wake) => Some(wake.clone()),
         }
     }
 
@@ -209,7 +257,17 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.commit().await,
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Sqlite(SqliteTx {
+                tx,
+                wake,
+                wrote_events,
+            }) => {
+                tx.commit().await?;
+                if wrote_events {
+                    wake.notify_one();
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -37,6 +37,24 @@ macro_rules! backend_tests {
     };
 }
 
+/// Declares tests that need PostgreSQL (several instances on one database, Redis): they run
+/// when `TEST_DATABASE_URL` is set (and fail without it under `TIDINGS_TEST_REQUIRE_POSTGRES`).
+#[macro_export]
+macro_rules! postgres_tests {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_only {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::helpers::Backend::postgres() {
+                        super::$name(backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Where a test's database lives.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -72,6 +90,8 @@ pub struct TestApp {
     pub config: Config,
     _dir: tempfile::TempDir,
     postgres: Option<(String, String)>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
@@ -86,6 +106,8 @@ impl TestApp {
             .validate_with_secret(Some("test-secret-".repeat(4)))
             .expect("the default settings are valid");
         config.listen = "127.0.0.1:0".parse().unwrap();
+        // Many apps run at once: keep each one's share of PostgreSQL's connections small.
+        config.db_max_connections = 4;
         config.data_dir = dir.path().to_owned();
         config.database_url = DatabaseUrl::Sqlite(dir.path().join("tidings.db"));
         let mut postgres = None;
@@ -93,15 +115,48 @@ impl TestApp {
             let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
             create_database(admin_url, &name).await;
             config.database_url = DatabaseUrl::Postgres(with_database(admin_url, &name));
+            // The production pairing: PostgreSQL with the Redis bus, on a channel of its own.
+            if let Ok(redis) = std::env::var("TEST_REDIS_URL")
+                && !redis.is_empty()
+            {
+                config.redis_url = Some(redis);
+                config.redis_channel = format!("tidings:test:{name}");
+            }
             postgres = Some((admin_url.clone(), name));
         }
         tweak(&mut config);
+        Self::start(config, dir, postgres).await
+    }
+
+    /// Another instance on this one's database and bus, as a second server behind a load
+    /// balancer would be.
+    pub async fn another_instance(&self) -> TestApp {
+        self.another_instance_with(|_| {}).await
+    }
+
+    pub async fn another_instance_with(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = self.config.clone();
+        config.data_dir = dir.path().to_owned();
+        tweak(&mut config);
+        // The database stays the first instance's to drop.
+        Self::start(config, dir, None).await
+    }
+
+    async fn start(
+        config: Config,
+        dir: tempfile::TempDir,
+        postgres: Option<(String, String)>,
+    ) -> TestApp {
         let app = Application::build(config.clone())
             .await
             .expect("the app builds");
         let addr = app.local_addr();
         let state = app.state().clone();
-        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
         TestApp {
             addr,
             client: Client::new(),
@@ -109,6 +164,21 @@ impl TestApp {
             config,
             _dir: dir,
             postgres,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Shuts the app down gracefully (as SIGTERM does) and waits until it has stopped.
+    pub async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task")
+                .expect("a clean shutdown");
         }
     }
 
@@ -224,6 +294,19 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.unwrap()
+    }
+
+    /// Adds `delta` to a product's stock as `staff_token`.
+    pub async fn adjust_stock(&self, staff_token: &str, product_id: &str, delta: i64) -> Response {
+        let response = self
+            .post(
+                &format!("/v1/products/{product_id}/stock-adjustments"),
+                &json!({"delta": delta, "reason": "count"}),
+                Some(staff_token),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response
     }
 
     /// Places an order of `(product id, quantity)` lines as `token`.

@@ -15,7 +15,6 @@ backend_tests!(
     a_cancellation_writes_the_returned_stock_and_the_cancellation,
     product_changes_write_their_events,
     a_change_that_is_rolled_back_leaves_no_event,
-    events_wait_unsequenced_for_the_relay,
 );
 
 /// (topic, type, audience, user) of each event, for compact assertions.
@@ -348,19 +347,4 @@ async fn a_change_that_is_rolled_back_leaves_no_event(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(read["stock"], 50);
-}
-
-async fn events_wait_unsequenced_for_the_relay(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
-
-    app.product(&staff.access_token, "TEE", 1000, 50).await;
-
-    let events = app.events_after(0).await;
-    assert!(!events.is_empty());
-    assert!(
-        events.iter().all(|e| e.seq.is_none()),
-        "seq is the relay's to give"
-    );
-    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
 }

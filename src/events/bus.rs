@@ -1,0 +1,228 @@
+//! The bus: carries each batch the relay numbered to the hub of every instance.
+//!
+//! In-process (the default), the relay hands batches straight to this instance's hub.
+//! With `REDIS_URL`, the relay publishes to a Redis channel and every instance's hub
+//! subscribes to it. Redis may drop messages (a reconnect, a slow subscriber): the hubs do
+//! not rely on it, since they check that `seq` is contiguous and read any gap from the
+//! database, and while the subscription is down they read the database on a timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Event;
+
+/// Batches waiting for the hub; the relay waits when it is full.
+const HUB_QUEUE: usize = 1024;
+
+/// Whether the bus delivers now. The hub polls the database while it does not.
+#[derive(Debug, Clone)]
+pub struct BusHealth(Arc<AtomicBool>);
+
+impl BusHealth {
+    fn new(up: bool) -> Self {
+        BusHealth(Arc::new(AtomicBool::new(up)))
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Release);
+    }
+}
+
+/// The sending side, used by the relay.
+#[derive(Clone)]
+pub enum Publisher {
+    Memory(mpsc::Sender<Vec<Event>>),
+    Redis {
+        connection: redis::aio::ConnectionManager,
+        channel: Arc<str>,
+    },
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Publisher::Memory(_) => f.write_str("Publisher::Memory"),
+            Publisher::Redis { channel, .. } => write!(f, "Publisher::Redis({channel})"),
+        }
+    }
+}
+
+impl Publisher {
+    /// Publishes a batch. A failure loses nothing: hubs find the events in the database.
+    pub async fn publish(&self, batch: Vec<Event>) {
+        match self {
+            Publisher::Memory(hub) => {
+                // Only fails when the hub is gone, at shutdown.
+                let _ = hub.send(batch).await;
+            }
+            Publisher::Redis {
+                connection,
+                channel,
+            } => {
+                let payload = match serde_json::to_vec(&batch) {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a batch could not be encoded for the bus");
+                        return;
+                    }
+                };
+                let mut connection = connection.clone();
+                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(channel.as_ref())
+                    .arg(payload)
+                    .query_async(&mut connection)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "publishing to Redis failed; hubs will read the events from the database");
+                }
+            }
+        }
+    }
+}
+
+/// The bus as one instance sees it.
+#[derive(Debug)]
+pub struct Bus {
+    pub publisher: Publisher,
+    /// Batches for this instance's hub.
+    pub batches: mpsc::Receiver<Vec<Event>>,
+    pub health: BusHealth,
+    /// `memory` or `redis`.
+    pub kind: &'static str,
+}
+
+impl Bus {
+    /// The in-process bus: what the relay publishes goes straight to the hub.
+    pub fn memory() -> Bus {
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        Bus {
+            publisher: Publisher::Memory(tx),
+            batches: rx,
+            health: BusHealth::new(true),
+            kind: "memory",
+        }
+    }
+
+    /// The Redis bus. Starts even while Redis is unreachable (degraded, reconnecting in the
+    /// background); only a malformed URL is an error.
+    pub async fn redis(
+        url: &str,
+        channel: &str,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bus> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connection =
+            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        let health = BusHealth::new(false);
+        tokio::spawn(subscribe(
+            client,
+            channel.to_owned(),
+            tx,
+            health.clone(),
+            shutdown,
+        ));
+        Ok(Bus {
+            publisher: Publisher::Redis {
+                connection,
+                channel: Arc::from(channel),
+            },
+            batches: rx,
+            health,
+            kind: "redis",
+        })
+    }
+}
+
+/// Keeps a subscription to the channel, reconnecting with backoff, and forwards every
+/// batch to the hub.
+async fn subscribe(
+    client: redis::Client,
+    channel: String,
+    hub: mpsc::Sender<Vec<Event>>,
+    health: BusHealth,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            connected = tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()) => connected,
+        };
+        let mut pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach Redis; reading events from the database");
+                if wait(&shutdown, &mut backoff).await {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(retry_in = ?backoff, "connecting to Redis timed out; reading events from the database");
+                if wait(&shutdown, &mut backoff).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = pubsub.subscribe(&channel).await {
+            tracing::warn!(error = %e, "subscribing to Redis failed");
+            if wait(&shutdown, &mut backoff).await {
+                return;
+            }
+            continue;
+        }
+        tracing::info!(%channel, "subscribed to the Redis bus");
+        health.set(true);
+        backoff = Duration::from_millis(100);
+        let mut messages = pubsub.into_on_message();
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => return,
+                message = messages.next() => message,
+            };
+            let Some(message) = message else { break };
+            match serde_json::from_slice::<Vec<Event>>(message.get_payload_bytes()) {
+                Ok(batch) => {
+                    if hub.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a message on the bus is not a batch of events; ignored")
+                }
+            }
+        }
+        health.set(false);
+        tracing::warn!(
+            "lost the Redis subscription; reading events from the database until it is back"
+        );
+    }
+}
+
+/// Sleeps for the backoff (doubling it, up to 5 s); true if shutdown came first.
+async fn wait(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
+    let sleep = *backoff;
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(sleep) => false,
+    }
+}

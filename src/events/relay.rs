@@ -1,0 +1,215 @@
+//! The relay: numbers committed outbox events and publishes them to the bus.
+//!
+//! One relay is active per database. On PostgreSQL that is the instance holding a session
+//! advisory lock; the others retry every second and take over when the holder's
+//! connection goes (a crash closes it, and PostgreSQL releases the lock). It is woken by
+//! every commit that wrote events (NOTIFY from a trigger, or the in-process signal on
+//! SQLite), polls slowly as a safety net, claims up to a batch at a time, and as the
+//! leader also prunes events older than the retention window.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgListener};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Event;
+use super::bus::Publisher;
+use crate::store::{Db, stream};
+
+/// The advisory lock key of the relay ("tidings" in ASCII).
+const LOCK_KEY: i64 = 0x0074_6964_696e_6773;
+/// The channel the outbox trigger notifies.
+const CHANNEL: &str = "tidings_outbox";
+
+/// Settings of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most events numbered in one transaction.
+    pub batch: i64,
+    /// How often to look for events when no commit woke it.
+    pub poll: Duration,
+    /// How often a standby tries to take over.
+    pub standby_retry: Duration,
+    /// Events older than this are pruned.
+    pub retention: Duration,
+    /// How often to prune.
+    pub prune_every: Duration,
+}
+
+/// What the relay has done, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Whether this instance is the active relay.
+    pub leader: AtomicBool,
+    pub relayed: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// Runs the relay until shutdown.
+pub async fn run(
+    db: Db,
+    publisher: Publisher,
+    config: RelayConfig,
+    stats: Arc<RelayStats>,
+    shutdown: CancellationToken,
+) {
+    let relay = Relay {
+        db,
+        publisher,
+        config,
+        stats,
+    };
+    match relay.db.clone() {
+        Db::Postgres(pool) => relay.run_postgres(pool, shutdown).await,
+        Db::Sqlite(_, signal) => relay.run_local(signal, shutdown).await,
+    }
+}
+
+struct Relay {
+    db: Db,
+    publisher: Publisher,
+    config: RelayConfig,
+    stats: Arc<RelayStats>,
+}
+
+impl Relay {
+    /// SQLite: one instance, always the leader, woken in-process.
+    async fn run_local(&self, signal: Arc<Notify>, shutdown: CancellationToken) {
+        self.stats.leader.store(true, Ordering::Release);
+        let mut prune = tokio::time::interval(self.config.prune_every);
+        loop {
+            self.drain().await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = signal.notified() => {}
+                () = tokio::time::sleep(self.config.poll) => {}
+                _ = prune.tick() => self.prune().await,
+            }
+        }
+    }
+
+    /// PostgreSQL: lead while holding the advisory lock, stand by otherwise.
+    async fn run_postgres(&self, pool: sqlx::PgPool, shutdown: CancellationToken) {
+        loop {
+            match self.lead(&pool, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if self.stats.leader.swap(false, Ordering::AcqRel) {
+                        tracing::warn!(error = %e, "the relay lost its lock connection; standing by");
+                    } else {
+                        tracing::debug!(error = %e, "the relay could not lead");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.standby_retry) => {}
+            }
+        }
+    }
+
+    /// Takes the lock (or returns to stand by) and relays until shutdown (`Ok`) or until
+    /// the lock connection fails (`Err`).
+    async fn lead(
+        &self,
+        pool: &sqlx::PgPool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        // A connection of its own: the lock lives exactly as long as it does.
+        let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
+        loop {
+            let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                .bind(LOCK_KEY)
+                .fetch_one(&mut lock)
+                .await?;
+            if got {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.config.standby_retry) => {}
+            }
+        }
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        self.stats.leader.store(true, Ordering::Release);
+        tracing::info!("this instance is the relay");
+        let mut prune = tokio::time::interval(self.config.prune_every);
+        loop {
+            self.drain().await;
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    self.stats.leader.store(false, Ordering::Release);
+                    let _ = lock.close().await;
+                    return Ok(());
+                }
+                notification = listener.recv() => {
+                    if let Err(e) = notification {
+                        // The listener reconnects on the next recv; the poll covers the gap.
+                        tracing::warn!(error = %e, "the relay's LISTEN connection failed");
+                    }
+                }
+                () = tokio::time::sleep(self.config.poll) => {
+                    // Still holding the lock? A dead connection means another may lead now.
+                    sqlx::query("select 1").execute(&mut lock).await?;
+                }
+                _ = prune.tick() => self.prune().await,
+            }
+        }
+    }
+
+    /// Numbers and publishes every committed event, a batch at a time.
+    async fn drain(&self) {
+        loop {
+            let claimed = async {
+                let mut tx = self.db.begin().await?;
+                let events = stream::claim(&mut tx, self.config.batch).await?;
+                tx.commit().await?;
+                Ok::<Vec<Event>, sqlx::Error>(events)
+            }
+            .await;
+            let events = match claimed {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the relay could not claim events; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return;
+                }
+            };
+            if events.is_empty() {
+                return;
+            }
+            let full = events.len() as i64 == self.config.batch;
+            let now = Utc::now();
+            for event in &events {
+                let lag = (now - event.at).to_std().unwrap_or_default();
+                metrics::histogram!("tidings_relay_lag_seconds").record(lag.as_secs_f64());
+            }
+            metrics::counter!("tidings_events_relayed_total").increment(events.len() as u64);
+            self.stats
+                .relayed
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.publisher.publish(events).await;
+            if !full {
+                return;
+            }
+        }
+    }
+
+    async fn prune(&self) {
+        let Ok(retention) = chrono::Duration::from_std(self.config.retention) else {
+            return;
+        };
+        match stream::prune(&self.db, Utc::now() - retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned events past the retention window"),
+            Err(e) => tracing::warn!(error = %e, "pruning events failed"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Events encoded for the wire, once per event and format, shared by every connection
+//! that receives them.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use chrono::SecondsFormat;
+use serde::Serialize;
+
+use crate::events::{Event, Topic};
+
+/// One event, encoded for both transports.
+#[derive(Debug)]
+pub struct PreparedEvent {
+    pub seq: i64,
+    pub topic: Topic,
+    /// The envelope, as a WebSocket text frame's payload.
+    pub ws: Utf8Bytes,
+    /// `id:`, `event:` and `data:` lines of a Server-Sent Event.
+    pub sse: Bytes,
+}
+
+/// What a mailbox holds: a shared handle, not a copy.
+pub type Frame = Arc<PreparedEvent>;
+
+/// The JSON every client sees (DESIGN.md, "Event envelope").
+#[derive(Serialize)]
+struct Envelope<'a> {
+    seq: i64,
+    topic: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    at: String,
+    data: &'a serde_json::Value,
+}
+
+impl PreparedEvent {
+    pub fn encode(event: &Event) -> Frame {
+        let envelope = Envelope {
+            seq: event.seq,
+            topic: event.topic.as_str(),
+            kind: &event.kind,
+            at: event.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            data: &event.data,
+        };
+        let json = serde_json::to_string(&envelope).expect("an envelope always serialises");
+        let sse = format!("id: {}\nevent: {}\ndata: {json}\n\n", event.seq, event.kind);
+        Arc::new(PreparedEvent {
+            seq: event.seq,
+            topic: event.topic,
+            ws: Utf8Bytes::from(json),
+            sse: Bytes::from(sse),
+        })
+    }
+
+    /// The size counted against a mailbox's limit.
+    pub fn len(&self) -> usize {
+        self.sse.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sse.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::events::Audience;
+
+    #[test]
+    fn an_event_is_one_envelope_on_both_transports() {
+        let event = Event {
+            seq: 1042,
+            topic: Topic::Orders,
+            kind: "order.status_changed".into(),
+            audience: Audience::Staff,
+            at: "2026-11-22T10:00:00.123456Z".parse().unwrap(),
+            data: json!({"order_id": "o1", "status": "shipped"}),
+        };
+        let frame = PreparedEvent::encode(&event);
+        let envelope: serde_json::Value = serde_json::from_str(frame.ws.as_str()).unwrap();
+        assert_eq!(
+            envelope,
+            json!({"seq": 1042, "topic": "orders", "type": "order.status_changed",
+                   "at": "2026-11-22T10:00:00.123456Z", "data": {"order_id": "o1", "status": "shipped"}})
+        );
+        assert_eq!(
+            std::str::from_utf8(&frame.sse).unwrap(),
+            format!(
+                "id: 1042\nevent: order.status_changed\ndata: {}\n\n",
+                frame.ws.as_str()
+            )
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! The hub: routes each sequenced event to this instance's connections.
+//!
+//! Events arrive from the bus in batches. The hub delivers them strictly in `seq` order
+//! with no gap: a batch that skips ahead makes it read the missing events from the
+//! database first, and while the bus is degraded it reads new events from the database
+//! on a short timer. Each event is encoded once (see `frames`) and a shared handle is
+//! pushed into the mailbox of every connection entitled to it, found through an index by
+//! topic and audience, so a per-user event never scans every connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::frames::{Frame, PreparedEvent};
+use super::mailbox::{Closed, Mailbox, Pushed};
+use crate::events::bus::BusHealth;
+use crate::events::{Audience, Event, Topic};
+use crate::store::{Db, stream};
+
+/// Events read from the database per query when catching up.
+const CATCH_UP_BATCH: i64 = 1000;
+
+/// Identifies one connection in the hub.
+pub type ConnId = u64;
+
+/// What the hub knows of a connection.
+#[derive(Debug)]
+struct Conn {
+    user_id: Uuid,
+    is_staff: bool,
+    /// The token version the connection authenticated with; revocations above it close it.
+    token_version: AtomicI64,
+    mailbox: Arc<Mailbox>,
+    topics: Vec<Topic>,
+}
+
+/// The connections subscribed to one topic, indexed by who may receive what.
+#[derive(Debug, Default)]
+struct TopicIndex {
+    everyone: HashMap<ConnId, Arc<Mailbox>>,
+    staff: HashMap<ConnId, Arc<Mailbox>>,
+    by_user: HashMap<Uuid, HashMap<ConnId, (Arc<Mailbox>, bool)>>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: ConnId,
+    conns: HashMap<ConnId, Conn>,
+    per_user: HashMap<Uuid, Vec<ConnId>>,
+    topics: [TopicIndex; Topic::SUBSCRIBABLE.len()],
+}
+
+fn slot(topic: Topic) -> usize {
+    Topic::SUBSCRIBABLE
+        .iter()
+        .position(|t| *t == topic)
+        .expect("a subscribable topic")
+}
+
+/// Settings of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Bytes a connection's queue may hold before it is closed as a slow consumer.
+    pub mailbox_bytes: usize,
+    /// Live connections one user may hold on this instance.
+    pub max_connections_per_user: usize,
+    /// How often to read the database while the bus is degraded.
+    pub degraded_poll: Duration,
+    /// How often to read the database anyway, as a safety net.
+    pub safety_poll: Duration,
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub deliveries: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub events: AtomicU64,
+    pub catch_up_reads: AtomicU64,
+}
+
+/// The registry of live connections and the delivery loop.
+#[derive(Debug)]
+pub struct Hub {
+    registry: RwLock<Registry>,
+    /// The last seq delivered; every event up to it has been routed.
+    last_seq: AtomicI64,
+    db: Db,
+    config: HubConfig,
+    /// Set at shutdown: no new connection is taken.
+    closing: std::sync::atomic::AtomicBool,
+    pub stats: HubStats,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The user holds the most connections allowed.
+    TooMany,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl Hub {
+    /// A hub that delivers what comes after `last_seq` (the stream's end at start).
+    pub fn new(db: Db, config: HubConfig, last_seq: i64) -> Arc<Hub> {
+        Arc::new(Hub {
+            registry: RwLock::new(Registry::default()),
+            last_seq: AtomicI64::new(last_seq),
+            db,
+            config,
+            closing: std::sync::atomic::AtomicBool::new(false),
+            stats: HubStats::default(),
+        })
+    }
+
+    /// The last seq delivered.
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Registers a connection (with no topics yet).
+    pub fn connect(
+        self: &Arc<Self>,
+        user_id: Uuid,
+        is_staff: bool,
+        token_version: i64,
+    ) -> Result<Registration, Refused> {
+        let mut registry = self.registry.write().expect("hub lock");
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Refused::ShuttingDown);
+        }
+        let count = registry.per_user.get(&user_id).map_or(0, Vec::len);
+        if count >= self.config.max_connections_per_user {
+            return Err(Refused::TooMany);
+        }
+        registry.next_id += 1;
+        let id = registry.next_id;
+        let mailbox = Mailbox::new(self.config.mailbox_bytes);
+        let conn = Conn {
+            user_id,
+            is_staff,
+            token_version: AtomicI64::new(token_version),
+            mailbox: mailbox.clone(),
+            topics: Vec::new(),
+        };
+        registry.conns.insert(id, conn);
+        registry.per_user.entry(user_id).or_default().push(id);
+        Ok(Registration {
+            hub: self.clone(),
+            id,
+            mailbox,
+        })
+    }
+
+    /// Live connections on this instance.
+    pub fn connections(&self) -> usize {
+        self.registry.read().expect("hub lock").conns.len()
+    }
+
+    /// Bytes queued over all connections.
+    pub fn queued_bytes(&self) -> usize {
+        let registry = self.registry.read().expect("hub lock");
+        registry
+            .conns
+            .values()
+            .map(|c| c.mailbox.queued_bytes())
+            .sum()
+    }
+
+    /// Closes every connection for shutdown, `batch` at a time with `pause` between, so
+    /// that clients reconnect elsewhere without a thundering herd.
+    pub async fn drain(&self, batch: usize, pause: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let mailboxes: Vec<Arc<Mailbox>> = {
+            let registry = self.registry.read().expect("hub lock");
+            registry.conns.values().map(|c| c.mailbox.clone()).collect()
+        };
+        for (i, chunk) in mailboxes.chunks(batch.max(1)).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for mailbox in chunk {
+                mailbox.close(Closed::Shutdown);
+            }
+        }
+    }
+
+    /// Routes events that follow the last delivered one without a gap; the caller has
+    /// checked the order.
+    fn route(&self, events: &[Event]) {
+        let registry = self.registry.read().expect("hub lock");
+        for event in events {
+            if event.topic == Topic::System {
+                self.apply_system(&registry, event);
+            } else {
+                self.route_one(&registry, event);
+            }
+            self.last_seq.store(event.seq, Ordering::Release);
+            self.stats.events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn route_one(&self, registry: &Registry, event: &Event) {
+        let index = &registry.topics[slot(event.topic)];
+        let mut frame: Option<Frame> = None;
+        let mut send = |mailbox: &Arc<Mailbox>| {
+            let frame = frame.get_or_insert_with(|| PreparedEvent::encode(event));
+            match mailbox.push(frame.clone()) {
+                Pushed::Queued => {
+                    self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                Pushed::Overflowed => {
+                    self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                }
+                Pushed::Closed => {}
+            }
+        };
+        match event.audience {
+            Audience::Everyone => index.everyone.values().for_each(&mut send),
+            Audience::Staff => index.staff.values().for_each(&mut send),
+            Audience::User(user) => {
+                if let Some(conns) = index.by_user.get(&user) {
+                    conns.values().for_each(|(mailbox, _)| send(mailbox));
+                }
+            }
+            Audience::UserAndStaff(user) => {
+                index.staff.values().for_each(&mut send);
+                if let Some(conns) = index.by_user.get(&user) {
+                    // The user's staff connections were served with the staff.
+                    conns
+                        .values()
+                        .filter(|(_, is_staff)| !is_staff)
+                        .for_each(|(mailbox, _)| send(mailbox));
+                }
+            }
+        }
+    }
+
+    /// `user.sessions_revoked`: close the user's connections opened with an older token.
+    fn apply_system(&self, registry: &Registry, event: &Event) {
+        let (Some(user), Some(version)) = (
+            event.data["user_id"]
+                .as_str()
+                .and_then(|u| u.parse::<Uuid>().ok()),
+            event.data["token_version"].as_i64(),
+        ) else {
+            return;
+        };
+        for id in registry.per_user.get(&user).into_iter().flatten() {
+            if let Some(conn) = registry.conns.get(id)
+                && conn.token_version.load(Ordering::Acquire) < version
+            {
+                conn.mailbox.close(Closed::Revoked);
+            }
+        }
+    }
+
+    /// Delivers a batch from the bus: duplicates are skipped, and a gap is filled from
+    /// the database before anything after it is delivered.
+    pub async fn deliver(&self, mut events: Vec<Event>) {
+        events.sort_by_key(|e| e.seq);
+        let mut start = 0;
+        while start < events.len() {
+            let last = self.last_seq();
+            if events[start].seq <= last {
+                start += 1;
+                continue;
+            }
+            if events[start].seq > last + 1 {
+                self.catch_up(Some(events[start].seq - 1)).await;
+                continue;
+            }
+            // The longest contiguous run from here.
+            let mut end = start + 1;
+            while end < events.len() && events[end].seq == events[end - 1].seq + 1 {
+                end += 1;
+            }
+            self.route(&events[start..end]);
+            start = end;
+        }
+    }
+
+    /// Reads and delivers events from the database after the last delivered one, up to
+    /// `upto` (or to the end).
+    pub async fn catch_up(&self, upto: Option<i64>) {
+        loop {
+            let last = self.last_seq();
+            if upto.is_some_and(|upto| last >= upto) {
+                return;
+            }
+            self.stats.catch_up_reads.fetch_add(1, Ordering::Relaxed);
+            let events = match stream::after_seq(&self.db, last, CATCH_UP_BATCH).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the hub could not read events to catch up; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Some(first) = events.first() else { return };
+            if first.seq != last + 1 {
+                // Only pruning leaves a hole; clients behind it are sent a reset on resume.
+                tracing::warn!(
+                    from = last + 1,
+                    to = first.seq - 1,
+                    "events are missing from the database; skipping them"
+                );
+                self.last_seq.store(first.seq - 1, Ordering::Release);
+            }
+            let full = events.len() as i64 == CATCH_UP_BATCH;
+            let mut run = Vec::with_capacity(events.len());
+            for event in events {
+                if upto.is_some_and(|upto| event.seq > upto) {
+                    break;
+                }
+                if run
+                    .last()
+                    .is_some_and(|prev: &Event| event.seq != prev.seq + 1)
+                {
+                    break;
+                }
+                run.push(event);
+            }
+            self.route(&run);
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// The delivery loop: batches from the bus, and the database on a timer (often while
+    /// the bus is degraded, rarely otherwise). Ends when the bus's sender is gone.
+    pub async fn run(self: Arc<Self>, mut batches: mpsc::Receiver<Vec<Event>>, health: BusHealth) {
+        let mut safety = tokio::time::interval(self.config.safety_poll);
+        let mut degraded = tokio::time::interval(self.config.degraded_poll);
+        safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        degraded.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = batches.recv() => match batch {
+                    Some(events) => self.deliver(events).await,
+                    None => return,
+                },
+                _ = degraded.tick(), if !health.is_up() => self.catch_up(None).await,
+                _ = safety.tick() => self.catch_up(None).await,
+            }
+        }
+    }
+}
+
+/// A connection's place in the hub; dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Arc<Hub>,
+    id: ConnId,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Registration {
+    pub fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.mailbox
+    }
+
+    /// Starts live delivery of these topics (those not yet subscribed). Returns the seq
+    /// from which delivery is live: every later event of these topics will be queued, and
+    /// earlier ones are the caller's to replay from the database.
+    pub fn subscribe(&self, topics: &[Topic]) -> i64 {
+        let mut registry = self.hub.registry.write().expect("hub lock");
+        let live_from = self.hub.last_seq();
+        let Registry {
+            conns,
+            topics: indexes,
+            ..
+        } = &mut *registry;
+        let Some(conn) = conns.get_mut(&self.id) else {
+            return live_from;
+        };
+        for topic in topics {
+            if conn.topics.contains(topic) {
+                continue;
+            }
+            let index = &mut indexes[slot(*topic)];
+            index.everyone.insert(self.id, conn.mailbox.clone());
+            if conn.is_staff {
+                index.staff.insert(self.id, conn.mailbox.clone());
+            }
+            index
+                .by_user
+                .entry(conn.user_id)
+                .or_default()
+                .insert(self.id, (conn.mailbox.clone(), conn.is_staff));
+            conn.topics.push(*topic);
+        }
+        live_from
+    }
+
+    /// Stops delivery of these topics.
+    pub fn unsubscribe(&self, topics: &[Topic]) {
+        let mut registry = self.hub.registry.write().expect("hub lock");
+        let Registry {
+            conns,
+            topics: indexes,
+            ..
+        } = &mut *registry;
+        let Some(conn) = conns.get_mut(&self.id) else {
+            return;
+        };
+        for topic in topics {
+            remove_from(&mut indexes[slot(*topic)], self.id, conn.user_id);
+        }
+        conn.topics.retain(|t| !topics.contains(t));
+    }
+
+    /// The topics this connection receives.
+    pub fn topics(&self) -> Vec<Topic> {
+        let registry = self.hub.registry.read().expect("hub lock");
+        registry
+            .conns
+            .get(&self.id)
+            .map(|c| c.topics.clone())
+            .unwrap_or_default()
+    }
+
+    /// A fresh token was presented in-band: revocations up to its version spare it.
+    pub fn set_token_version(&self, version: i64) {
+        let registry = self.hub.registry.read().expect("hub lock");
+        if let Some(conn) = registry.conns.get(&self.id) {
+            conn.token_version.store(version, Ordering::Release);
+        }
+    }
+}
+
+fn remove_from(index: &mut TopicIndex, id: ConnId, user: Uuid) {
+    index.everyone.remove(&id);
+    index.staff.remove(&id);
+    if let Some(conns) = index.by_user.get_mut(&user) {
+        conns.remove(&id);
+        if conns.is_empty() {
+            index.by_user.remove(&user);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut registry = self.hub.registry.write().expect("hub lock");
+        let Some(conn) = registry.conns.remove(&self.id) else {
+            return;
+        };
+        for topic in &conn.topics {
+            remove_from(&mut registry.topics[slot(*topic)], self.id, conn.user_id);
+        }
+        if let Some(ids) = registry.per_user.get_mut(&conn.user_id) {
+            ids.retain(|id| *id != self.id);
+            if ids.is_empty() {
+                registry.per_user.remove(&conn.user_id);
+            }
+        }
+    }
+}

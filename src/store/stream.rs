@@ -1,0 +1,231 @@
+//! The sequenced event stream: the relay's claims, catch-up and replay reads, pruning, and
+//! stream tickets.
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use super::events::EventRow;
+use super::{Db, Tx, placeholders};
+use crate::events::{Event, Topic};
+use crate::{on_pool, on_tx};
+
+macro_rules! event_columns {
+    () => {
+        "id, seq, topic, type, audience, user_id, data, created_at"
+    };
+}
+
+fn sequenced(rows: Vec<EventRow>) -> Vec<Event> {
+    rows.into_iter().filter_map(Event::from_row).collect()
+}
+
+/// Gives the oldest unsequenced events (up to `limit`) the next contiguous seq numbers,
+/// in id order, and returns them. The counter row is locked first, so that even two
+/// relays at once (a lost advisory lock) cannot hand out one number twice.
+pub async fn claim(tx: &mut Tx, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    // SQLite has no row locks; its BEGIN IMMEDIATE already serialises writers.
+    let lock = match tx {
+        Tx::Postgres(_) => "select last_seq from relay_state where id = 1 for update",
+        Tx::Sqlite(_) => "select last_seq from relay_state where id = 1",
+    };
+    let last: i64 = on_tx!(tx, c => sqlx::query_scalar::<_, i64>(lock).fetch_one(c).await)?;
+    let ids: Vec<i64> = on_tx!(tx, c => {
+        sqlx::query_scalar::<_, i64>("select id from events where seq is null order by id limit $1")
+            .bind(limit)
+            .fetch_all(c)
+            .await
+    })?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = ids.len() as i64;
+    on_tx!(tx, c => {
+        sqlx::query("update relay_state set last_seq = $1 where id = 1")
+            .bind(last + count)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    let rows = match tx {
+        Tx::Postgres(c) => {
+            sqlx::query_as::<_, EventRow>(concat!(
+                "update events e set seq = $2 + u.ord from unnest($1::bigint[]) with ordinality as u(id, ord) \
+                 where e.id = u.id returning e.",
+                "id, e.seq, e.topic, e.type, e.audience, e.user_id, e.data, e.created_at"
+            ))
+            .bind(&ids)
+            .bind(last)
+            .fetch_all(&mut **c)
+            .await?
+        }
+        Tx::Sqlite(c) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                let row = sqlx::query_as::<_, EventRow>(concat!(
+                    "update events set seq = $1 where id = $2 returning ",
+                    event_columns!()
+                ))
+                .bind(last + 1 + i as i64)
+                .bind(id)
+                .fetch_one(&mut **c)
+                .await?;
+                rows.push(row);
+            }
+            rows
+        }
+    };
+    let mut events = sequenced(rows);
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
+}
+
+/// The last seq handed out.
+pub async fn last_seq(db: &Db) -> Result<i64, sqlx::Error> {
+    on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>("select last_seq from relay_state where id = 1").fetch_one(pool).await
+    })
+}
+
+/// Sequenced events after `after`, in order, for a hub catching up.
+pub async fn after_seq(db: &Db, after: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, EventRow>(concat!(
+            "select ", event_columns!(), " from events where seq > $1 order by seq limit $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(sequenced(rows))
+}
+
+/// The events in `(since, upto]` of these topics that this user may receive, in order.
+pub async fn replay(
+    db: &Db,
+    since: i64,
+    upto: i64,
+    topics: &[Topic],
+    user_id: Uuid,
+    is_staff: bool,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let sql = format!(
+        concat!(
+            "select ",
+            event_columns!(),
+            " from events where seq > $1 and seq <= $2 \
+             and topic in ({}) and (audience = 'everyone' \
+             or (audience in ('staff', 'user_and_staff') and $3) \
+             or (audience in ('user', 'user_and_staff') and user_id = $4)) \
+             order by seq limit $5"
+        ),
+        placeholders(6, topics.len())
+    );
+    let rows = on_pool!(db, pool => {
+        let mut query = sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql))
+            .bind(since)
+            .bind(upto)
+            .bind(is_staff)
+            .bind(user_id)
+            .bind(limit);
+        for topic in topics {
+            query = query.bind(topic.as_str());
+        }
+        query.fetch_all(pool).await
+    })?;
+    Ok(sequenced(rows))
+}
+
+/// Events up to this seq were pruned: a resume from before it cannot be served.
+pub async fn pruned_through(db: &Db) -> Result<i64, sqlx::Error> {
+    on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>("select pruned_through from relay_state where id = 1").fetch_one(pool).await
+    })
+}
+
+/// Deletes sequenced events created before `before`; how many.
+pub async fn prune(db: &Db, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let newest: Option<i64> = on_tx!(&mut tx, c => {
+        sqlx::query_scalar::<_, Option<i64>>("select max(seq) from events where seq is not null and created_at < $1")
+            .bind(before)
+            .fetch_one(c)
+            .await
+    })?;
+    let Some(newest) = newest else {
+        return Ok(0);
+    };
+    let deleted = on_tx!(&mut tx, c => {
+        sqlx::query("delete from events where seq is not null and seq <= $1")
+            .bind(newest)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+    })?;
+    on_tx!(&mut tx, c => {
+        sqlx::query("update relay_state set pruned_through = $1 where id = 1 and pruned_through < $1")
+            .bind(newest)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// What a stream ticket stands for: the access token it was made from.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ticket {
+    pub user_id: Uuid,
+    pub token_version: i64,
+    pub token_expires_at: DateTime<Utc>,
+    /// The ticket itself is good until then.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Stores a stream ticket under its hash.
+pub async fn insert_ticket(db: &Db, hash: &[u8], ticket: &Ticket) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    on_tx!(&mut tx, c => {
+        sqlx::query(
+            "insert into stream_tickets (ticket_hash, user_id, token_version, token_expires_at, expires_at) \
+             values ($1, $2, $3, $4, $5)",
+        )
+            .bind(hash)
+            .bind(ticket.user_id)
+            .bind(ticket.token_version)
+            .bind(ticket.token_expires_at)
+            .bind(ticket.expires_at)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    tx.commit().await
+}
+
+/// Takes a ticket: deleted whatever happens, so it works once; what it stood for if it
+/// was still valid.
+pub async fn consume_ticket(
+    db: &Db,
+    hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let found: Option<Ticket> = on_tx!(&mut tx, c => {
+        sqlx::query_as::<_, Ticket>(
+            "delete from stream_tickets where ticket_hash = $1 \
+             returning user_id, token_version, token_expires_at, expires_at",
+        )
+        .bind(hash)
+        .fetch_optional(c)
+        .await
+    })?;
+    // Expired tickets of anyone go too, so the table stays small.
+    on_tx!(&mut tx, c => {
+        sqlx::query("delete from stream_tickets where expires_at < $1").bind(now).execute(c).await.map(|_| ())
+    })?;
+    tx.commit().await?;
+    Ok(found.filter(|t| t.expires_at > now))
+}

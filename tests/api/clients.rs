@@ -1,0 +1,256 @@
+//! Real WebSocket and SSE clients for the live tests.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::{SinkExt, Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::TestApp;
+
+/// Longest a test waits for something the server should send. Waiting is for an event
+/// that must come; this only bounds a failing test.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// What a WebSocket client received.
+#[derive(Debug)]
+pub enum Incoming {
+    Json(Value),
+    Closed(Option<u16>, String),
+}
+
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl TestApp {
+    /// Opens a WebSocket with a bearer token.
+    pub async fn ws(&self, token: &str) -> WsClient {
+        self.try_ws("/v1/ws", Some(token))
+            .await
+            .expect("the WebSocket opens")
+    }
+
+    /// Opens a WebSocket at `path` (which may carry `?ticket=`), with or without a token.
+    pub async fn try_ws(&self, path: &str, token: Option<&str>) -> Result<WsClient, WsError> {
+        let mut request = format!("ws://{}{}", self.addr, path)
+            .into_client_request()
+            .unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient { socket })
+    }
+
+    /// Opens a WebSocket whose client reads nothing until told to, through a tiny receive
+    /// buffer: a slow consumer.
+    pub async fn slow_ws(&self, token: &str) -> WsClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let mut request = format!("ws://{}/v1/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        WsClient { socket }
+    }
+
+    /// Opens an SSE stream of `topics` with a bearer token, resuming after `last_event_id`.
+    pub async fn sse(&self, token: &str, topics: &str, last_event_id: Option<i64>) -> SseClient {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/v1/events?topics={topics}")))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.expect("the stream opens");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseClient {
+            events: Box::pin(response.bytes_stream().eventsource()),
+        }
+    }
+}
+
+impl WsClient {
+    pub async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("the message is sent");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket
+            .send(message)
+            .await
+            .expect("the message is sent");
+    }
+
+    /// The next JSON message or the close, skipping pings.
+    pub async fn recv(&mut self) -> Incoming {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("the server sent something in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Incoming::Json(serde_json::from_str(&text).expect("JSON text"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f: CloseFrame| (Some(u16::from(f.code)), f.reason.to_string()))
+                        .unwrap_or((None, String::new()));
+                    return Incoming::Closed(code, reason);
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Incoming::Closed(None, e.to_string()),
+                None => return Incoming::Closed(None, "the stream ended".into()),
+            }
+        }
+    }
+
+    /// The next JSON message; the connection must not close.
+    pub async fn next_json(&mut self) -> Value {
+        match self.recv().await {
+            Incoming::Json(value) => value,
+            Incoming::Closed(code, reason) => {
+                panic!("closed ({code:?} {reason}) while a message was expected")
+            }
+        }
+    }
+
+    /// Waits for the close frame and returns its code, failing on any other message but
+    /// events and pings.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.recv().await {
+                Incoming::Closed(code, _) => return code,
+                Incoming::Json(value) if value.get("seq").is_some() => continue,
+                Incoming::Json(value) => panic!("expected the connection to close, got {value}"),
+            }
+        }
+    }
+
+    /// Waits for the server's next WebSocket ping.
+    pub async fn await_ping(&mut self) {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("a ping in time");
+            match next {
+                Some(Ok(Message::Ping(_))) => return,
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended while waiting for a ping: {other:?}"),
+            }
+        }
+    }
+
+    /// Reads every event until the server closes; the events and the close code.
+    pub async fn drain_until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut events = Vec::new();
+        loop {
+            match self.recv().await {
+                Incoming::Json(value) if value.get("seq").is_some() => events.push(value),
+                Incoming::Json(_) => continue,
+                Incoming::Closed(code, _) => return (events, code),
+            }
+        }
+    }
+
+    /// Subscribes and returns the events replayed before `subscribed`, and its `seq`.
+    pub async fn subscribe(&mut self, topics: &[&str], since: Option<i64>) -> (Vec<Value>, i64) {
+        let mut message = json!({"type": "subscribe", "topics": topics});
+        if let Some(since) = since {
+            message["since"] = json!(since);
+        }
+        self.send(message).await;
+        let mut replayed = Vec::new();
+        loop {
+            let value = self.next_json().await;
+            match value["type"].as_str() {
+                Some("subscribed") => return (replayed, value["seq"].as_i64().unwrap()),
+                _ if value.get("seq").is_some() => replayed.push(value),
+                _ => panic!("unexpected message while subscribing: {value}"),
+            }
+        }
+    }
+
+    /// The next event (a message with a seq), skipping nothing else silently.
+    pub async fn next_event(&mut self) -> Value {
+        let value = self.next_json().await;
+        assert!(value.get("seq").is_some(), "expected an event, got {value}");
+        value
+    }
+}
+
+pub struct SseClient {
+    events: std::pin::Pin<
+        Box<
+            dyn Stream<
+                    Item = Result<
+                        eventsource_stream::Event,
+                        eventsource_stream::EventStreamError<reqwest::Error>,
+                    >,
+                > + Send,
+        >,
+    >,
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+impl SseClient {
+    /// The next event with data (comments and the retry hint are not events), or `None`
+    /// when the stream ends.
+    pub async fn next(&mut self) -> Option<Sse> {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.events.next())
+                .await
+                .expect("the server sent something in time");
+            match next? {
+                Ok(event) if event.data.is_empty() => continue,
+                Ok(event) => {
+                    return Some(Sse {
+                        id: event.id,
+                        event: event.event,
+                        data: serde_json::from_str(&event.data).expect("JSON data"),
+                    });
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// The `type` of each event.
+pub fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The `seq` of each event.
+pub fn seqs(events: &[Value]) -> Vec<i64> {
+    events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+}

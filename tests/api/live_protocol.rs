@@ -1,0 +1,440 @@
+//! The WebSocket protocol's edges: bad input, limits, tokens that expire or are revoked,
+//! slow consumers, tickets, resets.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tidings::domain::Role;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, PASSWORD, TestApp, problem};
+
+backend_tests!(
+    malformed_messages_get_an_error_and_the_connection_goes_on,
+    an_oversized_message_closes_with_1009,
+    streams_need_a_valid_token_or_ticket_before_the_upgrade,
+    a_stream_ticket_works_once,
+    an_expired_token_closes_the_socket_with_4001,
+    an_in_band_token_refresh_keeps_the_socket_open,
+    a_password_change_closes_the_users_sockets_at_once,
+    too_many_connections_for_one_user_close_with_4029,
+    a_slow_consumer_is_closed_with_4008_and_resumes_without_loss,
+    a_resume_from_a_seq_the_database_never_had_gets_a_reset,
+    bad_sse_parameters_are_400_problems,
+);
+
+fn id(v: &Value) -> &str {
+    v["id"].as_str().unwrap()
+}
+
+async fn error_code(ws: &mut crate::clients::WsClient, message: &str) -> String {
+    ws.send_raw(Message::Text(message.to_owned().into())).await;
+    let reply = ws.next_json().await;
+    assert_eq!(reply["type"], "error", "{message} -> {reply}");
+    assert!(reply["message"].is_string());
+    reply["code"].as_str().unwrap().to_owned()
+}
+
+async fn malformed_messages_get_an_error_and_the_connection_goes_on(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let mut ws = app.ws(&ada.access_token).await;
+
+    assert_eq!(error_code(&mut ws, "{not json").await, "bad_message");
+    assert_eq!(
+        error_code(&mut ws, r#"{"type":"dance"}"#).await,
+        "unknown_type"
+    );
+    assert_eq!(
+        error_code(&mut ws, r#"{"topics":["orders"]}"#).await,
+        "bad_message"
+    );
+    assert_eq!(
+        error_code(&mut ws, r#"{"type":"subscribe","topics":["gossip"]}"#).await,
+        "unknown_topic"
+    );
+    assert_eq!(
+        error_code(&mut ws, r#"{"type":"subscribe","topics":[]}"#).await,
+        "bad_message"
+    );
+    assert_eq!(
+        error_code(
+            &mut ws,
+            r#"{"type":"subscribe","topics":["orders"],"since":-5}"#
+        )
+        .await,
+        "bad_since"
+    );
+    assert_eq!(
+        error_code(
+            &mut ws,
+            r#"{"type":"subscribe","topics":["orders"],"since":"yesterday"}"#
+        )
+        .await,
+        "bad_message"
+    );
+    assert_eq!(
+        error_code(&mut ws, r#"{"type":"auth","token":"forged"}"#).await,
+        "invalid_token"
+    );
+    ws.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(ws.next_json().await["code"], "bad_message");
+
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.next_json().await, json!({"type": "pong"}));
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn an_oversized_message_closes_with_1009(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let mut ws = app.ws(&ada.access_token).await;
+
+    ws.send(json!({"type": "subscribe", "topics": ["orders"], "padding": "x".repeat(10_000)}))
+        .await;
+
+    assert_eq!(ws.close_code().await, Some(1009));
+    let mut again = app.ws(&ada.access_token).await;
+    again.send(json!({"type": "ping"})).await;
+    assert_eq!(again.next_json().await["type"], "pong");
+}
+
+async fn streams_need_a_valid_token_or_ticket_before_the_upgrade(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    for path in [
+        "/v1/ws",
+        "/v1/ws?ticket=forged",
+        "/v1/events?topics=orders",
+        "/v1/events?topics=orders&ticket=forged",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        problem(response).await;
+    }
+    let ada = app.customer("ada@example.com").await;
+    let not_upgraded = app.get("/v1/ws", Some(&ada.access_token)).await;
+    assert_eq!(not_upgraded.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(not_upgraded).await["code"], "not_a_websocket");
+}
+
+async fn a_stream_ticket_works_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let ticket = |app: &TestApp| {
+        let token = ada.access_token.clone();
+        let app_client = app.client.clone();
+        let url = app.url("/v1/stream-tickets");
+        async move {
+            let response = app_client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["expires_in"], 30);
+            body["ticket"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let first = ticket(&app).await;
+    let mut ws = app
+        .try_ws(&format!("/v1/ws?ticket={first}"), None)
+        .await
+        .expect("a ticket opens a socket");
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.next_json().await["type"], "pong");
+    assert!(
+        app.try_ws(&format!("/v1/ws?ticket={first}"), None)
+            .await
+            .is_err(),
+        "a ticket works once"
+    );
+
+    let second = ticket(&app).await;
+    let sse = app
+        .client
+        .get(app.url(&format!("/v1/events?topics=orders&ticket={second}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
+    let reused = app
+        .client
+        .get(app.url(&format!("/v1/events?topics=orders&ticket={second}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem(reused).await["code"], "invalid_ticket");
+    let unauthenticated = app
+        .client
+        .post(app.url("/v1/stream-tickets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn an_expired_token_closes_the_socket_with_4001(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.access_token_ttl = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let ada = app.customer("ada@example.com").await;
+    let mut ws = app.ws(&ada.access_token).await;
+    ws.subscribe(&["orders"], None).await;
+
+    let code = ws.close_code().await;
+
+    assert_eq!(code, Some(4001));
+}
+
+async fn an_in_band_token_refresh_keeps_the_socket_open(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.access_token_ttl = std::time::Duration::from_secs(2);
+        c.ws_ping_interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let ada = app.customer("ada@example.com").await;
+    let first_exp = claims_exp(&ada.access_token);
+    let mut ws = app.ws(&ada.access_token).await;
+    ws.subscribe(&["orders"], None).await;
+    // A server ping comes a second later: a token issued after it expires later too.
+    ws.await_ping().await;
+    let fresh = app.login_ok("ada@example.com").await;
+    assert!(claims_exp(&fresh.access_token) > first_exp);
+
+    ws.send(json!({"type": "auth", "token": fresh.access_token}))
+        .await;
+    let reply = ws.next_json().await;
+    let code = ws.close_code().await;
+
+    assert_eq!(reply["type"], "authenticated");
+    assert_eq!(
+        reply["expires_at"].as_i64(),
+        Some(claims_exp(&fresh.access_token))
+    );
+    assert_eq!(code, Some(4001));
+    assert!(
+        chrono::Utc::now().timestamp() >= claims_exp(&fresh.access_token),
+        "closed at the new expiry, not the first"
+    );
+}
+
+/// The `exp` claim of a JWT.
+fn claims_exp(token: &str) -> i64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<Value>(&json).unwrap()["exp"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn a_password_change_closes_the_users_sockets_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let grace = app.customer("grace@example.com").await;
+    let mut phone = app.ws(&ada.access_token).await;
+    let mut laptop = app.ws(&ada.access_token).await;
+    let mut other = app.ws(&grace.access_token).await;
+    for ws in [&mut phone, &mut laptop, &mut other] {
+        ws.subscribe(&["orders"], None).await;
+    }
+
+    let response = app
+        .post(
+            "/v1/me/password",
+            &json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}),
+            Some(&ada.access_token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    assert_eq!(phone.close_code().await, Some(4001));
+    assert_eq!(laptop.close_code().await, Some(4001));
+    other.send(json!({"type": "ping"})).await;
+    assert_eq!(
+        other.next_json().await["type"],
+        "pong",
+        "another user's socket stays open"
+    );
+}
+
+async fn too_many_connections_for_one_user_close_with_4029(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.max_connections_per_user = 2).await;
+    let ada = app.customer("ada@example.com").await;
+    let mut first = app.ws(&ada.access_token).await;
+    let _second = app.ws(&ada.access_token).await;
+    first.send(json!({"type": "ping"})).await;
+    first.next_json().await;
+
+    let mut third = app.ws(&ada.access_token).await;
+
+    assert_eq!(third.close_code().await, Some(4029));
+    let sse = app
+        .client
+        .get(app.url("/v1/events?topics=orders"))
+        .bearer_auth(&ada.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(first);
+}
+
+async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.queue_bytes = 128 * 1024).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app
+        .product(&staff.access_token, "TEE", 100, 1_000_000)
+        .await;
+    let mut slow = app.slow_ws(&staff.access_token).await;
+    let mut fast = app.ws(&staff.access_token).await;
+    slow.subscribe(&["inventory"], Some(0)).await;
+    fast.subscribe(&["inventory"], None).await;
+    let before = fast_seq(&mut fast, &app, &staff.access_token, id(&tee)).await;
+
+    // Large events (a long description rides in every product.updated): past what the
+    // kernel buffers (4 MiB here) and the 128 KiB queue hold.
+    const UPDATES: usize = 1200;
+    let description = "d".repeat(4000);
+    let path = format!("/v1/products/{}", id(&tee));
+    let patches: Vec<Value> = (0..UPDATES)
+        .map(|i| json!({"description": format!("{i}{description}")}))
+        .collect();
+    // The fast consumer reads as events come, as a healthy client does.
+    let fast_reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < UPDATES {
+            let event = fast.next_event().await;
+            if event["type"] == "product.updated" {
+                seqs.push(event["seq"].as_i64().unwrap());
+            }
+        }
+        seqs
+    });
+    for chunk in patches.chunks(8) {
+        let sent = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|body| app.patch(&path, body, &staff.access_token)),
+        )
+        .await;
+        assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
+    }
+    // It got every update, in order, while the slow one fell behind.
+    let fast_seqs = fast_reader.await.expect("the fast consumer kept up");
+    assert!(fast_seqs.windows(2).all(|w| w[0] < w[1]));
+
+    let (received, closed) = slow.drain_until_closed().await;
+    assert_eq!(closed, Some(4008));
+    let last = received
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .max()
+        .unwrap_or(before);
+    let mut resumed = app.ws(&staff.access_token).await;
+    let (replayed, _) = resumed.subscribe(&["inventory"], Some(last)).await;
+    let mut slow_seqs: Vec<i64> = received
+        .iter()
+        .chain(&replayed)
+        .filter(|e| e["type"] == "product.updated")
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    while slow_seqs.len() < UPDATES {
+        let event = resumed.next_event().await;
+        if event["type"] == "product.updated" {
+            slow_seqs.push(event["seq"].as_i64().unwrap());
+        }
+    }
+    assert!(
+        received.len() < UPDATES,
+        "the slow consumer was cut off before the end"
+    );
+    assert_eq!(
+        slow_seqs, fast_seqs,
+        "every update exactly once, in order, across the disconnect"
+    );
+}
+
+/// Makes one stock change and returns its seq as the fast consumer saw it.
+async fn fast_seq(
+    fast: &mut crate::clients::WsClient,
+    app: &TestApp,
+    token: &str,
+    product: &str,
+) -> i64 {
+    app.adjust_stock(token, product, 1).await;
+    loop {
+        let event = fast.next_event().await;
+        if event["type"] == "inventory.stock_changed" {
+            return event["seq"].as_i64().unwrap();
+        }
+    }
+}
+
+async fn a_resume_from_a_seq_the_database_never_had_gets_a_reset(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let mut ws = app.ws(&staff.access_token).await;
+
+    ws.send(json!({"type": "subscribe", "topics": ["inventory"], "since": 1_000_000}))
+        .await;
+    let reset = ws.next_json().await;
+    let subscribed = ws.next_json().await;
+    let mut sse = app
+        .sse(&staff.access_token, "inventory", Some(1_000_000))
+        .await;
+    let product = app.product(&staff.access_token, "TEE", 100, 5).await;
+    let sse_reset = sse.next().await.unwrap();
+    let live = ws.next_event().await;
+
+    assert_eq!(reset, json!({"type": "reset", "topics": ["inventory"]}));
+    assert_eq!(subscribed["type"], "subscribed");
+    assert_eq!(sse_reset.event, "reset");
+    assert_eq!(sse_reset.data["type"], "reset");
+    assert_eq!(
+        live["data"]["id"], product["id"],
+        "after a reset the stream goes on live"
+    );
+}
+
+async fn bad_sse_parameters_are_400_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+
+    for (path, code) in [
+        ("/v1/events?topics=gossip", "unknown_topic"),
+        ("/v1/events?topics=", "unknown_topic"),
+        (
+            "/v1/events?topics=orders&last_event_id=abc",
+            "bad_last_event_id",
+        ),
+        (
+            "/v1/events?topics=orders&last_event_id=-1",
+            "bad_last_event_id",
+        ),
+    ] {
+        let response = app.get(path, Some(&ada.access_token)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(problem(response).await["code"], code, "{path}");
+    }
+    let missing = app.get("/v1/events", Some(&ada.access_token)).await;
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    problem(missing).await;
+}
