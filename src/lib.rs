@@ -115,7 +115,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let timeout = state.config.request_timeout;
+    crate::telemetry::prometheus();
     api::router()
+        .layer(axum::middleware::from_fn(api::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .layer(

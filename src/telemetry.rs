@@ -24,3 +24,25 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
 }
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets, in seconds, of every histogram.
+const BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The process's Prometheus recorder, installed on first use. The `metrics` facade is
+/// process-wide by design; instances in one process (as in tests) share it.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || PrometheusBuilder::new().set_buckets(&BUCKETS).expect("buckets are not empty");
+        builder().install_recorder().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "another metrics recorder is installed; /metrics shows only the gauges");
+            builder().build_recorder().handle()
+        })
+    })
+}

@@ -6,6 +6,7 @@ pub mod etag;
 pub mod extract;
 pub mod health;
 pub mod me;
+pub mod metrics;
 pub mod notifications;
 pub mod orders;
 pub mod pagination;
@@ -80,6 +81,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::realtime::auth::router())
         .merge(crate::realtime::ws::router())
         .merge(crate::realtime::sse::router())
+        .merge(metrics::router())
         .split_for_parts();
     let docs = SwaggerUi::new("/docs")
         .url("/openapi.json", openapi)

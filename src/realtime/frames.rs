@@ -15,6 +15,8 @@ use crate::events::{Event, Topic};
 pub struct PreparedEvent {
     pub seq: i64,
     pub topic: Topic,
+    /// When the change was committed, for the delivery lag metric.
+    pub at: chrono::DateTime<chrono::Utc>,
     /// The envelope, as a WebSocket text frame's payload.
     pub ws: Utf8Bytes,
     /// `id:`, `event:` and `data:` lines of a Server-Sent Event.
@@ -49,6 +51,7 @@ impl PreparedEvent {
         Arc::new(PreparedEvent {
             seq: event.seq,
             topic: event.topic,
+            at: event.at,
             ws: Utf8Bytes::from(json),
             sse: Bytes::from(sse),
         })
@@ -95,5 +98,15 @@ mod tests {
                 frame.ws.as_str()
             )
         );
+    }
+}
+
+/// Records commit-to-write lag once per batch written (its oldest event), which is cheap
+/// enough for the hot path and is the lag that matters.
+pub fn record_delivery_lag(frames: &[Frame], transport: &'static str) {
+    if let Some(first) = frames.first() {
+        let lag = (chrono::Utc::now() - first.at).to_std().unwrap_or_default();
+        metrics::histogram!("tidings_delivery_lag_seconds", "transport" => transport)
+            .record(lag.as_secs_f64());
     }
 }

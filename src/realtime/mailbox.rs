@@ -127,6 +127,7 @@ mod tests {
         Arc::new(PreparedEvent {
             seq: 1,
             topic: crate::events::Topic::Orders,
+            at: chrono::Utc::now(),
             ws: axum::extract::ws::Utf8Bytes::from_static(""),
             sse: bytes::Bytes::from(vec![b'x'; n]),
         })

@@ -256,6 +256,7 @@ impl Stream {
                                     continue;
                                 }
                                 metrics::counter!("tidings_deliveries_written_total", "transport" => "sse").increment(frames.len() as u64);
+                                super::frames::record_delivery_lag(&frames, "sse");
                                 return Some(chunk.freeze());
                             }
                             Err(reason) => {

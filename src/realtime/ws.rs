@@ -160,8 +160,11 @@ impl Connection {
             tokio::select! {
                 frames = mailbox.take() => match frames {
                     Ok(frames) => {
-                        if self.write(&frames).await.is_err() {
-                            break End::Gone;
+                        // A peer that takes no bytes for this long is gone; without the
+                        // bound a stalled reader would hold this task forever.
+                        match tokio::time::timeout(config.idle_timeout, self.write(&frames)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) | Err(_) => break End::Gone,
                         }
                     }
                     Err(Closed::SlowConsumer) => break End::Close(code::SLOW_CONSUMER, "slow consumer: resume from your last seq"),
@@ -218,6 +221,7 @@ impl Connection {
         }
         if wrote {
             self.socket.flush().await?;
+            super::frames::record_delivery_lag(frames, "ws");
             metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
                 .increment(frames.len() as u64);
         }

@@ -7,6 +7,7 @@ use crate::backend_tests;
 use crate::helpers::{Backend, TestApp};
 
 backend_tests!(
+    metrics_report_live_delivery_and_http_requests,
     livez_answers_while_the_process_runs,
     readyz_reports_a_migrated_database,
     readyz_is_503_once_the_database_is_gone
@@ -51,4 +52,52 @@ async fn readyz_is_503_once_the_database_is_gone(backend: Backend) {
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["checks"]["database"]["status"], "down");
     assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app
+        .user_with_role("staff@example.com", tidings::domain::Role::Staff)
+        .await;
+    let mut ws = app.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+    app.product(&staff.access_token, "TEE", 100, 5).await;
+    ws.next_event().await;
+
+    let response = app.get("/metrics", None).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is missing"))
+    };
+    assert_eq!(value("tidings_hub_connections"), 1.0);
+    assert!(value("tidings_hub_deliveries_total") >= 1.0);
+    assert!(value("tidings_hub_last_seq") >= 1.0);
+    assert_eq!(value("tidings_relay_active"), 1.0);
+    assert_eq!(value("tidings_bus_up"), 1.0);
+    for name in [
+        "tidings_http_requests_total{",
+        "tidings_http_request_duration_seconds_bucket{",
+        "tidings_events_relayed_total",
+        "tidings_relay_lag_seconds_bucket",
+        "tidings_delivery_lag_seconds_bucket{",
+        "tidings_hub_slow_consumers_total",
+    ] {
+        assert!(text.contains(name), "{name} is missing");
+    }
+    assert!(
+        text.contains(r#"route="/v1/products""#),
+        "requests are keyed by route"
+    );
 }
