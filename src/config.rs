@@ -229,6 +229,10 @@ pub struct Settings {
         global = true
     )]
     pub drain_pause: String,
+    /// Origins of browser apps allowed to call the API (comma-separated, e.g.
+    /// `https://shop.example.com`); none when empty.
+    #[arg(long, env = "TIDINGS_CORS_ORIGINS", default_value = "", global = true)]
+    pub cors_origins: String,
     /// Take the client IP from the last X-Forwarded-For entry (behind a trusted proxy only).
     #[arg(
         long,
@@ -311,6 +315,8 @@ pub struct Config {
     pub relay_poll: Duration,
     pub drain_batch: usize,
     pub drain_pause: Duration,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<String>,
 }
 
 /// A setting that could not be used: which one, and why.
@@ -459,8 +465,32 @@ impl Settings {
             relay_poll: parse_duration("TIDINGS_RELAY_POLL", &self.relay_poll)?,
             drain_batch: parse_number("TIDINGS_DRAIN_BATCH", &self.drain_batch, 1..=1_000_000)?,
             drain_pause: parse_duration("TIDINGS_DRAIN_PAUSE", &self.drain_pause)?,
+            cors_origins: parse_origins(&self.cors_origins)?,
         })
     }
+}
+
+fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut origins = Vec::new();
+    for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+            && origin
+                .split("://")
+                .nth(1)
+                .is_some_and(|host| !host.is_empty() && !host.contains('/'));
+        if !valid {
+            return Err(invalid(
+                "TIDINGS_CORS_ORIGINS",
+                format!(
+                    "{} is not an origin (scheme://host[:port], no path)",
+                    quote(origin)
+                ),
+            ));
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
 }
 
 fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
@@ -611,7 +641,7 @@ mod tests {
     #[test]
     fn durations_numbers_and_formats_are_checked() {
         type Change = fn(&mut Settings);
-        let cases: [(Change, &str); 4] = [
+        let cases: [(Change, &str); 5] = [
             (
                 |s| s.access_token_ttl = "soon".into(),
                 "TIDINGS_ACCESS_TOKEN_TTL",
@@ -622,6 +652,10 @@ mod tests {
                 "TIDINGS_DB_MAX_CONNECTIONS",
             ),
             (|s| s.redis_url = Some("http://x".into()), "REDIS_URL"),
+            (
+                |s| s.cors_origins = "https://ok.example, shop.example".into(),
+                "TIDINGS_CORS_ORIGINS",
+            ),
         ];
         for (change, var) in cases {
             let mut s = settings();

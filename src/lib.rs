@@ -115,6 +115,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let timeout = state.config.request_timeout;
+    let cors = cors(&state.config.cors_origins);
     crate::telemetry::prometheus();
     api::router()
         .layer(axum::middleware::from_fn(api::metrics::track))
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
                         .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(cors)
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))
                 .layer(TimeoutLayer::with_status_code(
@@ -138,6 +140,43 @@ pub fn router(state: AppState) -> Router {
                     timeout,
                 )),
         )
+}
+
+/// CORS for the configured browser origins: the API's methods and headers, and the
+/// response headers a browser app needs to read (ETags, Location, Retry-After, ids).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            REQUEST_ID,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// The span of one request: keyed by the matched route, never the raw URI, whose query

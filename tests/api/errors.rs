@@ -14,6 +14,7 @@ backend_tests!(
     unknown_routes_and_methods_are_problems,
     every_response_carries_a_request_id,
     a_request_that_takes_too_long_is_a_408_problem,
+    browsers_from_configured_origins_get_cors_headers,
 );
 
 async fn a_malformed_json_body_is_a_400_problem(backend: Backend) {
@@ -130,4 +131,56 @@ async fn a_request_that_takes_too_long_is_a_408_problem(backend: Backend) {
 
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(problem(response).await["code"], "request_timeout");
+}
+
+async fn browsers_from_configured_origins_get_cors_headers(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.cors_origins = vec!["https://shop.example.com".into()]
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/orders"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, idempotency-key",
+            )
+            .send()
+    };
+
+    let allowed = preflight("https://shop.example.com").await.unwrap();
+    let other = preflight("https://evil.example.com").await.unwrap();
+    let read = app
+        .client
+        .get(app.url("/livez"))
+        .header("origin", "https://shop.example.com")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let allowed_headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        allowed_headers.contains("idempotency-key") && allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    assert!(
+        read.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("etag")
+    );
 }

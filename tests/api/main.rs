@@ -8,6 +8,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod audit;
+mod browser;
 mod cli;
 mod clients;
 mod docs;
