@@ -38,6 +38,11 @@ macro_rules! product_columns {
         "id, sku, name, description, unit_amount, currency, stock, low_stock_threshold, \
          created_at, updated_at, deleted_at, version"
     };
+    // Qualified by the table alias `p`, for statements that join.
+    (p) => {
+        "p.id, p.sku, p.name, p.description, p.unit_amount, p.currency, p.stock, \
+         p.low_stock_threshold, p.created_at, p.updated_at, p.deleted_at, p.version"
+    };
 }
 
 /// A product to create.
@@ -206,8 +211,7 @@ pub async fn take_stock(
                  update products p set stock = p.stock - w.qty, version = p.version + 1, updated_at = $3 \
                  from wanted w join locked l on l.id = w.id \
                  where p.id = w.id and p.stock >= w.qty returning ",
-                "p.id, p.sku, p.name, p.description, p.unit_amount, p.currency, p.stock, \
-                 p.low_stock_threshold, p.created_at, p.updated_at, p.deleted_at, p.version"
+                product_columns!(p)
             ))
             .bind(ids)
             .bind(quantities)
@@ -249,8 +253,7 @@ pub async fn return_stock(
                 "update products p set stock = p.stock + w.qty, version = p.version + 1, updated_at = $3 \
                  from (select * from unnest($1::uuid[], $2::bigint[]) as w(id, qty) order by id) w \
                  where p.id = w.id returning ",
-                "p.id, p.sku, p.name, p.description, p.unit_amount, p.currency, p.stock, \
-                 p.low_stock_threshold, p.created_at, p.updated_at, p.deleted_at, p.version"
+                product_columns!(p)
             ))
             .bind(ids)
             .bind(quantities)

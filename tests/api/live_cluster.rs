@@ -147,15 +147,33 @@ async fn a_killed_relay_is_replaced_without_losing_or_repeating_an_event(backend
             .json(&serde_json::json!({"delta": delta, "reason": "count"}))
             .send()
     };
-    // An instance that can only stand by while the process leads.
-    let survivor = first.another_instance().await;
-    let mut subscriber = survivor.ws(&staff.access_token).await;
-    subscriber.subscribe(&["inventory"], None).await;
+    // With the first instance gone the process is the only candidate: an event delivered
+    // now was relayed by it.
+    let ws_url = format!("{}/v1/ws", process.base.replacen("http", "ws", 1));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)
+            .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", staff.access_token).parse().unwrap(),
+    );
+    let (mut on_process, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    use futures::{SinkExt, StreamExt};
+    on_process
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"type":"subscribe","topics":["inventory"]}"#,
+        ))
+        .await
+        .unwrap();
+    let _subscribed = on_process.next().await;
     assert_eq!(
         adjust(&process.base, 1).await.unwrap().status(),
         StatusCode::OK
     );
-    let mut received = vec![subscriber.next_event().await];
+    let relayed = tokio::time::timeout(crate::clients::PATIENCE, on_process.next())
+        .await
+        .expect("the process relays");
+    assert!(relayed.is_some());
     let ready: Value = client
         .get(format!("{}/readyz", process.base))
         .send()
@@ -168,6 +186,12 @@ async fn a_killed_relay_is_replaced_without_losing_or_repeating_an_event(backend
         ready["checks"]["relay"]["role"], "active",
         "the process relays"
     );
+    // Now an instance that can only stand by while the process leads.
+    let survivor = first.another_instance().await;
+    let mut subscriber = survivor.ws(&staff.access_token).await;
+    let (_, from) = subscriber.subscribe(&["inventory"], None).await;
+    assert!(from >= 1);
+    let mut received = Vec::new();
 
     // Killed, not stopped: its lock goes with its database session.
     process.child.kill().await.unwrap();
@@ -186,7 +210,7 @@ async fn a_killed_relay_is_replaced_without_losing_or_repeating_an_event(backend
 
     assert_eq!(
         deltas(&received),
-        (1..=21).collect::<Vec<i64>>(),
+        (2..=21).collect::<Vec<i64>>(),
         "every event once, in order"
     );
     let all_seqs = seqs(&received);

@@ -1,0 +1,90 @@
+//! The load tester against a live Tidings: a small scenario counts no loss, and counts the
+//! one it is made to lose.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use tidings::config::{DatabaseUrl, Settings};
+use tidings::domain::{Email, NewPassword, Role};
+
+const ADMIN: &str = "loadtest-admin@example.com";
+const PASSWORD: &str = "load test admin password";
+
+/// Tidings on a SQLite file of its own, with sign-up limits off (the tester registers users).
+async fn tidings() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Settings::defaults()
+        .validate_with_secret(Some("loadtest-secret-".repeat(3)))
+        .unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.path().to_owned();
+    config.database_url = DatabaseUrl::Sqlite(dir.path().join("tidings.db"));
+    config.auth_rate_per_ip = 0;
+    config.auth_rate_per_email = 0;
+    let app = tidings::Application::build(config).await.unwrap();
+    let email = Email::parse(ADMIN).unwrap();
+    let password = NewPassword::parse(PASSWORD.into(), Some(&email)).unwrap();
+    tidings::auth::service::register(app.state(), &email, &password, Role::Admin)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    (base, dir)
+}
+
+async fn loadtest(base: &str, extra: &[&str], json: &std::path::Path) -> (Option<i32>, Value) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings-loadtest"))
+        .args([
+            "--base-url",
+            base,
+            "--ws",
+            "100",
+            "--sse",
+            "100",
+            "--users",
+            "20",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+        ])
+        .arg("--json")
+        .arg(json)
+        .args(extra)
+        .env("LOADTEST_ADMIN_EMAIL", ADMIN)
+        .env("LOADTEST_ADMIN_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(json).unwrap_or_default())
+        .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_scenario_counts_every_delivery_and_no_loss() {
+    let (base, dir) = tidings().await;
+
+    let (code, report) = loadtest(&base, &[], &dir.path().join("run.json")).await;
+
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["subscribers"], 200);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["out_of_order"], 0);
+    assert!(report["writes"].as_u64().unwrap() >= 30, "{report}");
+    assert_eq!(report["deliveries"], report["expected_deliveries"]);
+    assert!(report["delivery_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_skips_an_event_is_counted_as_a_loss() {
+    let (base, dir) = tidings().await;
+
+    let (code, report) = loadtest(&base, &["--inject-loss"], &dir.path().join("run.json")).await;
+
+    assert_eq!(code, Some(1), "a loss makes the tester fail");
+    assert_eq!(report["lost"], 1);
+    assert_eq!(report["mismatched_subscribers"], 1);
+}
