@@ -64,7 +64,9 @@ async fn upgrade(
         .max_frame_size(limit)
         // Client messages are small; a small read buffer keeps idle connections light.
         .read_buffer_size(2048)
-        .write_buffer_size(0)
+        // Frames are fed into this buffer and written with one flush per batch. At 0,
+        // tungstenite writes every frame eagerly: one system call per event.
+        .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| serve(state, user, socket)))
 }
 
