@@ -69,8 +69,11 @@ impl PreparedEvent {
 
 /// Records commit-to-write lag once per batch written (its oldest event), which is cheap
 /// enough for the hot path and is the lag that matters.
-pub fn record_delivery_lag(frames: &[Frame], transport: &'static str) {
-    if let Some(first) = frames.first() {
+pub fn record_delivery_lag<'a>(
+    frames: impl IntoIterator<Item = &'a Frame>,
+    transport: &'static str,
+) {
+    if let Some(first) = frames.into_iter().next() {
         let lag = (chrono::Utc::now() - first.at).to_std().unwrap_or_default();
         metrics::histogram!("tidings_delivery_lag_seconds", "transport" => transport)
             .record(lag.as_secs_f64());

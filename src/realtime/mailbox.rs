@@ -93,7 +93,7 @@ impl Mailbox {
     }
 
     /// Waits until something is queued or the mailbox is closed, then takes all of it.
-    pub async fn take(&self) -> Result<Vec<Frame>, Closed> {
+    pub async fn take(&self) -> Result<VecDeque<Frame>, Closed> {
         loop {
             // Registered before the check, so a push between the check and the wait is seen.
             let notified = self.ready.notified();
@@ -104,7 +104,8 @@ impl Mailbox {
                 }
                 if !state.frames.is_empty() {
                     state.bytes = 0;
-                    return Ok(state.frames.drain(..).collect());
+                    // Hand over the queue itself; the next push starts a fresh one.
+                    return Ok(std::mem::take(&mut state.frames));
                 }
             }
             notified.await;

@@ -157,7 +157,14 @@ impl Connection {
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
+        // One timer for the connection's life, moved by an in-band refresh: not a new one
+        // per wakeup.
+        let expiry = sleep_until(self.expires_at);
+        tokio::pin!(expiry);
         let end = loop {
+            if expiry.deadline() != self.expires_at {
+                expiry.as_mut().reset(self.expires_at);
+            }
             let mailbox = self.registration.mailbox().clone();
             tokio::select! {
                 frames = mailbox.take() => match frames {
@@ -195,7 +202,7 @@ impl Connection {
                         }
                     }
                 }
-                () = sleep_until(self.expires_at) => break End::Close(code::UNAUTHORIZED, "token expired"),
+                () = &mut expiry => break End::Close(code::UNAUTHORIZED, "token expired"),
                 _ = ping.tick() => {
                     if last_heard.elapsed() > config.idle_timeout {
                         break End::Gone;
@@ -212,7 +219,10 @@ impl Connection {
     }
 
     /// Writes frames as one batch: fed to the sink, flushed once.
-    async fn write(&mut self, frames: &[std::sync::Arc<PreparedEvent>]) -> Result<(), axum::Error> {
+    async fn write(
+        &mut self,
+        frames: &std::collections::VecDeque<std::sync::Arc<PreparedEvent>>,
+    ) -> Result<(), axum::Error> {
         let mut wrote = false;
         for frame in frames {
             if frame.seq <= self.skip_through[slot(frame.topic)] {
