@@ -273,6 +273,17 @@ impl Hub {
             }
             if events[start].seq > last + 1 {
                 self.catch_up(Some(events[start].seq - 1)).await;
+                if self.last_seq() == last {
+                    // The database does not have what the bus says came before: this batch
+                    // is not ours (two deployments on one Redis channel?). Drop it; the
+                    // timed database reads deliver whatever really exists.
+                    tracing::error!(
+                        seq = events[start].seq,
+                        last,
+                        "the bus carried events this database does not have; check TIDINGS_REDIS_CHANNEL"
+                    );
+                    return;
+                }
                 continue;
             }
             // The longest contiguous run from here.

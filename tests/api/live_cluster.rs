@@ -21,6 +21,7 @@ postgres_tests!(
     a_client_moving_to_another_instance_resumes_without_loss,
     a_killed_relay_is_replaced_without_losing_or_repeating_an_event,
     events_made_while_redis_is_down_still_arrive_in_order,
+    a_foreign_batch_on_the_bus_does_not_stall_delivery,
 );
 
 backend_tests!(shutdown_closes_websockets_with_1001_and_ends_sse_streams);
@@ -324,4 +325,59 @@ async fn shutdown_closes_websockets_with_1001_and_ends_sse_streams(backend: Back
 
     assert_eq!(closing.await.unwrap(), Some(1001));
     assert!(sse.next().await.is_none(), "the SSE stream ended");
+}
+
+async fn a_foreign_batch_on_the_bus_does_not_stall_delivery(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start_on(port).await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(backend, |c| c.redis_url = Some(url.clone())).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let mut ws = app.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+
+    // Seqs this database never had, as another deployment on the same channel would send.
+    let foreign = serde_json::json!([{
+        "seq": 999_999, "topic": "inventory", "type": "product.created",
+        "audience": {"kind": "everyone"}, "at": "2026-11-22T00:00:00Z", "data": {"id": "elsewhere"}
+    }]);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg(&app.config.redis_channel)
+        .arg(foreign.to_string())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "the instance is subscribed");
+    let product = app.product(&staff.access_token, "TEE", 100, 5).await;
+
+    let event = ws.next_event().await;
+    assert_eq!(
+        event["data"]["id"], product["id"],
+        "the foreign event is dropped, real ones flow"
+    );
+    // And the hub is back to the bus, not reading the database in a loop for seqs that
+    // will never come.
+    let reads = || {
+        app.state
+            .realtime
+            .hub
+            .stats
+            .catch_up_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = reads();
+    let second = app.product(&staff.access_token, "MUG", 100, 5).await;
+    assert_eq!(ws.next_event().await["data"]["id"], second["id"]);
+    assert!(
+        reads() - before < 5,
+        "{} database reads for one event",
+        reads() - before
+    );
+    drop(redis);
 }
