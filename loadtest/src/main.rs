@@ -130,6 +130,9 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         args.rate, args.duration
     );
 
+    let progress = report::progress(shared.clone(), total);
+    let cpu_before = memory::own_cpu_seconds();
+    let measuring = Instant::now();
     let writes =
         api::write_stock(&api, &admin, &products, args.rate, args.duration, &shared).await?;
     let expected = writes.len() as u64;
@@ -138,6 +141,10 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     while Instant::now() < drain_deadline && !shared.all_received(total, expected) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let tester_cpu = cpu_before
+        .zip(memory::own_cpu_seconds())
+        .map(|(before, after)| (after - before) / measuring.elapsed().as_secs_f64());
+    progress.abort();
     shared.stop.store(true, Ordering::Release);
     let mut tallies = Vec::with_capacity(total);
     for subscriber in subscribers {
@@ -153,6 +160,7 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         connect_time,
         memory: memory_before.zip(memory_after),
         subscribers: total,
+        tester_cpu,
     });
     summary.print();
     if let Some(path) = &args.json {

@@ -18,6 +18,9 @@ pub struct Inputs<'a> {
     /// Server PSS in KiB before and after the subscribers connected.
     pub memory: Option<(u64, u64)>,
     pub subscribers: usize,
+    /// Cores the tester used while measuring: near 1.0 means the tester, not the server,
+    /// may be what saturates.
+    pub tester_cpu: Option<f64>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -49,6 +52,8 @@ pub struct Summary {
     pub delivery_latency_ms: Percentiles,
     pub write_latency_ms: Percentiles,
     pub server_kib_per_connection: Option<f64>,
+    /// Cores the tester itself used while measuring.
+    pub tester_cpu_cores: Option<f64>,
 }
 
 fn percentiles(histogram: &hdrhistogram::Histogram<u64>) -> Percentiles {
@@ -95,6 +100,7 @@ pub fn summarize(inputs: Inputs<'_>) -> Summary {
         server_kib_per_connection: inputs.memory.map(|(before, after)| {
             after.saturating_sub(before) as f64 / inputs.subscribers.max(1) as f64
         }),
+        tester_cpu_cores: inputs.tester_cpu,
     }
 }
 
@@ -125,6 +131,9 @@ impl Summary {
             "latency (commit to receipt) ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if let Some(cores) = self.tester_cpu_cores {
+            println!("tester cpu         {cores:.2} cores while measuring");
+        }
         if let Some(kib) = self.server_kib_per_connection {
             println!("server memory      {kib:.1} KiB per connection (PSS growth / connections)");
         }
@@ -141,4 +150,26 @@ impl Summary {
             );
         }
     }
+}
+
+/// A live line on the terminal while a run measures: subscribers, writes, deliveries per
+/// second, p99 so far. indicatif hides it when stderr is not a terminal.
+pub fn progress(shared: std::sync::Arc<Shared>, subscribers: usize) -> tokio::task::JoinHandle<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    tokio::spawn(async move {
+        let mut last = shared.received.load(std::sync::atomic::Ordering::Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let now = shared.received.load(std::sync::atomic::Ordering::Relaxed);
+            let p99 = shared.latency().value_at_quantile(0.99) as f64 / 1000.0;
+            bar.set_message(format!(
+                "{subscribers} subscribers · {} writes · {:.0} deliveries/s · p99 {p99:.1} ms so far",
+                shared.writes_started.load(std::sync::atomic::Ordering::Relaxed),
+                (now - last) as f64 * 2.0,
+            ));
+            bar.tick();
+            last = now;
+        }
+    })
 }
