@@ -319,16 +319,19 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
         .map(|i| json!({"description": format!("{i}{description}")}))
         .collect();
     // The fast consumer reads as events come, as a healthy client does.
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
     let fast_reader = tokio::spawn(async move {
         let mut seqs = Vec::new();
         while seqs.len() < UPDATES {
             let event = fast.next_event().await;
             if event["type"] == "product.updated" {
                 seqs.push(event["seq"].as_i64().unwrap());
+                let _ = progress.send(seqs.len());
             }
         }
         seqs
     });
+    let mut sent_so_far = 0;
     for chunk in patches.chunks(8) {
         let sent = futures::future::join_all(
             chunk
@@ -337,6 +340,12 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
         )
         .await;
         assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
+        sent_so_far += chunk.len();
+        // Paced by the fast consumer, so it is never more than a burst behind however
+        // busy the machine is; nothing waits for the slow one.
+        seen.wait_for(|n| *n >= sent_so_far)
+            .await
+            .expect("the fast consumer is reading");
     }
     // It got every update, in order, while the slow one fell behind.
     let fast_seqs = fast_reader.await.expect("the fast consumer kept up");
