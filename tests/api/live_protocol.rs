@@ -190,7 +190,7 @@ async fn a_stream_ticket_works_once(backend: Backend) {
 /// `exp` has whole seconds: a token of `ttl` seconds is valid for at least `ttl - 1`.
 async fn an_expired_token_closes_the_socket_with_4001(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.access_token_ttl = std::time::Duration::from_secs(2)
+        c.access_token_ttl = std::time::Duration::from_secs(3)
     })
     .await;
     let ada = app.customer("ada@example.com").await;
@@ -204,7 +204,7 @@ async fn an_expired_token_closes_the_socket_with_4001(backend: Backend) {
 
 async fn an_in_band_token_refresh_keeps_the_socket_open(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.access_token_ttl = std::time::Duration::from_secs(3);
+        c.access_token_ttl = std::time::Duration::from_secs(5);
         c.ws_ping_interval = std::time::Duration::from_secs(1);
     })
     .await;
