@@ -299,7 +299,14 @@ async fn too_many_connections_for_one_user_close_with_4029(backend: Backend) {
 }
 
 async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.queue_bytes = 128 * 1024).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.queue_bytes = 128 * 1024;
+        // The slow reader reads nothing for as long as the test writes; on a busy machine
+        // that can pass the default idle timeout, after which it is (rightly) dropped
+        // without a close frame.
+        c.ws_idle_timeout = std::time::Duration::from_secs(600);
+    })
+    .await;
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app
         .product(&staff.access_token, "TEE", 100, 1_000_000)
@@ -332,7 +339,7 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
         seqs
     });
     let mut sent_so_far = 0;
-    for chunk in patches.chunks(8) {
+    for chunk in patches.chunks(16) {
         let sent = futures::future::join_all(
             chunk
                 .iter()
