@@ -8,6 +8,14 @@ use uuid::Uuid;
 use super::Db;
 use crate::on_pool;
 
+/// The columns of [`EventRow`], for every query that reads the outbox.
+macro_rules! event_columns {
+    () => {
+        "id, seq, topic, type, audience, user_id, data, created_at"
+    };
+}
+pub(crate) use event_columns;
+
 /// An outbox row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -28,8 +36,7 @@ pub struct EventRow {
 pub async fn after_id(db: &Db, after_id: i64, limit: i64) -> Result<Vec<EventRow>, sqlx::Error> {
     on_pool!(db, pool => {
         sqlx::query_as::<_, EventRow>(
-            "select id, seq, topic, type, audience, user_id, data, created_at from events \
-             where id > $1 order by id limit $2",
+            concat!("select ", event_columns!(), " from events where id > $1 order by id limit $2"),
         )
         .bind(after_id)
         .bind(limit)

@@ -239,14 +239,6 @@ impl Db {
         }
     }
 
-    /// The signal a SQLite commit with events sends the relay; PostgreSQL uses NOTIFY.
-    pub fn commit_signal(&self) -> Option<Arc<Notify>> {
-        match self {
-            Db::Postgres(_) => None,
-            Db::Sqlite(_, wake) => Some(wake.clone()),
-        }
-    }
-
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)

@@ -5,16 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::events::EventRow;
+use super::events::{EventRow, event_columns};
 use super::{Db, Tx, placeholders};
 use crate::events::{Event, Topic};
 use crate::{on_pool, on_tx};
-
-macro_rules! event_columns {
-    () => {
-        "id, seq, topic, type, audience, user_id, data, created_at"
-    };
-}
 
 fn sequenced(rows: Vec<EventRow>) -> Vec<Event> {
     rows.into_iter().filter_map(Event::from_row).collect()
