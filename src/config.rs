@@ -47,6 +47,24 @@ pub enum UserCommand {
         #[arg(long, default_value = "customer")]
         role: String,
     },
+    /// Create many users at once (for load tests) and print one line per user:
+    /// `<id> <email> <access token>`. Their emails are `<prefix>-<n>@example.com`; users
+    /// that exist already are reused. They share one random password nobody is shown:
+    /// they authenticate with the printed tokens, which are signed with the server's key.
+    Tokens {
+        /// How many users.
+        #[arg(long)]
+        count: u32,
+        /// Start of every email address.
+        #[arg(long, default_value = "loadtest")]
+        prefix: String,
+        /// customer, staff or admin.
+        #[arg(long, default_value = "customer")]
+        role: String,
+        /// How long the tokens stay valid.
+        #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }
 
 /// Raw settings as given; [`Settings::validate`] turns them into a [`Config`].

@@ -14,7 +14,8 @@ use crate::helpers::{Backend, PASSWORD, TestApp};
 
 backend_tests!(
     user_create_bootstraps_an_admin_who_can_log_in,
-    seed_fills_a_demo_shop_once
+    seed_fills_a_demo_shop_once,
+    user_tokens_prints_working_tokens_and_reuses_users
 );
 
 fn tidings() -> Command {
@@ -69,6 +70,54 @@ async fn user_create_bootstraps_an_admin_who_can_log_in(backend: Backend) {
             .status(),
         StatusCode::OK
     );
+}
+
+async fn user_tokens_prints_working_tokens_and_reuses_users(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tokens = |role: &'static str| {
+        tidings()
+            .args([
+                "user", "tokens", "--count", "3", "--prefix", "lt", "--role", role,
+            ])
+            .env("DATABASE_URL", url_of(&app.config.database_url))
+            .env("TIDINGS_DATA_DIR", &app.config.data_dir)
+            // The tokens must verify with the running server's key.
+            .env("TIDINGS_JWT_SECRET", "test-secret-".repeat(4))
+            .output()
+    };
+    let lines = |output: &std::process::Output| -> Vec<Vec<String>> {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.split(' ').map(str::to_owned).collect())
+            .collect()
+    };
+
+    let first = lines(&tokens("staff").await.unwrap());
+    let again = lines(&tokens("staff").await.unwrap());
+
+    assert_eq!(first.len(), 3);
+    for (n, line) in first.iter().enumerate() {
+        assert_eq!(line.len(), 3, "{line:?}");
+        assert_eq!(line[1], format!("lt-{n}@example.com"));
+        let me: Value = app
+            .get("/v1/me", Some(&line[2]))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["id"].as_str(), Some(line[0].as_str()));
+        assert_eq!(me["role"], "staff");
+    }
+    let ids = |lines: &[Vec<String>]| lines.iter().map(|l| l[0].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again), "users are reused, not duplicated");
+    let bad = tokens("overlord").await.unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--role"));
 }
 
 async fn seed_fills_a_demo_shop_once(backend: Backend) {
