@@ -1,17 +1,20 @@
 //! `GET /v1/ws`: the WebSocket endpoint and its JSON protocol (DESIGN.md).
 //!
 //! One task per connection owns the socket: it writes what the hub queued (all of it at
-//! once, flushed in one write), reads client messages, pings, and closes the connection
-//! when the token expires, the user's sessions are revoked, the queue overflows or the
-//! server shuts down, each with its close code.
+//! once, in one write), reads client messages, pings, and closes the connection when the
+//! token expires, the user's sessions are revoked, the queue overflows or the server
+//! shuts down, each with its close code. The framing is [`super::wire`].
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use std::task::Poll;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
-use futures::SinkExt;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
@@ -23,6 +26,7 @@ use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
 use super::mailbox::Closed;
 use super::replay::{self, Resume};
+use super::wire::{Incoming, ReadError, Socket};
 use crate::AppState;
 use crate::auth::{CurrentUser, authenticate};
 use crate::error::{ApiError, ProblemDoc};
@@ -34,7 +38,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Close codes (DESIGN.md).
 mod code {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const UNAUTHORIZED: u16 = 4001;
@@ -55,20 +61,59 @@ mod code {
 async fn upgrade(
     State(state): State<AppState>,
     StreamUser(user): StreamUser,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
-    let ws = ws.map_err(|e| ApiError::bad_request("not_a_websocket", e.body_text()))?;
+    let not_websocket = |why: &str| ApiError::bad_request("not_a_websocket", why);
+    let accept = handshake(request.method(), request.headers()).map_err(not_websocket)?;
+    let on_upgrade = request
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or_else(|| not_websocket("this connection cannot be upgraded"))?;
     let limit = state.realtime.config.max_message_bytes;
-    Ok(ws
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        // Client messages are small; a small read buffer keeps idle connections light.
-        .read_buffer_size(2048)
-        // Frames are fed into this buffer and written with one flush per batch. At 0,
-        // tungstenite writes every frame eagerly: one system call per event.
-        .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| serve(state, user, socket)))
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve(state, user, Socket::new(TokioIo::new(upgraded), limit)).await,
+            Err(e) => tracing::debug!(error = %e, "the WebSocket upgrade failed"),
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .expect("a valid response"))
 }
+
+/// Checks an opening handshake (RFC 6455, 4.2.1); the `Sec-WebSocket-Accept` to answer.
+fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if method != Method::GET {
+        return Err("a WebSocket opens with GET");
+    }
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err("expected `Connection: upgrade` and `Upgrade: websocket`");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err("expected `Sec-WebSocket-Version: 13`");
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("missing `Sec-WebSocket-Key`")?;
+    Ok(super::wire::accept_key(key.as_bytes()))
+}
+
+type WebSocket = Socket<TokioIo<Upgraded>>;
 
 /// What a client may send.
 #[derive(Debug, Deserialize)]
@@ -111,12 +156,8 @@ fn expiry(exp: i64) -> Instant {
     Instant::now() + Duration::from_secs(left.max(0) as u64)
 }
 
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+async fn close(socket: WebSocket, code: u16, reason: &'static str) {
+    socket.close(code, reason).await;
 }
 
 async fn serve(state: AppState, user: CurrentUser, socket: WebSocket) {
@@ -169,11 +210,8 @@ impl Connection {
             tokio::select! {
                 frames = mailbox.take() => match frames {
                     Ok(frames) => {
-                        // A peer that takes no bytes for this long is gone; without the
-                        // bound a stalled reader would hold this task forever.
-                        match tokio::time::timeout(config.idle_timeout, self.write(&frames)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) | Err(_) => break End::Gone,
+                        if self.write(&frames, config.idle_timeout).await.is_err() {
+                            break End::Gone;
                         }
                     }
                     Err(Closed::SlowConsumer) => break End::Close(code::SLOW_CONSUMER, "slow consumer: resume from your last seq"),
@@ -183,23 +221,26 @@ impl Connection {
                 message = self.socket.recv() => {
                     last_heard = Instant::now();
                     match message {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Some(end) = self.on_message(text.as_str()).await {
+                        Ok(Incoming::Text(text)) => {
+                            if let Some(end) = self.on_message(&text).await {
                                 break end;
                             }
                         }
-                        Some(Ok(Message::Binary(_))) => {
+                        Ok(Incoming::Binary) => {
                             if self.send_error("bad_message", "messages are JSON text frames").await.is_err() {
                                 break End::Gone;
                             }
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | None => break End::Gone,
-                        Some(Err(e)) => {
-                            // tungstenite's capacity error: "Space limit exceeded: Message too long".
-                            let too_big = e.to_string().contains("too long");
-                            break if too_big { End::Close(code::TOO_BIG, "message too big") } else { End::Gone };
+                        Ok(Incoming::Ping(payload)) => {
+                            if self.socket.send_pong(&payload).await.is_err() {
+                                break End::Gone;
+                            }
                         }
+                        Ok(Incoming::Pong) => {}
+                        Ok(Incoming::Close) => break End::Close(code::NORMAL, ""),
+                        Err(ReadError::TooBig) => break End::Close(code::TOO_BIG, "message too big"),
+                        Err(ReadError::Protocol(why)) => break End::Close(code::PROTOCOL, why),
+                        Err(ReadError::Gone) => break End::Gone,
                     }
                 }
                 () = &mut expiry => break End::Close(code::UNAUTHORIZED, "token expired"),
@@ -207,7 +248,7 @@ impl Connection {
                     if last_heard.elapsed() > config.idle_timeout {
                         break End::Gone;
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if self.socket.send_ping().await.is_err() {
                         break End::Gone;
                     }
                 }
@@ -218,35 +259,42 @@ impl Connection {
         }
     }
 
-    /// Writes frames as one batch: fed to the sink, flushed once.
+    /// Writes frames as one batch, in one write. A peer that takes no bytes for `limit` is
+    /// gone: without the bound a stalled reader would hold this task forever. The timer is
+    /// armed only when the socket cannot take the batch at once, which is rare.
     async fn write(
         &mut self,
         frames: &std::collections::VecDeque<std::sync::Arc<PreparedEvent>>,
-    ) -> Result<(), axum::Error> {
-        let mut wrote = false;
-        for frame in frames {
-            if frame.seq <= self.skip_through[slot(frame.topic)] {
-                continue;
-            }
-            self.socket.feed(Message::Text(frame.ws.clone())).await?;
-            wrote = true;
+        limit: Duration,
+    ) -> std::io::Result<()> {
+        let skip = self.skip_through;
+        let payloads = frames
+            .iter()
+            .filter(move |f| f.seq > skip[slot(f.topic)])
+            .map(|f| f.ws.as_str().as_bytes());
+        let count = payloads.clone().count();
+        if count == 0 {
+            return Ok(());
         }
-        if wrote {
-            self.socket.flush().await?;
-            super::frames::record_delivery_lag(frames, "ws");
-            metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
-                .increment(frames.len() as u64);
+        let write = self.socket.send_texts(payloads);
+        tokio::pin!(write);
+        match futures::poll!(write.as_mut()) {
+            Poll::Ready(written) => written?,
+            Poll::Pending => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| std::io::ErrorKind::TimedOut)??,
         }
+        super::frames::record_delivery_lag(frames, "ws");
+        metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
+            .increment(count as u64);
         Ok(())
     }
 
-    async fn send_json(&mut self, value: Value) -> Result<(), axum::Error> {
-        self.socket
-            .send(Message::Text(Utf8Bytes::from(value.to_string())))
-            .await
+    async fn send_json(&mut self, value: Value) -> std::io::Result<()> {
+        self.socket.send_text(value.to_string().as_bytes()).await
     }
 
-    async fn send_error(&mut self, code: &str, message: &str) -> Result<(), axum::Error> {
+    async fn send_error(&mut self, code: &str, message: &str) -> std::io::Result<()> {
         self.send_json(json!({"type": "error", "code": code, "message": message}))
             .await
     }
@@ -314,11 +362,7 @@ impl Connection {
     }
 
     /// Starts live delivery of topics, replaying what the client missed since `since`.
-    async fn subscribe(
-        &mut self,
-        topics: &[String],
-        since: Option<i64>,
-    ) -> Result<(), axum::Error> {
+    async fn subscribe(&mut self, topics: &[String], since: Option<i64>) -> std::io::Result<()> {
         let topics = match parse_topics(topics) {
             Ok(topics) if !topics.is_empty() => topics,
             Ok(_) => {
@@ -389,12 +433,10 @@ impl Connection {
             };
             after = last.seq;
             let full = events.len() as i64 == replay::PAGE;
-            for event in &events {
-                self.socket
-                    .feed(Message::Text(PreparedEvent::encode(event).ws.clone()))
-                    .await?;
-            }
-            self.socket.flush().await?;
+            let frames: Vec<_> = events.iter().map(PreparedEvent::encode).collect();
+            self.socket
+                .send_texts(frames.iter().map(|f| f.ws.as_str().as_bytes()))
+                .await?;
             if !full {
                 return Ok(());
             }
