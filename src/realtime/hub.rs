@@ -194,15 +194,53 @@ impl Hub {
     /// checked the order.
     fn route(&self, events: &[Event]) {
         let registry = self.registry.read().expect("hub lock");
-        for event in events {
-            if event.topic == Topic::System {
+        let mut rest = events;
+        while let Some(event) = rest.first() {
+            let routed = if event.topic == Topic::System {
                 self.apply_system(&registry, event);
+                1
+            } else if event.audience == Audience::Everyone {
+                // A run of events for everyone on one topic goes to each connection with
+                // one lock and one wakeup: its writer then sends the run in one write.
+                let run = rest
+                    .iter()
+                    .take_while(|e| e.topic == event.topic && e.audience == Audience::Everyone)
+                    .count();
+                self.route_to_everyone(&registry, &rest[..run]);
+                run
             } else {
                 self.route_one(&registry, event);
-            }
-            self.last_seq.store(event.seq, Ordering::Release);
-            self.stats.events.fetch_add(1, Ordering::Relaxed);
+                1
+            };
+            let (done, later) = rest.split_at(routed);
+            let last = done.last().expect("at least one event routed");
+            self.last_seq.store(last.seq, Ordering::Release);
+            self.stats
+                .events
+                .fetch_add(routed as u64, Ordering::Relaxed);
+            rest = later;
         }
+    }
+
+    /// Events of one topic, all for everyone subscribed to it.
+    fn route_to_everyone(&self, registry: &Registry, events: &[Event]) {
+        let index = &registry.topics[slot(events[0].topic)];
+        if index.everyone.is_empty() {
+            return;
+        }
+        let frames: Vec<Frame> = events.iter().map(PreparedEvent::encode).collect();
+        let (mut deliveries, mut slow) = (0, 0);
+        for mailbox in index.everyone.values() {
+            match mailbox.push_all(&frames) {
+                Pushed::Queued => deliveries += frames.len() as u64,
+                Pushed::Overflowed => slow += 1,
+                Pushed::Closed => {}
+            }
+        }
+        self.stats
+            .deliveries
+            .fetch_add(deliveries, Ordering::Relaxed);
+        self.stats.slow_consumers.fetch_add(slow, Ordering::Relaxed);
     }
 
     fn route_one(&self, registry: &Registry, event: &Event) {
@@ -354,7 +392,17 @@ impl Hub {
         loop {
             tokio::select! {
                 batch = batches.recv() => match batch {
-                    Some(events) => self.deliver(events).await,
+                    Some(mut events) => {
+                        // Whatever else arrived meanwhile goes out with it: the busier
+                        // the hub, the more events each connection's write carries.
+                        while events.len() < CATCH_UP_BATCH as usize {
+                            match batches.try_recv() {
+                                Ok(more) => events.extend(more),
+                                Err(_) => break,
+                            }
+                        }
+                        self.deliver(events).await
+                    }
                     None => return,
                 },
                 _ = degraded.tick(), if !health.is_up() => self.catch_up(None).await,
