@@ -2,6 +2,17 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, tuned for many idle connections: one arena, no thread caches, and freed pages
+/// returned at once. Per live connection this halves resident memory against glibc's
+/// allocator (../shared/DEPENDENCIES.md, measured in README "Benchmarks").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Read by jemalloc at start (the crate prefixes its symbols with `_rjem_`).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 57] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
+
 use anyhow::Context;
 use clap::Parser;
 use tidings::config::{Cli, Command, Config, UserCommand};
