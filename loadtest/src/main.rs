@@ -1,170 +1,119 @@
-//! `tidings-loadtest`: opens many WebSocket and SSE subscribers to a Tidings server, drives
-//! a write workload through its REST API, and measures what arrives: commit-to-receipt
-//! latency (from each envelope's `at`) in an HDR histogram, deliveries per second, and for
-//! every subscriber the events it should have received against those it did, so lost,
-//! duplicated and out-of-order events are counted. Any loss makes it exit non-zero.
+//! `tidings-loadtest`: opens many WebSocket and SSE subscribers to a Tidings server (or any
+//! server, in generic mode), drives a write workload through its REST API, and measures
+//! what arrives: commit-to-receipt latency (from each envelope's `at`) in an HDR histogram,
+//! deliveries per second, and for every subscriber the events it should have received
+//! against those it did, so lost, duplicated and out-of-order events are counted. Any of
+//! them makes it exit 1.
 
 mod api;
+mod envelope;
+mod expect;
+mod fleet;
+mod html;
 mod memory;
+mod net;
+mod probe;
 mod report;
+mod run;
+mod scenario;
+mod sse;
 mod subscriber;
+mod worker;
+mod writes;
+mod ws;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::report::Summary;
-use crate::subscriber::{Shared, Transport};
+use crate::scenario::{Name, Options, Scenario};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Subscribers of `inventory`, and stock adjustments at `--rate` per second.
-    Fanout,
-}
-
-/// Load-test a Tidings server.
+/// Load-test a Tidings server, or any WebSocket or SSE server.
 #[derive(Debug, Parser)]
 #[command(name = "tidings-loadtest", version)]
-pub struct Args {
-    /// The server.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    base_url: String,
-    /// A staff or admin account for the writes and the products.
-    #[arg(long, env = "LOADTEST_ADMIN_EMAIL")]
-    admin_email: String,
-    #[arg(long, env = "LOADTEST_ADMIN_PASSWORD", hide_env_values = true)]
-    admin_password: String,
-    /// WebSocket subscribers.
-    #[arg(long, default_value_t = 100)]
-    ws: usize,
-    /// SSE subscribers.
-    #[arg(long, default_value_t = 0)]
-    sse: usize,
-    /// Distinct users the subscribers belong to (registered by the tester). The server's
-    /// TIDINGS_MAX_CONNECTIONS_PER_USER must allow subscribers / users each.
-    #[arg(long, default_value_t = 50)]
-    users: usize,
-    /// Subscribers connected per second.
-    #[arg(long, default_value_t = 2000)]
-    ramp: u32,
-    /// Writes per second during the measurement.
-    #[arg(long, default_value_t = 10.0)]
-    rate: f64,
-    /// How long to write.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Products the writes spread over.
-    #[arg(long, default_value_t = 20)]
-    products: usize,
-    /// The server's PID, to sample its memory (PSS) and report it per connection.
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Write every figure to this JSON file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
-    #[arg(long, value_enum, default_value = "fanout")]
-    mode: Mode,
-    /// For testing the tester: the first subscriber drops one event on purpose.
-    #[arg(long, hide = true)]
-    inject_loss: bool,
+struct Cli {
+    /// A TOML file of settings (the flags' names, in kebab case); flags win over it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(summary) if summary.clean() => std::process::ExitCode::SUCCESS,
-        Ok(_) => std::process::ExitCode::from(1),
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connections that only listen: server memory per connection.
+    Idle(Options),
+    /// Subscribers of `inventory`; stock adjustments at a rate.
+    Fanout(Options),
+    /// Customers each on their own `orders` stream plus staff; orders placed at a rate.
+    Orders(Options),
+    /// Fanout with a fraction of the connections dropped at once mid-run.
+    Storm(Options),
+    /// Any server: subscribe to a WebSocket or SSE URL, publish by POSTing a template.
+    Generic(Options),
+    /// A worker process (started by the tester itself for --workers).
+    #[command(hide = true)]
+    Worker,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One thread: the tester is meant to be pinned to one core, and on one core a
+    // single-threaded runtime wastes nothing on cross-thread wake-ups.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tidings-loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(start(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("tidings-loadtest: {e:#}");
-            std::process::ExitCode::from(2)
+            ExitCode::from(2)
         }
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<Summary> {
-    let Mode::Fanout = args.mode;
-    let base = args.base_url.trim_end_matches('/').to_owned();
-    let api = api::Api::new(&base)?;
-    let admin = api.login(&args.admin_email, &args.admin_password).await?;
-    let products = api.create_products(&admin, args.products).await?;
-    let tokens = api.users(args.users.max(1)).await?;
-    eprintln!(
-        "{} products and {} users ready",
-        products.len(),
-        tokens.len()
-    );
-
-    let memory_before = args.server_pid.and_then(memory::pss_kib);
-    let shared = Arc::new(Shared::new());
-    let total = args.ws + args.sse;
-    let started = Instant::now();
-    let mut subscribers = Vec::with_capacity(total);
-    let pause = Duration::from_secs_f64(1.0 / f64::from(args.ramp.max(1)));
-    for i in 0..total {
-        let transport = if i < args.ws {
-            Transport::WebSocket
-        } else {
-            Transport::Sse
-        };
-        let token = tokens[i % tokens.len()].clone();
-        let inject = args.inject_loss && i == 0;
-        subscribers.push(tokio::spawn(subscriber::run(
-            base.clone(),
-            token,
-            transport,
-            shared.clone(),
-            inject,
-        )));
-        if i % 100 == 99 {
-            tokio::time::sleep(pause * 100).await;
+/// Runs what the command line asks; whether the run was correct.
+async fn start(cli: Cli) -> anyhow::Result<bool> {
+    let file = match &cli.config {
+        Some(path) => Options::from_file(path)?,
+        None => Options::default(),
+    };
+    let (name, flags) = match cli.command {
+        Some(Command::Worker) => {
+            worker::serve_stdio().await?;
+            return Ok(true);
         }
-    }
-    shared.wait_ready(total).await?;
-    let connect_time = started.elapsed();
-    let memory_after = args.server_pid.and_then(memory::pss_kib);
-    eprintln!(
-        "{total} subscribers live in {connect_time:.1?}; writing {} per second for {:?}",
-        args.rate, args.duration
-    );
-
-    let progress = report::progress(shared.clone(), total);
-    let cpu_before = memory::own_cpu_seconds();
-    let measuring = Instant::now();
-    let writes =
-        api::write_stock(&api, &admin, &products, args.rate, args.duration, &shared).await?;
-    let expected = writes.len() as u64;
-    // Let what is in flight arrive.
-    let drain_deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < drain_deadline && !shared.all_received(total, expected) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let tester_cpu = cpu_before
-        .zip(memory::own_cpu_seconds())
-        .map(|(before, after)| (after - before) / measuring.elapsed().as_secs_f64());
-    progress.abort();
-    shared.stop.store(true, Ordering::Release);
-    let mut tallies = Vec::with_capacity(total);
-    for subscriber in subscribers {
-        tallies.push(subscriber.await?);
-    }
-    let summary = report::summarize(report::Inputs {
-        tallies,
-        expected_per_subscriber: expected,
-        expected_hash: api::hash_all(&writes),
-        write_latency: &writes,
-        shared: &shared,
-        duration: args.duration,
-        connect_time,
-        memory: memory_before.zip(memory_after),
-        subscribers: total,
-        tester_cpu,
-    });
+        Some(Command::Idle(o)) => (Name::Idle, o),
+        Some(Command::Fanout(o)) => (Name::Fanout, o),
+        Some(Command::Orders(o)) => (Name::Orders, o),
+        Some(Command::Storm(o)) => (Name::Storm, o),
+        Some(Command::Generic(o)) => (Name::Generic, o),
+        None => (
+            file.scenario
+                .ok_or_else(|| anyhow::anyhow!("name a scenario (idle, fanout, orders, storm, generic), or give one in --config"))?,
+            Options::default(),
+        ),
+    };
+    let options = flags.or(file);
+    let scenario = Scenario::resolve(name, options)?;
+    let (json, html) = (scenario.options.json.clone(), scenario.options.html.clone());
+    let summary = run::run(scenario).await?;
     summary.print();
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+    let value = serde_json::to_value(&summary)?;
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&value)?)?;
     }
-    Ok(summary)
+    if let Some(path) = html {
+        std::fs::write(&path, html::render(&value))?;
+    }
+    Ok(summary.clean())
 }

@@ -1,30 +1,18 @@
-//! The end of a run: figures, the verdict, and the JSON of both.
+//! The end of a run: every figure in one `Summary`, printed plainly, written as JSON (and
+//! HTML by `html.rs`), and the live progress line while it runs.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::api::Write;
-use crate::subscriber::{Shared, Tally, new_histogram};
-
-pub struct Inputs<'a> {
-    pub tallies: Vec<Tally>,
-    pub expected_per_subscriber: u64,
-    pub expected_hash: u64,
-    pub write_latency: &'a [Write],
-    pub shared: &'a Shared,
-    pub duration: Duration,
-    pub connect_time: Duration,
-    /// Server PSS in KiB before and after the subscribers connected.
-    pub memory: Option<(u64, u64)>,
-    pub subscribers: usize,
-    /// Cores the tester used while measuring: near 1.0 means the tester, not the server,
-    /// may be what saturates.
-    pub tester_cpu: Option<f64>,
-}
+use crate::expect::Verdict;
+use crate::fleet::Merged;
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -34,142 +22,254 @@ pub struct Percentiles {
     pub samples: u64,
 }
 
+impl Percentiles {
+    /// From a histogram of microseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Percentiles {
+            p50: ms(histogram.value_at_quantile(0.5)),
+            p90: ms(histogram.value_at_quantile(0.9)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+            samples: histogram.len(),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Seconds since measuring started.
+    pub t: f64,
+    pub connections: i64,
+    pub deliveries_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub writes_per_s: f64,
+}
+
 /// Every figure of a run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    pub scenario: String,
     pub subscribers: usize,
+    pub ws: usize,
+    pub sse: usize,
+    pub staff: usize,
+    pub topics: Vec<String>,
+    pub workers: usize,
     pub connect_seconds: f64,
+    pub connect_ms: Percentiles,
+    pub connect_errors: u64,
+    pub rate: f64,
+    pub mix: String,
     pub writes: u64,
+    pub write_errors: u64,
+    pub writes_by_kind: BTreeMap<String, u64>,
+    pub first_write_error: Option<String>,
+    /// Seconds from the first write until everything expected arrived (or the drain ended).
+    pub measured_seconds: f64,
     pub expected_deliveries: u64,
+    /// Checked events received (in order, no repeats).
     pub deliveries: u64,
+    /// Every event received per second while measuring, checked or not.
     pub deliveries_per_second: f64,
     pub lost: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
-    /// Subscribers whose events did not match what was written (wrong or missing keys).
+    pub unexpected: u64,
     pub mismatched_subscribers: usize,
-    pub ended_early: usize,
+    pub reconnects: u64,
+    pub resets: u64,
     pub delivery_latency_ms: Percentiles,
     pub write_latency_ms: Percentiles,
+    pub write_latency_by_kind_ms: BTreeMap<String, Percentiles>,
+    /// Server memory growth per connection (PSS), all phases together.
     pub server_kib_per_connection: Option<f64>,
-    /// Cores the tester itself used while measuring.
+    pub server_kib_per_ws_connection: Option<f64>,
+    pub server_kib_per_sse_connection: Option<f64>,
+    /// Cores the server used while measuring.
+    pub server_cpu_cores: Option<f64>,
+    /// Cores the tester (every worker process) used while measuring.
     pub tester_cpu_cores: Option<f64>,
-}
-
-fn percentiles(histogram: &hdrhistogram::Histogram<u64>) -> Percentiles {
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    Percentiles {
-        p50: ms(histogram.value_at_quantile(0.5)),
-        p90: ms(histogram.value_at_quantile(0.9)),
-        p99: ms(histogram.value_at_quantile(0.99)),
-        p999: ms(histogram.value_at_quantile(0.999)),
-        max: ms(histogram.max()),
-        samples: histogram.len(),
-    }
-}
-
-pub fn summarize(inputs: Inputs<'_>) -> Summary {
-    let expected = inputs.expected_per_subscriber;
-    let mut writes = new_histogram();
-    for write in inputs.write_latency {
-        let _ = writes.record(write.latency.as_micros().max(1) as u64);
-    }
-    let deliveries: u64 = inputs.tallies.iter().map(|t| t.received).sum();
-    Summary {
-        subscribers: inputs.subscribers,
-        connect_seconds: inputs.connect_time.as_secs_f64(),
-        writes: inputs.write_latency.len() as u64,
-        expected_deliveries: expected * inputs.tallies.len() as u64,
-        deliveries,
-        deliveries_per_second: deliveries as f64 / inputs.duration.as_secs_f64(),
-        lost: inputs
-            .tallies
-            .iter()
-            .map(|t| expected.saturating_sub(t.received))
-            .sum(),
-        duplicates: inputs.tallies.iter().map(|t| t.duplicates).sum(),
-        out_of_order: inputs.tallies.iter().map(|t| t.out_of_order).sum(),
-        mismatched_subscribers: inputs
-            .tallies
-            .iter()
-            .filter(|t| t.checksum != inputs.expected_hash)
-            .count(),
-        ended_early: inputs.tallies.iter().filter(|t| t.ended.is_some()).count(),
-        delivery_latency_ms: percentiles(&inputs.shared.latency()),
-        write_latency_ms: percentiles(&writes),
-        server_kib_per_connection: inputs.memory.map(|(before, after)| {
-            after.saturating_sub(before) as f64 / inputs.subscribers.max(1) as f64
-        }),
-        tester_cpu_cores: inputs.tester_cpu,
-    }
+    /// Tester CPU time per event received, µs.
+    pub tester_cpu_us_per_delivery: Option<f64>,
+    /// Storm: the connections dropped, and the seconds until all were back and caught up.
+    pub dropped: Option<usize>,
+    pub recovery_seconds: Option<f64>,
+    pub timeline: Vec<Point>,
 }
 
 impl Summary {
-    /// Nothing lost, repeated, reordered or mismatched.
+    pub fn verdict_fields(&mut self, verdict: &Verdict) {
+        self.expected_deliveries = verdict.expected_deliveries;
+        self.deliveries = verdict.received;
+        self.lost = verdict.lost;
+        self.duplicates = verdict.duplicates;
+        self.out_of_order = verdict.out_of_order;
+        self.unexpected = verdict.unexpected;
+        self.mismatched_subscribers = verdict.mismatched_subscribers;
+        self.reconnects = verdict.reconnects;
+        self.resets = verdict.resets;
+    }
+
+    /// Nothing lost, repeated, reordered, foreign or unrecovered.
     pub fn clean(&self) -> bool {
         self.lost == 0
             && self.duplicates == 0
             && self.out_of_order == 0
+            && self.unexpected == 0
             && self.mismatched_subscribers == 0
+            && self.resets == 0
+            && (self.dropped.is_none() || self.recovery_seconds.is_some())
     }
 
     pub fn print(&self) {
         let l = &self.delivery_latency_ms;
         println!(
-            "subscribers        {} (connected in {:.1} s)",
-            self.subscribers, self.connect_seconds
+            "scenario           {} ({} workers)",
+            self.scenario, self.workers
         );
         println!(
-            "writes             {} (p50 {:.1} ms, p99 {:.1} ms)",
-            self.writes, self.write_latency_ms.p50, self.write_latency_ms.p99
+            "subscribers        {} ({} ws, {} sse, {} staff) on {}; connected in {:.1} s, connect p50 {:.1} ms p99 {:.1} ms, {} errors",
+            self.subscribers,
+            self.ws,
+            self.sse,
+            self.staff,
+            self.topics.join(","),
+            self.connect_seconds,
+            self.connect_ms.p50,
+            self.connect_ms.p99,
+            self.connect_errors
         );
+        if self.writes + self.write_errors > 0 {
+            println!(
+                "writes             {} ({} failed) at {}/s, mix {}",
+                self.writes, self.write_errors, self.rate, self.mix
+            );
+            for (kind, p) in &self.write_latency_by_kind_ms {
+                println!(
+                    "  {kind:<16} {} · p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms",
+                    p.samples, p.p50, p.p99, p.p999
+                );
+            }
+            if let Some(e) = &self.first_write_error {
+                println!("  first error: {e}");
+            }
+        }
         println!(
-            "deliveries         {} of {} expected, {:.0}/s",
-            self.deliveries, self.expected_deliveries, self.deliveries_per_second
+            "deliveries         {} of {} expected, {:.0}/s over {:.1} s",
+            self.deliveries,
+            self.expected_deliveries,
+            self.deliveries_per_second,
+            self.measured_seconds
         );
         println!(
             "latency (commit to receipt) ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
-        if let Some(cores) = self.tester_cpu_cores {
-            println!("tester cpu         {cores:.2} cores while measuring");
+        if let (Some(dropped), Some(seconds)) = (self.dropped, self.recovery_seconds) {
+            println!(
+                "storm              {dropped} dropped, all back and caught up in {seconds:.2} s"
+            );
+        } else if let Some(dropped) = self.dropped {
+            println!("storm              {dropped} dropped, NOT all back and caught up");
         }
-        if let Some(kib) = self.server_kib_per_connection {
-            println!("server memory      {kib:.1} KiB per connection (PSS growth / connections)");
+        for (label, kib) in [
+            ("per connection", self.server_kib_per_connection),
+            ("per WebSocket", self.server_kib_per_ws_connection),
+            ("per SSE stream", self.server_kib_per_sse_connection),
+        ] {
+            if let Some(kib) = kib {
+                println!("server memory      {kib:.1} KiB {label} (PSS growth / connections)");
+            }
+        }
+        if let Some(cores) = self.server_cpu_cores {
+            println!("server cpu         {cores:.2} cores while measuring");
+        }
+        if let Some(cores) = self.tester_cpu_cores {
+            let per = self
+                .tester_cpu_us_per_delivery
+                .map_or(String::new(), |us| format!(", {us:.2} µs per delivery"));
+            println!("tester cpu         {cores:.2} cores while measuring{per}");
         }
         if self.clean() {
             println!("\x1b[32mcorrect: nothing lost, duplicated or out of order\x1b[0m");
         } else {
             println!(
-                "\x1b[31mINCORRECT: lost {} duplicated {} out of order {} mismatched subscribers {} (ended early {})\x1b[0m",
+                "\x1b[31mINCORRECT: lost {} duplicated {} out of order {} unexpected {} mismatched subscribers {} resets {}{}\x1b[0m",
                 self.lost,
                 self.duplicates,
                 self.out_of_order,
+                self.unexpected,
                 self.mismatched_subscribers,
-                self.ended_early
+                self.resets,
+                if self.dropped.is_some() && self.recovery_seconds.is_none() {
+                    ", storm not recovered"
+                } else {
+                    ""
+                }
             );
         }
     }
 }
 
-/// A live line on the terminal while a run measures: subscribers, writes, deliveries per
-/// second, p99 so far. indicatif hides it when stderr is not a terminal.
-pub fn progress(shared: std::sync::Arc<Shared>, subscribers: usize) -> tokio::task::JoinHandle<()> {
+/// The merged seconds as timeline points, with the writes of each second.
+pub fn timeline(merged: &Merged, writes_per_second: &[u64]) -> Vec<Point> {
+    merged
+        .seconds
+        .iter()
+        .map(|(&index, second)| {
+            let ms = |q: f64| second.latency.value_at_quantile(q) as f64 / 1000.0;
+            Point {
+                t: f64::from(index + 1),
+                connections: second.connections,
+                deliveries_per_s: second.deliveries as f64,
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+                p999_ms: ms(0.999),
+                writes_per_s: writes_per_second.get(index as usize).copied().unwrap_or(0) as f64,
+            }
+        })
+        .collect()
+}
+
+/// A live line on the terminal while a run measures: connections, deliveries per second,
+/// p99 so far, writes. indicatif hides it when stderr is not a terminal. Also samples the
+/// writes done each second for the timeline.
+pub fn progress(
+    merged: Arc<Mutex<Merged>>,
+    writes_per_second: Arc<Mutex<Vec<u64>>>,
+) -> tokio::task::JoinHandle<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     tokio::spawn(async move {
-        let mut last = shared.received.load(std::sync::atomic::Ordering::Relaxed);
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut last_writes = 0;
         loop {
             tick.tick().await;
-            let now = shared.received.load(std::sync::atomic::Ordering::Relaxed);
-            let p99 = shared.latency().value_at_quantile(0.99) as f64 / 1000.0;
-            bar.set_message(format!(
-                "{subscribers} subscribers · {} writes · {:.0} deliveries/s · p99 {p99:.1} ms so far",
-                shared.writes_started.load(std::sync::atomic::Ordering::Relaxed),
-                (now - last) as f64 * 2.0,
-            ));
+            let writes = crate::writes::WRITES_DONE.load(std::sync::atomic::Ordering::Relaxed);
+            writes_per_second
+                .lock()
+                .expect("lock")
+                .push(writes - last_writes);
+            last_writes = writes;
+            let message = {
+                let merged = merged.lock().expect("lock");
+                let (connections, deliveries) = merged
+                    .seconds
+                    .values()
+                    .next_back()
+                    .map_or((0, 0), |s| (s.connections, s.deliveries));
+                let p99 = merged.latency.value_at_quantile(0.99) as f64 / 1000.0;
+                format!(
+                    "{connections} connections · {deliveries} deliveries/s · p99 {p99:.1} ms so far · {writes} writes"
+                )
+            };
+            bar.set_message(message);
             bar.tick();
-            last = now;
         }
     })
 }

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The standard benchmark scenarios of the load tester: Tidings (release) on PostgreSQL and
+# Redis pinned to core 0, the tester pinned to core 1. Writes each run's JSON and HTML into
+# the results directory and prints the markdown table the README quotes.
+#
+# Usage: loadtest/bench.sh [results-dir]          (default bench/results)
+# Environment:
+#   SCALE=0.1      multiply every connection count (try it small first; 1 = the full runs)
+#   SECONDS_PER_RUN=20   how long each run writes
+#   PG_ADMIN_URL   postgres://postgres@127.0.0.1:5432/postgres   REDIS_URL redis://127.0.0.1:6379
+#   ONLY="idle fanout orders storm"   a subset of the scenarios
+#   TIDINGS_BIN, TESTER_BIN, NO_BUILD=1   other binaries, unbuilt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench/results}
+SCALE=${SCALE:-1}
+RUN_SECONDS=${SECONDS_PER_RUN:-20}
+ONLY=${ONLY:-idle fanout orders storm}
+PG=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PORT=${BENCH_PORT:-18095}
+DB=tidings_bench
+BASE=http://127.0.0.1:$PORT
+TARGET=${CARGO_TARGET_DIR:-target}
+# Enough source addresses that 15,000 connections (and the TIME_WAITs of the previous
+# phase) never run out of ephemeral ports.
+SOURCES=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5
+
+n() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); print (v < 1 ? 1 : v) }'; }
+
+TIDINGS=${TIDINGS_BIN:-$TARGET/release/tidings}
+TESTER=${TESTER_BIN:-$TARGET/release/tidings-loadtest}
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p tidings --bin tidings -p tidings-loadtest
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+psql "$PG" -qc "drop database if exists $DB with (force)" -c "create database $DB"
+redis-cli -u "$REDIS_URL" ping >/dev/null
+export DATABASE_URL=${PG%/*}/$DB
+data=$(mktemp -d)
+export TIDINGS_DATA_DIR=$data TIDINGS_JWT_SECRET=$(head -c 48 /dev/urandom | base64)
+export TIDINGS_AUTH_RATE_PER_IP=0 TIDINGS_AUTH_RATE_PER_EMAIL=0 RUST_LOG=warn
+export TIDINGS_MAX_CONNECTIONS_PER_USER=100000 TIDINGS_DB_MAX_CONNECTIONS=${TIDINGS_DB_MAX_CONNECTIONS:-16}
+export LOADTEST_ADMIN_EMAIL=bench-admin@example.com LOADTEST_ADMIN_PASSWORD="bench admin password"
+
+TIDINGS_PASSWORD="$LOADTEST_ADMIN_PASSWORD" "$TIDINGS" user create --email "$LOADTEST_ADMIN_EMAIL" --role admin >/dev/null
+# One password hash for all: ten thousand users in seconds.
+"$TIDINGS" user tokens --count "$(n 15000)" --prefix bench-customer --role customer > "$data/customers.txt"
+"$TIDINGS" user tokens --count 20 --prefix bench-staff --role staff > "$data/staff.txt"
+
+ulimit -n 20000
+taskset -c 0 "$TIDINGS" serve --listen 127.0.0.1:$PORT &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 1 100); do curl -sf $BASE/readyz >/dev/null && break; sleep 0.2; done
+
+# Every run: pinned to core 1, against the server's PID, JSON and HTML into $OUT.
+tester() {
+    local name=$1 scenario=$2
+    shift 2
+    echo "== $name: $scenario $*" >&2
+    taskset -c 1 "$TESTER" "$scenario" --base-url $BASE --server-pid $server \
+        --tokens "$data/customers.txt" --source-addrs $SOURCES \
+        --json "$OUT/$name.json" --html "$OUT/$name.html" "$@" || true
+}
+
+for scenario in $ONLY; do
+    case $scenario in
+    idle)
+        tester idle idle --ws "$(n 15000)" --sse "$(n 15000)" --users "$(n 15000)" \
+            --topics inventory,orders --duration 5s --ramp 3000
+        ;;
+    fanout)
+        for rate in 10 50 100; do
+            tester "fanout-ws-$rate" fanout --ws "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
+        done
+        tester fanout-sse-100 fanout --ws 0 --sse "$(n 10000)" --users 2000 --rate 100 --duration "${RUN_SECONDS}s"
+        tester fanout-1k-100 fanout --ws "$(n 1000)" --users 1000 --rate 100 --duration "${RUN_SECONDS}s"
+        ;;
+    orders)
+        # The highest rate whose order p99 stays under 100 ms, doubling from 50 per second.
+        best=""
+        for rate in 50 100 200 400 800 1600; do
+            tester "orders-$rate" orders --users "$(n 2000)" --staff 20 --staff-tokens "$data/staff.txt" \
+                --rate $rate --duration "${RUN_SECONDS}s"
+            p99=$(jq '.write_latency_by_kind_ms.orders.p99 // 1e9' "$OUT/orders-$rate.json" 2>/dev/null || echo 1e9)
+            sustained=$(jq --argjson r $rate '.writes_by_kind.orders / .measured_seconds >= 0.9 * $r' "$OUT/orders-$rate.json" 2>/dev/null || echo false)
+            if awk -v p="$p99" 'BEGIN { exit !(p < 100) }' && [ "$sustained" = true ]; then
+                best=$rate
+            else
+                break
+            fi
+        done
+        if [ -n "$best" ]; then
+            cp "$OUT/orders-$best.json" "$OUT/orders.json"
+            cp "$OUT/orders-$best.html" "$OUT/orders.html"
+        fi
+        ;;
+    storm)
+        tester storm storm --ws "$(n 10000)" --users 2000 --rate 50 --duration "${RUN_SECONDS}s" --drop 0.5
+        ;;
+    esac
+done
+
+# The table: one row per run.
+{
+    echo "| run | connections | writes/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost | KiB/conn | server cores | tester cores | tester µs/delivery | recovery s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for f in "$OUT"/*.json; do
+        jq -r --arg run "$(basename "$f" .json)" '
+            def r(x): if x == null then "–" else (x * 100 | round / 100 | tostring) end;
+            "| \($run) | \(.subscribers) | \(r(.writes / .measured_seconds)) | \(r(.deliveries_per_second)) | \(r(.delivery_latency_ms.p50)) | \(r(.delivery_latency_ms.p99)) | \(r(.delivery_latency_ms.p999)) | \(.lost) | \(r(.server_kib_per_connection)) | \(r(.server_cpu_cores)) | \(r(.tester_cpu_cores)) | \(r(.tester_cpu_us_per_delivery)) | \(r(.recovery_seconds)) |"' "$f"
+    done
+} | tee "$OUT/table.md"
