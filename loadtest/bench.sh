@@ -49,10 +49,19 @@ TIDINGS_PASSWORD="$LOADTEST_ADMIN_PASSWORD" "$TIDINGS" user create --email "$LOA
 "$TIDINGS" user tokens --count 20 --prefix bench-staff --role staff > "$data/staff.txt"
 
 ulimit -n 20000
-taskset -c 0 "$TIDINGS" serve --listen 127.0.0.1:$PORT &
-server=$!
+server=
+# A fresh server: memory figures then include what the server grows to hold that many
+# connections, as a freshly deployed instance would.
+restart_server() {
+    if [ -n "$server" ]; then kill "$server"; wait "$server" 2>/dev/null || true; fi
+    taskset -c 0 "$TIDINGS" serve --listen 127.0.0.1:$PORT &
+    server=$!
+    for _ in $(seq 1 100); do curl -sf $BASE/readyz >/dev/null && return; sleep 0.2; done
+    echo "the server did not become ready" >&2
+    exit 1
+}
 trap 'kill $server 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do curl -sf $BASE/readyz >/dev/null && break; sleep 0.2; done
+restart_server
 
 # Every run: pinned to core 1, against the server's PID, JSON and HTML into $OUT.
 tester() {
@@ -67,8 +76,13 @@ tester() {
 for scenario in $ONLY; do
     case $scenario in
     idle)
-        tester idle idle --ws "$(n 15000)" --sse "$(n 15000)" --users "$(n 15000)" \
+        # One transport at a time, so each figure is that transport's own.
+        tester idle-ws idle --ws "$(n 15000)" --users "$(n 15000)" \
             --topics inventory,orders --duration 5s --ramp 3000
+        restart_server
+        tester idle-sse idle --ws 0 --sse "$(n 15000)" --users "$(n 15000)" \
+            --topics inventory,orders --duration 5s --ramp 3000
+        restart_server
         ;;
     fanout)
         for rate in 10 50 100; do

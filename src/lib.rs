@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod realtime;
 pub mod seed;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -336,13 +337,15 @@ impl Application {
                 .drain(realtime.config.drain_batch, realtime.config.drain_pause)
                 .await;
         };
-        axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(drain)
-        .await
-        .context("the server failed")?;
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            drain.await;
+            stopper.cancel();
+        });
+        server::serve(self.listener, app, stop, Duration::from_secs(30))
+            .await
+            .context("the server failed")?;
         self.background.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

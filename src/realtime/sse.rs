@@ -215,13 +215,14 @@ impl Stream {
                     return Some(Bytes::from(chunk));
                 }
                 Phase::Replaying { after, upto } => {
-                    let events = match replay::page(
+                    // Boxed, so that an idle stream's state is not sized for the query.
+                    let events = match Box::pin(replay::page(
                         &self.state.db,
                         &self.user,
                         &self.topics,
                         after,
                         upto,
-                    )
+                    ))
                     .await
                     {
                         Ok(events) => events,

@@ -68,9 +68,14 @@ const MAX_HEADER: usize = 10;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     pub fn new(io: S, max_message: usize) -> Self {
+        Self::with_read(io, max_message, BytesMut::new())
+    }
+
+    /// A socket whose client already sent `read` (bytes that came after its request head).
+    pub fn with_read(io: S, max_message: usize, read: BytesMut) -> Self {
         Socket {
             io,
-            read: BytesMut::new(),
+            read,
             partial: None,
             max_message,
         }
@@ -81,6 +86,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     pub async fn recv(&mut self) -> Result<Incoming, ReadError> {
         loop {
             if let Some(message) = self.parse()? {
+                if self.read.is_empty() && self.read.capacity() > 0 {
+                    // Idle most of its life: hold no read buffer between messages.
+                    self.read = BytesMut::new();
+                }
                 return Ok(message);
             }
             // Client messages are small: grow in small steps, and only when bytes come.

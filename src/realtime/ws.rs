@@ -13,10 +13,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,6 +30,7 @@ use super::mailbox::Closed;
 use super::replay::{self, Resume};
 use super::wire::{Incoming, ReadError, Socket};
 use crate::AppState;
+use crate::server::{DirectUpgrade, Upgraded};
 use crate::auth::{CurrentUser, authenticate};
 use crate::error::{ApiError, ProblemDoc};
 use crate::events::Topic;
@@ -65,16 +68,28 @@ async fn upgrade(
 ) -> Result<Response, ApiError> {
     let not_websocket = |why: &str| ApiError::bad_request("not_a_websocket", why);
     let accept = handshake(request.method(), request.headers()).map_err(not_websocket)?;
-    let on_upgrade = request
-        .extensions_mut()
-        .remove::<OnUpgrade>()
-        .ok_or_else(|| not_websocket("this connection cannot be upgraded"))?;
+    let extensions = request.extensions_mut();
+    let upgrade = match (
+        extensions.remove::<DirectUpgrade>().and_then(|d| d.take()),
+        extensions.remove::<OnUpgrade>(),
+    ) {
+        (Some(direct), _) => Upgrade::Direct(direct),
+        (None, Some(hyper)) => Upgrade::Hyper(hyper),
+        (None, None) => return Err(not_websocket("this connection cannot be upgraded")),
+    };
     let limit = state.realtime.config.max_message_bytes;
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => serve(state, user, Socket::new(TokioIo::new(upgraded), limit)).await,
-            Err(e) => tracing::debug!(error = %e, "the WebSocket upgrade failed"),
-        }
+        let socket: WebSocket = match upgrade {
+            Upgrade::Direct(direct) => match direct.await {
+                Ok((stream, read)) => Socket::with_read(Box::new(stream), limit, read),
+                Err(_) => return,
+            },
+            Upgrade::Hyper(hyper) => match hyper.await {
+                Ok(upgraded) => Socket::new(Box::new(TokioIo::new(upgraded)), limit),
+                Err(e) => return tracing::debug!(error = %e, "the WebSocket upgrade failed"),
+            },
+        };
+        serve(state, user, socket).await
     });
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -113,7 +128,18 @@ fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static st
     Ok(super::wire::accept_key(key.as_bytes()))
 }
 
-type WebSocket = Socket<TokioIo<Upgraded>>;
+/// Where the socket comes from: the accept loop's own live path, or a hyper upgrade (a
+/// WebSocket opened on a connection that served other requests first).
+enum Upgrade {
+    Direct(oneshot::Receiver<Upgraded>),
+    Hyper(OnUpgrade),
+}
+
+/// The connection under the WebSocket, whichever way it came.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type WebSocket = Socket<Box<dyn Io>>;
 
 /// What a client may send.
 #[derive(Debug, Deserialize)]
@@ -222,7 +248,9 @@ impl Connection {
                     last_heard = Instant::now();
                     match message {
                         Ok(Incoming::Text(text)) => {
-                            if let Some(end) = self.on_message(&text).await {
+                            // Boxed: its database queries would otherwise size every
+                            // idle connection's task for them.
+                            if let Some(end) = Box::pin(self.on_message(&text)).await {
                                 break end;
                             }
                         }

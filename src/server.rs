@@ -1,0 +1,419 @@
+//! The accept loop: every connection is served by hyper, except a connection that opens
+//! with a live stream (`GET /v1/events` or `GET /v1/ws`), which is answered here and then
+//! left without hyper.
+//!
+//! Why: a live connection lives for hours and spends that time idle. hyper keeps an 8 KiB
+//! read buffer and an 8 KiB write buffer per HTTP/1 connection for its whole life, which is
+//! most of the memory of an idle SSE stream (../shared/DEPENDENCIES.md, "Memory per live
+//! connection"). So the loop reads the request head itself (with `httparse`, into a small
+//! buffer); a live-stream request goes through the same axum router as every other request
+//! (authentication, validation and errors are the handlers'), and its answer is written
+//! here: an event stream with chunked encoding straight from the body, a WebSocket by
+//! handing the socket to the handler's task ([`DirectUpgrade`]), anything else (an error)
+//! in full with `Connection: close`. Every other connection, with the bytes already read,
+//! goes to hyper's HTTP/1 server as before.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode, Version, header};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head read here; a larger one goes to hyper, which refuses it.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a stream's write may wait for a client that stopped reading. The queue
+/// limit closes a slow consumer; this frees a connection whose peer vanished.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest body of an answer written here (errors and small documents).
+const MAX_PLAIN_BODY: usize = 1024 * 1024;
+
+/// The socket of a live-stream request read by the accept loop, and any bytes the client
+/// sent after its request head.
+pub type Upgraded = (TcpStream, BytesMut);
+
+/// In the extensions of a live-stream request read by the accept loop: the socket arrives
+/// here once a `101` answer is written. (Clone, as extensions must be; taken once.)
+#[derive(Clone)]
+pub struct DirectUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl DirectUpgrade {
+    /// The socket to come; `None` if already taken.
+    pub fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
+        self.0.lock().expect("upgrade lock").take()
+    }
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, then lets hyper's connections
+/// finish their requests and waits (at most `grace`) for every connection task to end.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    grace: Duration,
+) -> io::Result<()> {
+    let tasks = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before accept: wait a
+                    // little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        tasks.spawn(connection(stream, peer, router.clone(), stop.clone()));
+    }
+    drop(listener);
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            open = tasks.len(),
+            "connections still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    stop: CancellationToken,
+) {
+    let mut head = BytesMut::with_capacity(1024);
+    let live = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)).await
+    {
+        Ok(Ok(live)) => live,
+        Ok(Err(_)) | Err(_) => return,
+    };
+    match live {
+        Some(LiveHead { head_len, request }) => {
+            // A copy, so that the head's buffer is freed now (usually it is empty).
+            let leftover = BytesMut::from(&head[head_len..]);
+            drop(head);
+            serve_live(stream, peer, router, request, leftover).await;
+        }
+        None => serve_hyper(stream, head.freeze(), peer, router, stop).await,
+    }
+}
+
+/// A request head parsed here: only a bodyless HTTP/1.1 GET of a live-stream path.
+struct LiveHead {
+    head_len: usize,
+    request: Request<Body>,
+}
+
+/// Reads until a whole request head is in `buf`. `Some` for a live-stream request that is
+/// served here; `None` for anything else (or a head that is not parseable here), which
+/// hyper reads from the start.
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Option<LiveHead>> {
+    loop {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(1024);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 48];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                return Ok(live_request(&parsed).map(|request| LiveHead { head_len, request }));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            // Too large, too many headers or malformed: hyper answers it.
+            _ => return Ok(None),
+        }
+    }
+}
+
+fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
+    let path = parsed.path?;
+    let route = path.split('?').next()?;
+    if parsed.method != Some("GET")
+        || parsed.version != Some(1)
+        || !matches!(route, "/v1/events" | "/v1/ws")
+    {
+        return None;
+    }
+    let mut builder = Request::builder()
+        .method("GET")
+        .uri(path)
+        .version(Version::HTTP_11);
+    for h in parsed.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        // A body would need reading; leave such (odd) requests to hyper.
+        if name == "transfer-encoding" || (name == "content-length" && h.value != b"0") {
+            return None;
+        }
+        builder = builder.header(h.name, h.value);
+    }
+    builder.body(Body::empty()).ok()
+}
+
+async fn serve_live(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    mut request: Request<Body>,
+    leftover: BytesMut,
+) {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let (upgrade_tx, upgrade_rx) = oneshot::channel();
+    request
+        .extensions_mut()
+        .insert(DirectUpgrade(Arc::new(Mutex::new(Some(upgrade_rx)))));
+    let Ok(response) = router.oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    // The head is written from `parts`, which is dropped here: an idle stream's task
+    // keeps only the socket and the body.
+    let (head, answer) = live_head(parts);
+    match answer {
+        Answer::Upgrade => {
+            if stream.write_all(&head).await.is_ok() {
+                let _ = upgrade_tx.send((stream, leftover));
+            }
+        }
+        Answer::EventStream => {
+            drop((upgrade_tx, leftover));
+            if stream.write_all(&head).await.is_ok() {
+                drop(head);
+                stream_events(stream, body).await;
+            }
+        }
+        Answer::Plain => {
+            drop((upgrade_tx, leftover));
+            let body = axum::body::to_bytes(body, MAX_PLAIN_BODY)
+                .await
+                .unwrap_or_default();
+            let mut out = head;
+            out.truncate(out.len() - 2);
+            put_header(&mut out, "content-length", body.len().to_string().as_bytes());
+            put_header(&mut out, "connection", b"close");
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&body);
+            if stream.write_all(&out).await.is_ok() {
+                let _ = stream.shutdown().await;
+            }
+        }
+    }
+}
+
+/// How a live-stream request is answered.
+enum Answer {
+    /// `101`: the socket goes to the WebSocket handler.
+    Upgrade,
+    /// `200 text/event-stream`: the body is streamed with chunked encoding.
+    EventStream,
+    /// Anything else (an error): written in full, then the connection is closed.
+    Plain,
+}
+
+/// The response head, ending with its blank line, and how to go on.
+fn live_head(parts: axum::http::response::Parts) -> (Vec<u8>, Answer) {
+    let answer = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        Answer::Upgrade
+    } else if parts.status == StatusCode::OK
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    {
+        Answer::EventStream
+    } else {
+        Answer::Plain
+    };
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        put_header(&mut out, name.as_str(), value.as_bytes());
+    }
+    if let Answer::EventStream = answer {
+        put_header(&mut out, "transfer-encoding", b"chunked");
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, answer)
+}
+
+fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the body's chunks as they come, one write per chunk, until the body ends, the
+/// client goes away or stops reading.
+async fn stream_events(mut stream: TcpStream, body: Body) {
+    let mut body = body.into_data_stream();
+    loop {
+        let next = tokio::select! {
+            next = body.next() => next,
+            gone = client_gone(&stream) => if gone { return } else { continue },
+        };
+        let data = match next {
+            Some(Ok(data)) if data.is_empty() => continue,
+            Some(Ok(data)) => data,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "an event stream failed");
+                return;
+            }
+            None => {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(b"0\r\n\r\n")).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+        let mut chunk = Vec::with_capacity(data.len() + 12);
+        chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        chunk.extend_from_slice(&data);
+        chunk.extend_from_slice(b"\r\n");
+        drop(data);
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Resolves when the client sent something: `true` if it closed the connection (or it
+/// failed); what a client sends on an event stream is otherwise ignored.
+async fn client_gone(stream: &TcpStream) -> bool {
+    if stream.readable().await.is_err() {
+        return true;
+    }
+    let mut scratch = [0u8; 64];
+    match stream.try_read(&mut scratch) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+async fn serve_hyper(
+    stream: TcpStream,
+    read: Bytes,
+    peer: SocketAddr,
+    router: Router,
+    stop: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move {
+            let Ok(response) = router.oneshot(request.map(Body::new)).await;
+            Ok::<Response<Body>, std::convert::Infallible>(response)
+        }
+    });
+    let io = TokioIo::new(Prefixed { read, stream });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    let conn = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "an HTTP connection failed");
+            }
+            return;
+        }
+        () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "an HTTP connection failed while closing");
+    }
+}
+
+/// The socket, with the bytes the accept loop already read in front.
+struct Prefixed {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.has_remaining() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            if !self.read.has_remaining() {
+                // Free the head's buffer now, not when the connection ends.
+                self.read = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
