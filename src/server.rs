@@ -85,7 +85,9 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        tasks.spawn(connection(stream, peer, router.clone(), stop.clone()));
+        let fut = connection(stream, peer, router.clone(), stop.clone());
+        eprintln!("SIZE conn task {}", std::mem::size_of_val(&fut));
+        tasks.spawn(fut);
     }
     drop(listener);
     tasks.close();
@@ -105,19 +107,24 @@ async fn connection(
     stop: CancellationToken,
 ) {
     let mut head = BytesMut::with_capacity(1024);
-    let live = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)).await
-    {
+    let live = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)).await {
         Ok(Ok(live)) => live,
         Ok(Err(_)) | Err(_) => return,
     };
+    // The answering is boxed, so that the task of a long-lived stream is sized for the
+    // stream and not for the router's or hyper's futures.
     match live {
         Some(LiveHead { head_len, request }) => {
             // A copy, so that the head's buffer is freed now (usually it is empty).
             let leftover = BytesMut::from(&head[head_len..]);
             drop(head);
-            serve_live(stream, peer, router, request, leftover).await;
+            if let Some((stream, body)) =
+                Box::pin(answer_live(stream, peer, router, request, leftover)).await
+            {
+                stream_events(stream, body).await;
+            }
         }
-        None => serve_hyper(stream, head.freeze(), peer, router, stop).await,
+        None => Box::pin(serve_hyper(stream, head.freeze(), peer, router, stop)).await,
     }
 }
 
@@ -175,13 +182,15 @@ fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
     builder.body(Body::empty()).ok()
 }
 
-async fn serve_live(
+/// Answers a live-stream request; an event stream's socket and body are returned after
+/// its head is written, to be streamed by the caller.
+async fn answer_live(
     mut stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     mut request: Request<Body>,
     leftover: BytesMut,
-) {
+) -> Option<(TcpStream, Body)> {
     request.extensions_mut().insert(ConnectInfo(peer));
     let (upgrade_tx, upgrade_rx) = oneshot::channel();
     request
@@ -199,20 +208,21 @@ async fn serve_live(
             }
         }
         Answer::EventStream => {
-            drop((upgrade_tx, leftover));
             if stream.write_all(&head).await.is_ok() {
-                drop(head);
-                stream_events(stream, body).await;
+                return Some((stream, body));
             }
         }
         Answer::Plain => {
-            drop((upgrade_tx, leftover));
             let body = axum::body::to_bytes(body, MAX_PLAIN_BODY)
                 .await
                 .unwrap_or_default();
             let mut out = head;
             out.truncate(out.len() - 2);
-            put_header(&mut out, "content-length", body.len().to_string().as_bytes());
+            put_header(
+                &mut out,
+                "content-length",
+                body.len().to_string().as_bytes(),
+            );
             put_header(&mut out, "connection", b"close");
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
@@ -221,6 +231,7 @@ async fn serve_live(
             }
         }
     }
+    None
 }
 
 /// How a live-stream request is answered.

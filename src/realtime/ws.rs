@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use std::task::Poll;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Either};
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -30,10 +33,10 @@ use super::mailbox::Closed;
 use super::replay::{self, Resume};
 use super::wire::{Incoming, ReadError, Socket};
 use crate::AppState;
-use crate::server::{DirectUpgrade, Upgraded};
 use crate::auth::{CurrentUser, authenticate};
 use crate::error::{ApiError, ProblemDoc};
 use crate::events::Topic;
+use crate::server::{DirectUpgrade, Upgraded};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(upgrade))
@@ -78,19 +81,29 @@ async fn upgrade(
         (None, None) => return Err(not_websocket("this connection cannot be upgraded")),
     };
     let limit = state.realtime.config.max_message_bytes;
-    tokio::spawn(async move {
-        let socket: WebSocket = match upgrade {
-            Upgrade::Direct(direct) => match direct.await {
-                Ok((stream, read)) => Socket::with_read(Box::new(stream), limit, read),
-                Err(_) => return,
-            },
+    let socket = async move {
+        match upgrade {
+            Upgrade::Direct(direct) => direct.await.ok().map(|(stream, read)| {
+                Socket::with_read(Box::new(stream) as Box<dyn Io>, limit, read)
+            }),
             Upgrade::Hyper(hyper) => match hyper.await {
-                Ok(upgraded) => Socket::new(Box::new(TokioIo::new(upgraded)), limit),
-                Err(e) => return tracing::debug!(error = %e, "the WebSocket upgrade failed"),
+                Ok(upgraded) => Some(Socket::new(
+                    Box::new(TokioIo::new(upgraded)) as Box<dyn Io>,
+                    limit,
+                )),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the WebSocket upgrade failed");
+                    None
+                }
             },
-        };
-        serve(state, user, socket).await
-    });
+        }
+    };
+    // `then`, not one async block: the task holds either the upgrade or the connection,
+    // never both, so an idle connection's task is no larger than its loop.
+    tokio::spawn(socket.then(move |socket| match socket {
+        Some(socket) => Connection::open(state, user, socket),
+        None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
+    }));
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
@@ -186,29 +199,43 @@ async fn close(socket: WebSocket, code: u16, reason: &'static str) {
     socket.close(code, reason).await;
 }
 
-async fn serve(state: AppState, user: CurrentUser, socket: WebSocket) {
-    let hub = state.realtime.hub.clone();
-    let registration = match hub.connect(user.id, user.role.is_staff(), user.token_version) {
-        Ok(registration) => registration,
-        Err(Refused::TooMany) => {
-            return close(socket, code::TOO_MANY, "too many connections for this user").await;
-        }
-        Err(Refused::ShuttingDown) => {
-            return close(socket, code::GOING_AWAY, "server shutting down").await;
-        }
-    };
-    metrics::gauge!("tidings_connections", "transport" => "ws").increment(1.0);
-    let expires_at = expiry(user.expires_at);
-    let connection = Connection {
-        state,
-        user,
-        registration,
-        socket,
-        skip_through: [0; 3],
-        expires_at,
-    };
-    connection.run().await;
-    metrics::gauge!("tidings_connections", "transport" => "ws").decrement(1.0);
+impl Connection {
+    /// Registers the connection with the hub and returns its life, or the closing of a
+    /// connection the hub refuses.
+    fn open(
+        state: AppState,
+        user: CurrentUser,
+        socket: WebSocket,
+    ) -> Either<impl Future<Output = ()>, BoxFuture<'static, ()>> {
+        let hub = &state.realtime.hub;
+        let registration = match hub.connect(user.id, user.role.is_staff(), user.token_version) {
+            Ok(registration) => registration,
+            Err(Refused::TooMany) => {
+                return Either::Right(Box::pin(close(
+                    socket,
+                    code::TOO_MANY,
+                    "too many connections for this user",
+                )));
+            }
+            Err(Refused::ShuttingDown) => {
+                return Either::Right(Box::pin(close(
+                    socket,
+                    code::GOING_AWAY,
+                    "server shutting down",
+                )));
+            }
+        };
+        let expires_at = expiry(user.expires_at);
+        let connection = Connection {
+            state,
+            user,
+            registration,
+            socket,
+            skip_through: [0; 3],
+            expires_at,
+        };
+        Either::Left(connection.run())
+    }
 }
 
 /// How a connection ended, for its close frame.
@@ -220,7 +247,9 @@ enum End {
 
 impl Connection {
     async fn run(mut self) {
-        let config = self.state.realtime.config.clone();
+        metrics::gauge!("tidings_connections", "transport" => "ws").increment(1.0);
+        let config = &self.state.realtime.config;
+        let idle_timeout = config.idle_timeout;
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
@@ -236,7 +265,9 @@ impl Connection {
             tokio::select! {
                 frames = mailbox.take() => match frames {
                     Ok(frames) => {
-                        if self.write(&frames, config.idle_timeout).await.is_err() {
+                        // This and every other action below is boxed: the task of an idle
+                        // connection is then sized for waiting, not for its largest action.
+                        if Box::pin(self.write(&frames, idle_timeout)).await.is_err() {
                             break End::Gone;
                         }
                     }
@@ -248,19 +279,17 @@ impl Connection {
                     last_heard = Instant::now();
                     match message {
                         Ok(Incoming::Text(text)) => {
-                            // Boxed: its database queries would otherwise size every
-                            // idle connection's task for them.
                             if let Some(end) = Box::pin(self.on_message(&text)).await {
                                 break end;
                             }
                         }
                         Ok(Incoming::Binary) => {
-                            if self.send_error("bad_message", "messages are JSON text frames").await.is_err() {
+                            if Box::pin(self.send_error("bad_message", "messages are JSON text frames")).await.is_err() {
                                 break End::Gone;
                             }
                         }
                         Ok(Incoming::Ping(payload)) => {
-                            if self.socket.send_pong(&payload).await.is_err() {
+                            if Box::pin(self.socket.send_pong(&payload)).await.is_err() {
                                 break End::Gone;
                             }
                         }
@@ -273,17 +302,18 @@ impl Connection {
                 }
                 () = &mut expiry => break End::Close(code::UNAUTHORIZED, "token expired"),
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > config.idle_timeout {
+                    if last_heard.elapsed() > idle_timeout {
                         break End::Gone;
                     }
-                    if self.socket.send_ping().await.is_err() {
+                    if Box::pin(self.socket.send_ping()).await.is_err() {
                         break End::Gone;
                     }
                 }
             }
         };
+        metrics::gauge!("tidings_connections", "transport" => "ws").decrement(1.0);
         if let End::Close(code, reason) = end {
-            close(self.socket, code, reason).await;
+            Box::pin(close(self.socket, code, reason)).await;
         }
     }
 

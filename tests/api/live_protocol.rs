@@ -280,9 +280,12 @@ async fn too_many_connections_for_one_user_close_with_4029(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.max_connections_per_user = 2).await;
     let ada = app.customer("ada@example.com").await;
     let mut first = app.ws(&ada.access_token).await;
-    let _second = app.ws(&ada.access_token).await;
-    first.send(json!({"type": "ping"})).await;
-    first.next_json().await;
+    let mut second = app.ws(&ada.access_token).await;
+    // A pong shows each is registered; otherwise the third could overtake the second.
+    for socket in [&mut first, &mut second] {
+        socket.send(json!({"type": "ping"})).await;
+        socket.next_json().await;
+    }
 
     let mut third = app.ws(&ada.access_token).await;
 
