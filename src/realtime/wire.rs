@@ -63,6 +63,9 @@ pub struct Socket<S> {
     max_message: usize,
 }
 
+/// How long a closed connection waits for the client to close its side.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The largest frame header: 2 bytes, a 64-bit length (servers do not mask).
 const MAX_HEADER: usize = 10;
 
@@ -194,8 +197,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
         let mut buffer = Vec::with_capacity(payload.len() + MAX_HEADER);
         put_frame(&mut buffer, opcode::CLOSE, &payload);
-        let _ = self.write(&buffer).await;
+        if self.write(&buffer).await.is_err() {
+            return;
+        }
         let _ = self.io.shutdown().await;
+        // Read (and drop) what the client still sends, its close frame included, until it
+        // closes too: closing a socket with unread bytes makes the kernel send a reset,
+        // which can destroy the events and close frame the client has not read yet.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let mut scratch = [0u8; 256];
+            while matches!(self.io.read(&mut scratch).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
