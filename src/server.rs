@@ -120,8 +120,13 @@ async fn connection(
             drop(head);
             if let Some((stream, body)) =
                 Box::pin(answer_live(stream, peer, router, request, leftover)).await
+                && let Ok(stream) = stream.into_std()
             {
-                stream_events(stream, body).await;
+                crate::realtime::live_runtime().spawn(async move {
+                    if let Ok(stream) = crate::realtime::adopt(stream) {
+                        stream_events(stream, body).await;
+                    }
+                });
             }
         }
         None => Box::pin(serve_hyper(stream, head.freeze(), peer, router, stop)).await,

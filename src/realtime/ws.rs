@@ -83,9 +83,15 @@ async fn upgrade(
     let limit = state.realtime.config.max_message_bytes;
     let socket = async move {
         match upgrade {
-            Upgrade::Direct(direct) => direct.await.ok().map(|(stream, read)| {
-                Socket::with_read(Box::new(stream) as Box<dyn Io>, limit, read)
-            }),
+            Upgrade::Direct(direct) => {
+                let (stream, read) = direct.await.ok()?;
+                let stream = super::adopt(stream.into_std().ok()?).ok()?;
+                Some(Socket::with_read(
+                    Box::new(stream) as Box<dyn Io>,
+                    limit,
+                    read,
+                ))
+            }
             Upgrade::Hyper(hyper) => match hyper.await {
                 Ok(upgraded) => Some(Socket::new(
                     Box::new(TokioIo::new(upgraded)) as Box<dyn Io>,
@@ -100,7 +106,7 @@ async fn upgrade(
     };
     // `then`, not one async block: the task holds either the upgrade or the connection,
     // never both, so an idle connection's task is no larger than its loop.
-    tokio::spawn(socket.then(move |socket| match socket {
+    super::live_runtime().spawn(socket.then(move |socket| match socket {
         Some(socket) => Connection::open(state, user, socket),
         None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
     }));
