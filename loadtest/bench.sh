@@ -8,14 +8,14 @@
 #   SCALE=0.1      multiply every connection count (try it small first; 1 = the full runs)
 #   SECONDS_PER_RUN=20   how long each run writes
 #   PG_ADMIN_URL   postgres://postgres@127.0.0.1:5432/postgres   REDIS_URL redis://127.0.0.1:6379
-#   ONLY="idle fanout orders storm"   a subset of the scenarios
+#   ONLY="idle fanout latency orders routing storm"   a subset of the scenarios
 #   TIDINGS_BIN, TESTER_BIN, NO_BUILD=1   other binaries, unbuilt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results}
 SCALE=${SCALE:-1}
 RUN_SECONDS=${SECONDS_PER_RUN:-20}
-ONLY=${ONLY:-idle fanout orders storm}
+ONLY=${ONLY:-idle fanout latency orders routing storm}
 PG=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${BENCH_PORT:-18095}
@@ -71,6 +71,8 @@ tester() {
     taskset -c 1 "$TESTER" "$scenario" --base-url $BASE --server-pid $server \
         --tokens "$data/customers.txt" --source-addrs $SOURCES \
         --json "$OUT/$name.json" --html "$OUT/$name.html" "$@" || true
+    # The server's own view (relay and delivery lag histograms) of the run.
+    curl -sf $BASE/metrics > "$OUT/$name.metrics" || true
 }
 
 for scenario in $ONLY; do
@@ -89,6 +91,10 @@ for scenario in $ONLY; do
             tester "fanout-ws-$rate" fanout --ws "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
         done
         tester fanout-sse-100 fanout --ws 0 --sse "$(n 10000)" --users 2000 --rate 100 --duration "${RUN_SECONDS}s"
+        ;;
+    latency)
+        # 1,000 subscribers and 100 changes per second, on a fresh server.
+        restart_server
         tester fanout-1k-100 fanout --ws "$(n 1000)" --users 1000 --rate 100 --duration "${RUN_SECONDS}s"
         ;;
     orders)
@@ -110,6 +116,13 @@ for scenario in $ONLY; do
             cp "$OUT/orders-$best.html" "$OUT/orders.html"
         fi
         ;;
+    routing)
+        # Per-user routing: the same order rate with 1,000 and with 10,000 customers each on
+        # their own orders stream; the server's CPU per delivered event should not grow.
+        for users in 1000 10000; do
+            tester "routing-$(n $users)" orders --users "$(n $users)" --staff 0 --rate 100 --duration "${RUN_SECONDS}s"
+        done
+        ;;
     storm)
         tester storm storm --ws "$(n 10000)" --users 2000 --rate 50 --duration "${RUN_SECONDS}s" --drop 0.5
         ;;
@@ -118,11 +131,11 @@ done
 
 # The table: one row per run.
 {
-    echo "| run | connections | writes/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost | KiB/conn | server cores | tester cores | tester µs/delivery | recovery s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| run | connections | writes/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost | KiB/conn | server cores | server µs/delivery | tester cores | tester µs/delivery | recovery s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for f in "$OUT"/*.json; do
         jq -r --arg run "$(basename "$f" .json)" '
             def r(x): if x == null then "–" else (x * 100 | round / 100 | tostring) end;
-            "| \($run) | \(.subscribers) | \(r(.writes / .measured_seconds)) | \(r(.deliveries_per_second)) | \(r(.delivery_latency_ms.p50)) | \(r(.delivery_latency_ms.p99)) | \(r(.delivery_latency_ms.p999)) | \(.lost) | \(r(.server_kib_per_connection)) | \(r(.server_cpu_cores)) | \(r(.tester_cpu_cores)) | \(r(.tester_cpu_us_per_delivery)) | \(r(.recovery_seconds)) |"' "$f"
+            "| \($run) | \(.subscribers) | \(r(.writes / .measured_seconds)) | \(r(.deliveries_per_second)) | \(r(.delivery_latency_ms.p50)) | \(r(.delivery_latency_ms.p99)) | \(r(.delivery_latency_ms.p999)) | \(.lost) | \(r(.server_kib_per_connection)) | \(r(.server_cpu_cores)) | \(if (.deliveries_per_second // 0) > 0 then r(.server_cpu_cores * 1e6 / .deliveries_per_second) else "–" end) | \(r(.tester_cpu_cores)) | \(r(.tester_cpu_us_per_delivery)) | \(r(.recovery_seconds)) |"' "$f"
     done
 } | tee "$OUT/table.md"
