@@ -85,9 +85,7 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let fut = connection(stream, peer, router.clone(), stop.clone());
-        eprintln!("SIZE conn task {}", std::mem::size_of_val(&fut));
-        tasks.spawn(fut);
+        tasks.spawn(connection(stream, peer, router.clone(), stop.clone()));
     }
     drop(listener);
     tasks.close();
