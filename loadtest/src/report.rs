@@ -183,7 +183,9 @@ impl Summary {
             ("per SSE stream", self.server_kib_per_sse_connection),
         ] {
             if let Some(kib) = kib {
-                println!("server memory      {kib:.1} KiB {label} (PSS growth / connections)");
+                println!(
+                    "server memory      {kib:.1} KiB {label} (growth of PSS, or of RSS with --metrics-url, / connections)"
+                );
             }
         }
         if let Some(cores) = self.server_cpu_cores {

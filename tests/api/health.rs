@@ -86,6 +86,9 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
     assert!(value("tidings_hub_last_seq") >= 1.0);
     assert_eq!(value("tidings_relay_active"), 1.0);
     assert_eq!(value("tidings_bus_up"), 1.0);
+    // The process's own, as `tidings-loadtest --metrics-url` reads them.
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_cpu_seconds_total") > 0.0);
     for name in [
         "tidings_http_requests_total{",
         "tidings_http_request_duration_seconds_bucket{",
