@@ -91,10 +91,10 @@ async fn user_tokens(
     let password = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let hash = auth::password::hash(password).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+    for start in (0..count).step_by(500) {
         let mut tx = db.begin().await?;
-        let mut users = Vec::with_capacity(chunk.len());
-        for n in chunk {
+        let mut users = Vec::with_capacity(500);
+        for n in start..count.min(start + 500) {
             let email = domain::Email::parse(&format!("{prefix}-{n}@example.com"))
                 .map_err(|e| anyhow::anyhow!("--prefix makes an email that {e}"))?;
             let user = match store::users::credentials_by_email(&db, &email).await? {

@@ -13,7 +13,7 @@
 //! in full with `Connection: close`. Every other connection, with the bytes already read,
 //! goes to hyper's HTTP/1 server as before.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -105,9 +105,13 @@ async fn connection(
     stop: CancellationToken,
 ) {
     let mut head = BytesMut::with_capacity(1024);
-    let live = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)).await {
-        Ok(Ok(live)) => live,
-        Ok(Err(_)) | Err(_) => return,
+    // A client that has not sent its first request yet is let go at shutdown.
+    let live = tokio::select! {
+        read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)) => match read {
+            Ok(Ok(live)) => live,
+            Ok(Err(_)) | Err(_) => return,
+        },
+        () = stop.cancelled() => return,
     };
     // The answering is boxed, so that the task of a long-lived stream is sized for the
     // stream and not for the router's or hyper's futures.
@@ -121,7 +125,8 @@ async fn connection(
                 && let Ok(stream) = stream.into_std()
             {
                 crate::realtime::live_runtime().spawn(async move {
-                    if let Ok(stream) = crate::realtime::adopt(stream) {
+                    // Onto the live runtime's reactor, where this task runs.
+                    if let Ok(stream) = TcpStream::from_std(stream) {
                         stream_events(stream, body).await;
                     }
                 });
@@ -220,13 +225,11 @@ async fn answer_live(
                 .await
                 .unwrap_or_default();
             let mut out = head;
-            out.truncate(out.len() - 2);
             put_header(
                 &mut out,
                 "content-length",
                 body.len().to_string().as_bytes(),
             );
-            put_header(&mut out, "connection", b"close");
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
             if stream.write_all(&out).await.is_ok() {
@@ -247,7 +250,8 @@ enum Answer {
     Plain,
 }
 
-/// The response head, ending with its blank line, and how to go on.
+/// The response head and how to go on. An event stream's head is complete (it ends with
+/// the blank line); a plain answer's still needs its `content-length` and the blank line.
 fn live_head(parts: axum::http::response::Parts) -> (Vec<u8>, Answer) {
     let answer = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         Answer::Upgrade
@@ -279,10 +283,14 @@ fn live_head(parts: axum::http::response::Parts) -> (Vec<u8>, Answer) {
         }
         put_header(&mut out, name.as_str(), value.as_bytes());
     }
-    if let Answer::EventStream = answer {
-        put_header(&mut out, "transfer-encoding", b"chunked");
+    match answer {
+        Answer::EventStream => {
+            put_header(&mut out, "transfer-encoding", b"chunked");
+            out.extend_from_slice(b"\r\n");
+        }
+        Answer::Upgrade => out.extend_from_slice(b"\r\n"),
+        Answer::Plain => put_header(&mut out, "connection", b"close"),
     }
-    out.extend_from_slice(b"\r\n");
     (out, answer)
 }
 
@@ -315,12 +323,15 @@ async fn stream_events(mut stream: TcpStream, body: Body) {
                 return;
             }
         };
-        let mut chunk = Vec::with_capacity(data.len() + 12);
-        chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        chunk.extend_from_slice(&data);
-        chunk.extend_from_slice(b"\r\n");
-        drop(data);
-        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&chunk)).await {
+        // The chunk's size line, the data and its end in one vectored write, copying nothing.
+        let mut size = [0u8; 18];
+        let size_len = {
+            let mut cursor = io::Cursor::new(&mut size[..]);
+            write!(cursor, "{:x}\r\n", data.len()).expect("18 bytes hold a u64 in hex");
+            cursor.position() as usize
+        };
+        let mut chunk = Buf::chain(Buf::chain(&size[..size_len], data), &b"\r\n"[..]);
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all_buf(&mut chunk)).await {
             Ok(Ok(())) => {}
             _ => return,
         }

@@ -74,6 +74,23 @@ pub struct HubConfig {
     pub safety_poll: Duration,
 }
 
+/// What one routing step queued, counted once into [`HubStats`].
+#[derive(Default)]
+struct Tally {
+    deliveries: u64,
+    slow: u64,
+}
+
+impl Tally {
+    fn count(&mut self, pushed: Pushed, frames: usize) {
+        match pushed {
+            Pushed::Queued => self.deliveries += frames as u64,
+            Pushed::Overflowed => self.slow += 1,
+            Pushed::Closed => {}
+        }
+    }
+}
+
 /// Counters the metrics endpoint reads.
 #[derive(Debug, Default)]
 pub struct HubStats {
@@ -229,37 +246,27 @@ impl Hub {
             return;
         }
         let frames: Vec<Frame> = events.iter().map(PreparedEvent::encode).collect();
-        let (mut deliveries, mut slow) = (0, 0);
+        let mut tally = Tally::default();
         for mailbox in index.everyone.values() {
-            match mailbox.push_all(&frames) {
-                Pushed::Queued => deliveries += frames.len() as u64,
-                Pushed::Overflowed => slow += 1,
-                Pushed::Closed => {}
-            }
+            tally.count(mailbox.push_all(&frames), frames.len());
         }
-        self.stats
-            .deliveries
-            .fetch_add(deliveries, Ordering::Relaxed);
-        self.stats.slow_consumers.fetch_add(slow, Ordering::Relaxed);
+        self.record(tally);
     }
 
+    /// One event for a staff or per-user audience (events for everyone go in runs through
+    /// [`Self::route_to_everyone`]).
     fn route_one(&self, registry: &Registry, event: &Event) {
         let index = &registry.topics[slot(event.topic)];
         let mut frame: Option<Frame> = None;
+        let mut tally = Tally::default();
         let mut send = |mailbox: &Arc<Mailbox>| {
             let frame = frame.get_or_insert_with(|| PreparedEvent::encode(event));
-            match mailbox.push(frame.clone()) {
-                Pushed::Queued => {
-                    self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
-                }
-                Pushed::Overflowed => {
-                    self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                }
-                Pushed::Closed => {}
-            }
+            tally.count(mailbox.push(frame.clone()), 1);
         };
         match event.audience {
-            Audience::Everyone => index.everyone.values().for_each(&mut send),
+            Audience::Everyone => {
+                return self.route_to_everyone(registry, std::slice::from_ref(event));
+            }
             Audience::Staff => index.staff.values().for_each(&mut send),
             Audience::User(user) => {
                 if let Some(conns) = index.by_user.get(&user) {
@@ -277,6 +284,16 @@ impl Hub {
                 }
             }
         }
+        self.record(tally);
+    }
+
+    fn record(&self, tally: Tally) {
+        self.stats
+            .deliveries
+            .fetch_add(tally.deliveries, Ordering::Relaxed);
+        self.stats
+            .slow_consumers
+            .fetch_add(tally.slow, Ordering::Relaxed);
     }
 
     /// `user.sessions_revoked`: close the user's connections opened with an older token.

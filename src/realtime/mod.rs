@@ -35,12 +35,6 @@ pub fn live_runtime() -> &'static tokio::runtime::Handle {
     .handle()
 }
 
-/// A socket accepted on the serving runtime, moved to the live runtime's reactor (call
-/// from a task on the live runtime).
-pub fn adopt(stream: std::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
-    tokio::net::TcpStream::from_std(stream)
-}
-
 /// Settings of the live side.
 #[derive(Debug, Clone)]
 pub struct RealtimeConfig {

@@ -50,7 +50,7 @@ pub enum ReadError {
     /// A message larger than the limit (close with 1009).
     TooBig,
     /// A broken frame, an unmasked client frame, or text that is not UTF-8 (close with
-    /// 1002 or 1007).
+    /// 1002).
     Protocol(&'static str),
     /// The connection ended or failed.
     Gone,
@@ -99,10 +99,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     pub async fn recv(&mut self) -> Result<Incoming, ReadError> {
         loop {
             if let Some(message) = self.parse()? {
-                if self.read.is_empty() && self.read.capacity() > 0 {
-                    // Idle most of its life: hold no read buffer between messages.
-                    self.read = BytesMut::new();
-                }
                 return Ok(message);
             }
             // Client messages are small: grow in small steps, and only when bytes come.
@@ -135,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                 *byte ^= mask[i % 4];
             }
             if self.read.is_empty() {
+                // Idle most of its life: hold no read buffer between messages.
                 self.read = BytesMut::new();
             }
             match op {

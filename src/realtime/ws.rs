@@ -85,7 +85,8 @@ async fn upgrade(
         match upgrade {
             Upgrade::Direct(direct) => {
                 let (stream, read) = direct.await.ok()?;
-                let stream = super::adopt(stream.into_std().ok()?).ok()?;
+                // Onto the live runtime's reactor, where this task runs.
+                let stream = tokio::net::TcpStream::from_std(stream.into_std().ok()?).ok()?;
                 Some(Socket::with_read(
                     Box::new(stream) as Box<dyn Io>,
                     limit,
@@ -201,10 +202,6 @@ fn expiry(exp: i64) -> Instant {
     Instant::now() + Duration::from_secs(left.max(0) as u64)
 }
 
-async fn close(socket: WebSocket, code: u16, reason: &'static str) {
-    socket.close(code, reason).await;
-}
-
 impl Connection {
     /// Registers the connection with the hub and returns its life, or the closing of a
     /// connection the hub refuses.
@@ -217,18 +214,14 @@ impl Connection {
         let registration = match hub.connect(user.id, user.role.is_staff(), user.token_version) {
             Ok(registration) => registration,
             Err(Refused::TooMany) => {
-                return Either::Right(Box::pin(close(
-                    socket,
-                    code::TOO_MANY,
-                    "too many connections for this user",
-                )));
+                return Either::Right(Box::pin(
+                    socket.close(code::TOO_MANY, "too many connections for this user"),
+                ));
             }
             Err(Refused::ShuttingDown) => {
-                return Either::Right(Box::pin(close(
-                    socket,
-                    code::GOING_AWAY,
-                    "server shutting down",
-                )));
+                return Either::Right(Box::pin(
+                    socket.close(code::GOING_AWAY, "server shutting down"),
+                ));
             }
         };
         let expires_at = expiry(user.expires_at);
@@ -319,7 +312,7 @@ impl Connection {
         };
         metrics::gauge!("tidings_connections", "transport" => "ws").decrement(1.0);
         if let End::Close(code, reason) = end {
-            Box::pin(close(self.socket, code, reason)).await;
+            Box::pin(self.socket.close(code, reason)).await;
         }
     }
 
