@@ -17,7 +17,6 @@ use sqlx::postgres::{PgConnection, PgListener};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::Event;
 use super::bus::Publisher;
 use crate::store::{Db, stream};
 
@@ -166,14 +165,7 @@ impl Relay {
     /// Numbers and publishes every committed event, a batch at a time.
     async fn drain(&self) {
         loop {
-            let claimed = async {
-                let mut tx = self.db.begin().await?;
-                let events = stream::claim(&mut tx, self.config.batch).await?;
-                tx.commit().await?;
-                Ok::<Vec<Event>, sqlx::Error>(events)
-            }
-            .await;
-            let events = match claimed {
+            let events = match stream::claim(&self.db, self.config.batch).await {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, "the relay could not claim events; retrying");

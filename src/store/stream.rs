@@ -15,45 +15,35 @@ fn sequenced(rows: Vec<EventRow>) -> Vec<Event> {
 }
 
 /// Gives the oldest unsequenced events (up to `limit`) the next contiguous seq numbers,
-/// in id order, and returns them. The counter row is locked first, so that even two
-/// relays at once (a lost advisory lock) cannot hand out one number twice.
-pub async fn claim(tx: &mut Tx, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
-    // SQLite has no row locks; its BEGIN IMMEDIATE already serialises writers.
-    let lock = match tx {
-        Tx::Postgres(_) => "select last_seq from relay_state where id = 1 for update",
-        Tx::Sqlite(_) => "select last_seq from relay_state where id = 1",
-    };
-    let last: i64 = on_tx!(tx, c => sqlx::query_scalar::<_, i64>(lock).fetch_one(c).await)?;
-    let ids: Vec<i64> = on_tx!(tx, c => {
-        sqlx::query_scalar::<_, i64>("select id from events where seq is null order by id limit $1")
-            .bind(limit)
-            .fetch_all(c)
-            .await
-    })?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let count = ids.len() as i64;
-    on_tx!(tx, c => {
-        sqlx::query("update relay_state set last_seq = $1 where id = 1")
-            .bind(last + count)
-            .execute(c)
-            .await
-            .map(|_| ())
-    })?;
-    let rows = match tx {
-        Tx::Postgres(c) => {
+/// in id order, and returns them, committed. The counter row is locked first, so that
+/// even two relays at once (a lost advisory lock) cannot hand out one number twice.
+pub async fn claim(db: &Db, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = match db {
+        // One round trip: the function `relay_claim` (migration 0004) does it all.
+        Db::Postgres(pool) => {
             sqlx::query_as::<_, EventRow>(concat!(
-                "update events e set seq = $2 + u.ord from unnest($1::bigint[]) with ordinality as u(id, ord) \
-                 where e.id = u.id returning e.",
-                "id, e.seq, e.topic, e.type, e.audience, e.user_id, e.data, e.created_at"
+                "select ",
+                event_columns!(),
+                " from relay_claim($1)"
             ))
-            .bind(&ids)
-            .bind(last)
-            .fetch_all(&mut **c)
+            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+            .fetch_all(pool)
             .await?
         }
-        Tx::Sqlite(c) => {
+        // In-process calls, not round trips; BEGIN IMMEDIATE serialises writers.
+        Db::Sqlite(..) => {
+            let mut tx = db.begin().await?;
+            let Tx::Sqlite(c) = &mut tx else {
+                unreachable!("a SQLite database begins SQLite transactions")
+            };
+            let last: i64 = sqlx::query_scalar("select last_seq from relay_state where id = 1")
+                .fetch_one(&mut **c)
+                .await?;
+            let ids: Vec<i64> =
+                sqlx::query_scalar("select id from events where seq is null order by id limit $1")
+                    .bind(limit)
+                    .fetch_all(&mut **c)
+                    .await?;
             let mut rows = Vec::with_capacity(ids.len());
             for (i, id) in ids.iter().enumerate() {
                 let row = sqlx::query_as::<_, EventRow>(concat!(
@@ -66,6 +56,13 @@ pub async fn claim(tx: &mut Tx, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
                 .await?;
                 rows.push(row);
             }
+            if !rows.is_empty() {
+                sqlx::query("update relay_state set last_seq = $1 where id = 1")
+                    .bind(last + rows.len() as i64)
+                    .execute(&mut **c)
+                    .await?;
+            }
+            tx.commit().await?;
             rows
         }
     };
