@@ -9,6 +9,7 @@
 #   SECONDS_PER_RUN=20   how long each run writes
 #   PG_ADMIN_URL   postgres://postgres@127.0.0.1:5432/postgres   REDIS_URL redis://127.0.0.1:6379
 #   ONLY="idle fanout latency orders routing storm"   a subset of the scenarios
+#   FANOUT_RATES="10 50 100", FANOUT_SSE_RATES="100"   the fan-out runs' change rates
 #   TIDINGS_BIN, TESTER_BIN, NO_BUILD=1   other binaries, unbuilt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,10 +88,12 @@ for scenario in $ONLY; do
         restart_server
         ;;
     fanout)
-        for rate in 10 50 100; do
+        for rate in ${FANOUT_RATES:-10 50 100}; do
             tester "fanout-ws-$rate" fanout --ws "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
         done
-        tester fanout-sse-100 fanout --ws 0 --sse "$(n 10000)" --users 2000 --rate 100 --duration "${RUN_SECONDS}s"
+        for rate in ${FANOUT_SSE_RATES-100}; do
+            tester "fanout-sse-$rate" fanout --ws 0 --sse "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
+        done
         ;;
     latency)
         # 1,000 subscribers and 100 changes per second, on a fresh server.
