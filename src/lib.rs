@@ -247,21 +247,24 @@ pub struct Application {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Where `tasks` run; stopped when the application is dropped.
     _pipeline: Pipeline,
+    _hub_thread: Pipeline,
 }
 
-/// The event pipeline (relay, bus subscription, hub) on a thread and runtime of its own.
+/// A part of the event pipeline on a thread and runtime of its own: the relay with the bus
+/// subscription on one, the hub on another.
 ///
-/// Why: the hub wakes one task per receiving connection, and tokio runs woken tasks in
-/// turn. On the shared runtime each of the relay's database round trips would wait behind
-/// thousands of connection writes (measured: 27 ms of relay lag at 100,000 deliveries/s on
-/// one core). On its own thread the OS scheduler runs the pipeline as soon as it is woken.
+/// Why: the hub writes to (or wakes the task of) every receiving connection, and a runtime
+/// runs one thing at a time. Sharing one, each of the relay's database round trips would
+/// wait behind thousands of connection writes (measured: 27 ms of relay lag at 100,000
+/// deliveries/s on one core). On threads of their own, the OS scheduler runs the relay as
+/// soon as it is woken, even while the hub is in the middle of a fan-out.
 struct Pipeline {
     handle: tokio::runtime::Handle,
     stop: CancellationToken,
 }
 
 impl Pipeline {
-    fn start() -> anyhow::Result<Pipeline> {
+    fn start(name: &str) -> anyhow::Result<Pipeline> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -270,7 +273,7 @@ impl Pipeline {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         std::thread::Builder::new()
-            .name("tidings-pipeline".into())
+            .name(name.into())
             .spawn(move || {
                 runtime.block_on(stopped.cancelled());
                 runtime.shutdown_timeout(Duration::from_secs(1));
@@ -294,7 +297,8 @@ impl Application {
         db.migrate().await?;
         let tokens = TokenKeys::load(&config)?;
         let background = CancellationToken::new();
-        let pipeline = Pipeline::start()?;
+        let pipeline = Pipeline::start("tidings-pipeline")?;
+        let hub_thread = Pipeline::start("tidings-hub")?;
         let bus = match &config.redis_url {
             // Built on the pipeline's thread, so that its subscription task runs there.
             Some(url) => {
@@ -325,7 +329,7 @@ impl Application {
             prune_every: Duration::from_secs(60),
         };
         let tasks = vec![
-            pipeline
+            hub_thread
                 .handle
                 .spawn(hub.clone().run(bus.batches, bus.health.clone())),
             pipeline.handle.spawn(relay::run(
@@ -357,6 +361,7 @@ impl Application {
             background,
             tasks,
             _pipeline: pipeline,
+            _hub_thread: hub_thread,
         })
     }
 

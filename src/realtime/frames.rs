@@ -19,6 +19,9 @@ pub struct PreparedEvent {
     pub at: chrono::DateTime<chrono::Utc>,
     /// The envelope, as a WebSocket text frame's payload.
     pub ws: Utf8Bytes,
+    /// The whole WebSocket text frame: server frames are not masked, so every connection
+    /// is sent these same bytes.
+    pub ws_frame: Bytes,
     /// `id:`, `event:` and `data:` lines of a Server-Sent Event.
     pub sse: Bytes,
 }
@@ -48,11 +51,13 @@ impl PreparedEvent {
         };
         let json = serde_json::to_string(&envelope).expect("an envelope always serialises");
         let sse = format!("id: {}\nevent: {}\ndata: {json}\n\n", event.seq, event.kind);
+        let ws_frame = super::wire::text_frame(json.as_bytes());
         Arc::new(PreparedEvent {
             seq: event.seq,
             topic: event.topic,
             at: event.at,
             ws: Utf8Bytes::from(json),
+            ws_frame: Bytes::from(ws_frame),
             sse: Bytes::from(sse),
         })
     }
@@ -104,6 +109,8 @@ mod tests {
             json!({"seq": 1042, "topic": "orders", "type": "order.status_changed",
                    "at": "2026-11-22T10:00:00.123456Z", "data": {"order_id": "o1", "status": "shipped"}})
         );
+        assert_eq!(frame.ws_frame[0], 0x81, "a final text frame");
+        assert!(frame.ws_frame.ends_with(frame.ws.as_bytes()));
         assert_eq!(
             std::str::from_utf8(&frame.sse).unwrap(),
             format!(

@@ -5,7 +5,8 @@
 //! database first, and while the bus is degraded it reads new events from the database
 //! on a short timer. Each event is encoded once (see `frames`) and a shared handle is
 //! pushed into the mailbox of every connection entitled to it, found through an index by
-//! topic and audience, so a per-user event never scans every connection.
+//! topic and audience, so a per-user event never scans every connection. A push to an
+//! idle WebSocket writes to its socket there and then (see `mailbox`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -74,16 +75,22 @@ pub struct HubConfig {
     pub safety_poll: Duration,
 }
 
-/// What one routing step queued, counted once into [`HubStats`].
+/// What one routing step queued or wrote, counted once into [`HubStats`].
 #[derive(Default)]
 struct Tally {
     deliveries: u64,
+    /// Deliveries the hub wrote to the socket itself.
+    written: u64,
     slow: u64,
 }
 
 impl Tally {
     fn count(&mut self, pushed: Pushed, frames: usize) {
         match pushed {
+            Pushed::Written => {
+                self.deliveries += frames as u64;
+                self.written += frames as u64;
+            }
             Pushed::Queued => self.deliveries += frames as u64,
             Pushed::Overflowed => self.slow += 1,
             Pushed::Closed => {}
@@ -209,82 +216,54 @@ impl Hub {
 
     /// Routes events that follow the last delivered one without a gap; the caller has
     /// checked the order.
+    ///
+    /// The receiving connections are looked up under the registry's lock and the lock is
+    /// let go before anything is pushed: pushing may write to sockets, which for thousands
+    /// of connections takes long enough to hold up every connection opening meanwhile.
     fn route(&self, events: &[Event]) {
-        let registry = self.registry.read().expect("hub lock");
         let mut rest = events;
         while let Some(event) = rest.first() {
-            let routed = if event.topic == Topic::System {
-                self.apply_system(&registry, event);
-                1
-            } else if event.audience == Audience::Everyone {
-                // A run of events for everyone on one topic goes to each connection with
-                // one lock and one wakeup: its writer then sends the run in one write.
-                let run = rest
-                    .iter()
+            // A run of events for everyone on one topic goes to each connection at once:
+            // one lock, and one write for the run.
+            let run = if event.topic != Topic::System && event.audience == Audience::Everyone {
+                rest.iter()
                     .take_while(|e| e.topic == event.topic && e.audience == Audience::Everyone)
-                    .count();
-                self.route_to_everyone(&registry, &rest[..run]);
-                run
+                    .count()
             } else {
-                self.route_one(&registry, event);
                 1
             };
-            let (done, later) = rest.split_at(routed);
-            let last = done.last().expect("at least one event routed");
-            self.last_seq.store(last.seq, Ordering::Release);
-            self.stats
-                .events
-                .fetch_add(routed as u64, Ordering::Relaxed);
+            let (done, later) = rest.split_at(run);
+            let targets = {
+                let registry = self.registry.read().expect("hub lock");
+                let targets = if event.topic == Topic::System {
+                    self.apply_system(&registry, event);
+                    Vec::new()
+                } else {
+                    receivers(&registry, event)
+                };
+                // Set before the lock is let go: a connection that subscribes from now on is
+                // live from after these events, and replays them if it asked to resume.
+                let last = done.last().expect("at least one event routed");
+                self.last_seq.store(last.seq, Ordering::Release);
+                targets
+            };
+            if !targets.is_empty() {
+                let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
+                let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+                let mut tally = Tally::default();
+                for mailbox in &targets {
+                    let pushed = mailbox.push_all(&frames);
+                    if pushed == Pushed::Written {
+                        let since = chrono::Utc::now() - frames[0].at;
+                        lag.record(since.to_std().unwrap_or_default().as_secs_f64());
+                    }
+                    tally.count(pushed, frames.len());
+                }
+                self.record(tally);
+            }
+            self.stats.events.fetch_add(run as u64, Ordering::Relaxed);
             rest = later;
         }
-    }
-
-    /// Events of one topic, all for everyone subscribed to it.
-    fn route_to_everyone(&self, registry: &Registry, events: &[Event]) {
-        let index = &registry.topics[slot(events[0].topic)];
-        if index.everyone.is_empty() {
-            return;
-        }
-        let frames: Vec<Frame> = events.iter().map(PreparedEvent::encode).collect();
-        let mut tally = Tally::default();
-        for mailbox in index.everyone.values() {
-            tally.count(mailbox.push_all(&frames), frames.len());
-        }
-        self.record(tally);
-    }
-
-    /// One event for a staff or per-user audience (events for everyone go in runs through
-    /// [`Self::route_to_everyone`]).
-    fn route_one(&self, registry: &Registry, event: &Event) {
-        let index = &registry.topics[slot(event.topic)];
-        let mut frame: Option<Frame> = None;
-        let mut tally = Tally::default();
-        let mut send = |mailbox: &Arc<Mailbox>| {
-            let frame = frame.get_or_insert_with(|| PreparedEvent::encode(event));
-            tally.count(mailbox.push(frame.clone()), 1);
-        };
-        match event.audience {
-            Audience::Everyone => {
-                return self.route_to_everyone(registry, std::slice::from_ref(event));
-            }
-            Audience::Staff => index.staff.values().for_each(&mut send),
-            Audience::User(user) => {
-                if let Some(conns) = index.by_user.get(&user) {
-                    conns.values().for_each(|(mailbox, _)| send(mailbox));
-                }
-            }
-            Audience::UserAndStaff(user) => {
-                index.staff.values().for_each(&mut send);
-                if let Some(conns) = index.by_user.get(&user) {
-                    // The user's staff connections were served with the staff.
-                    conns
-                        .values()
-                        .filter(|(_, is_staff)| !is_staff)
-                        .for_each(|(mailbox, _)| send(mailbox));
-                }
-            }
-        }
-        self.record(tally);
     }
 
     fn record(&self, tally: Tally) {
@@ -294,6 +273,10 @@ impl Hub {
         self.stats
             .slow_consumers
             .fetch_add(tally.slow, Ordering::Relaxed);
+        if tally.written > 0 {
+            metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
+                .increment(tally.written);
+        }
     }
 
     /// `user.sessions_revoked`: close the user's connections opened with an older token.
@@ -509,6 +492,35 @@ impl Registration {
             conn.token_version.store(version, Ordering::Release);
         }
     }
+}
+
+/// The mailboxes of the connections entitled to `event` (and to the run of events for
+/// everyone on its topic that it begins).
+fn receivers(registry: &Registry, event: &Event) -> Vec<Arc<Mailbox>> {
+    let index = &registry.topics[slot(event.topic)];
+    let mut targets = Vec::new();
+    match event.audience {
+        Audience::Everyone => targets.extend(index.everyone.values().cloned()),
+        Audience::Staff => targets.extend(index.staff.values().cloned()),
+        Audience::User(user) => {
+            if let Some(conns) = index.by_user.get(&user) {
+                targets.extend(conns.values().map(|(mailbox, _)| mailbox.clone()));
+            }
+        }
+        Audience::UserAndStaff(user) => {
+            targets.extend(index.staff.values().cloned());
+            if let Some(conns) = index.by_user.get(&user) {
+                // The user's staff connections were served with the staff.
+                targets.extend(
+                    conns
+                        .values()
+                        .filter(|(_, is_staff)| !is_staff)
+                        .map(|(mailbox, _)| mailbox.clone()),
+                );
+            }
+        }
+    }
+    targets
 }
 
 fn remove_from(index: &mut TopicIndex, id: ConnId, user: Uuid) {

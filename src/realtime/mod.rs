@@ -6,6 +6,7 @@ pub mod hub;
 pub mod mailbox;
 pub mod replay;
 pub mod sse;
+pub mod tcp;
 pub mod wire;
 pub mod ws;
 

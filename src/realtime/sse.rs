@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use super::auth::StreamUser;
 use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
-use super::mailbox::Closed;
+use super::mailbox::{Batch, Closed};
 use super::replay::{self, Resume};
 use crate::AppState;
 use crate::api::extract::Query;
@@ -248,7 +248,7 @@ impl Stream {
                     let mailbox = self.registration.mailbox().clone();
                     tokio::select! {
                         frames = mailbox.take() => match frames {
-                            Ok(frames) => {
+                            Ok(Batch { frames, .. }) => {
                                 let mut chunk = BytesMut::new();
                                 for frame in frames.iter().filter(|f| f.seq > self.skip_through) {
                                     chunk.extend_from_slice(&frame.sse);

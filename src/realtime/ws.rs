@@ -5,9 +5,9 @@
 //! token expires, the user's sessions are revoked, the queue overflows or the server
 //! shuts down, each with its close code. The framing is [`super::wire`].
 
-use std::time::Duration;
-
+use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 use utoipa_axum::router::OpenApiRouter;
@@ -29,8 +30,9 @@ use utoipa_axum::routes;
 use super::auth::StreamUser;
 use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
-use super::mailbox::Closed;
+use super::mailbox::{Batch, Closed};
 use super::replay::{self, Resume};
+use super::tcp::SharedTcp;
 use super::wire::{Incoming, ReadError, Socket};
 use crate::AppState;
 use crate::auth::{CurrentUser, authenticate};
@@ -87,16 +89,18 @@ async fn upgrade(
                 let (stream, read) = direct.await.ok()?;
                 // Onto the live runtime's reactor, where this task runs.
                 let stream = tokio::net::TcpStream::from_std(stream.into_std().ok()?).ok()?;
-                Some(Socket::with_read(
-                    Box::new(stream) as Box<dyn Io>,
+                let stream = Arc::new(stream);
+                let socket = Socket::with_read(
+                    Box::new(SharedTcp(stream.clone())) as Box<dyn Io>,
                     limit,
                     read,
-                ))
+                );
+                Some((socket, Some(stream)))
             }
             Upgrade::Hyper(hyper) => match hyper.await {
-                Ok(upgraded) => Some(Socket::new(
-                    Box::new(TokioIo::new(upgraded)) as Box<dyn Io>,
-                    limit,
+                Ok(upgraded) => Some((
+                    Socket::new(Box::new(TokioIo::new(upgraded)) as Box<dyn Io>, limit),
+                    None,
                 )),
                 Err(e) => {
                     tracing::debug!(error = %e, "the WebSocket upgrade failed");
@@ -108,7 +112,7 @@ async fn upgrade(
     // `then`, not one async block: the task holds either the upgrade or the connection,
     // never both, so an idle connection's task is no larger than its loop.
     super::live_runtime().spawn(socket.then(move |socket| match socket {
-        Some(socket) => Connection::open(state, user, socket),
+        Some((socket, stream)) => Connection::open(state, user, socket, stream),
         None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
     }));
     Ok(Response::builder()
@@ -184,17 +188,7 @@ struct Connection {
     user: CurrentUser,
     registration: Registration,
     socket: WebSocket,
-    /// Per subscribable topic: live events up to this seq were already sent (a client that
-    /// resumed from a seq this instance's hub had not reached yet).
-    skip_through: [i64; Topic::SUBSCRIBABLE.len()],
     expires_at: Instant,
-}
-
-fn slot(topic: Topic) -> usize {
-    Topic::SUBSCRIBABLE
-        .iter()
-        .position(|t| *t == topic)
-        .unwrap_or(0)
 }
 
 fn expiry(exp: i64) -> Instant {
@@ -209,6 +203,7 @@ impl Connection {
         state: AppState,
         user: CurrentUser,
         socket: WebSocket,
+        stream: Option<Arc<TcpStream>>,
     ) -> Either<impl Future<Output = ()>, BoxFuture<'static, ()>> {
         let hub = &state.realtime.hub;
         let registration = match hub.connect(user.id, user.role.is_staff(), user.token_version) {
@@ -224,17 +219,27 @@ impl Connection {
                 ));
             }
         };
+        if let Some(stream) = stream {
+            registration.mailbox().write_directly_to(stream);
+        }
         let expires_at = expiry(user.expires_at);
         let connection = Connection {
             state,
             user,
             registration,
             socket,
-            skip_through: [0; 3],
             expires_at,
         };
         Either::Left(connection.run())
     }
+}
+
+/// What woke a connection's task.
+enum Woke {
+    Queued(Result<Batch, Closed>),
+    Message(Result<Incoming, ReadError>),
+    Expired,
+    Ping,
 }
 
 /// How a connection ended, for its close frame.
@@ -261,20 +266,40 @@ impl Connection {
                 expiry.as_mut().reset(self.expires_at);
             }
             let mailbox = self.registration.mailbox().clone();
-            tokio::select! {
-                frames = mailbox.take() => match frames {
-                    Ok(frames) => {
-                        // This and every other action below is boxed: the task of an idle
-                        // connection is then sized for waiting, not for its largest action.
-                        if Box::pin(self.write(&frames, idle_timeout)).await.is_err() {
-                            break End::Gone;
-                        }
+            let woke = tokio::select! {
+                batch = mailbox.take() => Woke::Queued(batch),
+                message = self.socket.recv() => Woke::Message(message),
+                () = &mut expiry => Woke::Expired,
+                _ = ping.tick() => Woke::Ping,
+            };
+            if !matches!(woke, Woke::Queued(_)) {
+                // While the task waited, the hub may have been writing to the socket: take it
+                // back, finishing any frame the hub began, before writing anything else.
+                if Box::pin(self.claim()).await.is_err() {
+                    break End::Gone;
+                }
+            }
+            // Every action below is boxed: the task of an idle connection is then sized for
+            // waiting, not for its largest action.
+            match woke {
+                Woke::Queued(Ok(batch)) => {
+                    if Box::pin(self.write(&batch, idle_timeout)).await.is_err() {
+                        break End::Gone;
                     }
-                    Err(Closed::SlowConsumer) => break End::Close(code::SLOW_CONSUMER, "slow consumer: resume from your last seq"),
-                    Err(Closed::Revoked) => break End::Close(code::UNAUTHORIZED, "session revoked"),
-                    Err(Closed::Shutdown) => break End::Close(code::GOING_AWAY, "server shutting down"),
-                },
-                message = self.socket.recv() => {
+                }
+                Woke::Queued(Err(Closed::SlowConsumer)) => {
+                    break End::Close(
+                        code::SLOW_CONSUMER,
+                        "slow consumer: resume from your last seq",
+                    );
+                }
+                Woke::Queued(Err(Closed::Revoked)) => {
+                    break End::Close(code::UNAUTHORIZED, "session revoked");
+                }
+                Woke::Queued(Err(Closed::Shutdown)) => {
+                    break End::Close(code::GOING_AWAY, "server shutting down");
+                }
+                Woke::Message(message) => {
                     last_heard = Instant::now();
                     match message {
                         Ok(Incoming::Text(text)) => {
@@ -283,7 +308,12 @@ impl Connection {
                             }
                         }
                         Ok(Incoming::Binary) => {
-                            if Box::pin(self.send_error("bad_message", "messages are JSON text frames")).await.is_err() {
+                            if Box::pin(
+                                self.send_error("bad_message", "messages are JSON text frames"),
+                            )
+                            .await
+                            .is_err()
+                            {
                                 break End::Gone;
                             }
                         }
@@ -294,13 +324,15 @@ impl Connection {
                         }
                         Ok(Incoming::Pong) => {}
                         Ok(Incoming::Close) => break End::Close(code::NORMAL, ""),
-                        Err(ReadError::TooBig) => break End::Close(code::TOO_BIG, "message too big"),
+                        Err(ReadError::TooBig) => {
+                            break End::Close(code::TOO_BIG, "message too big");
+                        }
                         Err(ReadError::Protocol(why)) => break End::Close(code::PROTOCOL, why),
                         Err(ReadError::Gone) => break End::Gone,
                     }
                 }
-                () = &mut expiry => break End::Close(code::UNAUTHORIZED, "token expired"),
-                _ = ping.tick() => {
+                Woke::Expired => break End::Close(code::UNAUTHORIZED, "token expired"),
+                Woke::Ping => {
                     if last_heard.elapsed() > idle_timeout {
                         break End::Gone;
                     }
@@ -312,28 +344,33 @@ impl Connection {
         };
         metrics::gauge!("tidings_connections", "transport" => "ws").decrement(1.0);
         if let End::Close(code, reason) = end {
-            Box::pin(self.socket.close(code, reason)).await;
+            Box::pin(async move {
+                // The rest of a frame the hub began goes out before the close frame.
+                if self.claim().await.is_ok() {
+                    self.socket.close(code, reason).await;
+                }
+            })
+            .await;
         }
     }
 
-    /// Writes frames as one batch, in one write. A peer that takes no bytes for `limit` is
-    /// gone: without the bound a stalled reader would hold this task forever. The timer is
-    /// armed only when the socket cannot take the batch at once, which is rare.
-    async fn write(
-        &mut self,
-        frames: &std::collections::VecDeque<std::sync::Arc<PreparedEvent>>,
-        limit: Duration,
-    ) -> std::io::Result<()> {
-        let skip = self.skip_through;
-        let payloads = frames
-            .iter()
-            .filter(move |f| f.seq > skip[slot(f.topic)])
-            .map(|f| f.ws.as_str().as_bytes());
-        let count = payloads.clone().count();
-        if count == 0 {
-            return Ok(());
+    /// Takes the socket back from the hub and writes the rest of any frame it began.
+    async fn claim(&mut self) -> std::io::Result<()> {
+        match self.registration.mailbox().claim() {
+            Some(rest) => self.socket.write(&rest).await,
+            None => Ok(()),
         }
-        let write = self.socket.send_texts(payloads);
+    }
+
+    /// Writes a batch, in one write. A peer that takes no bytes for `limit` is gone:
+    /// without the bound a stalled reader would hold this task forever. The timer is armed
+    /// only when the socket cannot take the batch at once, which is rare.
+    async fn write(&mut self, batch: &Batch, limit: Duration) -> std::io::Result<()> {
+        let frames = batch.frames.iter().enumerate().map(|(i, f)| {
+            let from = if i == 0 { batch.written } else { 0 };
+            &f.ws_frame[from..]
+        });
+        let write = self.socket.send_frames(frames);
         tokio::pin!(write);
         match futures::poll!(write.as_mut()) {
             Poll::Ready(written) => written?,
@@ -341,9 +378,9 @@ impl Connection {
                 .await
                 .map_err(|_| std::io::ErrorKind::TimedOut)??,
         }
-        super::frames::record_delivery_lag(frames, "ws");
+        super::frames::record_delivery_lag(&batch.frames, "ws");
         metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
-            .increment(count as u64);
+            .increment(batch.frames.len() as u64);
         Ok(())
     }
 
@@ -450,7 +487,7 @@ impl Connection {
                 Ok(Resume::From(since)) => {
                     if since > live_from {
                         for topic in &new {
-                            self.skip_through[slot(*topic)] = since;
+                            self.registration.mailbox().skip_through(*topic, since);
                         }
                     }
                     if let Err(e) = self.replay(&new, since, live_from).await {
