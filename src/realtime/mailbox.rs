@@ -379,13 +379,14 @@ mod tests {
         let (server, mut client) = pair().await;
         let mailbox = Mailbox::new(1 << 20);
         mailbox.write_directly_to(server.clone());
-        let waiting = mailbox.take();
-        tokio::pin!(waiting);
-        assert!(futures::poll!(waiting.as_mut()).is_pending());
-        // One frame larger than the socket takes at once.
+        // One frame larger than the socket takes at once, pushed while the writer waits.
         let big = ws_frame(1, 1 << 20, 7);
-        assert_eq!(mailbox.push(big.clone()), Pushed::Queued);
-        drop(waiting);
+        {
+            let waiting = mailbox.take();
+            tokio::pin!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            assert_eq!(mailbox.push(big.clone()), Pushed::Queued);
+        }
         mailbox.close(Closed::Shutdown);
         assert_eq!(mailbox.take().await.unwrap_err(), Closed::Shutdown);
         let rest = mailbox.claim().expect("the rest of the begun frame");
