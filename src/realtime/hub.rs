@@ -25,6 +25,9 @@ use crate::store::{Db, stream};
 /// Events read from the database per query when catching up.
 const CATCH_UP_BATCH: i64 = 1000;
 
+/// Pushes between two offers of the hub's thread to others (see [`Hub::route`]).
+const YIELD_EVERY: usize = 128;
+
 /// Identifies one connection in the hub.
 pub type ConnId = u64;
 
@@ -251,7 +254,12 @@ impl Hub {
                 let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
                 let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
                 let mut tally = Tally::default();
-                for mailbox in &targets {
+                for (i, mailbox) in targets.iter().enumerate() {
+                    if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                        // A fan-out to thousands takes tens of milliseconds of one core; let
+                        // the threads that commit and relay the next change run meanwhile.
+                        std::thread::yield_now();
+                    }
                     let pushed = mailbox.push_all(&frames);
                     if pushed == Pushed::Written {
                         let since = chrono::Utc::now() - frames[0].at;
