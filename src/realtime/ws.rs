@@ -344,13 +344,15 @@ impl Connection {
         };
         metrics::gauge!("tidings_connections", "transport" => "ws").decrement(1.0);
         if let End::Close(code, reason) = end {
-            Box::pin(async move {
+            // Bounded: a client that stopped reading (a slow consumer, say) would otherwise
+            // hold its task and socket for as long as it keeps its connection open.
+            let close = Box::pin(async move {
                 // The rest of a frame the hub began goes out before the close frame.
                 if self.claim().await.is_ok() {
                     self.socket.close(code, reason).await;
                 }
-            })
-            .await;
+            });
+            let _ = tokio::time::timeout(idle_timeout, close).await;
         }
     }
 
