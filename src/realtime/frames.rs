@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use chrono::SecondsFormat;
 use serde::Serialize;
@@ -17,10 +16,8 @@ pub struct PreparedEvent {
     pub topic: Topic,
     /// When the change was committed, for the delivery lag metric.
     pub at: chrono::DateTime<chrono::Utc>,
-    /// The envelope, as a WebSocket text frame's payload.
-    pub ws: Utf8Bytes,
-    /// The whole WebSocket text frame: server frames are not masked, so every connection
-    /// is sent these same bytes.
+    /// The envelope as a whole WebSocket text frame: server frames are not masked, so every
+    /// connection is sent these same bytes.
     pub ws_frame: Bytes,
     /// `id:`, `event:` and `data:` lines of a Server-Sent Event.
     pub sse: Bytes,
@@ -56,10 +53,15 @@ impl PreparedEvent {
             seq: event.seq,
             topic: event.topic,
             at: event.at,
-            ws: Utf8Bytes::from(json),
             ws_frame: Bytes::from(ws_frame),
             sse: Bytes::from(sse),
         })
+    }
+
+    /// Seconds from the commit of this event to now.
+    pub fn lag_seconds(&self) -> f64 {
+        let lag = chrono::Utc::now() - self.at;
+        lag.to_std().unwrap_or_default().as_secs_f64()
     }
 
     /// The size counted against a mailbox's limit.
@@ -79,9 +81,8 @@ pub fn record_delivery_lag<'a>(
     transport: &'static str,
 ) {
     if let Some(first) = frames.into_iter().next() {
-        let lag = (chrono::Utc::now() - first.at).to_std().unwrap_or_default();
         metrics::histogram!("tidings_delivery_lag_seconds", "transport" => transport)
-            .record(lag.as_secs_f64());
+            .record(first.lag_seconds());
     }
 }
 
@@ -103,20 +104,22 @@ mod tests {
             data: json!({"order_id": "o1", "status": "shipped"}),
         };
         let frame = PreparedEvent::encode(&event);
-        let envelope: serde_json::Value = serde_json::from_str(frame.ws.as_str()).unwrap();
+        // A text frame with a 16-bit length: the payload follows 4 bytes of header.
+        assert_eq!(frame.ws_frame[..2], [0x81, 126]);
+        let json = std::str::from_utf8(&frame.ws_frame[4..]).unwrap();
+        let envelope: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(
             envelope,
             json!({"seq": 1042, "topic": "orders", "type": "order.status_changed",
                    "at": "2026-11-22T10:00:00.123456Z", "data": {"order_id": "o1", "status": "shipped"}})
         );
-        assert_eq!(frame.ws_frame[0], 0x81, "a final text frame");
-        assert!(frame.ws_frame.ends_with(frame.ws.as_bytes()));
+        assert_eq!(
+            usize::from(u16::from_be_bytes([frame.ws_frame[2], frame.ws_frame[3]])),
+            json.len()
+        );
         assert_eq!(
             std::str::from_utf8(&frame.sse).unwrap(),
-            format!(
-                "id: 1042\nevent: order.status_changed\ndata: {}\n\n",
-                frame.ws.as_str()
-            )
+            format!("id: 1042\nevent: order.status_changed\ndata: {}\n\n", json)
         );
     }
 }

@@ -262,8 +262,7 @@ impl Hub {
                     }
                     let pushed = mailbox.push_all(&frames);
                     if pushed == Pushed::Written {
-                        let since = chrono::Utc::now() - frames[0].at;
-                        lag.record(since.to_std().unwrap_or_default().as_secs_f64());
+                        lag.record(frames[0].lag_seconds());
                     }
                     tally.count(pushed, frames.len());
                 }

@@ -239,7 +239,6 @@ mod tests {
             seq: 1,
             topic: crate::events::Topic::Orders,
             at: chrono::Utc::now(),
-            ws: axum::extract::ws::Utf8Bytes::from_static(""),
             ws_frame: bytes::Bytes::new(),
             sse: bytes::Bytes::from(vec![b'x'; n]),
         })
@@ -295,7 +294,6 @@ mod tests {
             seq,
             topic: crate::events::Topic::Inventory,
             at: chrono::Utc::now(),
-            ws: axum::extract::ws::Utf8Bytes::from_static(""),
             ws_frame: bytes::Bytes::from(vec![byte; n]),
             sse: bytes::Bytes::from(vec![byte; n]),
         })

@@ -88,16 +88,15 @@ pub struct Unwritten {
     pub offset: usize,
 }
 
-/// Writes as much of `items` (each as `bytes` gives it) as the socket takes now, in one
-/// system call per 64 items, never waiting. `None` when all was written. An error leaves
+/// Writes as much of `chunks` (each as `bytes` gives it) as the socket takes now, in one
+/// system call per 64 chunks, never waiting. `None` when all was written. An error leaves
 /// everything after the last byte written unwritten; the connection's task meets the
 /// error on its own next write.
 pub fn write_now<T>(
     stream: &TcpStream,
-    items: &[T],
+    chunks: &[T],
     bytes: impl Fn(&T) -> &[u8],
 ) -> Option<Unwritten> {
-    let chunks = items;
     const AT_ONCE: usize = 64;
     let mut at = Unwritten {
         index: 0,

@@ -531,7 +531,7 @@ impl Connection {
             let full = events.len() as i64 == replay::PAGE;
             let frames: Vec<_> = events.iter().map(PreparedEvent::encode).collect();
             self.socket
-                .send_texts(frames.iter().map(|f| f.ws.as_str().as_bytes()))
+                .send_frames(frames.iter().map(|f| &f.ws_frame[..]))
                 .await?;
             if !full {
                 return Ok(());
