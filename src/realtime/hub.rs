@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ use crate::store::{Db, stream};
 /// Events read from the database per query when catching up.
 const CATCH_UP_BATCH: i64 = 1000;
 
-/// Pushes between two offers of the hub's thread to others (see [`Hub::route`]).
+/// Pushes between two offers of the hub's thread to others (see [`Hub::fan_out`]).
 const YIELD_EVERY: usize = 128;
 
 /// Identifies one connection in the hub.
@@ -101,6 +101,73 @@ impl Tally {
     }
 }
 
+/// Deliveries routed but not yet pushed: the fan-out in progress. An event routed while
+/// it runs joins the push of each receiving connection it has not reached yet, so under
+/// load the connections at the end of a long fan-out get both events in one write instead
+/// of waiting for a second fan-out.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Each push to make, in order: a connection and the index of its frames in `runs`.
+    pushes: Vec<(Arc<Mailbox>, usize)>,
+    /// How many of `pushes` are done.
+    done: usize,
+    /// The frames of each push; a run merged into an earlier one gets a run of its own.
+    runs: Vec<Vec<Frame>>,
+    /// Where each connection's last push sits in `pushes`, by the mailbox's address.
+    last_push: HashMap<usize, usize>,
+}
+
+impl Pending {
+    /// Queues `frames` for each of `targets`, after whatever is queued for it already.
+    fn add(&mut self, frames: Vec<Frame>, targets: Vec<Arc<Mailbox>>) {
+        let fresh = self.runs.len();
+        self.runs.push(frames);
+        // The run each pending run became with these frames after it.
+        let mut merged: HashMap<usize, usize> = HashMap::new();
+        for mailbox in targets {
+            let key = Arc::as_ptr(&mailbox) as usize;
+            match self.last_push.get(&key) {
+                Some(&at) if at >= self.done => {
+                    let before = self.pushes[at].1;
+                    let run = *merged.entry(before).or_insert_with(|| {
+                        let mut joined = self.runs[before].clone();
+                        joined.extend(self.runs[fresh].iter().cloned());
+                        self.runs.push(joined);
+                        self.runs.len() - 1
+                    });
+                    self.pushes[at].1 = run;
+                }
+                _ => {
+                    self.last_push.insert(key, self.pushes.len());
+                    self.pushes.push((mailbox, fresh));
+                }
+            }
+        }
+    }
+
+    /// Makes up to `count` of the pushes; false once none is left.
+    fn push_some(&mut self, count: usize, tally: &mut Tally, lag: &metrics::Histogram) -> bool {
+        let end = (self.done + count).min(self.pushes.len());
+        for (mailbox, run) in &self.pushes[self.done..end] {
+            let frames = &self.runs[*run];
+            let pushed = mailbox.push_all(frames);
+            if pushed == Pushed::Written {
+                lag.record(frames[0].lag_seconds());
+            }
+            tally.count(pushed, frames.len());
+        }
+        self.done = end;
+        if self.done == self.pushes.len() {
+            self.pushes.clear();
+            self.runs.clear();
+            self.last_push.clear();
+            self.done = 0;
+            return false;
+        }
+        true
+    }
+}
+
 /// Counters the metrics endpoint reads.
 #[derive(Debug, Default)]
 pub struct HubStats {
@@ -114,6 +181,8 @@ pub struct HubStats {
 #[derive(Debug)]
 pub struct Hub {
     registry: RwLock<Registry>,
+    /// What is routed and not yet pushed; only the delivery loop touches it.
+    pending: Mutex<Pending>,
     /// The last seq delivered; every event up to it has been routed.
     last_seq: AtomicI64,
     db: Db,
@@ -137,6 +206,7 @@ impl Hub {
     pub fn new(db: Db, config: HubConfig, last_seq: i64) -> Arc<Hub> {
         Arc::new(Hub {
             registry: RwLock::new(Registry::default()),
+            pending: Mutex::new(Pending::default()),
             last_seq: AtomicI64::new(last_seq),
             db,
             config,
@@ -217,8 +287,9 @@ impl Hub {
         }
     }
 
-    /// Routes events that follow the last delivered one without a gap; the caller has
-    /// checked the order.
+    /// Routes events that follow the last delivered one without a gap (the caller has
+    /// checked the order): finds who receives each and adds the pushes to the fan-out in
+    /// progress, which [`Hub::fan_out`] makes.
     ///
     /// The receiving connections are looked up under the registry's lock and the lock is
     /// let go before anything is pushed: pushing may write to sockets, which for thousands
@@ -236,6 +307,11 @@ impl Hub {
                 1
             };
             let (done, later) = rest.split_at(run);
+            if event.topic == Topic::System {
+                // What was routed before a revocation reaches its connections before it
+                // closes them.
+                self.push_pending();
+            }
             let targets = {
                 let registry = self.registry.read().expect("hub lock");
                 let targets = if event.topic == Topic::System {
@@ -252,24 +328,47 @@ impl Hub {
             };
             if !targets.is_empty() {
                 let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
-                let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
-                let mut tally = Tally::default();
-                for (i, mailbox) in targets.iter().enumerate() {
-                    if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                        // A fan-out to thousands takes tens of milliseconds of one core; let
-                        // the threads that commit and relay the next change run meanwhile.
-                        std::thread::yield_now();
-                    }
-                    let pushed = mailbox.push_all(&frames);
-                    if pushed == Pushed::Written {
-                        lag.record(frames[0].lag_seconds());
-                    }
-                    tally.count(pushed, frames.len());
-                }
-                self.record(tally);
+                self.pending
+                    .lock()
+                    .expect("pending lock")
+                    .add(frames, targets);
             }
             self.stats.events.fetch_add(run as u64, Ordering::Relaxed);
             rest = later;
+        }
+    }
+
+    /// Makes the next pushes of the fan-out in progress; false once none is left.
+    fn push_some(&self) -> bool {
+        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let mut tally = Tally::default();
+        let more =
+            self.pending
+                .lock()
+                .expect("pending lock")
+                .push_some(YIELD_EVERY, &mut tally, &lag);
+        self.record(tally);
+        more
+    }
+
+    /// Makes every push routed so far.
+    fn push_pending(&self) {
+        while self.push_some() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Makes the pushes routed so far, taking in what the bus brings meanwhile: an event
+    /// that arrives mid-way joins the pushes of the connections not yet reached.
+    async fn fan_out(&self, batches: &mut mpsc::Receiver<Vec<Event>>) {
+        while self.push_some() {
+            // A fan-out to thousands takes tens of milliseconds of one core; let the
+            // threads that commit and relay the next change run meanwhile.
+            std::thread::yield_now();
+            let events = take_waiting(batches, Vec::new());
+            if !events.is_empty() {
+                self.deliver(events).await;
+            }
         }
     }
 
@@ -307,7 +406,7 @@ impl Hub {
 
     /// Delivers a batch from the bus: duplicates are skipped, and a gap is filled from
     /// the database before anything after it is delivered.
-    pub async fn deliver(&self, mut events: Vec<Event>) {
+    async fn deliver(&self, mut events: Vec<Event>) {
         events.sort_by_key(|e| e.seq);
         let mut start = 0;
         while start < events.len() {
@@ -343,7 +442,7 @@ impl Hub {
 
     /// Reads and delivers events from the database after the last delivered one, up to
     /// `upto` (or to the end).
-    pub async fn catch_up(&self, upto: Option<i64>) {
+    async fn catch_up(&self, upto: Option<i64>) {
         loop {
             let last = self.last_seq();
             if upto.is_some_and(|upto| last >= upto) {
@@ -399,24 +498,28 @@ impl Hub {
         loop {
             tokio::select! {
                 batch = batches.recv() => match batch {
-                    Some(mut events) => {
-                        // Whatever else arrived meanwhile goes out with it: the busier
-                        // the hub, the more events each connection's write carries.
-                        while events.len() < CATCH_UP_BATCH as usize {
-                            match batches.try_recv() {
-                                Ok(more) => events.extend(more),
-                                Err(_) => break,
-                            }
-                        }
-                        self.deliver(events).await
-                    }
+                    // Whatever else arrived meanwhile goes out with it: the busier the
+                    // hub, the more events each connection's write carries.
+                    Some(events) => self.deliver(take_waiting(&mut batches, events)).await,
                     None => return,
                 },
                 _ = degraded.tick(), if !health.is_up() => self.catch_up(None).await,
                 _ = safety.tick() => self.catch_up(None).await,
             }
+            self.fan_out(&mut batches).await;
         }
     }
+}
+
+/// `events` and the batches waiting behind them, up to a catch-up batch's worth.
+fn take_waiting(batches: &mut mpsc::Receiver<Vec<Event>>, mut events: Vec<Event>) -> Vec<Event> {
+    while events.len() < CATCH_UP_BATCH as usize {
+        match batches.try_recv() {
+            Ok(more) => events.extend(more),
+            Err(_) => break,
+        }
+    }
+    events
 }
 
 /// A connection's place in the hub; dropping it unregisters the connection.
@@ -556,5 +659,74 @@ impl Drop for Registration {
                 registry.per_user.remove(&conn.user_id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(seq: i64) -> Frame {
+        Arc::new(PreparedEvent {
+            seq,
+            topic: Topic::Inventory,
+            at: chrono::Utc::now(),
+            ws_frame: bytes::Bytes::new(),
+            sse: bytes::Bytes::from_static(b"x"),
+        })
+    }
+
+    /// The seqs a mailbox was pushed, in order.
+    async fn seqs(mailbox: &Mailbox) -> Vec<i64> {
+        let batch = mailbox.take().await.expect("open");
+        batch.frames.iter().map(|f| f.seq).collect()
+    }
+
+    fn push_all(pending: &mut Pending, step: usize) -> Tally {
+        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let mut tally = Tally::default();
+        while pending.push_some(step, &mut tally, &lag) {}
+        tally
+    }
+
+    #[tokio::test]
+    async fn an_event_routed_mid_fan_out_joins_the_pushes_not_yet_made() {
+        let mailboxes: Vec<Arc<Mailbox>> = (0..4).map(|_| Mailbox::new(1 << 20)).collect();
+        let mut pending = Pending::default();
+        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let mut tally = Tally::default();
+        pending.add(vec![frame(1)], mailboxes.clone());
+        // Two of four reached; then event 2 for all, and event 3 for the last two.
+        assert!(pending.push_some(2, &mut tally, &lag));
+        pending.add(vec![frame(2)], mailboxes.clone());
+        pending.add(vec![frame(3)], mailboxes[2..].to_vec());
+        // The first two get event 2 in a push of its own; the last two get 1, 2 and 3 in one.
+        assert_eq!(pending.pushes.len(), 6);
+        let tally = push_all(&mut pending, 1);
+        assert_eq!(tally.deliveries, 2 + 2 * 3);
+        assert!(pending.pushes.is_empty() && pending.runs.is_empty());
+        for mailbox in &mailboxes[..2] {
+            assert_eq!(seqs(mailbox).await, [1, 2]);
+        }
+        for mailbox in &mailboxes[2..] {
+            assert_eq!(seqs(mailbox).await, [1, 2, 3]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_reached_again_gets_a_later_push_in_order() {
+        let a = Mailbox::new(1 << 20);
+        let b = Mailbox::new(1 << 20);
+        let mut pending = Pending::default();
+        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let mut tally = Tally::default();
+        pending.add(vec![frame(1)], vec![a.clone(), b.clone()]);
+        assert!(pending.push_some(1, &mut tally, &lag));
+        // `a` was reached: event 2 goes after b's push; event 3 then joins that push.
+        pending.add(vec![frame(2)], vec![a.clone()]);
+        pending.add(vec![frame(3)], vec![a.clone(), b.clone()]);
+        push_all(&mut pending, 100);
+        assert_eq!(seqs(&a).await, [1, 2, 3]);
+        assert_eq!(seqs(&b).await, [1, 3]);
     }
 }
