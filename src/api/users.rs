@@ -123,11 +123,10 @@ async fn update(
     }
     // The role rides in live connections too: they close, and reconnect with a new token.
     let revoked = events::sessions_revoked(id, user.token_version);
-    outbox::append(&mut tx, &[revoked], now()).await?;
     actor
         .audit(&mut tx, "user.update", "user", id, json!(body), now())
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[revoked]).await?;
     tracing::info!(role = %user.role, disabled = user.disabled, "user access changed");
     Ok(Json(UserView::from(user)))
 }

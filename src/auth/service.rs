@@ -10,7 +10,7 @@ use crate::domain::{Email, NewPassword, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{self, outbox};
 use crate::store::users::User;
-use crate::store::{Tx, now, refresh_tokens, users};
+use crate::store::{Tx, refresh_tokens, users};
 
 /// What login, refresh and a password change answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -132,8 +132,7 @@ pub async fn logout_all(state: &AppState, user: &CurrentUser) -> ApiResult<()> {
     let updated = users::bump_token_version(&mut tx, user.id).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
     let revoked = events::sessions_revoked(user.id, updated.token_version);
-    outbox::append(&mut tx, &[revoked], now()).await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[revoked]).await?;
     Ok(())
 }
 
@@ -163,9 +162,8 @@ pub async fn change_password(
     let updated = users::set_password(&mut tx, user.id, &hash).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
     let revoked = events::sessions_revoked(user.id, updated.token_version);
-    outbox::append(&mut tx, &[revoked], now()).await?;
     let pair = issue_pair(state, &mut tx, &updated, Uuid::now_v7()).await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[revoked]).await?;
     tracing::info!("password changed");
     Ok(pair)
 }

@@ -1,19 +1,24 @@
-//! Appending events to the `events` table, inside the caller's transaction.
+//! Committing a change together with its events.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::NewEvent;
-use crate::store::Tx;
+use crate::store::{Tx, now};
+
+/// Commits `tx` with the change's `events`, appended as its last statement and stamped
+/// with the time of appending. An event's `at` is thus as close to its commit as a row can
+/// tell, and the delivery lag measured from it (relay lag, delivery lag, the load tester's
+/// commit-to-receipt) counts the commit itself and none of the rest of the transaction.
+pub async fn commit(mut tx: Tx, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    append(&mut tx, events, now()).await?;
+    tx.commit().await
+}
 
 /// Appends events in one statement on PostgreSQL (arrays unnested), and one prepared
 /// statement per event on SQLite, where a statement is a function call, not a round trip.
-pub async fn append(
-    tx: &mut Tx,
-    events: &[NewEvent],
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+async fn append(tx: &mut Tx, events: &[NewEvent], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }

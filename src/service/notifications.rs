@@ -135,7 +135,6 @@ pub async fn broadcast(
     )
     .await?;
     let count = events.len();
-    outbox::append(&mut tx, &events, at).await?;
     actor
         .audit(
             &mut tx,
@@ -146,7 +145,7 @@ pub async fn broadcast(
             at,
         )
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &events).await?;
     Ok(count)
 }
 
@@ -157,16 +156,18 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
     let (notification, changed) = notifications::mark_read(&mut tx, user_id, id, at)
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
-    if changed {
-        let event = NewEvent::new(
-            Topic::Notifications,
-            "notification.read",
-            Audience::User(user_id),
-            json!({"ids": [id], "read_at": at}),
-        );
-        outbox::append(&mut tx, &[event], at).await?;
-    }
-    tx.commit().await?;
+    let events: Vec<NewEvent> = (changed)
+        .then(|| {
+            NewEvent::new(
+                Topic::Notifications,
+                "notification.read",
+                Audience::User(user_id),
+                json!({"ids": [id], "read_at": at}),
+            )
+        })
+        .into_iter()
+        .collect();
+    outbox::commit(tx, &events).await?;
     Ok(notification)
 }
 
@@ -175,16 +176,18 @@ pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
     let at = now();
     let mut tx = state.db.begin().await?;
     let count = notifications::mark_all_read(&mut tx, user_id, at).await?;
-    if count > 0 {
-        let event = NewEvent::new(
-            Topic::Notifications,
-            "notification.read",
-            Audience::User(user_id),
-            json!({"all": true, "read_at": at}),
-        );
-        outbox::append(&mut tx, &[event], at).await?;
-    }
-    tx.commit().await?;
+    let events: Vec<NewEvent> = (count > 0)
+        .then(|| {
+            NewEvent::new(
+                Topic::Notifications,
+                "notification.read",
+                Audience::User(user_id),
+                json!({"all": true, "read_at": at}),
+            )
+        })
+        .into_iter()
+        .collect();
+    outbox::commit(tx, &events).await?;
     Ok(count)
 }
 

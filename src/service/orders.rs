@@ -121,7 +121,6 @@ pub async fn place(
         events.push(stock_changed(product, -quantity, "order"));
         events.extend(low_stock(&mut tx, product, product.stock + quantity, at).await?);
     }
-    outbox::append(&mut tx, &events, at).await?;
     actor
         .audit(
             &mut tx,
@@ -155,7 +154,7 @@ pub async fn place(
             return replay(stored, key);
         }
     }
-    tx.commit().await?;
+    outbox::commit(tx, &events).await?;
     Ok(Placed::Created(order))
 }
 
@@ -265,8 +264,9 @@ pub async fn set_status(
     let Some(row) = orders::transition(&mut tx, id, &[from], to, at).await? else {
         return Err(invalid_transition(&mut tx, id, to).await?);
     };
-    let order = finish_change(&mut tx, actor, row, from, "order.status_changed", at).await?;
-    tx.commit().await?;
+    let (order, events) =
+        finish_change(&mut tx, actor, row, from, "order.status_changed", at).await?;
+    outbox::commit(tx, &events).await?;
     Ok(order)
 }
 
@@ -293,7 +293,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Orde
     let items = orders::items_tx(&mut tx, id).await?;
     let returned: Vec<(Uuid, i64)> = items.iter().map(|i| (i.product_id, i.quantity)).collect();
     let products = products::return_stock(&mut tx, &returned, at).await?;
-    let events: Vec<NewEvent> = products
+    let mut events: Vec<NewEvent> = products
         .iter()
         .map(|p| {
             let quantity = returned
@@ -303,13 +303,15 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Orde
             stock_changed(p, quantity, "order_cancelled")
         })
         .collect();
-    outbox::append(&mut tx, &events, at).await?;
-    let order = finish_change(&mut tx, actor, row, visible.status, "order.cancelled", at).await?;
-    tx.commit().await?;
+    let (order, change) =
+        finish_change(&mut tx, actor, row, visible.status, "order.cancelled", at).await?;
+    events.extend(change);
+    outbox::commit(tx, &events).await?;
     Ok(order)
 }
 
-/// The events, the owner's notification and the audit entry of a status change.
+/// The owner's notification and the audit entry of a status change; the order and the
+/// events to commit with it.
 async fn finish_change(
     tx: &mut Tx,
     actor: &Actor,
@@ -317,7 +319,7 @@ async fn finish_change(
     from: OrderStatus,
     event_type: &'static str,
     at: chrono::DateTime<chrono::Utc>,
-) -> ApiResult<Order> {
+) -> ApiResult<(Order, Vec<NewEvent>)> {
     let order = Order::new(row.clone(), orders::items_tx(tx, row.id).await?);
     let change = json!({
         "order_id": order.id,
@@ -349,7 +351,6 @@ async fn finish_change(
         )
         .await?,
     );
-    outbox::append(tx, &events, at).await?;
     let action = if event_type == "order.cancelled" {
         "order.cancel"
     } else {
@@ -365,7 +366,7 @@ async fn finish_change(
             at,
         )
         .await?;
-    Ok(order)
+    Ok((order, events))
 }
 
 async fn invalid_transition(tx: &mut Tx, id: Uuid, to: OrderStatus) -> ApiResult<ApiError> {

@@ -23,7 +23,6 @@ pub async fn create(state: &AppState, actor: &Actor, new: &NewProduct<'_>) -> Ap
     let at = now();
     let mut tx = state.db.begin().await?;
     let product = products::insert(&mut tx, new, at).await?;
-    outbox::append(&mut tx, &[product_event("product.created", &product)], at).await?;
     actor
         .audit(
             &mut tx,
@@ -34,7 +33,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: &NewProduct<'_>) -> Ap
             at,
         )
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[product_event("product.created", &product)]).await?;
     Ok(product)
 }
 
@@ -63,11 +62,10 @@ pub async fn update(
             _ => ApiError::not_found("product"),
         });
     };
-    outbox::append(&mut tx, &[product_event("product.updated", &product)], at).await?;
     actor
         .audit(&mut tx, "product.update", "product", id, summary, at)
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[product_event("product.updated", &product)]).await?;
     Ok(product)
 }
 
@@ -85,7 +83,6 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Prod
         Audience::Everyone,
         json!({"id": product.id, "sku": product.sku, "deleted_at": product.deleted_at, "version": product.version}),
     );
-    outbox::append(&mut tx, &[event], at).await?;
     actor
         .audit(
             &mut tx,
@@ -96,7 +93,7 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Prod
             at,
         )
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[event]).await?;
     Ok(product)
 }
 
@@ -111,7 +108,6 @@ pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Pro
             None => ApiError::not_found("product"),
         });
     };
-    outbox::append(&mut tx, &[product_event("product.updated", &product)], at).await?;
     actor
         .audit(
             &mut tx,
@@ -122,7 +118,7 @@ pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Pro
             at,
         )
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &[product_event("product.updated", &product)]).await?;
     Ok(product)
 }
 
@@ -148,7 +144,6 @@ pub async fn adjust_stock(
     };
     let mut events = vec![stock_changed(&product, delta, reason)];
     events.extend(low_stock(&mut tx, &product, product.stock - delta, at).await?);
-    outbox::append(&mut tx, &events, at).await?;
     actor
         .audit(
             &mut tx,
@@ -159,7 +154,7 @@ pub async fn adjust_stock(
             at,
         )
         .await?;
-    tx.commit().await?;
+    outbox::commit(tx, &events).await?;
     Ok(product)
 }
 
