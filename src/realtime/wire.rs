@@ -49,9 +49,10 @@ pub enum Incoming {
 pub enum ReadError {
     /// A message larger than the limit (close with 1009).
     TooBig,
-    /// A broken frame, an unmasked client frame, or text that is not UTF-8 (close with
-    /// 1002).
+    /// A broken frame or an unmasked client frame (close with 1002).
     Protocol(&'static str),
+    /// A text message that is not UTF-8 (close with 1007).
+    NotUtf8,
     /// The connection ended or failed.
     Gone,
 }
@@ -286,7 +287,7 @@ fn finish(op: u8, payload: Vec<u8>) -> Result<Incoming, ReadError> {
     }
     String::from_utf8(payload)
         .map(Incoming::Text)
-        .map_err(|_| ReadError::Protocol("a text message that is not UTF-8"))
+        .map_err(|_| ReadError::NotUtf8)
 }
 
 /// The header length and payload length of the client frame at the start of `buf`, once
@@ -449,7 +450,7 @@ mod tests {
         let unmasked = read_all(vec![0x81, 0x01, b'x'], 100).await;
         assert!(matches!(&unmasked[..], [Err(e)] if e.contains("masked")));
         let not_utf8 = read_all(client_frame(0x81, &[0xff, 0xfe]), 100).await;
-        assert!(matches!(&not_utf8[..], [Err(e)] if e.contains("UTF-8")));
+        assert_eq!(not_utf8, [Err("NotUtf8".into())]);
         let orphan = read_all(client_frame(0x80, b"x"), 100).await;
         assert!(matches!(&orphan[..], [Err(e)] if e.contains("continuation")));
     }

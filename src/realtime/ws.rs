@@ -49,6 +49,7 @@ mod code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const UNAUTHORIZED: u16 = 4001;
@@ -328,6 +329,12 @@ impl Connection {
                             break End::Close(code::TOO_BIG, "message too big");
                         }
                         Err(ReadError::Protocol(why)) => break End::Close(code::PROTOCOL, why),
+                        Err(ReadError::NotUtf8) => {
+                            break End::Close(
+                                code::INVALID_DATA,
+                                "a text message that is not UTF-8",
+                            );
+                        }
                         Err(ReadError::Gone) => break End::Gone,
                     }
                 }

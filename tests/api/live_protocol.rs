@@ -12,6 +12,7 @@ use crate::helpers::{Backend, PASSWORD, TestApp, problem};
 backend_tests!(
     malformed_messages_get_an_error_and_the_connection_goes_on,
     an_oversized_message_closes_with_1009,
+    a_text_message_that_is_not_utf8_closes_with_1007,
     streams_need_a_valid_token_or_ticket_before_the_upgrade,
     a_stream_ticket_works_once,
     an_expired_token_closes_the_socket_with_4001,
@@ -94,6 +95,22 @@ async fn an_oversized_message_closes_with_1009(backend: Backend) {
         .await;
 
     assert_eq!(ws.close_code().await, Some(1009));
+    let mut again = app.ws(&ada.access_token).await;
+    again.send(json!({"type": "ping"})).await;
+    assert_eq!(again.next_json().await["type"], "pong");
+}
+
+async fn a_text_message_that_is_not_utf8_closes_with_1007(backend: Backend) {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let mut ws = app.ws(&ada.access_token).await;
+
+    let not_utf8 = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send_raw(Message::Frame(not_utf8)).await;
+
+    assert_eq!(ws.close_code().await, Some(1007));
     let mut again = app.ws(&ada.access_token).await;
     again.send(json!({"type": "ping"})).await;
     assert_eq!(again.next_json().await["type"], "pong");
