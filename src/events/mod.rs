@@ -36,6 +36,12 @@ impl Topic {
         }
     }
 
+    /// Its place in [`Topic::SUBSCRIBABLE`], for tables with one entry per topic; `None`
+    /// for `system`.
+    pub fn index(self) -> Option<usize> {
+        Topic::SUBSCRIBABLE.iter().position(|t| *t == self)
+    }
+
     /// A topic a client may subscribe to, by name.
     pub fn subscribable(name: &str) -> Option<Topic> {
         Topic::SUBSCRIBABLE.into_iter().find(|t| t.as_str() == name)

@@ -59,10 +59,7 @@ struct Registry {
 }
 
 fn slot(topic: Topic) -> usize {
-    Topic::SUBSCRIBABLE
-        .iter()
-        .position(|t| *t == topic)
-        .expect("a subscribable topic")
+    topic.index().expect("a subscribable topic")
 }
 
 /// Settings of the hub.

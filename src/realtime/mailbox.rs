@@ -69,8 +69,10 @@ impl State {
     }
 
     fn skips(&self, frame: &Frame) -> bool {
-        let slot = Topic::SUBSCRIBABLE.iter().position(|t| *t == frame.topic);
-        slot.is_some_and(|slot| frame.seq <= self.skip_through[slot])
+        frame
+            .topic
+            .index()
+            .is_some_and(|slot| frame.seq <= self.skip_through[slot])
     }
 }
 
@@ -217,7 +219,7 @@ impl Mailbox {
     /// Live events of `topic` up to `seq` were already sent (by a replay that went past
     /// where the hub was): they are not written again.
     pub fn skip_through(&self, topic: Topic, seq: i64) {
-        if let Some(slot) = Topic::SUBSCRIBABLE.iter().position(|t| *t == topic) {
+        if let Some(slot) = topic.index() {
             self.state.lock().expect("mailbox lock").skip_through[slot] = seq;
         }
     }
