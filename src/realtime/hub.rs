@@ -8,7 +8,7 @@
 //! topic and audience, so a per-user event never scans every connection. A push to an
 //! idle WebSocket writes to its socket there and then (see `mailbox`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -101,42 +101,37 @@ impl Tally {
 /// Deliveries routed but not yet pushed: the fan-out in progress. An event routed while
 /// it runs joins the push of each receiving connection it has not reached yet, so under
 /// load the connections at the end of a long fan-out get both events in one write instead
-/// of waiting for a second fan-out.
+/// of waiting for a second fan-out. A push made is dropped at once, with the frames only it
+/// held, so a hub that never catches up holds no more than one push per connection.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Each push to make, in order: a connection and the index of its frames in `runs`.
-    pushes: Vec<(Arc<Mailbox>, usize)>,
-    /// How many of `pushes` are done.
-    done: usize,
-    /// The frames of each push; a run merged into an earlier one gets a run of its own.
-    runs: Vec<Vec<Frame>>,
-    /// Where each connection's last push sits in `pushes`, by the mailbox's address.
+    /// The pushes still to make, in order: a connection and its frames.
+    pushes: VecDeque<(Arc<Mailbox>, Arc<[Frame]>)>,
+    /// Pushes made since the hub last caught up: the number of `pushes[0]`.
+    made: usize,
+    /// The number of each connection's last push, by the mailbox's address.
     last_push: HashMap<usize, usize>,
 }
 
 impl Pending {
     /// Queues `frames` for each of `targets`, after whatever is queued for it already.
     fn add(&mut self, frames: Vec<Frame>, targets: Vec<Arc<Mailbox>>) {
-        let fresh = self.runs.len();
-        self.runs.push(frames);
-        // The run each pending run became with these frames after it.
-        let mut merged: HashMap<usize, usize> = HashMap::new();
+        let fresh: Arc<[Frame]> = frames.into();
+        // What each pending push's frames became with these after them, by address.
+        let mut merged: HashMap<usize, Arc<[Frame]>> = HashMap::new();
         for mailbox in targets {
             let key = Arc::as_ptr(&mailbox) as usize;
             match self.last_push.get(&key) {
-                Some(&at) if at >= self.done => {
-                    let before = self.pushes[at].1;
-                    let run = *merged.entry(before).or_insert_with(|| {
-                        let mut joined = self.runs[before].clone();
-                        joined.extend(self.runs[fresh].iter().cloned());
-                        self.runs.push(joined);
-                        self.runs.len() - 1
-                    });
-                    self.pushes[at].1 = run;
+                Some(&number) if number >= self.made => {
+                    let frames = &mut self.pushes[number - self.made].1;
+                    let joined = merged
+                        .entry(Arc::as_ptr(frames).cast::<Frame>() as usize)
+                        .or_insert_with(|| frames.iter().chain(fresh.iter()).cloned().collect());
+                    *frames = joined.clone();
                 }
                 _ => {
-                    self.last_push.insert(key, self.pushes.len());
-                    self.pushes.push((mailbox, fresh));
+                    self.last_push.insert(key, self.made + self.pushes.len());
+                    self.pushes.push_back((mailbox, fresh.clone()));
                 }
             }
         }
@@ -144,22 +139,26 @@ impl Pending {
 
     /// Makes up to `count` of the pushes; false once none is left.
     fn push_some(&mut self, count: usize, tally: &mut Tally, lag: &metrics::Histogram) -> bool {
-        let end = (self.done + count).min(self.pushes.len());
-        for (mailbox, run) in &self.pushes[self.done..end] {
-            let frames = &self.runs[*run];
-            let pushed = mailbox.push_all(frames);
+        for _ in 0..count {
+            let Some((mailbox, frames)) = self.pushes.pop_front() else {
+                break;
+            };
+            self.made += 1;
+            let pushed = mailbox.push_all(&frames);
             if pushed == Pushed::Written {
                 lag.record(frames[0].lag_seconds());
             }
             tally.count(pushed, frames.len());
         }
-        self.done = end;
-        if self.done == self.pushes.len() {
-            self.pushes.clear();
-            self.runs.clear();
+        if self.pushes.is_empty() {
+            self.made = 0;
             self.last_push.clear();
-            self.done = 0;
             return false;
+        }
+        if self.last_push.len() > 2 * self.pushes.len() + 4096 {
+            // Connections whose pushes are all made need no entry.
+            let made = self.made;
+            self.last_push.retain(|_, number| *number >= made);
         }
         true
     }
@@ -698,10 +697,10 @@ mod tests {
         pending.add(vec![frame(2)], mailboxes.clone());
         pending.add(vec![frame(3)], mailboxes[2..].to_vec());
         // The first two get event 2 in a push of its own; the last two get 1, 2 and 3 in one.
-        assert_eq!(pending.pushes.len(), 6);
+        assert_eq!(pending.pushes.len(), 4);
         let tally = push_all(&mut pending, 1);
         assert_eq!(tally.deliveries, 2 + 2 * 3);
-        assert!(pending.pushes.is_empty() && pending.runs.is_empty());
+        assert!(pending.pushes.is_empty() && pending.last_push.is_empty());
         for mailbox in &mailboxes[..2] {
             assert_eq!(seqs(mailbox).await, [1, 2]);
         }
@@ -725,5 +724,23 @@ mod tests {
         push_all(&mut pending, 100);
         assert_eq!(seqs(&a).await, [1, 2, 3]);
         assert_eq!(seqs(&b).await, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_that_never_catches_up_holds_one_push_per_connection() {
+        let mailboxes: Vec<Arc<Mailbox>> = (0..3).map(|_| Mailbox::new(1 << 20)).collect();
+        let mut pending = Pending::default();
+        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let mut tally = Tally::default();
+        // An event for all three after every push: the hub never catches up.
+        for seq in 1..=1000 {
+            pending.add(vec![frame(seq)], mailboxes.clone());
+            assert!(pending.push_some(1, &mut tally, &lag));
+            assert!(pending.pushes.len() <= mailboxes.len());
+        }
+        push_all(&mut pending, 10);
+        for mailbox in &mailboxes {
+            assert_eq!(seqs(mailbox).await, (1..=1000).collect::<Vec<_>>());
+        }
     }
 }
