@@ -304,15 +304,8 @@ mod tests {
     /// A connected pair on loopback: the server's end shared as a WebSocket's is, and the
     /// client's.
     async fn pair() -> (Arc<TcpStream>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        let server = accepted.unwrap().0;
-        // Small buffers, so that the socket fills after a few frames.
-        socket2::SockRef::from(&server)
-            .set_send_buffer_size(4096)
-            .unwrap();
-        (Arc::new(server), client.unwrap())
+        let (server, client) = super::super::tcp::tests::pair().await;
+        (Arc::new(server), client)
     }
 
     #[tokio::test]

@@ -132,7 +132,6 @@ async fn events(
         topics,
         registration: Arc::new(registration),
         phase: Phase::Start { resume, live_from },
-        skip_through: 0,
         heartbeat,
         expires_at,
         retry_ms: config.sse_retry.as_millis() as u64,
@@ -176,8 +175,6 @@ struct Stream {
     topics: Vec<Topic>,
     registration: Arc<Registration>,
     phase: Phase,
-    /// Live events up to this seq were already sent (the client was ahead of this hub).
-    skip_through: i64,
     heartbeat: Interval,
     expires_at: Instant,
     retry_ms: u64,
@@ -204,7 +201,14 @@ impl Stream {
                                 "id: {live_from}\nevent: reset\ndata: {data}\n\n"
                             ));
                         }
-                        Some(Resume::From(since)) if since > live_from => self.skip_through = since,
+                        Some(Resume::From(since)) if since > live_from => {
+                            // The client was ahead of this hub: live events up to `since`
+                            // were already sent.
+                            let mailbox = self.registration.mailbox();
+                            for topic in &self.topics {
+                                mailbox.skip_through(*topic, since);
+                            }
+                        }
                         Some(Resume::From(since)) => {
                             self.phase = Phase::Replaying {
                                 after: since,
@@ -250,7 +254,7 @@ impl Stream {
                         frames = mailbox.take() => match frames {
                             Ok(Batch { frames, .. }) => {
                                 let mut chunk = BytesMut::new();
-                                for frame in frames.iter().filter(|f| f.seq > self.skip_through) {
+                                for frame in &frames {
                                     chunk.extend_from_slice(&frame.sse);
                                 }
                                 if chunk.is_empty() {

@@ -139,20 +139,27 @@ pub fn write_now<T>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
 
-    #[tokio::test]
-    async fn what_the_socket_does_not_take_is_told_exactly() {
+    /// A connected pair on loopback, the server's end and the client's; the server's has a
+    /// small send buffer, so that it fills after a few frames.
+    pub(crate) async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let (server, mut client) = (accepted.unwrap().0, client.unwrap());
+        let server = accepted.unwrap().0;
         socket2::SockRef::from(&server)
             .set_send_buffer_size(4096)
             .unwrap();
+        (server, client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_told_exactly() {
+        let (server, mut client) = pair().await;
         // Many chunks, more than one system call's worth, some empty, more than fits.
         let chunks: Vec<Vec<u8>> = (0..500u32)
             .map(|i| vec![i as u8; if i % 7 == 0 { 0 } else { 1000 + i as usize }])
@@ -175,9 +182,7 @@ mod tests {
         );
         // All of a small write is taken.
         let (a, b) = (vec![1u8; 10], vec![2u8; 20]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (_client, accepted) = tokio::join!(client, listener.accept());
-        assert_eq!(write_now(&accepted.unwrap().0, &[a, b], |c| c), None);
+        let (server, _client) = pair().await;
+        assert_eq!(write_now(&server, &[a, b], |c| c), None);
     }
 }

@@ -70,7 +70,7 @@ pub struct Socket<S> {
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 thread_local! {
-    /// Where [`Socket::send_texts`] builds its frames.
+    /// Where [`Socket::send_built`] builds what it writes.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

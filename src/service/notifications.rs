@@ -156,17 +156,11 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
     let (notification, changed) = notifications::mark_read(&mut tx, user_id, id, at)
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
-    let events: Vec<NewEvent> = (changed)
-        .then(|| {
-            NewEvent::new(
-                Topic::Notifications,
-                "notification.read",
-                Audience::User(user_id),
-                json!({"ids": [id], "read_at": at}),
-            )
-        })
-        .into_iter()
-        .collect();
+    let events = if changed {
+        vec![read_event(user_id, json!({"ids": [id], "read_at": at}))]
+    } else {
+        Vec::new()
+    };
     outbox::commit(tx, &events).await?;
     Ok(notification)
 }
@@ -176,19 +170,23 @@ pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
     let at = now();
     let mut tx = state.db.begin().await?;
     let count = notifications::mark_all_read(&mut tx, user_id, at).await?;
-    let events: Vec<NewEvent> = (count > 0)
-        .then(|| {
-            NewEvent::new(
-                Topic::Notifications,
-                "notification.read",
-                Audience::User(user_id),
-                json!({"all": true, "read_at": at}),
-            )
-        })
-        .into_iter()
-        .collect();
+    let events = if count > 0 {
+        vec![read_event(user_id, json!({"all": true, "read_at": at}))]
+    } else {
+        Vec::new()
+    };
     outbox::commit(tx, &events).await?;
     Ok(count)
+}
+
+/// The `notification.read` event, for the reader only.
+fn read_event(user_id: Uuid, data: serde_json::Value) -> NewEvent {
+    NewEvent::new(
+        Topic::Notifications,
+        "notification.read",
+        Audience::User(user_id),
+        data,
+    )
 }
 
 pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> {
