@@ -7,13 +7,13 @@
 //! most of the memory of an idle SSE stream (../shared/DEPENDENCIES.md, "Memory per live
 //! connection"). So the loop reads the request head itself (with `httparse`, into a small
 //! buffer); a live-stream request goes through the same axum router as every other request
-//! (authentication, validation and errors are the handlers'), and its answer is written
-//! here: an event stream with chunked encoding straight from the body, a WebSocket by
-//! handing the socket to the handler's task ([`DirectUpgrade`]), anything else (an error)
-//! in full with `Connection: close`. Every other connection, with the bytes already read,
+//! (authentication, validation and errors are the handlers'), and its answer's head is
+//! written here: a WebSocket's `101` or an event stream's `200`, after which the socket is
+//! handed to the handler's task ([`DirectUpgrade`]), or anything else (an error) in full
+//! with `Connection: close`. Every other connection, with the bytes already read,
 //! goes to hyper's HTTP/1 server as before.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,6 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, Version, header};
 use bytes::{Buf, Bytes, BytesMut};
-use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -41,7 +40,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 16 * 1024;
 /// How long a stream's write may wait for a client that stopped reading. The queue
 /// limit closes a slow consumer; this frees a connection whose peer vanished.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest body of an answer written here (errors and small documents).
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
 
@@ -50,7 +49,7 @@ const MAX_PLAIN_BODY: usize = 1024 * 1024;
 pub type Upgraded = (TcpStream, BytesMut);
 
 /// In the extensions of a live-stream request read by the accept loop: the socket arrives
-/// here once a `101` answer is written. (Clone, as extensions must be; taken once.)
+/// here once a `101` or `200 text/event-stream` head is written. (Clone, as extensions must be; taken once.)
 #[derive(Clone)]
 pub struct DirectUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 
@@ -120,17 +119,7 @@ async fn connection(
             // A copy, so that the head's buffer is freed now (usually it is empty).
             let leftover = BytesMut::from(&head[head_len..]);
             drop(head);
-            if let Some((stream, body)) =
-                Box::pin(answer_live(stream, peer, router, request, leftover)).await
-                && let Ok(stream) = stream.into_std()
-            {
-                crate::realtime::live_runtime().spawn(async move {
-                    // Onto the live runtime's reactor, where this task runs.
-                    if let Ok(stream) = TcpStream::from_std(stream) {
-                        stream_events(stream, body).await;
-                    }
-                });
-            }
+            Box::pin(answer_live(stream, peer, router, request, leftover)).await;
         }
         None => Box::pin(serve_hyper(stream, head.freeze(), peer, router, stop)).await,
     }
@@ -190,15 +179,15 @@ fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
     builder.body(Body::empty()).ok()
 }
 
-/// Answers a live-stream request; an event stream's socket and body are returned after
-/// its head is written, to be streamed by the caller.
+/// Answers a live-stream request: writes the head, then hands the socket to the handler's
+/// task (a WebSocket's or an event stream's), or writes an error in full.
 async fn answer_live(
     mut stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     mut request: Request<Body>,
     leftover: BytesMut,
-) -> Option<(TcpStream, Body)> {
+) {
     request.extensions_mut().insert(ConnectInfo(peer));
     let (upgrade_tx, upgrade_rx) = oneshot::channel();
     request
@@ -206,18 +195,13 @@ async fn answer_live(
         .insert(DirectUpgrade(Arc::new(Mutex::new(Some(upgrade_rx)))));
     let Ok(response) = router.oneshot(request).await;
     let (parts, body) = response.into_parts();
-    // The head is written from `parts`, which is dropped here: an idle stream's task
-    // keeps only the socket and the body.
+    // The head is written from `parts`, which is dropped here.
     let (head, answer) = live_head(parts);
     match answer {
-        Answer::Upgrade => {
-            if stream.write_all(&head).await.is_ok() {
+        Answer::Upgrade | Answer::EventStream => {
+            // A handler that did not take the socket answered with nothing to go on with.
+            if !upgrade_tx.is_closed() && stream.write_all(&head).await.is_ok() {
                 let _ = upgrade_tx.send((stream, leftover));
-            }
-        }
-        Answer::EventStream => {
-            if stream.write_all(&head).await.is_ok() {
-                return Some((stream, body));
             }
         }
         Answer::Plain => {
@@ -237,14 +221,14 @@ async fn answer_live(
             }
         }
     }
-    None
 }
 
 /// How a live-stream request is answered.
 enum Answer {
     /// `101`: the socket goes to the WebSocket handler.
     Upgrade,
-    /// `200 text/event-stream`: the body is streamed with chunked encoding.
+    /// `200 text/event-stream`: the socket goes to the stream's task, which writes the
+    /// body with chunked encoding.
     EventStream,
     /// Anything else (an error): written in full, then the connection is closed.
     Plain,
@@ -299,57 +283,6 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Writes the body's chunks as they come, one write per chunk, until the body ends, the
-/// client goes away or stops reading.
-async fn stream_events(mut stream: TcpStream, body: Body) {
-    let mut body = body.into_data_stream();
-    loop {
-        let next = tokio::select! {
-            next = body.next() => next,
-            gone = client_gone(&stream) => if gone { return } else { continue },
-        };
-        let data = match next {
-            Some(Ok(data)) if data.is_empty() => continue,
-            Some(Ok(data)) => data,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "an event stream failed");
-                return;
-            }
-            None => {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(b"0\r\n\r\n")).await;
-                let _ = stream.shutdown().await;
-                return;
-            }
-        };
-        // The chunk's size line, the data and its end in one vectored write, copying nothing.
-        let mut size = [0u8; 18];
-        let size_len = {
-            let mut cursor = io::Cursor::new(&mut size[..]);
-            write!(cursor, "{:x}\r\n", data.len()).expect("18 bytes hold a u64 in hex");
-            cursor.position() as usize
-        };
-        let mut chunk = Buf::chain(Buf::chain(&size[..size_len], data), &b"\r\n"[..]);
-        match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all_buf(&mut chunk)).await {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
-    }
-}
-
-/// Resolves when the client sent something: `true` if it closed the connection (or it
-/// failed); what a client sends on an event stream is otherwise ignored.
-async fn client_gone(stream: &TcpStream) -> bool {
-    if stream.readable().await.is_err() {
-        return true;
-    }
-    let mut scratch = [0u8; 64];
-    match stream.try_read(&mut scratch) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-    }
 }
 
 async fn serve_hyper(

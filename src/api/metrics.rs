@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::realtime::Transport;
 use crate::telemetry::prometheus;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -57,6 +58,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let _ = write!(
             text,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        );
+    }
+    text.push_str(
+        "# HELP tidings_connections Live connections on this instance, by transport.\n\
+         # TYPE tidings_connections gauge\n",
+    );
+    for transport in Transport::ALL {
+        let _ = writeln!(
+            text,
+            "tidings_connections{{transport=\"{}\"}} {}",
+            transport.label(),
+            hub.connections_by(transport)
         );
     }
     let counters = [

@@ -19,8 +19,12 @@ pub struct PreparedEvent {
     /// The envelope as a whole WebSocket text frame: server frames are not masked, so every
     /// connection is sent these same bytes.
     pub ws_frame: Bytes,
-    /// `id:`, `event:` and `data:` lines of a Server-Sent Event.
+    /// `id:`, `event:` and `data:` lines of a Server-Sent Event…
     pub sse: Bytes,
+    /// …and the same as one HTTP/1.1 chunk (size line, event, CRLF), for a stream whose
+    /// socket the hub writes to: chunks written back to back are a valid chunked body.
+    /// `sse` is a slice of it.
+    pub sse_chunk: Bytes,
 }
 
 /// What a mailbox holds: a shared handle, not a copy.
@@ -48,13 +52,16 @@ impl PreparedEvent {
         };
         let json = serde_json::to_string(&envelope).expect("an envelope always serialises");
         let sse = format!("id: {}\nevent: {}\ndata: {json}\n\n", event.seq, event.kind);
+        let size_line = format!("{:x}\r\n", sse.len());
+        let sse_chunk = Bytes::from([size_line.as_str(), &sse, "\r\n"].concat());
         let ws_frame = super::wire::text_frame(json.as_bytes());
         Arc::new(PreparedEvent {
             seq: event.seq,
             topic: event.topic,
             at: event.at,
             ws_frame: Bytes::from(ws_frame),
-            sse: Bytes::from(sse),
+            sse: sse_chunk.slice(size_line.len()..size_line.len() + sse.len()),
+            sse_chunk,
         })
     }
 
@@ -120,6 +127,15 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&frame.sse).unwrap(),
             format!("id: 1042\nevent: order.status_changed\ndata: {}\n\n", json)
+        );
+        assert_eq!(
+            frame.sse_chunk,
+            [
+                format!("{:x}\r\n", frame.sse.len()).as_bytes(),
+                &frame.sse,
+                b"\r\n"
+            ]
+            .concat()
         );
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::Transport;
 use super::frames::{Frame, PreparedEvent};
 use super::mailbox::{Closed, Mailbox, Pushed};
 use crate::events::bus::BusHealth;
@@ -40,6 +41,7 @@ struct Conn {
     token_version: AtomicI64,
     mailbox: Arc<Mailbox>,
     topics: Vec<Topic>,
+    transport: Transport,
 }
 
 /// The connections subscribed to one topic, indexed by who may receive what.
@@ -56,6 +58,8 @@ struct Registry {
     conns: HashMap<ConnId, Conn>,
     per_user: HashMap<Uuid, Vec<ConnId>>,
     topics: [TopicIndex; Topic::SUBSCRIBABLE.len()],
+    /// Connections by transport.
+    open: [usize; Transport::ALL.len()],
 }
 
 fn slot(topic: Topic) -> usize {
@@ -75,21 +79,32 @@ pub struct HubConfig {
     pub safety_poll: Duration,
 }
 
+/// The delivery lag histograms, by transport, of what the hub writes itself.
+struct Lag([metrics::Histogram; Transport::ALL.len()]);
+
+impl Lag {
+    fn histograms() -> Lag {
+        Lag(Transport::ALL.map(|transport| {
+            metrics::histogram!("tidings_delivery_lag_seconds", "transport" => transport.label())
+        }))
+    }
+}
+
 /// What one routing step queued or wrote, counted once into [`HubStats`].
 #[derive(Default)]
 struct Tally {
     deliveries: u64,
-    /// Deliveries the hub wrote to the socket itself.
-    written: u64,
+    /// Deliveries the hub wrote to the socket itself, by transport.
+    written: [u64; Transport::ALL.len()],
     slow: u64,
 }
 
 impl Tally {
     fn count(&mut self, pushed: Pushed, frames: usize) {
         match pushed {
-            Pushed::Written => {
+            Pushed::Written(transport) => {
                 self.deliveries += frames as u64;
-                self.written += frames as u64;
+                self.written[transport as usize] += frames as u64;
             }
             Pushed::Queued => self.deliveries += frames as u64,
             Pushed::Overflowed => self.slow += 1,
@@ -138,15 +153,15 @@ impl Pending {
     }
 
     /// Makes up to `count` of the pushes; false once none is left.
-    fn push_some(&mut self, count: usize, tally: &mut Tally, lag: &metrics::Histogram) -> bool {
+    fn push_some(&mut self, count: usize, tally: &mut Tally, lag: &Lag) -> bool {
         for _ in 0..count {
             let Some((mailbox, frames)) = self.pushes.pop_front() else {
                 break;
             };
             self.made += 1;
             let pushed = mailbox.push_all(&frames);
-            if pushed == Pushed::Written {
-                lag.record(frames[0].lag_seconds());
+            if let Pushed::Written(transport) = pushed {
+                lag.0[transport as usize].record(frames[0].lag_seconds());
             }
             tally.count(pushed, frames.len());
         }
@@ -222,6 +237,7 @@ impl Hub {
         user_id: Uuid,
         is_staff: bool,
         token_version: i64,
+        transport: Transport,
     ) -> Result<Registration, Refused> {
         let mut registry = self.registry.write().expect("hub lock");
         if self.closing.load(Ordering::Acquire) {
@@ -240,8 +256,10 @@ impl Hub {
             token_version: AtomicI64::new(token_version),
             mailbox: mailbox.clone(),
             topics: Vec::new(),
+            transport,
         };
         registry.conns.insert(id, conn);
+        registry.open[transport as usize] += 1;
         registry.per_user.entry(user_id).or_default().push(id);
         Ok(Registration {
             hub: self.clone(),
@@ -253,6 +271,11 @@ impl Hub {
     /// Live connections on this instance.
     pub fn connections(&self) -> usize {
         self.registry.read().expect("hub lock").conns.len()
+    }
+
+    /// Live connections of `transport` on this instance.
+    pub fn connections_by(&self, transport: Transport) -> usize {
+        self.registry.read().expect("hub lock").open[transport as usize]
     }
 
     /// Bytes queued over all connections.
@@ -336,7 +359,7 @@ impl Hub {
 
     /// Makes the next pushes of the fan-out in progress; false once none is left.
     fn push_some(&self) -> bool {
-        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let lag = Lag::histograms();
         let mut tally = Tally::default();
         let more =
             self.pending
@@ -375,9 +398,12 @@ impl Hub {
         self.stats
             .slow_consumers
             .fetch_add(tally.slow, Ordering::Relaxed);
-        if tally.written > 0 {
-            metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
-                .increment(tally.written);
+        for transport in Transport::ALL {
+            let written = tally.written[transport as usize];
+            if written > 0 {
+                metrics::counter!("tidings_deliveries_written_total", "transport" => transport.label())
+                    .increment(written);
+            }
         }
     }
 
@@ -646,6 +672,7 @@ impl Drop for Registration {
         let Some(conn) = registry.conns.remove(&self.id) else {
             return;
         };
+        registry.open[conn.transport as usize] -= 1;
         for topic in &conn.topics {
             remove_from(&mut registry.topics[slot(*topic)], self.id, conn.user_id);
         }
@@ -669,6 +696,7 @@ mod tests {
             at: chrono::Utc::now(),
             ws_frame: bytes::Bytes::new(),
             sse: bytes::Bytes::from_static(b"x"),
+            sse_chunk: bytes::Bytes::new(),
         })
     }
 
@@ -679,7 +707,7 @@ mod tests {
     }
 
     fn push_all(pending: &mut Pending, step: usize) -> Tally {
-        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let lag = Lag::histograms();
         let mut tally = Tally::default();
         while pending.push_some(step, &mut tally, &lag) {}
         tally
@@ -689,7 +717,7 @@ mod tests {
     async fn an_event_routed_mid_fan_out_joins_the_pushes_not_yet_made() {
         let mailboxes: Vec<Arc<Mailbox>> = (0..4).map(|_| Mailbox::new(1 << 20)).collect();
         let mut pending = Pending::default();
-        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let lag = Lag::histograms();
         let mut tally = Tally::default();
         pending.add(vec![frame(1)], mailboxes.clone());
         // Two of four reached; then event 2 for all, and event 3 for the last two.
@@ -714,7 +742,7 @@ mod tests {
         let a = Mailbox::new(1 << 20);
         let b = Mailbox::new(1 << 20);
         let mut pending = Pending::default();
-        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let lag = Lag::histograms();
         let mut tally = Tally::default();
         pending.add(vec![frame(1)], vec![a.clone(), b.clone()]);
         assert!(pending.push_some(1, &mut tally, &lag));
@@ -730,7 +758,7 @@ mod tests {
     async fn a_fan_out_that_never_catches_up_holds_one_push_per_connection() {
         let mailboxes: Vec<Arc<Mailbox>> = (0..3).map(|_| Mailbox::new(1 << 20)).collect();
         let mut pending = Pending::default();
-        let lag = metrics::histogram!("tidings_delivery_lag_seconds", "transport" => "ws");
+        let lag = Lag::histograms();
         let mut tally = Tally::default();
         // An event for all three after every push: the hub never catches up.
         for seq in 1..=1000 {

@@ -6,7 +6,8 @@
 //! the queue is dropped and the writer closes the connection, and the client resumes from
 //! its last seq.
 //!
-//! A WebSocket on a TCP stream goes further: while its writer waits with nothing queued
+//! A connection on a TCP stream of its own (a WebSocket, or an event stream, whose events
+//! are then whole HTTP chunks) goes further: while its writer waits with nothing queued
 //! (and is not writing anything of its own), the hub writes the frames to the socket
 //! itself, and queues (and wakes the writer) only for what the socket does not take at
 //! once. That saves waking and running a task per connection per event, which was most of
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::Transport;
 use super::frames::Frame;
 use super::tcp::write_now;
 use crate::events::Topic;
@@ -27,8 +29,8 @@ use crate::events::Topic;
 /// What became of pushed frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Written to the socket, whole.
-    Written,
+    /// Written to the socket (of this transport), whole.
+    Written(Transport),
     Queued,
     /// It would have passed the limit: the mailbox is now closed as a slow consumer.
     Overflowed,
@@ -50,7 +52,8 @@ pub enum Closed {
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Frame>,
-    /// Bytes of the first queued frame the hub already wrote (the socket took part of it).
+    /// Bytes of the first queued frame the hub already wrote (the socket took part of it),
+    /// of what the connection's transport is sent.
     written: usize,
     bytes: usize,
     closed: Option<Closed>,
@@ -80,7 +83,7 @@ impl State {
 #[derive(Debug)]
 pub struct Batch {
     pub frames: VecDeque<Frame>,
-    /// Bytes of the first frame's WebSocket frame the hub already wrote.
+    /// Bytes of the first frame the hub already wrote (of what the transport is sent).
     pub written: usize,
 }
 
@@ -90,8 +93,8 @@ pub struct Mailbox {
     state: Mutex<State>,
     ready: Notify,
     limit: usize,
-    /// A WebSocket's TCP stream, which the hub writes to while the writer is idle.
-    direct: OnceLock<Arc<TcpStream>>,
+    /// The connection's TCP stream, which the hub writes to while the writer is idle.
+    direct: OnceLock<(Arc<TcpStream>, Transport)>,
 }
 
 impl Mailbox {
@@ -104,9 +107,10 @@ impl Mailbox {
         })
     }
 
-    /// Lets the hub write WebSocket frames straight to `stream` while the writer is idle.
-    pub fn write_directly_to(&self, stream: Arc<TcpStream>) {
-        let _ = self.direct.set(stream);
+    /// Lets the hub write frames, as `transport` is sent them, straight to `stream` while
+    /// the writer is idle.
+    pub fn write_directly_to(&self, stream: Arc<TcpStream>, transport: Transport) {
+        let _ = self.direct.set((stream, transport));
     }
 
     /// Queues a frame, or writes it. Never waits.
@@ -123,13 +127,13 @@ impl Mailbox {
             return Pushed::Closed;
         }
         let mut frames = frames;
-        if let Some(stream) = self.direct.get()
+        if let Some((stream, transport)) = self.direct.get()
             && state.idle
             && !frames.iter().any(|f| state.skips(f))
         {
             // The writer is idle, so the queue is empty: nothing can come between.
-            match write_now(stream, frames, |f| &f.ws_frame) {
-                None => return Pushed::Written,
+            match write_now(stream, frames, |f| transport.bytes(f)) {
+                None => return Pushed::Written(*transport),
                 Some(unwritten) => {
                     state.written = unwritten.offset;
                     frames = &frames[unwritten.index..];
@@ -213,7 +217,12 @@ impl Mailbox {
         }
         let frame = state.frames.pop_front()?;
         state.bytes = state.bytes.saturating_sub(frame.len());
-        Some(frame.ws_frame.slice(std::mem::take(&mut state.written)..))
+        let (_, transport) = self.direct.get()?;
+        Some(
+            transport
+                .bytes(&frame)
+                .slice(std::mem::take(&mut state.written)..),
+        )
     }
 
     /// Live events of `topic` up to `seq` were already sent (by a replay that went past
@@ -243,6 +252,7 @@ mod tests {
             at: chrono::Utc::now(),
             ws_frame: bytes::Bytes::new(),
             sse: bytes::Bytes::from(vec![b'x'; n]),
+            sse_chunk: bytes::Bytes::new(),
         })
     }
 
@@ -298,6 +308,7 @@ mod tests {
             at: chrono::Utc::now(),
             ws_frame: bytes::Bytes::from(vec![byte; n]),
             sse: bytes::Bytes::from(vec![byte; n]),
+            sse_chunk: bytes::Bytes::new(),
         })
     }
 
@@ -309,12 +320,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_event_streams_socket_is_written_each_event_as_one_http_chunk() {
+        use tokio::io::AsyncReadExt;
+
+        let (server, mut client) = pair().await;
+        let mailbox = Mailbox::new(1 << 20);
+        mailbox.write_directly_to(server, Transport::EventStream);
+        let waiting = mailbox.take();
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        let events: Vec<Frame> = (1..=2)
+            .map(|seq| {
+                PreparedEvent::encode(&crate::events::Event {
+                    seq,
+                    topic: crate::events::Topic::Inventory,
+                    kind: "inventory.stock_changed".into(),
+                    audience: crate::events::Audience::Everyone,
+                    at: chrono::Utc::now(),
+                    data: serde_json::json!({"stock": seq}),
+                })
+            })
+            .collect();
+        for event in &events {
+            assert_eq!(
+                mailbox.push(event.clone()),
+                Pushed::Written(Transport::EventStream)
+            );
+        }
+        let mut got = vec![0; events.iter().map(|e| e.sse_chunk.len()).sum()];
+        client.read_exact(&mut got).await.unwrap();
+        let expected: String = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{:x}\r\n{}\r\n",
+                    e.sse.len(),
+                    std::str::from_utf8(&e.sse).unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(String::from_utf8(got).unwrap(), expected);
+    }
+
+    #[tokio::test]
     async fn the_hub_writes_to_an_idle_socket_and_leaves_the_writer_what_it_cannot() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let (server, mut client) = pair().await;
         let mailbox = Mailbox::new(1 << 20);
-        mailbox.write_directly_to(server.clone());
+        mailbox.write_directly_to(server.clone(), Transport::WebSocket);
         // Not idle before the writer waits: the frame is queued.
         let first = ws_frame(1, 100, 1);
         assert_eq!(mailbox.push(first.clone()), Pushed::Queued);
@@ -333,7 +387,9 @@ mod tests {
             seq += 1;
             let frame = ws_frame(seq, 1000, seq as u8);
             match mailbox.push(frame.clone()) {
-                Pushed::Written => expected.extend_from_slice(&frame.ws_frame),
+                Pushed::Written(Transport::WebSocket) => {
+                    expected.extend_from_slice(&frame.ws_frame)
+                }
                 Pushed::Queued => break frame,
                 other => panic!("unexpected {other:?}"),
             }
@@ -371,7 +427,7 @@ mod tests {
 
         let (server, mut client) = pair().await;
         let mailbox = Mailbox::new(1 << 20);
-        mailbox.write_directly_to(server.clone());
+        mailbox.write_directly_to(server.clone(), Transport::WebSocket);
         // One frame larger than the socket takes at once, pushed while the writer waits.
         let big = ws_frame(1, 1 << 20, 7);
         {
@@ -400,7 +456,7 @@ mod tests {
     async fn frames_a_replay_already_sent_are_not_written_again() {
         let (server, _client) = pair().await;
         let mailbox = Mailbox::new(1 << 20);
-        mailbox.write_directly_to(server);
+        mailbox.write_directly_to(server, Transport::WebSocket);
         mailbox.skip_through(crate::events::Topic::Inventory, 5);
         let waiting = mailbox.take();
         tokio::pin!(waiting);

@@ -17,6 +17,33 @@ use crate::events::bus::BusHealth;
 use crate::events::relay::RelayStats;
 use hub::Hub;
 
+/// The two kinds of live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    EventStream,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::WebSocket, Transport::EventStream];
+
+    /// The `transport` label of the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws",
+            Transport::EventStream => "sse",
+        }
+    }
+
+    /// What a connection of this transport is sent of a frame, when the hub writes it.
+    pub fn bytes(self, frame: &frames::PreparedEvent) -> &bytes::Bytes {
+        match self {
+            Transport::WebSocket => &frame.ws_frame,
+            Transport::EventStream => &frame.sse_chunk,
+        }
+    }
+}
+
 /// The runtime that writes to live connections, apart from the one that serves requests.
 ///
 /// Why: one event for everyone wakes one task per connection, and a runtime runs woken

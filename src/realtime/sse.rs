@@ -5,31 +5,42 @@
 //! header only on its own reconnects), then goes live. It sends a comment as heartbeat,
 //! and ends when the token expires, the user's sessions are revoked, the queue overflows
 //! or the server shuts down; the browser reconnects with `Last-Event-ID` and misses nothing.
+//!
+//! A stream opened on a fresh connection (nearly all) gets the socket from the accept
+//! loop, and the hub writes live events to it as WebSockets' are, each event one HTTP
+//! chunk, while the stream's task waits ([`super::mailbox`]); on a connection hyper serves
+//! the stream is a response body.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use serde::Deserialize;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, sleep_until};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Transport;
 use super::auth::StreamUser;
-use super::frames::PreparedEvent;
+use super::frames::{Frame, PreparedEvent};
 use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed};
 use super::replay::{self, Resume};
+use super::tcp::{Unwritten, peer_closed, write_all};
 use crate::AppState;
 use crate::api::extract::Query;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::events::Topic;
+use crate::server::{DirectUpgrade, WRITE_TIMEOUT};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
@@ -62,6 +73,7 @@ async fn events(
     StreamUser(user): StreamUser,
     Query(params): Query<StreamParams>,
     headers: HeaderMap,
+    direct: Option<Extension<DirectUpgrade>>,
 ) -> ApiResult<Response> {
     let mut topics = Vec::new();
     for name in params
@@ -101,7 +113,12 @@ async fn events(
     };
     let hub = state.realtime.hub.clone();
     let registration = hub
-        .connect(user.id, user.role.is_staff(), user.token_version)
+        .connect(
+            user.id,
+            user.role.is_staff(),
+            user.token_version,
+            Transport::EventStream,
+        )
         .map_err(|refused| match refused {
             Refused::TooMany => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -130,21 +147,30 @@ async fn events(
         state: state.clone(),
         user,
         topics,
-        registration: Arc::new(registration),
+        registration,
         phase: Phase::Start { resume, live_from },
         heartbeat,
         expires_at,
         retry_ms: config.sse_retry.as_millis() as u64,
     };
-    metrics::gauge!("tidings_connections", "transport" => "sse").increment(1.0);
-    let body = futures::stream::unfold(stream, |mut stream| async move {
-        let chunk = stream.next_chunk().await;
-        if chunk.is_none() {
-            metrics::gauge!("tidings_connections", "transport" => "sse").decrement(1.0);
+    let body = match direct.and_then(|direct| direct.take()) {
+        // The accept loop writes the head and then hands this task the socket.
+        Some(socket) => {
+            super::live_runtime().spawn(async move {
+                let Ok((socket, _)) = socket.await else {
+                    return;
+                };
+                // Onto the live runtime's reactor, where this task runs.
+                if let Ok(socket) = socket.into_std().and_then(TcpStream::from_std) {
+                    stream.write_to(Arc::new(socket)).await;
+                }
+            });
+            Body::empty()
         }
-        chunk.map(|bytes| (Ok::<Bytes, Infallible>(bytes), stream))
-    });
-    let mut response = Response::new(Body::from_stream(body));
+        // hyper's connection (one that served other requests first): through the body.
+        None => Body::from_stream(stream.into_body()),
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -173,16 +199,102 @@ struct Stream {
     state: AppState,
     user: CurrentUser,
     topics: Vec<Topic>,
-    registration: Arc<Registration>,
+    registration: Registration,
     phase: Phase,
     heartbeat: Interval,
     expires_at: Instant,
     retry_ms: u64,
 }
 
+/// What a stream sends next.
+enum Out {
+    /// Text of the stream's own: the `retry:` hint, a replay page, a comment.
+    Text(Bytes),
+    /// Live events taken from the mailbox; the hub may have begun writing the first.
+    Events(Batch),
+}
+
 impl Stream {
-    /// The next bytes of the response; `None` ends it.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The stream's output, to be polled with `next`: unlike [`Self::next`] itself, a
+    /// poll of it can be dropped (for the client going away, say) without losing a step.
+    fn outputs(self) -> impl futures::Stream<Item = Out> + Send {
+        futures::stream::unfold(self, |mut stream| async move {
+            let out = stream.next().await?;
+            Some((out, stream))
+        })
+    }
+
+    /// The stream as a response body, for a connection hyper serves: events are written
+    /// by the body's task (the hub never has this socket, so none is begun).
+    fn into_body(self) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+        self.outputs().map(|out| {
+            Ok(match out {
+                Out::Text(text) => text,
+                Out::Events(batch) => {
+                    let mut chunk = BytesMut::new();
+                    for frame in &batch.frames {
+                        chunk.extend_from_slice(&frame.sse);
+                    }
+                    written(batch.frames.iter());
+                    chunk.freeze()
+                }
+            })
+        })
+    }
+
+    /// Serves the stream on a socket of its own, which the hub writes events to while
+    /// this task waits: the body is chunked, each event one chunk.
+    async fn write_to(self, socket: Arc<TcpStream>) {
+        let mailbox = self.registration.mailbox().clone();
+        mailbox.write_directly_to(socket.clone(), Transport::EventStream);
+        let outputs = self.outputs();
+        tokio::pin!(outputs);
+        loop {
+            let next = tokio::select! {
+                next = outputs.next() => next,
+                gone = peer_closed(&socket) => if gone { return } else { continue },
+            };
+            let write = async {
+                match next {
+                    Some(Out::Events(mut batch)) => {
+                        let at = Unwritten {
+                            index: 0,
+                            offset: batch.written,
+                        };
+                        let frames = batch.frames.make_contiguous();
+                        write_all(&socket, frames, |f| &f.sse_chunk, at).await?;
+                        written(frames.iter());
+                        Ok(true)
+                    }
+                    Some(Out::Text(text)) => {
+                        // While the task waited, the hub may have been writing to the
+                        // socket: take it back, finishing any event the hub began.
+                        let rest = mailbox.claim().unwrap_or_default();
+                        let size = Bytes::from(format!("{:x}\r\n", text.len()));
+                        let chunks = [rest, size, text, Bytes::from_static(b"\r\n")];
+                        write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
+                        Ok(true)
+                    }
+                    None => {
+                        let rest = mailbox.claim().unwrap_or_default();
+                        let chunks = [rest, Bytes::from_static(b"0\r\n\r\n")];
+                        write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
+                        socket_shutdown(&socket);
+                        Ok::<_, std::io::Error>(false)
+                    }
+                }
+            };
+            // A client that stopped reading: the queue limit closes a slow consumer; this
+            // frees a connection whose peer vanished.
+            match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                Ok(Ok(true)) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// What to send next; `None` ends the stream. Not cancel-safe: see [`Self::outputs`].
+    async fn next(&mut self) -> Option<Out> {
         loop {
             match std::mem::replace(&mut self.phase, Phase::Live) {
                 Phase::Ended => {
@@ -216,7 +328,7 @@ impl Stream {
                             }
                         }
                     }
-                    return Some(Bytes::from(chunk));
+                    return Some(Out::Text(Bytes::from(chunk)));
                 }
                 Phase::Replaying { after, upto } => {
                     // Boxed, so that an idle stream's state is not sized for the query.
@@ -246,23 +358,17 @@ impl Stream {
                     for event in &events {
                         chunk.extend_from_slice(&PreparedEvent::encode(event).sse);
                     }
-                    return Some(chunk.freeze());
+                    return Some(Out::Text(chunk.freeze()));
                 }
                 Phase::Live => {
                     let mailbox = self.registration.mailbox().clone();
                     tokio::select! {
-                        frames = mailbox.take() => match frames {
-                            Ok(Batch { frames, .. }) => {
-                                let mut chunk = BytesMut::new();
-                                for frame in &frames {
-                                    chunk.extend_from_slice(&frame.sse);
-                                }
-                                if chunk.is_empty() {
+                        taken = mailbox.take() => match taken {
+                            Ok(batch) => {
+                                if batch.frames.is_empty() {
                                     continue;
                                 }
-                                metrics::counter!("tidings_deliveries_written_total", "transport" => "sse").increment(frames.len() as u64);
-                                super::frames::record_delivery_lag(&frames, "sse");
-                                return Some(chunk.freeze());
+                                return Some(Out::Events(batch));
                             }
                             Err(reason) => {
                                 self.phase = Phase::Ended;
@@ -271,17 +377,29 @@ impl Stream {
                                     Closed::Revoked => "session revoked",
                                     Closed::Shutdown => "server shutting down",
                                 };
-                                return Some(Bytes::from(format!(": {why}\n\n")));
+                                return Some(Out::Text(Bytes::from(format!(": {why}\n\n"))));
                             }
                         },
-                        _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                        _ = self.heartbeat.tick() => return Some(Out::Text(Bytes::from_static(b": keep-alive\n\n"))),
                         () = sleep_until(self.expires_at) => {
                             self.phase = Phase::Ended;
-                            return Some(Bytes::from_static(b": token expired\n\n"));
+                            return Some(Out::Text(Bytes::from_static(b": token expired\n\n")));
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// Counts live events written by a stream's task.
+fn written<'a>(frames: impl ExactSizeIterator<Item = &'a Frame>) {
+    metrics::counter!("tidings_deliveries_written_total", "transport" => "sse")
+        .increment(frames.len() as u64);
+    super::frames::record_delivery_lag(frames, "sse");
+}
+
+/// Shuts down the writing side: the client sees the stream end.
+fn socket_shutdown(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The task's end: reads and writes through the shared stream.
@@ -79,13 +79,57 @@ fn send(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     }
 }
 
-/// What a write that must not wait left unwritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Chunks written by one system call at most.
+const AT_ONCE: usize = 64;
+
+/// Where a write of chunks stands: what is left unwritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Unwritten {
     /// The first chunk not written whole…
     pub index: usize,
     /// …and how many of its bytes were.
     pub offset: usize,
+}
+
+impl Unwritten {
+    /// Puts what is left of the next (up to) [`AT_ONCE`] chunks into `slices`; how many
+    /// slices, and their bytes.
+    fn slices<'a, T>(
+        self,
+        chunks: &'a [T],
+        bytes: &impl Fn(&T) -> &[u8],
+        slices: &mut [IoSlice<'a>; AT_ONCE],
+    ) -> (usize, usize) {
+        let batch = &chunks[self.index..chunks.len().min(self.index + AT_ONCE)];
+        let mut total = 0;
+        for (i, chunk) in batch.iter().enumerate() {
+            let slice = &bytes(chunk)[if i == 0 { self.offset } else { 0 }..];
+            total += slice.len();
+            slices[i] = IoSlice::new(slice);
+        }
+        (batch.len(), total)
+    }
+
+    /// Moves past `written` bytes, and past empty chunks after them; whether all is written.
+    fn advance<T>(&mut self, chunks: &[T], bytes: &impl Fn(&T) -> &[u8], written: usize) -> bool {
+        let mut left = written;
+        while left > 0 {
+            let remaining = bytes(&chunks[self.index]).len() - self.offset;
+            if left < remaining {
+                self.offset += left;
+                break;
+            }
+            left -= remaining;
+            self.index += 1;
+            self.offset = 0;
+        }
+        // Skip empty chunks, which the loop above cannot step past.
+        while self.index < chunks.len() && bytes(&chunks[self.index]).len() == self.offset {
+            self.index += 1;
+            self.offset = 0;
+        }
+        self.index == chunks.len()
+    }
 }
 
 /// Writes as much of `chunks` (each as `bytes` gives it) as the socket takes now, in one
@@ -97,45 +141,69 @@ pub fn write_now<T>(
     chunks: &[T],
     bytes: impl Fn(&T) -> &[u8],
 ) -> Option<Unwritten> {
-    const AT_ONCE: usize = 64;
-    let mut at = Unwritten {
-        index: 0,
-        offset: 0,
-    };
-    while at.index < chunks.len() {
-        let batch = &chunks[at.index..chunks.len().min(at.index + AT_ONCE)];
+    let mut at = Unwritten::default();
+    if at.advance(chunks, &bytes, 0) {
+        return None;
+    }
+    loop {
         let mut slices = [IoSlice::new(&[]); AT_ONCE];
-        let mut total = 0;
-        for (i, chunk) in batch.iter().enumerate() {
-            let slice = &bytes(chunk)[if i == 0 { at.offset } else { 0 }..];
-            total += slice.len();
-            slices[i] = IoSlice::new(slice);
-        }
-        let written = match send(stream, &slices[..batch.len()]) {
+        let (count, total) = at.slices(chunks, &bytes, &mut slices);
+        let written = match send(stream, &slices[..count]) {
             Ok(n) => n,
             Err(_) => return Some(at),
         };
-        let mut left = written;
-        while left > 0 {
-            let remaining = bytes(&chunks[at.index]).len() - at.offset;
-            if left < remaining {
-                at.offset += left;
-                break;
-            }
-            left -= remaining;
-            at.index += 1;
-            at.offset = 0;
-        }
-        // Skip empty chunks, which the loop above cannot step past.
-        while at.index < chunks.len() && bytes(&chunks[at.index]).len() == at.offset {
-            at.index += 1;
-            at.offset = 0;
+        if at.advance(chunks, &bytes, written) {
+            return None;
         }
         if written < total {
-            return (at.index < chunks.len()).then_some(at);
+            return Some(at);
         }
     }
-    None
+}
+
+/// Writes all of `chunks` (each as `bytes` gives it) from `at`, in one system call per 64
+/// chunks, waiting whenever the socket is full: a connection's task writing what the hub
+/// left it.
+pub async fn write_all<T>(
+    stream: &TcpStream,
+    chunks: &[T],
+    bytes: impl Fn(&T) -> &[u8],
+    mut at: Unwritten,
+) -> io::Result<()> {
+    if at.advance(chunks, &bytes, 0) {
+        return Ok(());
+    }
+    loop {
+        stream.writable().await?;
+        let mut slices = [IoSlice::new(&[]); AT_ONCE];
+        let (count, _) = at.slices(chunks, &bytes, &mut slices);
+        // Through `try_io`, so that a full socket clears tokio's readiness and the next
+        // `writable` waits for room.
+        match stream.try_io(Interest::WRITABLE, || send(stream, &slices[..count])) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                if at.advance(chunks, &bytes, written) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Resolves when the peer sent something: `true` if it closed the connection (or it
+/// failed). What a client sends on an event stream is otherwise ignored.
+pub async fn peer_closed(stream: &TcpStream) -> bool {
+    if stream.readable().await.is_err() {
+        return true;
+    }
+    let mut scratch = [0u8; 64];
+    match stream.try_read(&mut scratch) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +252,30 @@ pub(crate) mod tests {
         let (a, b) = (vec![1u8; 10], vec![2u8; 20]);
         let (server, _client) = pair().await;
         assert_eq!(write_now(&server, &[a, b], |c| c), None);
+    }
+
+    #[tokio::test]
+    async fn write_all_waits_for_room_and_writes_the_rest_exactly() {
+        let (server, mut client) = pair().await;
+        let chunks: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| vec![i as u8; if i % 5 == 0 { 0 } else { 2000 + i as usize }])
+            .collect();
+        let all: Vec<u8> = chunks.concat();
+        // From the middle of the second chunk, as after a write the hub began.
+        let at = Unwritten {
+            index: 1,
+            offset: 700,
+        };
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        write_all(&server, &chunks, |c| c, at).await.unwrap();
+        drop(server);
+        assert!(
+            reader.await.unwrap() == all[700..],
+            "every byte after `at`, once"
+        );
     }
 }

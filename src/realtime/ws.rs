@@ -27,6 +27,7 @@ use tokio::time::{Instant, sleep_until};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Transport;
 use super::auth::StreamUser;
 use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
@@ -207,7 +208,12 @@ impl Connection {
         stream: Option<Arc<TcpStream>>,
     ) -> Either<impl Future<Output = ()>, BoxFuture<'static, ()>> {
         let hub = &state.realtime.hub;
-        let registration = match hub.connect(user.id, user.role.is_staff(), user.token_version) {
+        let registration = match hub.connect(
+            user.id,
+            user.role.is_staff(),
+            user.token_version,
+            Transport::WebSocket,
+        ) {
             Ok(registration) => registration,
             Err(Refused::TooMany) => {
                 return Either::Right(Box::pin(
@@ -221,7 +227,9 @@ impl Connection {
             }
         };
         if let Some(stream) = stream {
-            registration.mailbox().write_directly_to(stream);
+            registration
+                .mailbox()
+                .write_directly_to(stream, Transport::WebSocket);
         }
         let expires_at = expiry(user.expires_at);
         let connection = Connection {
@@ -252,7 +260,6 @@ enum End {
 
 impl Connection {
     async fn run(mut self) {
-        metrics::gauge!("tidings_connections", "transport" => "ws").increment(1.0);
         let config = &self.state.realtime.config;
         let idle_timeout = config.idle_timeout;
         let mut ping = tokio::time::interval(config.ping_interval);
@@ -349,7 +356,6 @@ impl Connection {
                 }
             }
         };
-        metrics::gauge!("tidings_connections", "transport" => "ws").decrement(1.0);
         if let End::Close(code, reason) = end {
             // Bounded: a client that stopped reading (a slow consumer, say) would otherwise
             // hold its task and socket for as long as it keeps its connection open.

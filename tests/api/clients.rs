@@ -70,8 +70,19 @@ impl TestApp {
 
     /// Opens an SSE stream of `topics` with a bearer token, resuming after `last_event_id`.
     pub async fn sse(&self, token: &str, topics: &str, last_event_id: Option<i64>) -> SseClient {
-        let mut request = self
-            .client
+        self.sse_on(&self.client, token, topics, last_event_id)
+            .await
+    }
+
+    /// [`Self::sse`] through `client`.
+    pub async fn sse_on(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        topics: &str,
+        last_event_id: Option<i64>,
+    ) -> SseClient {
+        let mut request = client
             .get(self.url(&format!("/v1/events?topics={topics}")))
             .bearer_auth(token);
         if let Some(id) = last_event_id {
@@ -81,6 +92,7 @@ impl TestApp {
         assert_eq!(response.status(), reqwest::StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         SseClient {
+            headers: response.headers().clone(),
             events: Box::pin(response.bytes_stream().eventsource()),
         }
     }
@@ -199,6 +211,7 @@ impl WsClient {
 }
 
 pub struct SseClient {
+    pub headers: reqwest::header::HeaderMap,
     events: std::pin::Pin<
         Box<
             dyn Stream<

@@ -61,8 +61,10 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
         .await;
     let mut ws = app.ws(&staff.access_token).await;
     ws.subscribe(&["inventory"], None).await;
+    let mut sse = app.sse(&staff.access_token, "inventory", None).await;
     app.product(&staff.access_token, "TEE", 100, 5).await;
     ws.next_event().await;
+    sse.next().await.unwrap();
 
     let response = app.get("/metrics", None).await;
 
@@ -74,14 +76,10 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
             .starts_with("text/plain")
     );
     let text = response.text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} is missing"))
-    };
-    assert_eq!(value("tidings_hub_connections"), 1.0);
+    let value = |name: &str| metric(&text, name);
+    assert_eq!(value("tidings_hub_connections"), 2.0);
+    assert_eq!(value(r#"tidings_connections{transport="ws"}"#), 1.0);
+    assert_eq!(value(r#"tidings_connections{transport="sse"}"#), 1.0);
     assert!(value("tidings_hub_deliveries_total") >= 1.0);
     assert!(value("tidings_hub_last_seq") >= 1.0);
     assert_eq!(value("tidings_relay_active"), 1.0);
@@ -103,4 +101,35 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
         text.contains(r#"route="/v1/products""#),
         "requests are keyed by route"
     );
+
+    // Clients that go away are counted out, whichever way they leave.
+    drop((ws, sse));
+    let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
+    loop {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        let open = [
+            "tidings_hub_connections",
+            r#"tidings_connections{transport="ws"}"#,
+            r#"tidings_connections{transport="sse"}"#,
+        ]
+        .map(|name| metric(&text, name));
+        if open == [0.0; 3] {
+            break;
+        }
+        // Nothing tells a client when the server has seen it go: ask again shortly.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still open: {open:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the metric line `name` (with its labels, if any) in `text`.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is missing"))
 }

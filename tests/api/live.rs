@@ -16,6 +16,7 @@ backend_tests!(
     a_websocket_resumes_with_exactly_the_missed_events_then_live,
     an_sse_stream_resumes_from_last_event_id_then_live,
     sse_streams_follow_the_same_audience_rules,
+    sse_streams_deliver_alike_on_fresh_and_reused_connections,
     subscribed_comes_once_live_delivery_is_registered,
 );
 
@@ -324,4 +325,47 @@ async fn subscribed_comes_once_live_delivery_is_registered(backend: Backend) {
     );
     ws.send(json!({"type": "ping"})).await;
     assert_eq!(ws.next_json().await, json!({"type": "pong"}));
+}
+
+async fn sse_streams_deliver_alike_on_fresh_and_reused_connections(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
+    // A stream on a connection of its own is answered by the accept loop, and the hub
+    // writes events straight to its socket…
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    // …one on a connection that served a request first is hyper's, through a body.
+    let reused = reqwest::Client::builder().http1_only().build().unwrap();
+    let first = reused.get(app.url("/livez")).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    first.bytes().await.unwrap();
+    // From after the product's creation, which a hub may not have delivered yet.
+    let after = Some(app.last_event_id().await);
+    let mut own = app
+        .sse_on(&fresh, &staff.access_token, "inventory", after)
+        .await;
+    let mut hypers = app
+        .sse_on(&reused, &staff.access_token, "inventory", after)
+        .await;
+    assert!(
+        !own.headers.contains_key("date") && hypers.headers.contains_key("date"),
+        "hyper adds a Date; the accept loop does not: one stream each way"
+    );
+
+    for delta in [5, -3, 7, 1] {
+        app.adjust_stock(&staff.access_token, id(&tee), delta).await;
+    }
+
+    let mut seqs = Vec::new();
+    for _ in 0..4 {
+        let (a, b) = (own.next().await.unwrap(), hypers.next().await.unwrap());
+        assert_eq!((&a.id, &a.event, &a.data), (&b.id, &b.event, &b.data));
+        assert_eq!(a.event, "inventory.stock_changed");
+        assert_eq!(a.id, a.data["seq"].to_string());
+        seqs.push(a.data["seq"].as_i64().unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "in order: {seqs:?}");
 }
