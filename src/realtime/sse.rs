@@ -12,6 +12,7 @@
 //! the stream is a response body.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -20,7 +21,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::future::Either;
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, sleep_until};
@@ -32,7 +34,7 @@ use super::Transport;
 use super::auth::StreamUser;
 use super::frames::{Frame, PreparedEvent};
 use super::hub::{Refused, Registration};
-use super::mailbox::{Batch, Closed};
+use super::mailbox::{Batch, Closed, Mailbox};
 use super::replay::{self, Resume};
 use super::tcp::{Unwritten, peer_closed, write_all};
 use crate::AppState;
@@ -156,15 +158,15 @@ async fn events(
     let body = match direct.and_then(|direct| direct.take()) {
         // The accept loop writes the head and then hands this task the socket.
         Some(socket) => {
-            super::live_runtime().spawn(async move {
-                let Ok((socket, _)) = socket.await else {
-                    return;
-                };
+            // `then`, not one async block: the task holds the stream once, not once waiting
+            // for the socket and again writing to it.
+            super::live_runtime().spawn(socket.then(move |upgraded| {
                 // Onto the live runtime's reactor, where this task runs.
-                if let Ok(socket) = socket.into_std().and_then(TcpStream::from_std) {
-                    stream.write_to(Arc::new(socket)).await;
+                match upgraded.map(|(socket, _)| socket.into_std().and_then(TcpStream::from_std)) {
+                    Ok(Ok(socket)) => Either::Left(stream.write_to(Arc::new(socket))),
+                    _ => Either::Right(std::future::ready(())),
                 }
-            });
+            }));
             Body::empty()
         }
         // hyper's connection (one that served other requests first): through the body.
@@ -244,53 +246,13 @@ impl Stream {
 
     /// Serves the stream on a socket of its own, which the hub writes events to while
     /// this task waits: the body is chunked, each event one chunk.
-    async fn write_to(self, socket: Arc<TcpStream>) {
+    ///
+    /// Not an `async fn`: its state would keep the stream twice, as the argument and as
+    /// its outputs. The outputs are boxed, as a body is, so that the task holds them once.
+    fn write_to(self, socket: Arc<TcpStream>) -> impl Future<Output = ()> + Send {
         let mailbox = self.registration.mailbox().clone();
         mailbox.write_directly_to(socket.clone(), Transport::EventStream);
-        let outputs = self.outputs();
-        tokio::pin!(outputs);
-        loop {
-            let next = tokio::select! {
-                next = outputs.next() => next,
-                gone = peer_closed(&socket) => if gone { return } else { continue },
-            };
-            let write = async {
-                match next {
-                    Some(Out::Events(mut batch)) => {
-                        let at = Unwritten {
-                            index: 0,
-                            offset: batch.written,
-                        };
-                        let frames = batch.frames.make_contiguous();
-                        write_all(&socket, frames, |f| &f.sse_chunk, at).await?;
-                        written(frames.iter());
-                        Ok(true)
-                    }
-                    Some(Out::Text(text)) => {
-                        // While the task waited, the hub may have been writing to the
-                        // socket: take it back, finishing any event the hub began.
-                        let rest = mailbox.claim().unwrap_or_default();
-                        let size = Bytes::from(format!("{:x}\r\n", text.len()));
-                        let chunks = [rest, size, text, Bytes::from_static(b"\r\n")];
-                        write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
-                        Ok(true)
-                    }
-                    None => {
-                        let rest = mailbox.claim().unwrap_or_default();
-                        let chunks = [rest, Bytes::from_static(b"0\r\n\r\n")];
-                        write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
-                        socket_shutdown(&socket);
-                        Ok::<_, std::io::Error>(false)
-                    }
-                }
-            };
-            // A client that stopped reading: the queue limit closes a slow consumer; this
-            // frees a connection whose peer vanished.
-            match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                Ok(Ok(true)) => {}
-                _ => return,
-            }
-        }
+        write_outputs(Box::pin(self.outputs()), socket, mailbox)
     }
 
     /// What to send next; `None` ends the stream. Not cancel-safe: see [`Self::outputs`].
@@ -388,6 +350,56 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The loop of [`Stream::write_to`].
+async fn write_outputs(
+    mut outputs: Pin<Box<impl futures::Stream<Item = Out> + Send>>,
+    socket: Arc<TcpStream>,
+    mailbox: Arc<Mailbox>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = outputs.next() => next,
+            gone = peer_closed(&socket) => if gone { return } else { continue },
+        };
+        let write = async {
+            match next {
+                Some(Out::Events(mut batch)) => {
+                    let at = Unwritten {
+                        index: 0,
+                        offset: batch.written,
+                    };
+                    let frames = batch.frames.make_contiguous();
+                    write_all(&socket, frames, |f| &f.sse_chunk, at).await?;
+                    written(frames.iter());
+                    Ok(true)
+                }
+                Some(Out::Text(text)) => {
+                    // While the task waited, the hub may have been writing to the
+                    // socket: take it back, finishing any event the hub began.
+                    let rest = mailbox.claim().unwrap_or_default();
+                    let size = Bytes::from(format!("{:x}\r\n", text.len()));
+                    let chunks = [rest, size, text, Bytes::from_static(b"\r\n")];
+                    write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
+                    Ok(true)
+                }
+                None => {
+                    let rest = mailbox.claim().unwrap_or_default();
+                    let chunks = [rest, Bytes::from_static(b"0\r\n\r\n")];
+                    write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
+                    socket_shutdown(&socket);
+                    Ok::<_, std::io::Error>(false)
+                }
+            }
+        };
+        // A client that stopped reading: the queue limit closes a slow consumer; this
+        // frees a connection whose peer vanished.
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(true)) => {}
+            _ => return,
         }
     }
 }
