@@ -67,7 +67,92 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Resul
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
+    // Without stamps, receipt is timed when the bytes are read.
+    let _ = stamp_receipts(&stream);
     Ok(stream)
+}
+
+/// Asks the kernel to stamp what the socket receives with the time it arrived
+/// (`SO_TIMESTAMP`), which [`recv_stamped`] reads.
+fn stamp_receipts(stream: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt on a socket this stream owns, with an int that outlives it.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMP,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reads into `buf` (at least 1 byte of room), as `read_buf` does, and returns with the
+/// byte count when the kernel received the last of them (microseconds since the Unix
+/// epoch), if it said.
+pub async fn recv_stamped(
+    stream: &TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<(usize, Option<i64>)> {
+    use bytes::BufMut;
+    use std::os::fd::AsRawFd;
+    loop {
+        stream.readable().await?;
+        let spare = buf.chunk_mut();
+        let result = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = libc::iovec {
+                iov_base: spare.as_mut_ptr().cast(),
+                iov_len: spare.len(),
+            };
+            // Room for one control message with a timeval.
+            let mut control = [0u64; 8];
+            // SAFETY: msghdr is plain data; every pointer in it points into locals that
+            // outlive the call, with the lengths given.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            // SAFETY: as above.
+            let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut stamp = None;
+            // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+            // msg_controllen.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+                while !cmsg.is_null() {
+                    if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                        && (*cmsg).cmsg_type == libc::SCM_TIMESTAMP
+                    {
+                        let tv: libc::timeval =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                        stamp = Some(tv.tv_sec * 1_000_000 + tv.tv_usec);
+                    }
+                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+                }
+            }
+            Ok((n as usize, stamp))
+        });
+        match result {
+            Ok((n, stamp)) => {
+                // SAFETY: the kernel wrote `n` bytes into the spare capacity.
+                unsafe { buf.advance_mut(n) };
+                return Ok((n, stamp));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The head of an HTTP response.
@@ -105,6 +190,35 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_says_when_the_kernel_received_its_bytes() {
+        use tokio::io::AsyncWriteExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client, accepted) = tokio::join!(
+            connect(listener.local_addr().unwrap(), None),
+            listener.accept()
+        );
+        let (client, mut server) = (client.unwrap(), accepted.unwrap().0);
+        let before = crate::envelope::now_micros();
+        server.write_all(b"hello").await.unwrap();
+        let mut buf = bytes::BytesMut::with_capacity(64);
+        let (n, stamp) = recv_stamped(&client, &mut buf).await.unwrap();
+        let after = crate::envelope::now_micros();
+        assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
+        let stamp = stamp.expect("a receive timestamp");
+        assert!(
+            before <= stamp && stamp <= after,
+            "{before} <= {stamp} <= {after}"
+        );
+        drop(server);
+        assert_eq!(
+            recv_stamped(&client, &mut buf).await.unwrap().0,
+            0,
+            "the end"
+        );
+    }
 
     #[tokio::test]
     async fn urls_give_authority_path_and_address() {

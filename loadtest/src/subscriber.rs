@@ -490,10 +490,14 @@ async fn read(
     let leaving = leave.cancelled();
     tokio::pin!(leaving);
     let mut raw_sse = BytesMut::new();
+    let mut received = None;
     loop {
         // Bytes left from the response head (or the subscription) are read first.
         if !buf.is_empty() {
-            let now = envelope::now_micros();
+            // Receipt is when the kernel took the bytes in, not when this task got to them:
+            // one core reading 10,000 sockets falls behind the server in a burst, and a real
+            // client has a CPU of its own.
+            let now = received.take().unwrap_or_else(envelope::now_micros);
             let result = match &mut kind {
                 Reader::Ws(reader) => {
                     match reader.drain(&mut buf, |m| counter.message(m, now, probe)) {
@@ -542,9 +546,9 @@ async fn read(
             () = &mut leaving => {
                 return if context.stop.is_cancelled() { End::Stopped } else { End::Dropped };
             }
-            read = stream.read_buf(&mut buf) => match read {
-                Ok(0) => return End::Closed("the connection ended".into()),
-                Ok(_) => {}
+            read = crate::net::recv_stamped(&stream, &mut buf) => match read {
+                Ok((0, _)) => return End::Closed("the connection ended".into()),
+                Ok((_, stamp)) => received = stamp,
                 Err(e) => return End::Closed(format!("reading: {e}")),
             }
         }
