@@ -14,6 +14,10 @@
 //! to core 1. Loopback runs the receiving side's TCP processing and wake-up in the writer's
 //! system call, as it does for the server in the benchmarks. For each round it prints how
 //! long writing to every socket took, and at the end the median and the worst round.
+//!
+//! `FLOOR_READER=epoll` reads with plain epoll instead of tokio, and `FLOOR_READER=spin`
+//! with epoll that never sleeps, so that no send has to wake the reader: on this VM that
+//! saves about a tenth of the writer's time, so the wake-ups are not what makes the floor.
 
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
@@ -57,6 +61,50 @@ fn read(addr: std::net::SocketAddr, sockets: usize, each: usize) -> usize {
     })
 }
 
+/// The same reading with plain epoll on nonblocking sockets: `spin` polls without ever
+/// sleeping (timeout 0), so the writer's send never has to wake this process.
+fn read_epoll(addr: std::net::SocketAddr, sockets: usize, each: usize, spin: bool) -> usize {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    pin(1);
+    let mut streams = Vec::with_capacity(sockets);
+    // SAFETY: plain epoll calls on descriptors this function owns for its whole run.
+    let epoll = unsafe { libc::epoll_create1(0) };
+    for i in 0..sockets {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: as above.
+        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, stream.as_raw_fd(), &mut event) };
+        streams.push(stream);
+    }
+    let total = sockets * each;
+    let mut got = 0;
+    let mut buf = vec![0u8; 4096];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    while got < total {
+        // SAFETY: as above; `events` outlives the call.
+        let n = unsafe {
+            libc::epoll_wait(epoll, events.as_mut_ptr(), 1024, if spin { 0 } else { -1 })
+        };
+        for event in &events[..n.max(0) as usize] {
+            let mut stream = &streams[event.u64 as usize];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    got
+}
+
 fn pin(core: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity take
     // pointers to it that live for the call.
@@ -73,11 +121,16 @@ fn main() -> std::io::Result<()> {
         && mode == "--read"
     {
         // The reader, in a process of its own: each side holds as many sockets as allowed.
-        let got = read(
+        let (addr, sockets, total) = (
             addr.parse().expect("an address"),
             parse(sockets),
             parse(total),
         );
+        let got = match std::env::var("FLOOR_READER").as_deref() {
+            Ok("spin") => read_epoll(addr, sockets, total, true),
+            Ok("epoll") => read_epoll(addr, sockets, total, false),
+            _ => read(addr, sockets, total),
+        };
         println!("{got}");
         return Ok(());
     }
