@@ -50,6 +50,38 @@ impl TestApp {
         Ok(WsClient { socket })
     }
 
+    /// Opens an SSE stream of `topics` whose client reads nothing until told to, through a
+    /// tiny receive buffer: a slow consumer. Its own connection, so the accept loop
+    /// answers it and the hub writes to its socket.
+    pub async fn slow_sse(&self, token: &str, topics: &str) -> SlowSse {
+        use tokio::io::AsyncWriteExt;
+
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(self.addr).await.unwrap();
+        let request = format!(
+            "GET /v1/events?topics={topics} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // The head comes once the stream is registered with the hub: from then on it
+        // misses nothing.
+        let mut raw = Vec::new();
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(
+                PATIENCE,
+                tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+            )
+            .await
+            .expect("the head in time")
+            .unwrap();
+            assert!(n > 0, "the server closed before its head");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        SlowSse { stream, raw }
+    }
+
     /// Opens a WebSocket whose client reads nothing until told to, through a tiny receive
     /// buffer: a slow consumer.
     pub async fn slow_ws(&self, token: &str) -> WsClient {
@@ -222,6 +254,82 @@ pub struct SseClient {
                 > + Send,
         >,
     >,
+}
+
+/// An SSE stream read only at the end, straight off its socket.
+pub struct SlowSse {
+    stream: TcpStream,
+    /// What was read so far: the head, and maybe more.
+    raw: Vec<u8>,
+}
+
+/// All a slow SSE client got.
+#[derive(Debug)]
+pub struct Drained {
+    pub events: Vec<Sse>,
+    /// The comments (heartbeats, the reason the stream ended).
+    pub comments: Vec<String>,
+    /// The body ended with the last chunk (`0\r\n\r\n`), not just a closed connection.
+    pub ended_cleanly: bool,
+}
+
+impl SlowSse {
+    /// Reads to the end of the connection and decodes the response: a `200` with a
+    /// chunked `text/event-stream` body.
+    pub async fn drain(mut self) -> Drained {
+        use tokio::io::AsyncReadExt;
+
+        let mut raw = std::mem::take(&mut self.raw);
+        tokio::time::timeout(PATIENCE * 4, self.stream.read_to_end(&mut raw))
+            .await
+            .expect("the server ended the stream in time")
+            .unwrap();
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let (mut body, mut at, mut ended_cleanly) = (Vec::new(), head_end, false);
+        while at < raw.len() {
+            let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16)
+                .expect("a chunk size");
+            let data = line_end + 2;
+            if size == 0 {
+                ended_cleanly = &raw[data..] == b"\r\n";
+                break;
+            }
+            body.extend_from_slice(&raw[data..data + size]);
+            assert_eq!(
+                &raw[data + size..data + size + 2],
+                b"\r\n",
+                "a chunk ends with CRLF"
+            );
+            at = data + size + 2;
+        }
+        let (mut events, mut comments) = (Vec::new(), Vec::new());
+        for block in String::from_utf8(body).unwrap().split("\n\n") {
+            let (mut id, mut event, mut data) = (String::new(), String::new(), None);
+            for line in block.lines() {
+                if let Some(comment) = line.strip_prefix(": ") {
+                    comments.push(comment.to_owned());
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(v).expect("JSON data"));
+                }
+            }
+            if let Some(data) = data {
+                events.push(Sse { id, event, data });
+            }
+        }
+        Drained {
+            events,
+            comments,
+            ended_cleanly,
+        }
+    }
 }
 
 /// One server-sent event.

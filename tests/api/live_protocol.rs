@@ -20,6 +20,7 @@ backend_tests!(
     a_password_change_closes_the_users_sockets_at_once,
     too_many_connections_for_one_user_close_with_4029,
     a_slow_consumer_is_closed_with_4008_and_resumes_without_loss,
+    a_slow_sse_consumer_is_ended_and_resumes_without_loss,
     a_resume_from_a_seq_the_database_never_had_gets_a_reset,
     bad_sse_parameters_are_400_problems,
 );
@@ -403,6 +404,94 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
         received.len() < UPDATES,
         "the slow consumer was cut off before the end"
     );
+    assert_eq!(
+        slow_seqs, fast_seqs,
+        "every update exactly once, in order, across the disconnect"
+    );
+}
+
+async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.queue_bytes = 128 * 1024).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app
+        .product(&staff.access_token, "TEE", 100, 1_000_000)
+        .await;
+    let from = app.last_event_id().await;
+    let slow = app.slow_sse(&staff.access_token, "inventory").await;
+    let mut fast = app.sse(&staff.access_token, "inventory", Some(from)).await;
+
+    // As for WebSockets: large events, past what the kernel buffers and the queue hold.
+    const UPDATES: usize = 1200;
+    let description = "d".repeat(4000);
+    let path = format!("/v1/products/{}", id(&tee));
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
+    let fast_reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < UPDATES {
+            let event = fast.next().await.expect("the fast stream goes on");
+            if event.event == "product.updated" {
+                seqs.push(event.data["seq"].as_i64().unwrap());
+                let _ = progress.send(seqs.len());
+            }
+        }
+        seqs
+    });
+    let mut sent_so_far = 0;
+    for chunk in (0..UPDATES).collect::<Vec<_>>().chunks(16) {
+        let (app, path, token) = (&app, &path, &staff.access_token);
+        let sent = futures::future::join_all(chunk.iter().map(|i| {
+            let body = json!({"description": format!("{i}{description}")});
+            async move { app.patch(path, &body, token).await }
+        }))
+        .await;
+        assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
+        sent_so_far += chunk.len();
+        seen.wait_for(|n| *n >= sent_so_far)
+            .await
+            .expect("the fast consumer is reading");
+    }
+    let fast_seqs = fast_reader.await.expect("the fast consumer kept up");
+    assert!(fast_seqs.windows(2).all(|w| w[0] < w[1]));
+
+    // The slow one got a prefix, then the reason, then the end of the body.
+    let drained = slow.drain().await;
+    assert!(drained.ended_cleanly, "the chunked body ends properly");
+    assert_eq!(
+        drained.comments.last().map(String::as_str),
+        Some("slow consumer: reconnect with Last-Event-ID")
+    );
+    let received: Vec<i64> = drained
+        .events
+        .iter()
+        .filter(|e| e.event == "product.updated")
+        .map(|e| e.data["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        received.len() < UPDATES,
+        "the slow consumer was cut off before the end"
+    );
+    assert_eq!(
+        received[..],
+        fast_seqs[..received.len()],
+        "a prefix, in order"
+    );
+    for event in &drained.events {
+        assert_eq!(event.id, event.data["seq"].to_string());
+    }
+
+    // Resumed from its last id, it gets exactly the rest.
+    let last = drained
+        .events
+        .last()
+        .map_or(from, |e| e.id.parse().unwrap());
+    let mut resumed = app.sse(&staff.access_token, "inventory", Some(last)).await;
+    let mut slow_seqs = received;
+    while slow_seqs.len() < UPDATES {
+        let event = resumed.next().await.expect("the resumed stream goes on");
+        if event.event == "product.updated" {
+            slow_seqs.push(event.data["seq"].as_i64().unwrap());
+        }
+    }
     assert_eq!(
         slow_seqs, fast_seqs,
         "every update exactly once, in order, across the disconnect"
