@@ -338,19 +338,11 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
     fast.subscribe(&["inventory"], None).await;
     let before = fast_seq(&mut fast, &app, &staff.access_token, id(&tee)).await;
 
-    // Large events (a long description rides in every product.updated): past what the
-    // kernel buffers (4 MiB here) and the 128 KiB queue hold.
-    const UPDATES: usize = 1200;
-    let description = "d".repeat(4000);
-    let path = format!("/v1/products/{}", id(&tee));
-    let patches: Vec<Value> = (0..UPDATES)
-        .map(|i| json!({"description": format!("{i}{description}")}))
-        .collect();
     // The fast consumer reads as events come, as a healthy client does.
     let (progress, mut seen) = tokio::sync::watch::channel(0usize);
     let fast_reader = tokio::spawn(async move {
         let mut seqs = Vec::new();
-        while seqs.len() < UPDATES {
+        while seqs.len() < LARGE_UPDATES {
             let event = fast.next_event().await;
             if event["type"] == "product.updated" {
                 seqs.push(event["seq"].as_i64().unwrap());
@@ -359,22 +351,7 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
         }
         seqs
     });
-    let mut sent_so_far = 0;
-    for chunk in patches.chunks(16) {
-        let sent = futures::future::join_all(
-            chunk
-                .iter()
-                .map(|body| app.patch(&path, body, &staff.access_token)),
-        )
-        .await;
-        assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
-        sent_so_far += chunk.len();
-        // Paced by the fast consumer, so it is never more than a burst behind however
-        // busy the machine is; nothing waits for the slow one.
-        seen.wait_for(|n| *n >= sent_so_far)
-            .await
-            .expect("the fast consumer is reading");
-    }
+    send_large_updates(&app, &staff.access_token, id(&tee), &mut seen).await;
     // It got every update, in order, while the slow one fell behind.
     let fast_seqs = fast_reader.await.expect("the fast consumer kept up");
     assert!(fast_seqs.windows(2).all(|w| w[0] < w[1]));
@@ -394,14 +371,14 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: B
         .filter(|e| e["type"] == "product.updated")
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
-    while slow_seqs.len() < UPDATES {
+    while slow_seqs.len() < LARGE_UPDATES {
         let event = resumed.next_event().await;
         if event["type"] == "product.updated" {
             slow_seqs.push(event["seq"].as_i64().unwrap());
         }
     }
     assert!(
-        received.len() < UPDATES,
+        received.len() < LARGE_UPDATES,
         "the slow consumer was cut off before the end"
     );
     assert_eq!(
@@ -420,14 +397,10 @@ async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend)
     let slow = app.slow_sse(&staff.access_token, "inventory").await;
     let mut fast = app.sse(&staff.access_token, "inventory", Some(from)).await;
 
-    // As for WebSockets: large events, past what the kernel buffers and the queue hold.
-    const UPDATES: usize = 1200;
-    let description = "d".repeat(4000);
-    let path = format!("/v1/products/{}", id(&tee));
     let (progress, mut seen) = tokio::sync::watch::channel(0usize);
     let fast_reader = tokio::spawn(async move {
         let mut seqs = Vec::new();
-        while seqs.len() < UPDATES {
+        while seqs.len() < LARGE_UPDATES {
             let event = fast.next().await.expect("the fast stream goes on");
             if event.event == "product.updated" {
                 seqs.push(event.data["seq"].as_i64().unwrap());
@@ -436,20 +409,7 @@ async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend)
         }
         seqs
     });
-    let mut sent_so_far = 0;
-    for chunk in (0..UPDATES).collect::<Vec<_>>().chunks(16) {
-        let (app, path, token) = (&app, &path, &staff.access_token);
-        let sent = futures::future::join_all(chunk.iter().map(|i| {
-            let body = json!({"description": format!("{i}{description}")});
-            async move { app.patch(path, &body, token).await }
-        }))
-        .await;
-        assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
-        sent_so_far += chunk.len();
-        seen.wait_for(|n| *n >= sent_so_far)
-            .await
-            .expect("the fast consumer is reading");
-    }
+    send_large_updates(&app, &staff.access_token, id(&tee), &mut seen).await;
     let fast_seqs = fast_reader.await.expect("the fast consumer kept up");
     assert!(fast_seqs.windows(2).all(|w| w[0] < w[1]));
 
@@ -467,7 +427,7 @@ async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend)
         .map(|e| e.data["seq"].as_i64().unwrap())
         .collect();
     assert!(
-        received.len() < UPDATES,
+        received.len() < LARGE_UPDATES,
         "the slow consumer was cut off before the end"
     );
     assert_eq!(
@@ -486,7 +446,7 @@ async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend)
         .map_or(from, |e| e.id.parse().unwrap());
     let mut resumed = app.sse(&staff.access_token, "inventory", Some(last)).await;
     let mut slow_seqs = received;
-    while slow_seqs.len() < UPDATES {
+    while slow_seqs.len() < LARGE_UPDATES {
         let event = resumed.next().await.expect("the resumed stream goes on");
         if event.event == "product.updated" {
             slow_seqs.push(event.data["seq"].as_i64().unwrap());
@@ -496,6 +456,37 @@ async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend)
         slow_seqs, fast_seqs,
         "every update exactly once, in order, across the disconnect"
     );
+}
+
+/// Product updates a slow-consumer test sends, each event carrying a 4,000-byte
+/// description: past what the kernel buffers (4 MiB here) and the 128 KiB queue hold.
+const LARGE_UPDATES: usize = 1200;
+
+/// Sends the large updates of `product`, 16 at a time, each batch once the fast consumer
+/// has seen every update before it (`seen` counts them): so it is never more than a burst
+/// behind however busy the machine is, and nothing waits for the slow one.
+async fn send_large_updates(
+    app: &TestApp,
+    token: &str,
+    product: &str,
+    seen: &mut tokio::sync::watch::Receiver<usize>,
+) {
+    let description = "d".repeat(4000);
+    let path = format!("/v1/products/{product}");
+    let mut sent_so_far = 0;
+    for chunk in (0..LARGE_UPDATES).collect::<Vec<_>>().chunks(16) {
+        let sent = futures::future::join_all(chunk.iter().map(|i| {
+            let body = json!({"description": format!("{i}{description}")});
+            let path = &path;
+            async move { app.patch(path, &body, token).await }
+        }))
+        .await;
+        assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
+        sent_so_far += chunk.len();
+        seen.wait_for(|n| *n >= sent_so_far)
+            .await
+            .expect("the fast consumer is reading");
+    }
 }
 
 /// Makes one stock change and returns its seq as the fast consumer saw it.
