@@ -261,6 +261,9 @@ fn live_head(parts: axum::http::response::Parts) -> (Vec<u8>, Answer) {
             .as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
+    // As hyper does, and as HTTP asks of a server with a clock (RFC 9110, 6.6.1).
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
+    put_header(&mut out, "date", date.to_string().as_bytes());
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;

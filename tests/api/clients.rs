@@ -50,36 +50,85 @@ impl TestApp {
         Ok(WsClient { socket })
     }
 
+    /// The seq of the first `kind` event on `topic` that `token` may see: a change's event
+    /// is numbered by the relay a moment after the change's request returns.
+    pub async fn seq_of(&self, token: &str, topic: &str, kind: &str) -> i64 {
+        let mut ws = self.ws(token).await;
+        let (replayed, _) = ws.subscribe(&[topic], Some(0)).await;
+        if let Some(event) = replayed.iter().find(|e| e["type"] == kind) {
+            return event["seq"].as_i64().unwrap();
+        }
+        loop {
+            let event = ws.next_event().await;
+            if event["type"] == kind {
+                return event["seq"].as_i64().unwrap();
+            }
+        }
+    }
+
     /// Opens an SSE stream of `topics` whose client reads nothing until told to, through a
     /// tiny receive buffer: a slow consumer. Its own connection, so the accept loop
     /// answers it and the hub writes to its socket.
-    pub async fn slow_sse(&self, token: &str, topics: &str) -> SlowSse {
-        use tokio::io::AsyncWriteExt;
-
+    pub async fn slow_sse(&self, token: &str, topics: &str) -> RawSse {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(self.addr).await.unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        self.raw_sse(stream, token, &format!("topics={topics}"))
+            .await
+    }
+
+    /// Opens an SSE stream (`query` its query string) on a connection that first served
+    /// a `GET /livez`: hyper's connection, where the stream is a response body.
+    pub async fn sse_after_a_request(&self, token: &str, query: &str) -> RawSse {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!("GET /livez HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse()
+                    .unwrap();
+                if raw.len() >= end + 4 + length {
+                    assert_eq!(raw.len(), end + 4 + length, "nothing after the answer");
+                    break;
+                }
+            }
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server closed the connection after /livez");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        self.raw_sse(stream, token, query).await
+    }
+
+    /// Sends `GET /v1/events?{query}` on `stream` and reads its head: the stream is then
+    /// registered with the hub and misses nothing from there on.
+    pub async fn raw_sse(&self, mut stream: TcpStream, token: &str, query: &str) -> RawSse {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
         let request = format!(
-            "GET /v1/events?topics={topics} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            "GET /v1/events?{query} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
             self.addr
         );
         stream.write_all(request.as_bytes()).await.unwrap();
-        // The head comes once the stream is registered with the hub: from then on it
-        // misses nothing.
         let mut raw = Vec::new();
         while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
             let mut buf = [0u8; 1024];
-            let n = tokio::time::timeout(
-                PATIENCE,
-                tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
-            )
-            .await
-            .expect("the head in time")
-            .unwrap();
+            let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+                .await
+                .expect("the head in time")
+                .unwrap();
             assert!(n > 0, "the server closed before its head");
             raw.extend_from_slice(&buf[..n]);
         }
-        SlowSse { stream, raw }
+        RawSse { stream, raw }
     }
 
     /// Opens a WebSocket whose client reads nothing until told to, through a tiny receive
@@ -102,19 +151,8 @@ impl TestApp {
 
     /// Opens an SSE stream of `topics` with a bearer token, resuming after `last_event_id`.
     pub async fn sse(&self, token: &str, topics: &str, last_event_id: Option<i64>) -> SseClient {
-        self.sse_on(&self.client, token, topics, last_event_id)
-            .await
-    }
-
-    /// [`Self::sse`] through `client`.
-    pub async fn sse_on(
-        &self,
-        client: &reqwest::Client,
-        token: &str,
-        topics: &str,
-        last_event_id: Option<i64>,
-    ) -> SseClient {
-        let mut request = client
+        let mut request = self
+            .client
             .get(self.url(&format!("/v1/events?topics={topics}")))
             .bearer_auth(token);
         if let Some(id) = last_event_id {
@@ -124,7 +162,6 @@ impl TestApp {
         assert_eq!(response.status(), reqwest::StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         SseClient {
-            headers: response.headers().clone(),
             events: Box::pin(response.bytes_stream().eventsource()),
         }
     }
@@ -243,7 +280,6 @@ impl WsClient {
 }
 
 pub struct SseClient {
-    pub headers: reqwest::header::HeaderMap,
     events: std::pin::Pin<
         Box<
             dyn Stream<
@@ -256,14 +292,14 @@ pub struct SseClient {
     >,
 }
 
-/// An SSE stream read only at the end, straight off its socket.
-pub struct SlowSse {
+/// An SSE stream read only at its end, straight off its socket.
+pub struct RawSse {
     stream: TcpStream,
     /// What was read so far: the head, and maybe more.
     raw: Vec<u8>,
 }
 
-/// All a slow SSE client got.
+/// All a raw SSE client got.
 #[derive(Debug)]
 pub struct Drained {
     pub events: Vec<Sse>,
@@ -273,21 +309,30 @@ pub struct Drained {
     pub ended_cleanly: bool,
 }
 
-impl SlowSse {
-    /// Reads to the end of the connection and decodes the response: a `200` with a
-    /// chunked `text/event-stream` body.
+impl RawSse {
+    /// Reads to the end of the body (its last chunk, or the connection's end) and decodes
+    /// the response: a `200` with a chunked `text/event-stream` body.
     pub async fn drain(mut self) -> Drained {
         use tokio::io::AsyncReadExt;
 
         let mut raw = std::mem::take(&mut self.raw);
-        tokio::time::timeout(PATIENCE * 4, self.stream.read_to_end(&mut raw))
+        let read = async {
+            while !raw.ends_with(b"\r\n0\r\n\r\n") {
+                let mut buf = [0u8; 16 * 1024];
+                match self.stream.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE * 4, read)
             .await
-            .expect("the server ended the stream in time")
-            .unwrap();
+            .expect("the server ended the stream in time");
         let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(head.contains("\r\ndate: "), "{head}");
         let (mut body, mut at, mut ended_cleanly) = (Vec::new(), head_end, false);
         while at < raw.len() {
             let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();

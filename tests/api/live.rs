@@ -331,41 +331,53 @@ async fn sse_streams_deliver_alike_on_fresh_and_reused_connections(backend: Back
     let app = TestApp::spawn(backend).await;
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
+    // From after the product's creation.
+    let created = app
+        .seq_of(&staff.access_token, "inventory", "product.created")
+        .await;
+    let query = format!("topics=inventory&last_event_id={created}");
     // A stream on a connection of its own is answered by the accept loop, and the hub
-    // writes events straight to its socket…
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    // …one on a connection that served a request first is hyper's, through a body.
-    let reused = reqwest::Client::builder().http1_only().build().unwrap();
-    let first = reused.get(app.url("/livez")).send().await.unwrap();
-    assert_eq!(first.status(), StatusCode::OK);
-    first.bytes().await.unwrap();
-    // From after the product's creation, which a hub may not have delivered yet.
-    let after = Some(app.last_event_id().await);
-    let mut own = app
-        .sse_on(&fresh, &staff.access_token, "inventory", after)
-        .await;
-    let mut hypers = app
-        .sse_on(&reused, &staff.access_token, "inventory", after)
-        .await;
-    assert!(
-        !own.headers.contains_key("date") && hypers.headers.contains_key("date"),
-        "hyper adds a Date; the accept loop does not: one stream each way"
-    );
+    // writes events straight to its socket; one on a connection that served a request
+    // first is hyper's, and its events go through a response body.
+    let socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let own = app.raw_sse(socket, &staff.access_token, &query).await;
+    let hypers = app.sse_after_a_request(&staff.access_token, &query).await;
 
     for delta in [5, -3, 7, 1] {
         app.adjust_stock(&staff.access_token, id(&tee), delta).await;
     }
+    // Revoking the sessions ends both streams once what came before is written.
+    let revoked = app
+        .post("/v1/auth/logout-all", &json!({}), Some(&staff.access_token))
+        .await;
+    assert!(revoked.status().is_success());
 
-    let mut seqs = Vec::new();
-    for _ in 0..4 {
-        let (a, b) = (own.next().await.unwrap(), hypers.next().await.unwrap());
-        assert_eq!((&a.id, &a.event, &a.data), (&b.id, &b.event, &b.data));
-        assert_eq!(a.event, "inventory.stock_changed");
-        assert_eq!(a.id, a.data["seq"].to_string());
-        seqs.push(a.data["seq"].as_i64().unwrap());
+    let (own, hypers) = (own.drain().await, hypers.drain().await);
+    for got in [&own, &hypers] {
+        assert!(got.ended_cleanly, "the chunked body ends properly");
+        assert_eq!(
+            got.comments.last().map(String::as_str),
+            Some("session revoked")
+        );
+        let seqs: Vec<i64> = got
+            .events
+            .iter()
+            .map(|e| e.data["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs.len(), 4, "{seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[1] > w[0]), "in order: {seqs:?}");
+        for event in &got.events {
+            assert_eq!(event.event, "inventory.stock_changed");
+            assert_eq!(event.id, event.data["seq"].to_string());
+        }
     }
-    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "in order: {seqs:?}");
+    let same = |a: &crate::clients::Sse, b: &crate::clients::Sse| {
+        (&a.id, &a.event, &a.data) == (&b.id, &b.event, &b.data)
+    };
+    assert!(
+        own.events
+            .iter()
+            .zip(&hypers.events)
+            .all(|(a, b)| same(a, b))
+    );
 }

@@ -393,7 +393,9 @@ async fn a_slow_sse_consumer_is_ended_and_resumes_without_loss(backend: Backend)
     let tee = app
         .product(&staff.access_token, "TEE", 100, 1_000_000)
         .await;
-    let from = app.last_event_id().await;
+    let from = app
+        .seq_of(&staff.access_token, "inventory", "product.created")
+        .await;
     let slow = app.slow_sse(&staff.access_token, "inventory").await;
     let mut fast = app.sse(&staff.access_token, "inventory", Some(from)).await;
 
