@@ -128,7 +128,18 @@ impl TestApp {
             assert!(n > 0, "the server closed before its head");
             raw.extend_from_slice(&buf[..n]);
         }
-        RawSse { stream, raw }
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(head.contains("\r\ndate: "), "{head}");
+        RawSse {
+            stream,
+            raw: raw.split_off(end),
+            body: String::new(),
+            comments: Vec::new(),
+            ended: false,
+        }
     }
 
     /// Opens a WebSocket whose client reads nothing until told to, through a tiny receive
@@ -292,88 +303,112 @@ pub struct SseClient {
     >,
 }
 
-/// An SSE stream read only at its end, straight off its socket.
+/// An SSE stream read straight off its socket, its chunked body decoded here.
 pub struct RawSse {
     stream: TcpStream,
-    /// What was read so far: the head, and maybe more.
+    /// Bytes read and not yet decoded.
     raw: Vec<u8>,
+    /// Decoded text not yet parsed into events.
+    body: String,
+    comments: Vec<String>,
+    /// The body's last chunk came.
+    ended: bool,
 }
 
-/// All a raw SSE client got.
+/// All a raw SSE client got from some point on.
 #[derive(Debug)]
 pub struct Drained {
     pub events: Vec<Sse>,
-    /// The comments (heartbeats, the reason the stream ended).
+    /// The comments of the whole stream (heartbeats, the reason it ended).
     pub comments: Vec<String>,
     /// The body ended with the last chunk (`0\r\n\r\n`), not just a closed connection.
     pub ended_cleanly: bool,
 }
 
 impl RawSse {
-    /// Reads to the end of the body (its last chunk, or the connection's end) and decodes
-    /// the response: a `200` with a chunked `text/event-stream` body.
-    pub async fn drain(mut self) -> Drained {
+    /// The next event, or `None` once the body or the connection ends.
+    pub async fn next(&mut self) -> Option<Sse> {
         use tokio::io::AsyncReadExt;
 
-        let mut raw = std::mem::take(&mut self.raw);
-        let read = async {
-            while !raw.ends_with(b"\r\n0\r\n\r\n") {
-                let mut buf = [0u8; 16 * 1024];
-                match self.stream.read(&mut buf).await.unwrap() {
-                    0 => break,
-                    n => raw.extend_from_slice(&buf[..n]),
+        loop {
+            while let Some(end) = self.body.find("\n\n") {
+                let block: String = self.body.drain(..end + 2).collect();
+                if let Some(event) = self.parse(&block) {
+                    return Some(event);
                 }
             }
-        };
-        tokio::time::timeout(PATIENCE * 4, read)
-            .await
-            .expect("the server ended the stream in time");
-        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert!(head.contains("transfer-encoding: chunked"), "{head}");
-        assert!(head.contains("\r\ndate: "), "{head}");
-        let (mut body, mut at, mut ended_cleanly) = (Vec::new(), head_end, false);
-        while at < raw.len() {
-            let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16)
-                .expect("a chunk size");
-            let data = line_end + 2;
-            if size == 0 {
-                ended_cleanly = &raw[data..] == b"\r\n";
-                break;
+            if self.ended {
+                return None;
             }
-            body.extend_from_slice(&raw[data..data + size]);
-            assert_eq!(
-                &raw[data + size..data + size + 2],
-                b"\r\n",
-                "a chunk ends with CRLF"
-            );
-            at = data + size + 2;
+            let mut buf = [0u8; 16 * 1024];
+            let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut buf))
+                .await
+                .expect("the server sent something in time")
+                .unwrap();
+            if n == 0 {
+                return None;
+            }
+            self.raw.extend_from_slice(&buf[..n]);
+            self.decode();
         }
-        let (mut events, mut comments) = (Vec::new(), Vec::new());
-        for block in String::from_utf8(body).unwrap().split("\n\n") {
-            let (mut id, mut event, mut data) = (String::new(), String::new(), None);
-            for line in block.lines() {
-                if let Some(comment) = line.strip_prefix(": ") {
-                    comments.push(comment.to_owned());
-                } else if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.to_owned();
-                } else if let Some(v) = line.strip_prefix("event: ") {
-                    event = v.to_owned();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = Some(serde_json::from_str(v).expect("JSON data"));
-                }
-            }
-            if let Some(data) = data {
-                events.push(Sse { id, event, data });
-            }
+    }
+
+    /// Reads to the end of the body (its last chunk, or the connection's end).
+    pub async fn drain(mut self) -> Drained {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
         }
         Drained {
             events,
-            comments,
-            ended_cleanly,
+            comments: self.comments,
+            ended_cleanly: self.ended && self.raw.is_empty(),
         }
+    }
+
+    /// Moves every whole chunk of `raw` into `body`.
+    fn decode(&mut self) {
+        while !self.ended {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&self.raw[..line_end]).unwrap(), 16)
+                    .expect("a chunk size");
+            let data = line_end + 2;
+            if self.raw.len() < data + size + 2 {
+                return;
+            }
+            assert_eq!(
+                &self.raw[data + size..data + size + 2],
+                b"\r\n",
+                "a chunk ends with CRLF"
+            );
+            if size == 0 {
+                self.ended = true;
+            } else {
+                self.body
+                    .push_str(std::str::from_utf8(&self.raw[data..data + size]).unwrap());
+            }
+            self.raw.drain(..data + size + 2);
+        }
+    }
+
+    /// An event block's event, if it has data; its comments are kept.
+    fn parse(&mut self, block: &str) -> Option<Sse> {
+        let (mut id, mut event, mut data) = (String::new(), String::new(), None);
+        for line in block.lines() {
+            if let Some(comment) = line.strip_prefix(": ") {
+                self.comments.push(comment.to_owned());
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(v).expect("JSON data"));
+            }
+        }
+        data.map(|data| Sse { id, event, data })
     }
 }
 

@@ -340,44 +340,44 @@ async fn sse_streams_deliver_alike_on_fresh_and_reused_connections(backend: Back
     // writes events straight to its socket; one on a connection that served a request
     // first is hyper's, and its events go through a response body.
     let socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let own = app.raw_sse(socket, &staff.access_token, &query).await;
-    let hypers = app.sse_after_a_request(&staff.access_token, &query).await;
+    let mut own = app.raw_sse(socket, &staff.access_token, &query).await;
+    let mut hypers = app.sse_after_a_request(&staff.access_token, &query).await;
 
     for delta in [5, -3, 7, 1] {
         app.adjust_stock(&staff.access_token, id(&tee), delta).await;
     }
-    // Revoking the sessions ends both streams once what came before is written.
-    let revoked = app
-        .post("/v1/auth/logout-all", &json!({}), Some(&staff.access_token))
-        .await;
-    assert!(revoked.status().is_success());
-
-    let (own, hypers) = (own.drain().await, hypers.drain().await);
-    for got in [&own, &hypers] {
-        assert!(got.ended_cleanly, "the chunked body ends properly");
-        assert_eq!(
-            got.comments.last().map(String::as_str),
-            Some("session revoked")
-        );
+    let mut got = [Vec::new(), Vec::new()];
+    for (stream, got) in [&mut own, &mut hypers].into_iter().zip(&mut got) {
+        for _ in 0..4 {
+            got.push(stream.next().await.expect("the stream goes on"));
+        }
         let seqs: Vec<i64> = got
-            .events
             .iter()
             .map(|e| e.data["seq"].as_i64().unwrap())
             .collect();
-        assert_eq!(seqs.len(), 4, "{seqs:?}");
         assert!(seqs.windows(2).all(|w| w[1] > w[0]), "in order: {seqs:?}");
-        for event in &got.events {
+        for event in got.iter() {
             assert_eq!(event.event, "inventory.stock_changed");
             assert_eq!(event.id, event.data["seq"].to_string());
         }
     }
+    // Revoking the sessions ends both streams properly.
+    let revoked = app
+        .post("/v1/auth/logout-all", &json!({}), Some(&staff.access_token))
+        .await;
+    assert!(revoked.status().is_success());
+    for stream in [own, hypers] {
+        let rest = stream.drain().await;
+        assert!(rest.events.is_empty(), "{:?}", rest.events);
+        assert!(rest.ended_cleanly, "the chunked body ends properly");
+        assert_eq!(
+            rest.comments.last().map(String::as_str),
+            Some("session revoked")
+        );
+    }
+    let [own, hypers] = got;
     let same = |a: &crate::clients::Sse, b: &crate::clients::Sse| {
         (&a.id, &a.event, &a.data) == (&b.id, &b.event, &b.data)
     };
-    assert!(
-        own.events
-            .iter()
-            .zip(&hypers.events)
-            .all(|(a, b)| same(a, b))
-    );
+    assert!(own.iter().zip(&hypers).all(|(a, b)| same(a, b)));
 }
