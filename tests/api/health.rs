@@ -75,12 +75,15 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
             .unwrap()
             .starts_with("text/plain")
     );
-    let text = response.text().await.unwrap();
+    // The hub counts deliveries just after it writes them.
+    let text = metrics_once(&app, |text| {
+        metric(text, "tidings_hub_deliveries_total") >= 2.0
+    })
+    .await;
     let value = |name: &str| metric(&text, name);
     assert_eq!(value("tidings_hub_connections"), 2.0);
     assert_eq!(value(r#"tidings_connections{transport="ws"}"#), 1.0);
     assert_eq!(value(r#"tidings_connections{transport="sse"}"#), 1.0);
-    assert!(value("tidings_hub_deliveries_total") >= 1.0);
     assert!(value("tidings_hub_last_seq") >= 1.0);
     assert_eq!(value("tidings_relay_active"), 1.0);
     assert_eq!(value("tidings_bus_up"), 1.0);
@@ -104,22 +107,30 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
 
     // Clients that go away are counted out, whichever way they leave.
     drop((ws, sse));
-    let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
-    loop {
-        let text = app.get("/metrics", None).await.text().await.unwrap();
-        let open = [
+    let gone = |text: &str| {
+        [
             "tidings_hub_connections",
             r#"tidings_connections{transport="ws"}"#,
             r#"tidings_connections{transport="sse"}"#,
         ]
-        .map(|name| metric(&text, name));
-        if open == [0.0; 3] {
-            break;
+        .iter()
+        .all(|name| metric(text, name) == 0.0)
+    };
+    metrics_once(&app, gone).await;
+}
+
+/// `/metrics` once `ready` holds of it. Nothing tells a client when the server has
+/// counted what it did or seen a client go: ask again shortly, for at most `PATIENCE`.
+async fn metrics_once(app: &TestApp, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
+    loop {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        if ready(&text) {
+            return text;
         }
-        // Nothing tells a client when the server has seen it go: ask again shortly.
         assert!(
             tokio::time::Instant::now() < deadline,
-            "still open: {open:?}"
+            "not so in time:\n{text}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
