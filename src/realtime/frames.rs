@@ -52,7 +52,7 @@ impl PreparedEvent {
         };
         let json = serde_json::to_string(&envelope).expect("an envelope always serialises");
         let sse = format!("id: {}\nevent: {}\ndata: {json}\n\n", event.seq, event.kind);
-        let size_line = format!("{:x}\r\n", sse.len());
+        let size_line = chunk_size_line(sse.len());
         let sse_chunk = Bytes::from([size_line.as_str(), &sse, "\r\n"].concat());
         let ws_frame = super::wire::text_frame(json.as_bytes());
         Arc::new(PreparedEvent {
@@ -79,6 +79,11 @@ impl PreparedEvent {
     pub fn is_empty(&self) -> bool {
         self.sse.is_empty()
     }
+}
+
+/// The size line that opens an HTTP/1.1 chunk of `len` bytes.
+pub fn chunk_size_line(len: usize) -> String {
+    format!("{len:x}\r\n")
 }
 
 /// Records commit-to-write lag once per batch written (its oldest event), which is cheap

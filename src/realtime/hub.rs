@@ -58,8 +58,6 @@ struct Registry {
     conns: HashMap<ConnId, Conn>,
     per_user: HashMap<Uuid, Vec<ConnId>>,
     topics: [TopicIndex; Topic::SUBSCRIBABLE.len()],
-    /// Connections by transport.
-    open: [usize; Transport::ALL.len()],
 }
 
 fn slot(topic: Topic) -> usize {
@@ -259,7 +257,6 @@ impl Hub {
             transport,
         };
         registry.conns.insert(id, conn);
-        registry.open[transport as usize] += 1;
         registry.per_user.entry(user_id).or_default().push(id);
         Ok(Registration {
             hub: self.clone(),
@@ -273,9 +270,15 @@ impl Hub {
         self.registry.read().expect("hub lock").conns.len()
     }
 
-    /// Live connections of `transport` on this instance.
+    /// Live connections of `transport` on this instance (a scan, as [`Hub::queued_bytes`]
+    /// is: for a metrics scrape, not the hot path).
     pub fn connections_by(&self, transport: Transport) -> usize {
-        self.registry.read().expect("hub lock").open[transport as usize]
+        let registry = self.registry.read().expect("hub lock");
+        registry
+            .conns
+            .values()
+            .filter(|c| c.transport == transport)
+            .count()
     }
 
     /// Bytes queued over all connections.
@@ -672,7 +675,6 @@ impl Drop for Registration {
         let Some(conn) = registry.conns.remove(&self.id) else {
             return;
         };
-        registry.open[conn.transport as usize] -= 1;
         for topic in &conn.topics {
             remove_from(&mut registry.topics[slot(*topic)], self.id, conn.user_id);
         }

@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 
 use super::Transport;
 use super::auth::StreamUser;
-use super::frames::{Frame, PreparedEvent};
+use super::frames::{Frame, PreparedEvent, chunk_size_line};
 use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed, Mailbox};
 use super::replay::{self, Resume};
@@ -381,7 +381,7 @@ async fn write_outputs(
                     // While the task waited, the hub may have been writing to the
                     // socket: take it back, finishing any event the hub began.
                     let rest = mailbox.claim().unwrap_or_default();
-                    let size = Bytes::from(format!("{:x}\r\n", text.len()));
+                    let size = Bytes::from(chunk_size_line(text.len()));
                     let chunks = [rest, size, text, Bytes::from_static(b"\r\n")];
                     write_all(&socket, &chunks, |c| c, Unwritten::default()).await?;
                     Ok(true)
