@@ -188,6 +188,15 @@ pub struct Settings {
         global = true
     )]
     pub max_connections_per_user: String,
+    /// A client that takes none of what is written to it for this long is dropped (REST
+    /// responses, WebSocket and SSE alike).
+    #[arg(
+        long,
+        env = "TIDINGS_WRITE_TIMEOUT",
+        default_value = "60s",
+        global = true
+    )]
+    pub write_timeout: String,
     /// How often WebSocket connections are pinged.
     #[arg(
         long,
@@ -196,7 +205,7 @@ pub struct Settings {
         global = true
     )]
     pub ws_ping_interval: String,
-    /// A WebSocket peer silent for this long is dropped.
+    /// A WebSocket peer silent (not even a pong) for this long is dropped.
     #[arg(
         long,
         env = "TIDINGS_WS_IDLE_TIMEOUT",
@@ -325,6 +334,8 @@ pub struct Config {
     /// A live connection's queue limit, in bytes.
     pub queue_bytes: usize,
     pub max_connections_per_user: usize,
+    /// How long a write may wait for a client that takes no bytes.
+    pub write_timeout: Duration,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub ws_max_message: usize,
@@ -471,6 +482,7 @@ impl Settings {
                 &self.max_connections_per_user,
                 1..=1_000_000,
             )?,
+            write_timeout: parse_duration("TIDINGS_WRITE_TIMEOUT", &self.write_timeout)?,
             ws_ping_interval: parse_duration("TIDINGS_WS_PING_INTERVAL", &self.ws_ping_interval)?,
             ws_idle_timeout: parse_duration("TIDINGS_WS_IDLE_TIMEOUT", &self.ws_idle_timeout)?,
             ws_max_message: parse_number(

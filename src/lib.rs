@@ -102,6 +102,7 @@ fn realtime_config(config: &Config) -> RealtimeConfig {
     RealtimeConfig {
         ping_interval: config.ws_ping_interval,
         idle_timeout: config.ws_idle_timeout,
+        write_timeout: config.write_timeout,
         max_message_bytes: config.ws_max_message,
         sse_heartbeat: config.sse_heartbeat,
         sse_retry: Duration::from_secs(2),
@@ -385,6 +386,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let app = router(self.state.clone());
         let realtime = self.state.realtime.clone();
+        let write_timeout = realtime.config.write_timeout;
         let drain = async move {
             shutdown.await;
             tracing::info!(
@@ -402,9 +404,15 @@ impl Application {
             drain.await;
             stopper.cancel();
         });
-        server::serve(self.listener, app, stop, Duration::from_secs(30))
-            .await
-            .context("the server failed")?;
+        server::serve(
+            self.listener,
+            app,
+            stop,
+            Duration::from_secs(30),
+            write_timeout,
+        )
+        .await
+        .context("the server failed")?;
         self.background.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -38,9 +39,6 @@ use tower::ServiceExt;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head read here; a larger one goes to hyper, which refuses it.
 const MAX_HEAD: usize = 16 * 1024;
-/// How long a stream's write may wait for a client that stopped reading. The queue
-/// limit closes a slow consumer; this frees a connection whose peer vanished.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest body of an answer written here (errors and small documents).
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
 
@@ -61,12 +59,14 @@ impl DirectUpgrade {
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets hyper's connections
-/// finish their requests and waits (at most `grace`) for every connection task to end.
+/// finish their requests and waits (at most `grace`) for every connection task to end. A
+/// write that waits `write_timeout` for a client that takes no bytes ends its connection.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
     grace: Duration,
+    write_timeout: Duration,
 ) -> io::Result<()> {
     let tasks = TaskTracker::new();
     loop {
@@ -84,7 +84,13 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        tasks.spawn(connection(stream, peer, router.clone(), stop.clone()));
+        tasks.spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            stop.clone(),
+            write_timeout,
+        ));
     }
     drop(listener);
     tasks.close();
@@ -102,6 +108,7 @@ async fn connection(
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
+    write_timeout: Duration,
 ) {
     let mut head = BytesMut::with_capacity(1024);
     // A client that has not sent its first request yet is let go at shutdown.
@@ -119,9 +126,27 @@ async fn connection(
             // A copy, so that the head's buffer is freed now (usually it is empty).
             let leftover = BytesMut::from(&head[head_len..]);
             drop(head);
-            Box::pin(answer_live(stream, peer, router, request, leftover)).await;
+            Box::pin(answer_live(
+                stream,
+                peer,
+                router,
+                request,
+                leftover,
+                write_timeout,
+            ))
+            .await;
         }
-        None => Box::pin(serve_hyper(stream, head.freeze(), peer, router, stop)).await,
+        None => {
+            let io = Prefixed {
+                read: head.freeze(),
+                stream,
+            };
+            // hyper has no write timeout of its own: a client that stops reading a
+            // response (or an event stream hyper serves) would hold its connection forever.
+            let mut io = TimeoutStream::new(io);
+            io.set_write_timeout(Some(write_timeout));
+            Box::pin(serve_hyper(Box::pin(io), peer, router, stop)).await
+        }
     }
 }
 
@@ -187,6 +212,7 @@ async fn answer_live(
     router: Router,
     mut request: Request<Body>,
     leftover: BytesMut,
+    write_timeout: Duration,
 ) {
     request.extensions_mut().insert(ConnectInfo(peer));
     let (upgrade_tx, upgrade_rx) = oneshot::channel();
@@ -200,7 +226,7 @@ async fn answer_live(
     match answer {
         Answer::Upgrade | Answer::EventStream => {
             // A handler that did not take the socket answered with nothing to go on with.
-            if !upgrade_tx.is_closed() && stream.write_all(&head).await.is_ok() {
+            if !upgrade_tx.is_closed() && write_within(&mut stream, &head, write_timeout).await {
                 let _ = upgrade_tx.send((stream, leftover));
             }
         }
@@ -216,11 +242,19 @@ async fn answer_live(
             );
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
-            if stream.write_all(&out).await.is_ok() {
+            if write_within(&mut stream, &out, write_timeout).await {
                 let _ = stream.shutdown().await;
             }
         }
     }
+}
+
+/// Writes all of `bytes` unless the client takes none of them for `limit`; whether it did.
+async fn write_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// How a live-stream request is answered.
@@ -289,8 +323,7 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 async fn serve_hyper(
-    stream: TcpStream,
-    read: Bytes,
+    io: Pin<Box<TimeoutStream<Prefixed>>>,
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
@@ -303,7 +336,7 @@ async fn serve_hyper(
             Ok::<Response<Body>, std::convert::Infallible>(response)
         }
     });
-    let io = TokioIo::new(Prefixed { read, stream });
+    let io = TokioIo::new(io);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT);

@@ -70,6 +70,8 @@ pub struct RealtimeConfig {
     pub ping_interval: Duration,
     /// …and a peer silent for this long is dropped.
     pub idle_timeout: Duration,
+    /// A write waits at most this long for a client that takes no bytes.
+    pub write_timeout: Duration,
     /// Largest client message accepted (close 1009 beyond).
     pub max_message_bytes: usize,
     /// An SSE comment this often keeps proxies from closing the stream.

@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -42,7 +43,7 @@ use crate::api::extract::Query;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::events::Topic;
-use crate::server::{DirectUpgrade, WRITE_TIMEOUT};
+use crate::server::DirectUpgrade;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
@@ -252,7 +253,8 @@ impl Stream {
     fn write_to(self, socket: Arc<TcpStream>) -> impl Future<Output = ()> + Send {
         let mailbox = self.registration.mailbox().clone();
         mailbox.write_directly_to(socket.clone(), Transport::EventStream);
-        write_outputs(Box::pin(self.outputs()), socket, mailbox)
+        let limit = self.state.realtime.config.write_timeout;
+        write_outputs(Box::pin(self.outputs()), socket, mailbox, limit)
     }
 
     /// What to send next; `None` ends the stream. Not cancel-safe: see [`Self::outputs`].
@@ -359,6 +361,7 @@ async fn write_outputs(
     mut outputs: Pin<Box<impl futures::Stream<Item = Out> + Send>>,
     socket: Arc<TcpStream>,
     mailbox: Arc<Mailbox>,
+    limit: Duration,
 ) {
     loop {
         let next = tokio::select! {
@@ -396,8 +399,8 @@ async fn write_outputs(
             }
         };
         // A client that stopped reading: the queue limit closes a slow consumer; this
-        // frees a connection whose peer vanished.
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        // frees a connection whose peer vanished or keeps its window shut.
+        match tokio::time::timeout(limit, write).await {
             Ok(Ok(true)) => {}
             _ => return,
         }

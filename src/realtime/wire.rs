@@ -10,6 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -64,10 +65,16 @@ pub struct Socket<S> {
     /// A fragmented message being assembled: its opcode and the payload so far.
     partial: Option<(u8, Vec<u8>)>,
     max_message: usize,
+    /// The longest a write may wait for the peer to take its bytes (see [`Socket::write`]).
+    write_limit: Duration,
 }
 
 /// How long a closed connection waits for the client to close its side.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a write waits for a peer that takes no bytes, unless [`Socket::write_limit`]
+/// says otherwise.
+const WRITE_LIMIT: Duration = Duration::from_secs(60);
 
 thread_local! {
     /// Where [`Socket::send_built`] builds what it writes.
@@ -92,7 +99,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             read,
             partial: None,
             max_message,
+            write_limit: WRITE_LIMIT,
         }
+    }
+
+    /// Bounds every write: one the peer does not take within `limit` fails as timed out.
+    pub fn write_limit(mut self, limit: Duration) -> Self {
+        self.write_limit = limit;
+        self
     }
 
     /// The next complete message. Cancel-safe: what was read stays buffered for the next
@@ -273,10 +287,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         .await;
     }
 
-    /// Writes bytes as they are (the rest of a frame the hub began).
+    /// Writes bytes as they are (the rest of a frame the hub began). Every write that has
+    /// to wait for the peer comes here, and waits at most the write limit: a client that
+    /// stops reading but keeps its connection open (a zero window, which TCP never times
+    /// out) would otherwise hold this connection's task, socket and registration forever.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.io.write_all(bytes).await?;
-        self.io.flush().await
+        let write = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        tokio::time::timeout(self.write_limit, write)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 }
 

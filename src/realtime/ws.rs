@@ -6,7 +6,6 @@
 //! shuts down, each with its close code. The framing is [`super::wire`].
 
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -85,6 +84,7 @@ async fn upgrade(
         (None, None) => return Err(not_websocket("this connection cannot be upgraded")),
     };
     let limit = state.realtime.config.max_message_bytes;
+    let write_limit = state.realtime.config.write_timeout;
     let socket = async move {
         match upgrade {
             Upgrade::Direct(direct) => {
@@ -96,12 +96,14 @@ async fn upgrade(
                     Box::new(SharedTcp(stream.clone())) as Box<dyn Io>,
                     limit,
                     read,
-                );
+                )
+                .write_limit(write_limit);
                 Some((socket, Some(stream)))
             }
             Upgrade::Hyper(hyper) => match hyper.await {
                 Ok(upgraded) => Some((
-                    Socket::new(Box::new(TokioIo::new(upgraded)) as Box<dyn Io>, limit),
+                    Socket::new(Box::new(TokioIo::new(upgraded)) as Box<dyn Io>, limit)
+                        .write_limit(write_limit),
                     None,
                 )),
                 Err(e) => {
@@ -291,7 +293,7 @@ impl Connection {
             // waiting, not for its largest action.
             match woke {
                 Woke::Queued(Ok(batch)) => {
-                    if Box::pin(self.write(&batch, idle_timeout)).await.is_err() {
+                    if Box::pin(self.write(&batch)).await.is_err() {
                         break End::Gone;
                     }
                 }
@@ -377,22 +379,13 @@ impl Connection {
         }
     }
 
-    /// Writes a batch, in one write. A peer that takes no bytes for `limit` is gone:
-    /// without the bound a stalled reader would hold this task forever. The timer is armed
-    /// only when the socket cannot take the batch at once, which is rare.
-    async fn write(&mut self, batch: &Batch, limit: Duration) -> std::io::Result<()> {
+    /// Writes a batch, in one write (the socket bounds how long it waits for the peer).
+    async fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
         let frames = batch.frames.iter().enumerate().map(|(i, f)| {
             let from = if i == 0 { batch.written } else { 0 };
             &f.ws_frame[from..]
         });
-        let write = self.socket.send_frames(frames);
-        tokio::pin!(write);
-        match futures::poll!(write.as_mut()) {
-            Poll::Ready(written) => written?,
-            Poll::Pending => tokio::time::timeout(limit, write)
-                .await
-                .map_err(|_| std::io::ErrorKind::TimedOut)??,
-        }
+        self.socket.send_frames(frames).await?;
         super::frames::record_delivery_lag(&batch.frames, "ws");
         metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
             .increment(batch.frames.len() as u64);

@@ -15,7 +15,30 @@ backend_tests!(
     every_response_carries_a_request_id,
     a_request_that_takes_too_long_is_a_408_problem,
     browsers_from_configured_origins_get_cors_headers,
+    a_client_that_stops_reading_responses_is_dropped,
 );
+
+async fn a_client_that_stops_reading_responses_is_dropped(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.write_timeout = std::time::Duration::from_secs(2)
+    })
+    .await;
+    // Pipelined requests from a client that reads none of the answers, through a tiny
+    // receive buffer: the answers fill the connection until the server's writes wait.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    let requests = "GET /livez HTTP/1.1\r\nHost: tidings\r\n\r\n".repeat(1000);
+
+    // Once the write timeout has passed, the server drops the connection, which fails
+    // the client's writes; without it, the connection would be held forever.
+    let flood = async { while stream.write_all(requests.as_bytes()).await.is_ok() {} };
+    tokio::time::timeout(std::time::Duration::from_secs(60), flood)
+        .await
+        .expect("the server dropped the connection that stopped reading");
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
 
 async fn a_malformed_json_body_is_a_400_problem(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -19,6 +19,7 @@ backend_tests!(
     an_in_band_token_refresh_keeps_the_socket_open,
     a_password_change_closes_the_users_sockets_at_once,
     too_many_connections_for_one_user_close_with_4029,
+    a_peer_that_stops_reading_is_dropped_and_frees_its_place,
     a_slow_consumer_is_closed_with_4008_and_resumes_without_loss,
     a_slow_sse_consumer_is_ended_and_resumes_without_loss,
     a_resume_from_a_seq_the_database_never_had_gets_a_reset,
@@ -319,13 +320,71 @@ async fn too_many_connections_for_one_user_close_with_4029(backend: Backend) {
     drop(first);
 }
 
+async fn a_peer_that_stops_reading_is_dropped_and_frees_its_place(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(backend, |c| {
+        c.max_connections_per_user = 1;
+        c.write_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let ada = app.customer("ada@example.com").await;
+    // A client that reads nothing after the handshake, through a tiny receive buffer, and
+    // sends pings: the server's pongs fill the connection until its writes wait.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: tidings\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        ada.access_token
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // A masked ping with a 125-byte payload (mask zero, so the payload is as sent).
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend([b'p'; 125]);
+    let pings: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 512)
+        .collect();
+
+    // The client writes until the server stops reading (its task waits to write a pong)
+    // and then, once the write timeout has passed, drops the connection,
+    // which fails the client's writes. Without the limit the task would wait forever.
+    let flood = async {
+        loop {
+            if stream.write_all(&pings).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), flood)
+        .await
+        .expect("the server dropped the connection that stopped reading");
+
+    // Its place is free: the user's one allowed connection opens and works.
+    let mut next = app.ws(&ada.access_token).await;
+    next.send(json!({"type": "ping"})).await;
+    assert_eq!(next.next_json().await["type"], "pong");
+}
+
 async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.queue_bytes = 128 * 1024;
         // The slow reader reads nothing for as long as the test writes; on a busy machine
-        // that can pass the default idle timeout, after which it is (rightly) dropped
-        // without a close frame.
+        // that can pass the default idle and write timeouts, after which it is (rightly)
+        // dropped without a close frame.
         c.ws_idle_timeout = std::time::Duration::from_secs(600);
+        c.write_timeout = std::time::Duration::from_secs(600);
     })
     .await;
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
