@@ -73,11 +73,17 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
 pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
     let hash = tokens::hash_refresh_token(refresh_token);
     let mut tx = state.db.begin().await?;
+    let invalid =
+        || ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid");
+    let Some(found) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
+        return Err(invalid());
+    };
+    // The user's row, locked, and then the token read again: a logout-all, password change
+    // or logout of this user that committed meanwhile is seen, and one that comes later
+    // waits for this refresh and then revokes the token it issues too.
+    let user = users::lock(&mut tx, found.user_id).await?;
     let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
-        return Err(ApiError::unauthorized(
-            "invalid_refresh_token",
-            "the refresh token is not valid",
-        ));
+        return Err(invalid());
     };
     if stored.revoked_at.is_some() {
         return Err(ApiError::unauthorized(
@@ -100,7 +106,6 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
             "the refresh token has expired; log in again",
         ));
     }
-    let user = users::find(&state.db, stored.user_id).await?;
     let Some(user) = user.filter(|u| !u.disabled) else {
         return Err(ApiError::unauthorized(
             "refresh_token_revoked",
@@ -119,6 +124,9 @@ pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
     let hash = tokens::hash_refresh_token(refresh_token);
     let mut tx = state.db.begin().await?;
     if let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? {
+        // In turn with a refresh of the same session (see `refresh`), whose new token
+        // this then revokes as well.
+        users::lock(&mut tx, stored.user_id).await?;
         refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
     }
     tx.commit().await?;

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -198,8 +198,15 @@ pub struct Hub {
     config: HubConfig,
     /// Set at shutdown: no new connection is taken.
     closing: std::sync::atomic::AtomicBool,
+    /// Recent revocations: user, token version, when. A connection authenticated just
+    /// before a revocation but registered just after it would otherwise miss it.
+    revoked: Mutex<HashMap<Uuid, (i64, Instant)>>,
     pub stats: HubStats,
 }
+
+/// How long a revocation is remembered for connections still on their way to the hub
+/// (authenticated, not yet registered: a moment, unless the server is badly overloaded).
+const REVOKED_MEMORY: Duration = Duration::from_secs(300);
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +215,8 @@ pub enum Refused {
     TooMany,
     /// The server is shutting down.
     ShuttingDown,
+    /// The user's sessions were revoked after this connection's token was checked.
+    Revoked,
 }
 
 impl Hub {
@@ -220,6 +229,7 @@ impl Hub {
             db,
             config,
             closing: std::sync::atomic::AtomicBool::new(false),
+            revoked: Mutex::new(HashMap::new()),
             stats: HubStats::default(),
         })
     }
@@ -240,6 +250,17 @@ impl Hub {
         let mut registry = self.registry.write().expect("hub lock");
         if self.closing.load(Ordering::Acquire) {
             return Err(Refused::ShuttingDown);
+        }
+        // Under the registry's write lock, so a revocation is either remembered here or
+        // applied to the registered connection: never neither.
+        let revoked = self
+            .revoked
+            .lock()
+            .expect("revoked lock")
+            .get(&user_id)
+            .copied();
+        if revoked.is_some_and(|(version, _)| version > token_version) {
+            return Err(Refused::Revoked);
         }
         let count = registry.per_user.get(&user_id).map_or(0, Vec::len);
         if count >= self.config.max_connections_per_user {
@@ -420,6 +441,12 @@ impl Hub {
         ) else {
             return;
         };
+        {
+            let mut revoked = self.revoked.lock().expect("revoked lock");
+            revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
+            let entry = revoked.entry(user).or_insert((version, Instant::now()));
+            *entry = (entry.0.max(version), Instant::now());
+        }
         for id in registry.per_user.get(&user).into_iter().flatten() {
             if let Some(conn) = registry.conns.get(id)
                 && conn.token_version.load(Ordering::Acquire) < version
@@ -713,6 +740,58 @@ mod tests {
         let mut tally = Tally::default();
         while pending.push_some(step, &mut tally, &lag) {}
         tally
+    }
+
+    fn hub() -> Arc<Hub> {
+        let pool = sqlx::sqlite::SqlitePool::connect_lazy("sqlite::memory:").expect("a pool");
+        let db = Db::Sqlite(pool, Arc::new(tokio::sync::Notify::new()));
+        let config = HubConfig {
+            mailbox_bytes: 1 << 20,
+            max_connections_per_user: 4,
+            degraded_poll: Duration::from_millis(100),
+            safety_poll: Duration::from_secs(2),
+        };
+        Hub::new(db, config, 0)
+    }
+
+    fn revoke(hub: &Hub, user: Uuid, version: i64) {
+        let event = Event {
+            seq: 1,
+            topic: Topic::System,
+            kind: "user.sessions_revoked".into(),
+            audience: crate::events::Audience::User(user),
+            at: chrono::Utc::now(),
+            data: serde_json::json!({"user_id": user, "token_version": version}),
+        };
+        let registry = hub.registry.read().expect("hub lock");
+        hub.apply_system(&registry, &event);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_reaches_connections_registered_before_and_after_it() {
+        let hub = hub();
+        let user = Uuid::now_v7();
+        let before = hub
+            .connect(user, false, 1, Transport::WebSocket)
+            .expect("open");
+
+        revoke(&hub, user, 2);
+
+        assert!(matches!(
+            before.mailbox().take().await,
+            Err(Closed::Revoked)
+        ));
+        // Authenticated with the old version before the revocation, registered after it.
+        assert_eq!(
+            hub.connect(user, false, 1, Transport::EventStream).err(),
+            Some(Refused::Revoked)
+        );
+        // A token issued after it is welcome, and other users are not affected.
+        assert!(hub.connect(user, false, 2, Transport::WebSocket).is_ok());
+        assert!(
+            hub.connect(Uuid::now_v7(), false, 1, Transport::WebSocket)
+                .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -133,6 +133,9 @@ async fn events(
                 "shutting_down",
                 "this instance is shutting down",
             ),
+            Refused::Revoked => {
+                ApiError::unauthorized("session_revoked", "the session was revoked; log in again")
+            }
         })?;
     let live_from = registration.subscribe(&topics);
     let resume = match since {

@@ -227,6 +227,11 @@ impl Connection {
                     socket.close(code::GOING_AWAY, "server shutting down"),
                 ));
             }
+            Err(Refused::Revoked) => {
+                return Either::Right(Box::pin(
+                    socket.close(code::UNAUTHORIZED, "session revoked"),
+                ));
+            }
         };
         if let Some(stream) = stream {
             registration
@@ -436,6 +441,13 @@ impl Connection {
                 Err(unknown) => self.send_error("unknown_topic", &unknown).await,
             },
             ClientMessage::Auth { token } => match authenticate(&self.state, &token).await {
+                // What a connection receives follows from its role, fixed when it opened.
+                Ok(fresh) if fresh.id == self.user.id && fresh.role != self.user.role => {
+                    return Some(End::Close(
+                        code::UNAUTHORIZED,
+                        "your role changed: reconnect with this token",
+                    ));
+                }
                 Ok(fresh) if fresh.id == self.user.id => {
                     self.expires_at = expiry(fresh.expires_at);
                     self.registration.set_token_version(fresh.token_version);

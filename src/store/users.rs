@@ -72,6 +72,35 @@ pub async fn find(db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     })
 }
 
+/// Reads a user inside a transaction and, on PostgreSQL, locks the row until it ends: the
+/// token operations of one user (refresh, logout, logout-all, a password or access change)
+/// then take their turns, and none can miss a refresh token another is issuing. SQLite's
+/// transactions take the one write lock at `BEGIN IMMEDIATE`, which orders them already.
+pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    match tx {
+        Tx::Postgres(c) => {
+            sqlx::query_as::<_, User>(concat!(
+                "select ",
+                user_columns!(),
+                " from users where id = $1 for update"
+            ))
+            .bind(id)
+            .fetch_optional(&mut **c)
+            .await
+        }
+        Tx::Sqlite(c) => {
+            sqlx::query_as::<_, User>(concat!(
+                "select ",
+                user_columns!(),
+                " from users where id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut **c)
+            .await
+        }
+    }
+}
+
 pub async fn credentials_by_email(
     db: &Db,
     email: &Email,

@@ -18,6 +18,8 @@ backend_tests!(
     reusing_a_rotated_refresh_token_revokes_its_family,
     logout_ends_that_session_only,
     logout_all_refuses_every_earlier_token,
+    a_refresh_racing_logout_all_leaves_no_working_token,
+    concurrent_refreshes_do_not_exhaust_the_pool,
     password_change_refuses_old_access_and_refresh_tokens,
     password_change_needs_the_current_password_and_a_strong_new_one,
     login_is_rate_limited_per_email_with_retry_after,
@@ -264,6 +266,93 @@ async fn logout_ends_that_session_only(backend: Backend) {
         )
         .await;
     assert_eq!(again.status(), StatusCode::NO_CONTENT);
+}
+
+/// Thieves refreshing stolen tokens in loops while their owner logs out everywhere: every
+/// refresh token the loops got must be dead afterwards, whichever refresh the logout met.
+/// (On PostgreSQL a logout that met a refresh in flight used to miss the token it issued;
+/// several loops and rounds make meeting one likely.)
+async fn a_refresh_racing_logout_all_leaves_no_working_token(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_rate_per_email = 0).await;
+    app.customer("ada@example.com").await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            app.post("/v1/auth/refresh", &json!({"refresh_token": token}), None)
+                .await
+        }
+    };
+    for _round in 0..3 {
+        let owner = app.login_ok("ada@example.com").await;
+        let (started, running) = tokio::sync::watch::channel(0);
+        let mut thieves = Vec::new();
+        for _ in 0..4 {
+            let stolen = app.login_ok("ada@example.com").await;
+            let started = started.clone();
+            thieves.push(async move {
+                let mut token = stolen.refresh_token;
+                let mut got = vec![token.clone()];
+                // Bounded: were the logout to miss a loop's token, it would never stop.
+                for _ in 0..200 {
+                    let response = refresh(token.clone()).await;
+                    if response.status() != StatusCode::OK {
+                        break;
+                    }
+                    token = response.json::<Value>().await.unwrap()["refresh_token"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    got.push(token.clone());
+                    started.send_modify(|n| *n += 1);
+                }
+                got
+            });
+        }
+        let logout_all = async {
+            // Once the loops are going, so that the logout meets refreshes in flight.
+            running.clone().wait_for(|n| *n >= 8).await.unwrap();
+            let response = app
+                .post("/v1/auth/logout-all", &json!({}), Some(&owner.access_token))
+                .await;
+            assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        };
+        let race = async { tokio::join!(futures::future::join_all(thieves), logout_all) };
+        let (got, ()) = tokio::time::timeout(std::time::Duration::from_secs(60), race)
+            .await
+            .expect("the refreshes and the logout end");
+
+        for token in got.into_iter().flatten() {
+            let response = refresh(token).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+}
+
+/// A refresh uses one database connection: many at once, on a pool of two, all succeed.
+async fn concurrent_refreshes_do_not_exhaust_the_pool(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.db_max_connections = 2;
+        c.db_acquire_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    app.customer("ada@example.com").await;
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(app.login_ok("ada@example.com").await);
+    }
+
+    let bodies: Vec<Value> = sessions
+        .iter()
+        .map(|s| json!({"refresh_token": s.refresh_token}))
+        .collect();
+    let refreshes = bodies
+        .iter()
+        .map(|body| app.post("/v1/auth/refresh", body, None));
+    let responses = futures::future::join_all(refreshes).await;
+
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }
 
 async fn logout_all_refuses_every_earlier_token(backend: Backend) {
