@@ -221,9 +221,24 @@ impl From<sqlx::Error> for ApiError {
         {
             return problem;
         }
+        if let Some(db) = err.as_database_error()
+            && let Some(code) = db.code()
+            && UNSTORABLE_VALUES.contains(&code.as_ref())
+        {
+            // A value from the request that PostgreSQL cannot hold: a NUL in text or JSON,
+            // a date before its calendar. The client's to fix, not a server failure.
+            return ApiError::bad_request(
+                "unstorable_value",
+                format!("a value in the request cannot be stored: {}", db.message()),
+            );
+        }
         ApiError::Internal(err.into())
     }
 }
+
+/// PostgreSQL's SQLSTATEs for a value it refuses to hold: a NUL character in text
+/// (22021), a `\u0000` in JSON (22P05), a timestamp out of its range (22008).
+const UNSTORABLE_VALUES: [&str; 3] = ["22021", "22P05", "22008"];
 
 /// Maps a unique constraint to the conflict it means. PostgreSQL names the constraint;
 /// SQLite only names the columns in its message (`UNIQUE constraint failed: users.email`).

@@ -107,6 +107,15 @@ fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize
     let len = value.trim().chars().count();
     if required && len == 0 {
         errors.push(FieldError::new(field, "required", "must not be empty"));
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        errors.push(FieldError::new(
+            field,
+            "control_character",
+            "must not contain control characters (other than line breaks and tabs)",
+        ));
     } else if len > max {
         errors.push(FieldError::new(
             field,
@@ -427,7 +436,7 @@ async fn adjust_stock(
 ) -> ApiResult<impl IntoResponse> {
     actor.user.require(Role::Staff)?;
     let mut errors = Vec::new();
-    if body.delta == 0 || body.delta.abs() > MAX_STOCK {
+    if body.delta == 0 || body.delta.unsigned_abs() > MAX_STOCK.unsigned_abs() {
         errors.push(FieldError::new(
             "delta",
             "out_of_range",

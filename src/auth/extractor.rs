@@ -38,12 +38,20 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+        let header = headers.next().ok_or_else(|| {
             ApiError::unauthorized(
                 "missing_token",
                 "an Authorization: Bearer token is required",
             )
         })?;
+        if headers.next().is_some() {
+            // Which one would count is anyone's guess (a proxy may pick another).
+            return Err(ApiError::bad_request(
+                "ambiguous_authorization",
+                "send one Authorization header",
+            ));
+        }
         let token = header
             .to_str()
             .ok()

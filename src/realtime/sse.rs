@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::future::Either;
@@ -62,6 +63,59 @@ pub struct StreamParams {
     ticket: Option<String>,
 }
 
+/// What a stream asks for: its topics and where to resume. An extractor that runs before
+/// [`StreamUser`], so that a request refused for its parameters does not spend its ticket.
+struct Asked {
+    topics: Vec<Topic>,
+    since: Option<i64>,
+}
+
+impl FromRequestParts<AppState> for Asked {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let Query(params) = Query::<StreamParams>::from_request_parts(parts, state).await?;
+        let headers = &parts.headers;
+        let mut topics = Vec::new();
+        for name in params
+            .topics
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let topic = Topic::subscribable(name).ok_or_else(|| {
+                ApiError::bad_request(
+                    "unknown_topic",
+                    format!("unknown topic {name:?}; topics are orders, inventory, notifications"),
+                )
+            })?;
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+        if topics.is_empty() {
+            return Err(ApiError::bad_request(
+                "unknown_topic",
+                "name at least one topic: ?topics=orders,inventory",
+            ));
+        }
+        let last_event_id = headers
+            .get("last-event-id")
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+            .or(params.last_event_id);
+        let since = match last_event_id.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id) => Some(id.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_last_event_id",
+                    "Last-Event-ID must be a seq this server sent",
+                )
+            })?),
+        };
+        Ok(Asked { topics, since })
+    }
+}
+
 /// Opens a `text/event-stream` of live events; resume with `Last-Event-ID`.
 #[utoipa::path(get, path = "/v1/events", tag = "live", security(("bearer" = [])),
     params(StreamParams, ("last-event-id" = Option<String>, Header, description = "The last seq received")),
@@ -73,47 +127,10 @@ pub struct StreamParams {
     ))]
 async fn events(
     State(state): State<AppState>,
+    Asked { topics, since }: Asked,
     StreamUser(user): StreamUser,
-    Query(params): Query<StreamParams>,
-    headers: HeaderMap,
     direct: Option<Extension<DirectUpgrade>>,
 ) -> ApiResult<Response> {
-    let mut topics = Vec::new();
-    for name in params
-        .topics
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        let topic = Topic::subscribable(name).ok_or_else(|| {
-            ApiError::bad_request(
-                "unknown_topic",
-                format!("unknown topic {name:?}; topics are orders, inventory, notifications"),
-            )
-        })?;
-        if !topics.contains(&topic) {
-            topics.push(topic);
-        }
-    }
-    if topics.is_empty() {
-        return Err(ApiError::bad_request(
-            "unknown_topic",
-            "name at least one topic: ?topics=orders,inventory",
-        ));
-    }
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("?").to_owned())
-        .or(params.last_event_id);
-    let since = match last_event_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(id) => Some(id.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
-            ApiError::bad_request(
-                "bad_last_event_id",
-                "Last-Event-ID must be a seq this server sent",
-            )
-        })?),
-    };
     let hub = state.realtime.hub.clone();
     let registration = hub
         .connect(

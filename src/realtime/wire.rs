@@ -152,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             match op {
                 opcode::PING => return Ok(Some(Incoming::Ping(payload.to_vec()))),
                 opcode::PONG => return Ok(Some(Incoming::Pong)),
-                opcode::CLOSE => return Ok(Some(Incoming::Close)),
+                opcode::CLOSE => return check_close(&payload).map(|()| Some(Incoming::Close)),
                 opcode::TEXT | opcode::BINARY if self.partial.is_none() => {
                     if fin {
                         return finish(op, payload.to_vec()).map(Some);
@@ -300,6 +300,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
+}
+
+/// A client's close frame: empty, or a code a peer may send and a UTF-8 reason
+/// (RFC 6455, 5.5.1 and 7.4).
+fn check_close(payload: &[u8]) -> Result<(), ReadError> {
+    let [high, low, reason @ ..] = payload else {
+        return match payload.len() {
+            0 => Ok(()),
+            _ => Err(ReadError::Protocol("a close frame with a one-byte payload")),
+        };
+    };
+    let code = u16::from_be_bytes([*high, *low]);
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(ReadError::Protocol("a close code a peer may not send"));
+    }
+    std::str::from_utf8(reason).map_err(|_| ReadError::NotUtf8)?;
+    Ok(())
 }
 
 /// A whole message's payload, checked.
@@ -475,6 +492,34 @@ mod tests {
         assert_eq!(not_utf8, [Err("NotUtf8".into())]);
         let orphan = read_all(client_frame(0x80, b"x"), 100).await;
         assert!(matches!(&orphan[..], [Err(e)] if e.contains("continuation")));
+    }
+
+    #[tokio::test]
+    async fn close_frames_are_checked() {
+        for good in [&b""[..], b"\x03\xe8", b"\x03\xe8bye", b"\x0f\xa0app"] {
+            assert_eq!(
+                read_all(client_frame(0x88, good), 100).await,
+                [Ok(Incoming::Close)],
+                "{good:?}"
+            );
+        }
+        // One byte; codes 0, 999, 1005 (no status), 1006 (abnormal), 5000.
+        for bad in [
+            &b"\x03"[..],
+            b"\x00\x00",
+            b"\x03\xe7",
+            b"\x03\xed",
+            b"\x03\xee",
+            b"\x13\x88",
+        ] {
+            let read = read_all(client_frame(0x88, bad), 100).await;
+            assert!(
+                matches!(&read[..], [Err(e)] if e.contains("close")),
+                "{bad:?}: {read:?}"
+            );
+        }
+        let not_utf8 = read_all(client_frame(0x88, b"\x03\xe8\xff"), 100).await;
+        assert_eq!(not_utf8, [Err("NotUtf8".into())]);
     }
 
     #[tokio::test]

@@ -8,11 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
@@ -69,11 +71,11 @@ mod code {
     ))]
 async fn upgrade(
     State(state): State<AppState>,
+    Handshake(accept): Handshake,
     StreamUser(user): StreamUser,
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let not_websocket = |why: &str| ApiError::bad_request("not_a_websocket", why);
-    let accept = handshake(request.method(), request.headers()).map_err(not_websocket)?;
     let extensions = request.extensions_mut();
     let upgrade = match (
         extensions.remove::<DirectUpgrade>().and_then(|d| d.take()),
@@ -128,6 +130,21 @@ async fn upgrade(
         .expect("a valid response"))
 }
 
+/// A checked opening handshake and the `Sec-WebSocket-Accept` to answer it with. An
+/// extractor that runs before [`StreamUser`], so that a request that is not a WebSocket
+/// does not spend its ticket.
+struct Handshake(String);
+
+impl<S: Sync> FromRequestParts<S> for Handshake {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        handshake(&parts.method, &parts.headers)
+            .map(Handshake)
+            .map_err(|why| ApiError::bad_request("not_a_websocket", why))
+    }
+}
+
 /// Checks an opening handshake (RFC 6455, 4.2.1); the `Sec-WebSocket-Accept` to answer.
 fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
     let has_token = |name: header::HeaderName, token: &str| {
@@ -150,9 +167,17 @@ fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static st
     {
         return Err("expected `Sec-WebSocket-Version: 13`");
     }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or("missing `Sec-WebSocket-Key`")?;
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return Err("expected one `Sec-WebSocket-Key`");
+    };
+    // The nonce is 16 bytes, base64-encoded.
+    if !base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .is_ok_and(|nonce| nonce.len() == 16)
+    {
+        return Err("`Sec-WebSocket-Key` must be 16 bytes in base64");
+    }
     Ok(super::wire::accept_key(key.as_bytes()))
 }
 
@@ -321,6 +346,9 @@ impl Connection {
                             if let Some(end) = Box::pin(self.on_message(&text)).await {
                                 break end;
                             }
+                            // A long replay, say: the client's messages (pongs) wait unread
+                            // meanwhile, so its silence is counted from now.
+                            last_heard = Instant::now();
                         }
                         Ok(Incoming::Binary) => {
                             if Box::pin(

@@ -144,6 +144,37 @@ async fn streams_need_a_valid_token_or_ticket_before_the_upgrade(backend: Backen
     let not_upgraded = app.get("/v1/ws", Some(&ada.access_token)).await;
     assert_eq!(not_upgraded.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(not_upgraded).await["code"], "not_a_websocket");
+    // The key must be a 16-byte nonce in base64, given once.
+    for keys in [
+        &["!!not base64"][..],
+        &["c2hvcnQ="],
+        &["dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAA=="],
+    ] {
+        let mut request = app
+            .client
+            .get(app.url("/v1/ws"))
+            .bearer_auth(&ada.access_token)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13");
+        for key in keys {
+            request = request.header("sec-websocket-key", *key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{keys:?}");
+        assert_eq!(problem(response).await["code"], "not_a_websocket");
+    }
+    // Two Authorization headers are refused, not resolved by guessing.
+    let twice = app
+        .client
+        .get(app.url("/v1/me"))
+        .header("authorization", format!("Bearer {}", ada.access_token))
+        .header("authorization", "Bearer another")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(twice).await["code"], "ambiguous_authorization");
 }
 
 async fn a_stream_ticket_works_once(backend: Backend) {
@@ -168,6 +199,23 @@ async fn a_stream_ticket_works_once(backend: Backend) {
     };
 
     let first = ticket(&app).await;
+    // Requests refused for what they ask (a topic, a handshake) do not spend the ticket.
+    let bad_topic = app
+        .client
+        .get(app.url(&format!("/v1/events?topics=bogus&ticket={first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_topic.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(bad_topic).await["code"], "unknown_topic");
+    let not_upgraded = app
+        .client
+        .get(app.url(&format!("/v1/ws?ticket={first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_upgraded.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(not_upgraded).await["code"], "not_a_websocket");
     let mut ws = app
         .try_ws(&format!("/v1/ws?ticket={first}"), None)
         .await

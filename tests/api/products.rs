@@ -21,7 +21,70 @@ backend_tests!(
     products_are_listed_in_pages_by_each_sort,
     product_lists_filter_by_text_price_and_stock,
     bad_list_parameters_are_422_problems,
+    values_a_database_cannot_hold_are_4xx_problems,
 );
+
+/// A NUL character (which PostgreSQL cannot store in text or JSON), control characters,
+/// the most negative delta and a date before the calendar get clear 4xx answers, on both
+/// backends, and change nothing.
+async fn values_a_database_cannot_hold_are_4xx_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let admin = app.user_with_role("admin@example.com", Role::Admin).await;
+    let product = app.product(&staff.access_token, "A-1", 100, 5).await;
+    let id = product["id"].as_str().unwrap();
+
+    let created = app
+        .post(
+            "/v1/products",
+            &json!({"sku": "NUL-1", "name": "a\u{0}b", "unit_amount": 1, "currency": "EUR"}),
+            Some(&staff.access_token),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem(created).await["errors"][0]["code"],
+        "control_character"
+    );
+    let adjusted = app
+        .post(
+            &format!("/v1/products/{id}/stock-adjustments"),
+            &json!({"delta": i64::MIN, "reason": "x"}),
+            Some(&staff.access_token),
+        )
+        .await;
+    assert_eq!(adjusted.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    problem(adjusted).await;
+    // A search for a NUL finds nothing, or (PostgreSQL) is refused: never a 500.
+    let searched = app
+        .get("/v1/products?q=%00", Some(&staff.access_token))
+        .await;
+    assert!(
+        [StatusCode::OK, StatusCode::BAD_REQUEST].contains(&searched.status()),
+        "{}",
+        searched.status()
+    );
+    let audit = app
+        .get(
+            "/v1/admin/audit?since=-5000-01-01T00:00:00Z",
+            Some(&admin.access_token),
+        )
+        .await;
+    assert!(
+        [StatusCode::OK, StatusCode::BAD_REQUEST].contains(&audit.status()),
+        "{}",
+        audit.status()
+    );
+
+    let unchanged: Value = app
+        .get(&format!("/v1/products/{id}"), Some(&staff.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unchanged["stock"], 5);
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
 
 async fn staff_create_a_product_with_its_etag_and_location(backend: Backend) {
     let app = TestApp::spawn(backend).await;
