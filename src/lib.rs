@@ -94,7 +94,9 @@ fn hub_config(config: &Config) -> HubConfig {
         mailbox_bytes: config.queue_bytes,
         max_connections_per_user: config.max_connections_per_user,
         degraded_poll: Duration::from_millis(100),
-        safety_poll: Duration::from_secs(2),
+        // The relay's safety net, doubled: a hub reads what the relay may have missed
+        // publishing (Redis dropping a message) without racing it.
+        safety_poll: config.relay_poll * 2,
     }
 }
 

@@ -7,11 +7,10 @@
 //! database, and while the subscription is down they read the database on a timer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Event;
@@ -21,19 +20,25 @@ const HUB_QUEUE: usize = 1024;
 
 /// Whether the bus delivers now. The hub polls the database while it does not.
 #[derive(Debug, Clone)]
-pub struct BusHealth(Arc<AtomicBool>);
+pub struct BusHealth(Arc<watch::Sender<bool>>);
 
 impl BusHealth {
     fn new(up: bool) -> Self {
-        BusHealth(Arc::new(AtomicBool::new(up)))
+        BusHealth(Arc::new(watch::Sender::new(up)))
     }
 
     pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        *self.0.borrow()
     }
 
     fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Release);
+        self.0
+            .send_if_modified(|was| std::mem::replace(was, up) != up);
+    }
+
+    /// Resolves once the bus is down (at once if it is).
+    pub async fn down(&self) {
+        let _ = self.0.subscribe().wait_for(|up| !*up).await;
     }
 }
 
@@ -56,6 +61,9 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// How long the relay waits for Redis to take a batch before going on without it.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
+
 impl Publisher {
     /// Publishes a batch. A failure loses nothing: hubs find the events in the database.
     pub async fn publish(&self, batch: Vec<Event>) {
@@ -76,13 +84,22 @@ impl Publisher {
                     }
                 };
                 let mut connection = connection.clone();
-                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                    .arg(channel.as_ref())
-                    .arg(payload)
-                    .query_async(&mut connection)
-                    .await;
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "publishing to Redis failed; hubs will read the events from the database");
+                let mut command = redis::cmd("PUBLISH");
+                command.arg(channel.as_ref()).arg(payload);
+                let publish = command.query_async::<i64>(&mut connection);
+                // Bounded: with Redis gone, the connection manager's reconnecting would hold
+                // the relay for seconds per batch, and the events behind it would get no
+                // seq, so hubs reading the database would find nothing new.
+                match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "publishing to Redis failed; hubs will read the events from the database");
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "publishing to Redis timed out; hubs will read the events from the database"
+                        );
+                    }
                 }
             }
         }

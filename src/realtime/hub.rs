@@ -556,6 +556,9 @@ impl Hub {
                     None => return,
                 },
                 _ = degraded.tick(), if !health.is_up() => self.catch_up(None).await,
+                // The bus going down must wake the loop, or reading the database would wait
+                // for the next safety poll.
+                () = health.down(), if health.is_up() => {}
                 _ = safety.tick() => self.catch_up(None).await,
             }
             self.fan_out(&mut batches).await;

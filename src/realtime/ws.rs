@@ -462,7 +462,7 @@ impl Connection {
             ClientMessage::Subscribe { topics, since } => self.subscribe(&topics, since).await,
             ClientMessage::Unsubscribe { topics } => match parse_topics(&topics) {
                 Ok(topics) => {
-                    self.registration.unsubscribe(&topics);
+                    self.unsubscribe(&topics);
                     let now = self.registration.topics();
                     self.send_json(json!({"type": "unsubscribed", "topics": names(&topics), "subscribed": names(&now)})).await
                 }
@@ -526,6 +526,11 @@ impl Connection {
             .filter(|t| !already.contains(t))
             .collect();
         let live_from = self.registration.subscribe(&new);
+        for topic in &new {
+            // Whatever an earlier subscription to the topic left queued is the replay's to
+            // send (or was unsubscribed from): only what comes after this point is live.
+            self.registration.mailbox().skip_through(*topic, live_from);
+        }
         if let Some(since) = since.filter(|_| !new.is_empty()) {
             match replay::plan(&self.state.db, since, live_from).await {
                 Ok(Resume::Reset) => {
@@ -540,6 +545,8 @@ impl Connection {
                     }
                     if let Err(e) = self.replay(&new, since, live_from).await {
                         tracing::warn!(error = %e, "replay failed");
+                        // Not subscribed, so that subscribing again replays again.
+                        self.unsubscribe(&new);
                         return self
                             .send_error(
                                 "replay_failed",
@@ -550,6 +557,7 @@ impl Connection {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "replay planning failed");
+                    self.unsubscribe(&new);
                     return self
                         .send_error(
                             "replay_failed",
@@ -564,6 +572,15 @@ impl Connection {
             json!({"type": "subscribed", "topics": names(&subscribed), "seq": live_from}),
         )
         .await
+    }
+
+    /// Ends live delivery of `topics`, and drops what of them is still queued: nothing of
+    /// a topic arrives after the client is told it is unsubscribed.
+    fn unsubscribe(&self, topics: &[Topic]) {
+        self.registration.unsubscribe(topics);
+        for topic in topics {
+            self.registration.mailbox().skip_through(*topic, i64::MAX);
+        }
     }
 
     async fn replay(&mut self, topics: &[Topic], since: i64, upto: i64) -> anyhow::Result<()> {

@@ -18,6 +18,7 @@ backend_tests!(
     sse_streams_follow_the_same_audience_rules,
     sse_streams_deliver_alike_on_fresh_and_reused_connections,
     subscribed_comes_once_live_delivery_is_registered,
+    unsubscribing_and_resubscribing_with_since_gets_each_event_once,
 );
 
 fn id(v: &Value) -> &str {
@@ -205,6 +206,47 @@ async fn a_websocket_resumes_with_exactly_the_missed_events_then_live(backend: B
             .iter()
             .all(|e| e["seq"].as_i64().unwrap() <= live_from)
     );
+}
+
+async fn unsubscribing_and_resubscribing_with_since_gets_each_event_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
+    let adjust = |delta: i64| app.adjust_stock(&staff.access_token, id(&tee), delta);
+    let mut ws = app.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+    adjust(1).await;
+    let mut seen = ws.next_event().await;
+    while seen["type"] != "inventory.stock_changed" {
+        seen = ws.next_event().await;
+    }
+    let last_seen = seen["seq"].as_i64().unwrap();
+
+    ws.send(json!({"type": "unsubscribe", "topics": ["inventory"]}))
+        .await;
+    let unsubscribed = ws.next_json().await;
+    assert_eq!(unsubscribed["type"], "unsubscribed", "{unsubscribed}");
+    assert_eq!(unsubscribed["subscribed"], json!([]));
+    adjust(2).await;
+    adjust(3).await;
+    let (replayed, _) = ws.subscribe(&["inventory"], Some(last_seen)).await;
+    adjust(4).await;
+    let mut received = replayed;
+    while received.last().map(|e| e["data"]["delta"].as_i64()) != Some(Some(4)) {
+        received.push(ws.next_event().await);
+    }
+
+    let deltas: Vec<i64> = received
+        .iter()
+        .filter(|e| e["type"] == "inventory.stock_changed")
+        .map(|e| e["data"]["delta"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        deltas,
+        [2, 3, 4],
+        "nothing while unsubscribed, then each once"
+    );
+    assert!(seqs(&received).windows(2).all(|w| w[0] < w[1]));
 }
 
 async fn an_sse_stream_resumes_from_last_event_id_then_live(backend: Backend) {
