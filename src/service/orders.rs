@@ -275,7 +275,8 @@ pub async fn set_status(
 pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Order> {
     let at = now();
     let mut tx = state.db.begin().await?;
-    let visible = orders::find_row_tx(&mut tx, id)
+    // Locked: the status it had is the cancellation's `previous_status`.
+    let visible = orders::lock_row(&mut tx, id)
         .await?
         .filter(|o| o.user_id == actor.user.id || actor.user.role.is_staff())
         .ok_or_else(|| ApiError::not_found("order"))?;

@@ -23,7 +23,51 @@ backend_tests!(
     the_owner_cancels_a_pending_order_and_its_stock_returns,
     an_order_cannot_be_cancelled_once_shipped,
     another_customer_cannot_cancel_an_order,
+    a_cancellation_racing_a_payment_names_the_status_it_ended,
 );
+
+/// A cancel and a payment at once: whichever goes first, the cancellation's event says
+/// which status it ended.
+async fn a_cancellation_racing_a_payment_names_the_status_it_ended(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let ada = app.customer("ada@example.com").await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
+    for _ in 0..10 {
+        let order: Value = app
+            .order(&ada.access_token, &[(id(&tee), 1)])
+            .await
+            .json()
+            .await
+            .unwrap();
+        let before = app.last_event_id().await;
+
+        let (pay, cancel) = (
+            format!("/v1/orders/{}/status", id(&order)),
+            format!("/v1/orders/{}/cancel", id(&order)),
+        );
+        let (paid_body, empty) = (json!({"status": "paid"}), json!({}));
+        let (paid, cancelled) = tokio::join!(
+            app.post(&pay, &paid_body, Some(&staff.access_token)),
+            app.post(&cancel, &empty, Some(&ada.access_token)),
+        );
+
+        assert_eq!(cancelled.status(), StatusCode::OK);
+        let events = app.events_after(before).await;
+        let cancel = events
+            .iter()
+            .find(|e| e.kind == "order.cancelled")
+            .expect("the cancellation's event");
+        let ended = if paid.status() == StatusCode::OK {
+            // Paid first (a payment after the cancellation is refused).
+            "paid"
+        } else {
+            assert_eq!(paid.status(), StatusCode::CONFLICT);
+            "pending"
+        };
+        assert_eq!(cancel.data["previous_status"], ended);
+    }
+}
 
 async fn stock(app: &TestApp, token: &str, product: &Value) -> i64 {
     let now: Value = app
