@@ -104,6 +104,10 @@ impl Tally {
                 self.deliveries += frames as u64;
                 self.written[transport as usize] += frames as u64;
             }
+            Pushed::Partly(transport, written) => {
+                self.deliveries += frames as u64;
+                self.written[transport as usize] += written as u64;
+            }
             Pushed::Queued => self.deliveries += frames as u64,
             Pushed::Overflowed => self.slow += 1,
             Pushed::Closed => {}
@@ -158,7 +162,7 @@ impl Pending {
             };
             self.made += 1;
             let pushed = mailbox.push_all(&frames);
-            if let Pushed::Written(transport) = pushed {
+            if let Pushed::Written(transport) | Pushed::Partly(transport, _) = pushed {
                 lag.0[transport as usize].record(frames[0].lag_seconds());
             }
             tally.count(pushed, frames.len());

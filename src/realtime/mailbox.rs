@@ -31,6 +31,9 @@ use crate::events::Topic;
 pub enum Pushed {
     /// Written to the socket (of this transport), whole.
     Written(Transport),
+    /// The first of them written whole (this many, to a socket of this transport), the
+    /// rest queued: the socket filled up.
+    Partly(Transport, usize),
     Queued,
     /// It would have passed the limit: the mailbox is now closed as a slow consumer.
     Overflowed,
@@ -127,6 +130,7 @@ impl Mailbox {
             return Pushed::Closed;
         }
         let mut frames = frames;
+        let mut partly = None;
         if let Some((stream, transport)) = self.direct.get()
             && state.idle
             && !frames.iter().any(|f| state.skips(f))
@@ -137,6 +141,9 @@ impl Mailbox {
                 Some(unwritten) => {
                     state.written = unwritten.offset;
                     frames = &frames[unwritten.index..];
+                    if unwritten.index > 0 {
+                        partly = Some(Pushed::Partly(*transport, unwritten.index));
+                    }
                 }
             }
         }
@@ -158,7 +165,7 @@ impl Mailbox {
         state.idle = false;
         drop(state);
         self.ready.notify_one();
-        Pushed::Queued
+        partly.unwrap_or(Pushed::Queued)
     }
 
     /// Closes the mailbox for `reason` (the first reason wins); queued frames are dropped.
