@@ -40,6 +40,11 @@ impl BusHealth {
     pub async fn down(&self) {
         let _ = self.0.subscribe().wait_for(|up| !*up).await;
     }
+
+    /// Resolves once the bus is up (at once if it is).
+    pub async fn up(&self) {
+        let _ = self.0.subscribe().wait_for(|up| *up).await;
+    }
 }
 
 /// The sending side, used by the relay.
@@ -65,12 +70,13 @@ impl std::fmt::Debug for Publisher {
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl Publisher {
-    /// Publishes a batch. A failure loses nothing: hubs find the events in the database.
-    pub async fn publish(&self, batch: Vec<Event>) {
+    /// Publishes a batch; whether the bus took it. A failure loses nothing: hubs find the
+    /// events in the database.
+    pub async fn publish(&self, batch: Vec<Event>) -> bool {
         match self {
             Publisher::Memory(hub) => {
                 // Only fails when the hub is gone, at shutdown.
-                let _ = hub.send(batch).await;
+                hub.send(batch).await.is_ok()
             }
             Publisher::Redis {
                 connection,
@@ -80,7 +86,7 @@ impl Publisher {
                     Ok(payload) => payload,
                     Err(e) => {
                         tracing::error!(error = %e, "a batch could not be encoded for the bus");
-                        return;
+                        return false;
                     }
                 };
                 let mut connection = connection.clone();
@@ -91,14 +97,16 @@ impl Publisher {
                 // the relay for seconds per batch, and the events behind it would get no
                 // seq, so hubs reading the database would find nothing new.
                 match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => true,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "publishing to Redis failed; hubs will read the events from the database");
+                        false
                     }
                     Err(_) => {
                         tracing::warn!(
                             "publishing to Redis timed out; hubs will read the events from the database"
                         );
+                        false
                     }
                 }
             }

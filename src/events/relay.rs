@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnection, PgListener};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::Event;
 use super::bus::Publisher;
 use crate::store::{Db, stream};
 
@@ -49,6 +50,9 @@ pub struct RelayStats {
     pub batches: AtomicU64,
 }
 
+/// How soon the relay publishes again an event the bus did not take.
+const RETRY_UNPUBLISHED: Duration = Duration::from_millis(200);
+
 /// Runs the relay until shutdown.
 pub async fn run(
     db: Db,
@@ -62,6 +66,7 @@ pub async fn run(
         publisher,
         config,
         stats,
+        unpublished: std::sync::Mutex::new(None),
     };
     match relay.db.clone() {
         Db::Postgres(pool) => relay.run_postgres(pool, shutdown).await,
@@ -74,6 +79,10 @@ struct Relay {
     publisher: Publisher,
     config: RelayConfig,
     stats: Arc<RelayStats>,
+    /// The last event of a batch the bus did not take, published again (alone) until it
+    /// does: hubs that see it fill what they missed from the database, rather than wait
+    /// for the next event or their safety poll.
+    unpublished: std::sync::Mutex<Option<Event>>,
 }
 
 impl Relay {
@@ -86,7 +95,7 @@ impl Relay {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = signal.notified() => {}
-                () = tokio::time::sleep(self.config.poll) => {}
+                () = tokio::time::sleep(self.next_poll()) => {}
                 _ = prune.tick() => self.prune().await,
             }
         }
@@ -153,7 +162,7 @@ impl Relay {
                         tracing::warn!(error = %e, "the relay's LISTEN connection failed");
                     }
                 }
-                () = tokio::time::sleep(self.config.poll) => {
+                () = tokio::time::sleep(self.next_poll()) => {
                     // Still holding the lock? A dead connection means another may lead now.
                     sqlx::query("select 1").execute(&mut lock).await?;
                 }
@@ -162,8 +171,24 @@ impl Relay {
         }
     }
 
+    /// How long to wait for a commit before looking anyway: the poll, or soon while the
+    /// bus owes hubs an event.
+    fn next_poll(&self) -> Duration {
+        if self.unpublished.lock().expect("relay lock").is_some() {
+            RETRY_UNPUBLISHED.min(self.config.poll)
+        } else {
+            self.config.poll
+        }
+    }
+
     /// Numbers and publishes every committed event, a batch at a time.
     async fn drain(&self) {
+        let retry = self.unpublished.lock().expect("relay lock").clone();
+        if let Some(event) = retry
+            && self.publisher.publish(vec![event]).await
+        {
+            *self.unpublished.lock().expect("relay lock") = None;
+        }
         loop {
             let events = match stream::claim(&self.db, self.config.batch).await {
                 Ok(events) => events,
@@ -187,7 +212,9 @@ impl Relay {
                 .relayed
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.publisher.publish(events).await;
+            let last = events.last().cloned();
+            let published = self.publisher.publish(events).await;
+            *self.unpublished.lock().expect("relay lock") = if published { None } else { last };
             if !full {
                 return;
             }

@@ -563,6 +563,9 @@ impl Hub {
                 // The bus going down must wake the loop, or reading the database would wait
                 // for the next safety poll.
                 () = health.down(), if health.is_up() => {}
+                // Back up: what was published before the subscription took is read from the
+                // database now, not when the next event shows the gap.
+                () = health.up(), if !health.is_up() => self.catch_up(None).await,
                 _ = safety.tick() => self.catch_up(None).await,
             }
             self.fan_out(&mut batches).await;
