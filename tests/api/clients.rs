@@ -282,6 +282,17 @@ impl WsClient {
         }
     }
 
+    /// The next event of type `kind`, skipping events of other types (a `product.created`
+    /// the hub had not reached when the client subscribed, say).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
     /// The next event (a message with a seq), skipping nothing else silently.
     pub async fn next_event(&mut self) -> Value {
         let value = self.next_json().await;
