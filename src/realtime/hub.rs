@@ -615,6 +615,9 @@ impl Registration {
             if conn.topics.contains(topic) {
                 continue;
             }
+            // What an earlier subscription to the topic left queued is the caller's replay
+            // to send (or was unsubscribed from): only what comes after this is live.
+            conn.mailbox.skip_through(*topic, live_from);
             let index = &mut indexes[slot(*topic)];
             index.everyone.insert(self.id, conn.mailbox.clone());
             if conn.is_staff {
@@ -643,6 +646,8 @@ impl Registration {
         };
         for topic in topics {
             remove_from(&mut indexes[slot(*topic)], self.id, conn.user_id);
+            // Nothing of the topic still queued goes out after the unsubscription.
+            conn.mailbox.skip_through(*topic, i64::MAX);
         }
         conn.topics.retain(|t| !topics.contains(t));
     }

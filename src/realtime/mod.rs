@@ -13,6 +13,7 @@ pub mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Topic;
 use crate::events::bus::BusHealth;
 use crate::events::relay::RelayStats;
 use hub::Hub;
@@ -42,6 +43,24 @@ impl Transport {
             Transport::EventStream => &frame.sse_chunk,
         }
     }
+}
+
+/// The topics a client names (a WebSocket `subscribe` or an SSE `?topics=`), each once, in
+/// order; or, for a name that is not one, what to tell the client.
+pub fn parse_topics<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Topic>, String> {
+    let mut topics = Vec::new();
+    for name in names {
+        match Topic::subscribable(name) {
+            Some(topic) if !topics.contains(&topic) => topics.push(topic),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "unknown topic {name:?}; topics are orders, inventory, notifications"
+                ));
+            }
+        }
+    }
+    Ok(topics)
 }
 
 /// The runtime that writes to live connections, apart from the one that serves requests.

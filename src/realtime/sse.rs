@@ -32,13 +32,13 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Transport;
 use super::auth::StreamUser;
 use super::frames::{Frame, PreparedEvent, chunk_size_line};
 use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed, Mailbox};
 use super::replay::{self, Resume};
 use super::tcp::{Unwritten, peer_closed, write_all};
+use super::{Transport, parse_topics};
 use crate::AppState;
 use crate::api::extract::Query;
 use crate::auth::CurrentUser;
@@ -76,23 +76,9 @@ impl FromRequestParts<AppState> for Asked {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let Query(params) = Query::<StreamParams>::from_request_parts(parts, state).await?;
         let headers = &parts.headers;
-        let mut topics = Vec::new();
-        for name in params
-            .topics
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
-            let topic = Topic::subscribable(name).ok_or_else(|| {
-                ApiError::bad_request(
-                    "unknown_topic",
-                    format!("unknown topic {name:?}; topics are orders, inventory, notifications"),
-                )
-            })?;
-            if !topics.contains(&topic) {
-                topics.push(topic);
-            }
-        }
+        let names = params.topics.split(',').map(str::trim);
+        let topics = parse_topics(names.filter(|n| !n.is_empty()))
+            .map_err(|unknown| ApiError::bad_request("unknown_topic", unknown))?;
         if topics.is_empty() {
             return Err(ApiError::bad_request(
                 "unknown_topic",

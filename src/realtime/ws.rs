@@ -28,7 +28,6 @@ use tokio::time::{Instant, sleep_until};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Transport;
 use super::auth::StreamUser;
 use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
@@ -36,6 +35,7 @@ use super::mailbox::{Batch, Closed};
 use super::replay::{self, Resume};
 use super::tcp::SharedTcp;
 use super::wire::{Incoming, ReadError, Socket};
+use super::{Transport, parse_topics};
 use crate::AppState;
 use crate::auth::{CurrentUser, authenticate};
 use crate::error::{ApiError, ProblemDoc};
@@ -460,14 +460,16 @@ impl Connection {
         let sent = match message {
             ClientMessage::Ping => self.send_json(json!({"type": "pong"})).await,
             ClientMessage::Subscribe { topics, since } => self.subscribe(&topics, since).await,
-            ClientMessage::Unsubscribe { topics } => match parse_topics(&topics) {
-                Ok(topics) => {
-                    self.unsubscribe(&topics);
-                    let now = self.registration.topics();
-                    self.send_json(json!({"type": "unsubscribed", "topics": names(&topics), "subscribed": names(&now)})).await
+            ClientMessage::Unsubscribe { topics } => {
+                match parse_topics(topics.iter().map(String::as_str)) {
+                    Ok(topics) => {
+                        self.registration.unsubscribe(&topics);
+                        let now = self.registration.topics();
+                        self.send_json(json!({"type": "unsubscribed", "topics": names(&topics), "subscribed": names(&now)})).await
+                    }
+                    Err(unknown) => self.send_error("unknown_topic", &unknown).await,
                 }
-                Err(unknown) => self.send_error("unknown_topic", &unknown).await,
-            },
+            }
             ClientMessage::Auth { token } => match authenticate(&self.state, &token).await {
                 // What a connection receives follows from its role, fixed when it opened.
                 Ok(fresh) if fresh.id == self.user.id && fresh.role != self.user.role => {
@@ -505,7 +507,7 @@ impl Connection {
 
     /// Starts live delivery of topics, replaying what the client missed since `since`.
     async fn subscribe(&mut self, topics: &[String], since: Option<i64>) -> std::io::Result<()> {
-        let topics = match parse_topics(topics) {
+        let topics = match parse_topics(topics.iter().map(String::as_str)) {
             Ok(topics) if !topics.is_empty() => topics,
             Ok(_) => {
                 return self
@@ -526,11 +528,6 @@ impl Connection {
             .filter(|t| !already.contains(t))
             .collect();
         let live_from = self.registration.subscribe(&new);
-        for topic in &new {
-            // Whatever an earlier subscription to the topic left queued is the replay's to
-            // send (or was unsubscribed from): only what comes after this point is live.
-            self.registration.mailbox().skip_through(*topic, live_from);
-        }
         if let Some(since) = since.filter(|_| !new.is_empty()) {
             match replay::plan(&self.state.db, since, live_from).await {
                 Ok(Resume::Reset) => {
@@ -546,7 +543,7 @@ impl Connection {
                     if let Err(e) = self.replay(&new, since, live_from).await {
                         tracing::warn!(error = %e, "replay failed");
                         // Not subscribed, so that subscribing again replays again.
-                        self.unsubscribe(&new);
+                        self.registration.unsubscribe(&new);
                         return self
                             .send_error(
                                 "replay_failed",
@@ -557,7 +554,7 @@ impl Connection {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "replay planning failed");
-                    self.unsubscribe(&new);
+                    self.registration.unsubscribe(&new);
                     return self
                         .send_error(
                             "replay_failed",
@@ -572,15 +569,6 @@ impl Connection {
             json!({"type": "subscribed", "topics": names(&subscribed), "seq": live_from}),
         )
         .await
-    }
-
-    /// Ends live delivery of `topics`, and drops what of them is still queued: nothing of
-    /// a topic arrives after the client is told it is unsubscribed.
-    fn unsubscribe(&self, topics: &[Topic]) {
-        self.registration.unsubscribe(topics);
-        for topic in topics {
-            self.registration.mailbox().skip_through(*topic, i64::MAX);
-        }
     }
 
     async fn replay(&mut self, topics: &[Topic], since: i64, upto: i64) -> anyhow::Result<()> {
@@ -601,22 +589,6 @@ impl Connection {
             }
         }
     }
-}
-
-fn parse_topics(names: &[String]) -> Result<Vec<Topic>, String> {
-    let mut topics = Vec::new();
-    for name in names {
-        match Topic::subscribable(name) {
-            Some(topic) if !topics.contains(&topic) => topics.push(topic),
-            Some(_) => {}
-            None => {
-                return Err(format!(
-                    "unknown topic {name:?}; topics are orders, inventory, notifications"
-                ));
-            }
-        }
-    }
-    Ok(topics)
 }
 
 fn names(topics: &[Topic]) -> Vec<&'static str> {

@@ -246,6 +246,16 @@ impl Db {
 }
 
 impl Tx {
+    /// What ends a `select` that locks its rows until the transaction ends: `for update`
+    /// on PostgreSQL; nothing on SQLite, whose transactions hold the one write lock from
+    /// `BEGIN IMMEDIATE`.
+    pub fn for_update(&self) -> &'static str {
+        match self {
+            Tx::Postgres(_) => " for update",
+            Tx::Sqlite(_) => "",
+        }
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.commit().await,

@@ -208,19 +208,12 @@ pub async fn find_row_tx(tx: &mut Tx, id: Uuid) -> Result<Option<OrderRow>, sqlx
 /// status cannot change between this read and the transaction's own change. (SQLite's
 /// transactions hold the one write lock from the start.)
 pub async fn lock_row(tx: &mut Tx, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
-    match tx {
-        Tx::Postgres(c) => {
-            sqlx::query_as::<_, OrderRow>(concat!(
-                "select ",
-                order_columns!(),
-                " from orders where id = $1 for update"
-            ))
-            .bind(id)
-            .fetch_optional(&mut **c)
-            .await
-        }
-        Tx::Sqlite(_) => find_row_tx(tx, id).await,
-    }
+    // Built from constants only.
+    let sql = format!(
+        concat!("select ", order_columns!(), " from orders where id = $1{}"),
+        tx.for_update()
+    );
+    on_tx!(tx, c => sqlx::query_as::<_, OrderRow>(AssertSqlSafe(sql)).bind(id).fetch_optional(c).await)
 }
 
 pub async fn items_tx(tx: &mut Tx, order_id: Uuid) -> Result<Vec<OrderItem>, sqlx::Error> {

@@ -77,28 +77,12 @@ pub async fn find(db: &Db, id: Uuid) -> Result<Option<User>, sqlx::Error> {
 /// then take their turns, and none can miss a refresh token another is issuing. SQLite's
 /// transactions take the one write lock at `BEGIN IMMEDIATE`, which orders them already.
 pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    match tx {
-        Tx::Postgres(c) => {
-            sqlx::query_as::<_, User>(concat!(
-                "select ",
-                user_columns!(),
-                " from users where id = $1 for update"
-            ))
-            .bind(id)
-            .fetch_optional(&mut **c)
-            .await
-        }
-        Tx::Sqlite(c) => {
-            sqlx::query_as::<_, User>(concat!(
-                "select ",
-                user_columns!(),
-                " from users where id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(&mut **c)
-            .await
-        }
-    }
+    // Built from constants only.
+    let sql = format!(
+        concat!("select ", user_columns!(), " from users where id = $1{}"),
+        tx.for_update()
+    );
+    on_tx!(tx, c => sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(c).await)
 }
 
 pub async fn credentials_by_email(
