@@ -307,14 +307,14 @@ impl Connection {
                 expiry.as_mut().reset(self.expires_at);
             }
             let mailbox = self.registration.mailbox().clone();
-            // In this order: the client's own messages (a pong, a refresh before expiry, a
-            // subscription) are answered before more deliveries are written, so a client
-            // that floods messages holds up only its own events; an expired token ends the
-            // connection before anything more is delivered on it.
+            // In this order: an expired token ends the connection whatever else is ready
+            // (a client cannot outrun it by sending); the client's own messages (a pong, a
+            // refresh, a subscription) are answered before more deliveries are written, so
+            // a client that floods messages holds up only its own events.
             let woke = tokio::select! {
                 biased;
-                message = self.socket.recv() => Woke::Message(message),
                 () = &mut expiry => Woke::Expired,
+                message = self.socket.recv() => Woke::Message(message),
                 _ = ping.tick() => Woke::Ping,
                 batch = mailbox.take() => Woke::Queued(batch),
             };

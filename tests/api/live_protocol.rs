@@ -16,6 +16,7 @@ backend_tests!(
     streams_need_a_valid_token_or_ticket_before_the_upgrade,
     a_stream_ticket_works_once,
     an_expired_token_closes_the_socket_with_4001,
+    a_client_that_never_stops_sending_is_still_closed_at_expiry,
     an_in_band_token_refresh_keeps_the_socket_open,
     a_password_change_closes_the_users_sockets_at_once,
     too_many_connections_for_one_user_close_with_4029,
@@ -25,6 +26,35 @@ backend_tests!(
     a_resume_from_a_seq_the_database_never_had_gets_a_reset,
     bad_sse_parameters_are_400_problems,
 );
+
+/// A WebSocket opened by hand on a TCP stream (with this receive buffer), after the
+/// server's 101.
+async fn raw_ws(app: &TestApp, token: &str, recv_buffer: Option<u32>) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: tidings\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
 
 fn id(v: &Value) -> &str {
     v["id"].as_str().unwrap()
@@ -269,6 +299,60 @@ async fn an_expired_token_closes_the_socket_with_4001(backend: Backend) {
     assert_eq!(code, Some(4001));
 }
 
+async fn a_client_that_never_stops_sending_is_still_closed_at_expiry(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(backend, |c| {
+        c.access_token_ttl = std::time::Duration::from_secs(3)
+    })
+    .await;
+    let ada = app.customer("ada@example.com").await;
+    let (mut reader, mut writer) = raw_ws(&app, &ada.access_token, None).await.into_split();
+    // Masked pings (mask zero) without pause; the reader takes in the pongs.
+    let pings: Vec<u8> = [0x89, 0x84, 0, 0, 0, 0, b'p', b'i', b'n', b'g']
+        .iter()
+        .copied()
+        .cycle()
+        .take(10 * 256)
+        .collect();
+    let flood = tokio::spawn(async move { while writer.write_all(&pings).await.is_ok() {} });
+
+    let close = async {
+        let mut buf = Vec::new();
+        loop {
+            // Server frames are unmasked: a header of 2, 4 or 10 bytes, then the payload.
+            while buf.len() >= 2 {
+                let (header, len) = match buf[1] & 0x7F {
+                    126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+                    127 if buf.len() >= 10 => (
+                        10,
+                        u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    ),
+                    126 | 127 => break,
+                    n => (2, n as usize),
+                };
+                if buf.len() < header + len {
+                    break;
+                }
+                if buf[0] & 0x0F == 0x8 {
+                    return (len >= 2).then(|| u16::from_be_bytes([buf[header], buf[header + 1]]));
+                }
+                buf.drain(..header + len);
+            }
+            let mut chunk = [0u8; 4096];
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let code = tokio::time::timeout(std::time::Duration::from_secs(30), close)
+        .await
+        .expect("the connection closed while the client kept sending");
+    flood.abort();
+
+    assert_eq!(code, Some(4001));
+}
+
 async fn an_in_band_token_refresh_keeps_the_socket_open(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.access_token_ttl = std::time::Duration::from_secs(5);
@@ -369,7 +453,7 @@ async fn too_many_connections_for_one_user_close_with_4029(backend: Backend) {
 }
 
 async fn a_peer_that_stops_reading_is_dropped_and_frees_its_place(backend: Backend) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let app = TestApp::spawn_with(backend, |c| {
         c.max_connections_per_user = 1;
         c.write_timeout = std::time::Duration::from_secs(2);
@@ -378,23 +462,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_frees_its_place(backend: Backe
     let ada = app.customer("ada@example.com").await;
     // A client that reads nothing after the handshake, through a tiny receive buffer, and
     // sends pings: the server's pongs fill the connection until its writes wait.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(app.addr).await.unwrap();
-    let request = format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: tidings\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {}\r\n\r\n",
-        ada.access_token
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut stream = raw_ws(&app, &ada.access_token, Some(4096)).await;
     // A masked ping with a 125-byte payload (mask zero, so the payload is as sent).
     let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
     ping.extend([b'p'; 125]);
