@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(cors)
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))
+                .layer(axum::middleware::from_fn(require_host))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
@@ -196,6 +197,32 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// An HTTP/1.1 request must carry exactly one valid Host header (RFC 9112, section 3.2):
+/// which host it was meant for is otherwise anyone's guess, a proxy's included.
+async fn require_host(request: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    if request.version() == axum::http::Version::HTTP_11 {
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        let valid = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => {
+                host.is_empty()
+                    || host
+                        .to_str()
+                        .is_ok_and(|h| h.parse::<axum::http::uri::Authority>().is_ok())
+            }
+            _ => false,
+        };
+        if !valid {
+            return problem_response(
+                StatusCode::BAD_REQUEST,
+                "bad_host",
+                "an HTTP/1.1 request needs exactly one valid Host header",
+                &[],
+            );
+        }
+    }
+    next.run(request).await
 }
 
 /// Errors made by the router or middleware (404, 405, 408, 413) carry no body; give them

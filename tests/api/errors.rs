@@ -16,7 +16,44 @@ backend_tests!(
     a_request_that_takes_too_long_is_a_408_problem,
     browsers_from_configured_origins_get_cors_headers,
     a_client_that_stops_reading_responses_is_dropped,
+    an_http_1_1_request_without_one_valid_host_is_a_400_problem,
 );
+
+/// Sends `head` (and nothing else) on a connection of its own and reads the answer's head
+/// and body (by its Content-Length): its status line and the rest.
+async fn raw_exchange(app: &TestApp, head: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let read = async {
+        let mut answer = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|n| n.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed mid-answer: {text}");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(15), read)
+        .await
+        .expect("the server answered");
+    let (status, rest) = answer.split_once("\r\n").expect("a status line");
+    (status.to_owned(), rest.to_owned())
+}
 
 async fn a_client_that_stops_reading_responses_is_dropped(backend: Backend) {
     use tokio::io::AsyncWriteExt;
@@ -38,6 +75,44 @@ async fn a_client_that_stops_reading_responses_is_dropped(backend: Backend) {
         .await
         .expect("the server dropped the connection that stopped reading");
     assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn an_http_1_1_request_without_one_valid_host_is_a_400_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let ws = format!(
+        "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n",
+        ada.access_token
+    );
+    let bad = [
+        "GET /livez HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET /livez HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET /livez HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n".to_owned(),
+        // A live stream's request, which the accept loop reads itself.
+        format!("{ws}\r\n"),
+    ];
+    for head in &bad {
+        let (status, rest) = raw_exchange(&app, head).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{head}");
+        assert!(
+            rest.contains("application/problem+json") && rest.contains(r#""code":"bad_host""#),
+            "{head}: {rest}"
+        );
+    }
+
+    // One Host, empty (allowed) or not, or HTTP/1.0 without one: served.
+    for head in [
+        "GET /livez HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET /livez HTTP/1.1\r\nHost: localhost:8080\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET /livez HTTP/1.0\r\n\r\n".to_owned(),
+    ] {
+        let (status, _) = raw_exchange(&app, &head).await;
+        assert!(status.ends_with("200 OK"), "{head}: {status}");
+    }
+    let (status, _) = raw_exchange(&app, &format!("{ws}Host: tidings\r\n\r\n")).await;
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
 }
 
 async fn a_malformed_json_body_is_a_400_problem(backend: Backend) {
