@@ -112,17 +112,26 @@ async fn connection(
 ) {
     let mut head = BytesMut::with_capacity(1024);
     // A client that has not sent its first request yet is let go at shutdown.
-    let live = tokio::select! {
+    let first = tokio::select! {
         read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)) => match read {
-            Ok(Ok(live)) => live,
+            Ok(Ok(first)) => first,
             Ok(Err(_)) | Err(_) => return,
         },
         () = stop.cancelled() => return,
     };
     // The answering is boxed, so that the task of a long-lived stream is sized for the
     // stream and not for the router's or hyper's futures.
-    match live {
-        Some(LiveHead { head_len, request }) => {
+    match first {
+        Head::Malformed(why) => {
+            let problem = crate::error::problem_response(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                &format!("the request head is not valid HTTP/1.1: {why}"),
+                &[],
+            );
+            Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
+        }
+        Head::Live(LiveHead { head_len, request }) => {
             // A copy, so that the head's buffer is freed now (usually it is empty).
             let leftover = BytesMut::from(&head[head_len..]);
             drop(head);
@@ -136,7 +145,7 @@ async fn connection(
             ))
             .await;
         }
-        None => {
+        Head::Other => {
             let io = Prefixed {
                 read: head.freeze(),
                 stream,
@@ -156,10 +165,23 @@ struct LiveHead {
     request: Request<Body>,
 }
 
-/// Reads until a whole request head is in `buf`. `Some` for a live-stream request that is
-/// served here; `None` for anything else (or a head that is not parseable here), which
-/// hyper reads from the start.
-async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Option<LiveHead>> {
+/// A connection's first request head, as read here.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "read once per connection and consumed at once, as an Option<LiveHead> would be"
+)]
+enum Head {
+    /// A live-stream request, served here.
+    Live(LiveHead),
+    /// Anything else, which hyper reads from the start: other requests, and heads too
+    /// large or with too many headers to parse here.
+    Other,
+    /// Not HTTP: answered here with a problem, where hyper would send a bare 400.
+    Malformed(httparse::Error),
+}
+
+/// Reads until a whole request head is in `buf`.
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Head> {
     loop {
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(1024);
@@ -171,11 +193,16 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Opt
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                return Ok(live_request(&parsed).map(|request| LiveHead { head_len, request }));
+                return Ok(live_request(&parsed).map_or(Head::Other, |request| {
+                    Head::Live(LiveHead { head_len, request })
+                }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            // Too large, too many headers or malformed: hyper answers it.
-            _ => return Ok(None),
+            // hyper takes more headers than fit here, and answers a head too large.
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Ok(Head::Other);
+            }
+            Err(malformed) => return Ok(Head::Malformed(malformed)),
         }
     }
 }
@@ -230,22 +257,32 @@ async fn answer_live(
                 let _ = upgrade_tx.send((stream, leftover));
             }
         }
-        Answer::Plain => {
-            let body = axum::body::to_bytes(body, MAX_PLAIN_BODY)
-                .await
-                .unwrap_or_default();
-            let mut out = head;
-            put_header(
-                &mut out,
-                "content-length",
-                body.len().to_string().as_bytes(),
-            );
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(&body);
-            if write_within(&mut stream, &out, write_timeout).await {
-                let _ = stream.shutdown().await;
-            }
-        }
+        Answer::Plain => write_body(&mut stream, head, body, write_timeout).await,
+    }
+}
+
+/// Writes a whole response that ends the connection.
+async fn write_plain(stream: &mut TcpStream, response: Response<Body>, write_timeout: Duration) {
+    let (parts, body) = response.into_parts();
+    let (head, _) = live_head(parts);
+    write_body(stream, head, body, write_timeout).await;
+}
+
+/// Writes a plain answer's head (without its length), then its body, and closes.
+async fn write_body(stream: &mut TcpStream, head: Vec<u8>, body: Body, write_timeout: Duration) {
+    let body = axum::body::to_bytes(body, MAX_PLAIN_BODY)
+        .await
+        .unwrap_or_default();
+    let mut out = head;
+    put_header(
+        &mut out,
+        "content-length",
+        body.len().to_string().as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    if write_within(stream, &out, write_timeout).await {
+        let _ = stream.shutdown().await;
     }
 }
 

@@ -17,6 +17,7 @@ backend_tests!(
     browsers_from_configured_origins_get_cors_headers,
     a_client_that_stops_reading_responses_is_dropped,
     an_http_1_1_request_without_one_valid_host_is_a_400_problem,
+    a_request_head_that_is_not_http_is_a_400_problem,
 );
 
 /// Sends `head` (and nothing else) on a connection of its own and reads the answer's head
@@ -113,6 +114,25 @@ async fn an_http_1_1_request_without_one_valid_host_is_a_400_problem(backend: Ba
     }
     let (status, _) = raw_exchange(&app, &format!("{ws}Host: tidings\r\n\r\n")).await;
     assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+}
+
+async fn a_request_head_that_is_not_http_is_a_400_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for head in [
+        "GET /livez HTTP/1.1\r\nHost: tidings\r\nno colon here\r\n\r\n",
+        "GET /livez HTTP/9.9\r\nHost: tidings\r\n\r\n",
+        "HELLO THERE\r\n\r\n",
+        "GET /v1/ws HTTP/1.1\r\nHost: tidings\r\nUpgrade\x01: websocket\r\n\r\n",
+    ] {
+        let (status, rest) = raw_exchange(&app, head).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{head:?}");
+        assert!(
+            rest.contains("application/problem+json")
+                && rest.contains(r#""code":"malformed_request""#),
+            "{head:?}: {rest}"
+        );
+    }
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
 }
 
 async fn a_malformed_json_body_is_a_400_problem(backend: Backend) {
