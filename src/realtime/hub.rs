@@ -154,15 +154,6 @@ impl Pending {
         }
     }
 
-    /// Takes the frames still to be pushed to `mailbox`, for a push made out of turn; its
-    /// place among the pushes stays, empty.
-    fn take_for(&mut self, mailbox: &Arc<Mailbox>) -> Option<Arc<[Frame]>> {
-        let number = *self.last_push.get(&(Arc::as_ptr(mailbox) as usize))?;
-        let place = number.checked_sub(self.made)?;
-        let frames = std::mem::replace(&mut self.pushes[place].1, Arc::from([]));
-        (!frames.is_empty()).then_some(frames)
-    }
-
     /// Makes up to `count` of the pushes; false once none is left.
     fn push_some(&mut self, count: usize, tally: &mut Tally, lag: &Lag) -> bool {
         for _ in 0..count {
@@ -170,7 +161,11 @@ impl Pending {
                 break;
             };
             self.made += 1;
-            push(&mailbox, &frames, tally, lag);
+            let pushed = mailbox.push_all(&frames);
+            if let Pushed::Written(transport) | Pushed::Partly(transport, _) = pushed {
+                lag.0[transport as usize].record(frames[0].lag_seconds());
+            }
+            tally.count(pushed, frames.len());
         }
         if self.pushes.is_empty() {
             self.made = 0;
@@ -184,18 +179,6 @@ impl Pending {
         }
         true
     }
-}
-
-/// Pushes `frames` (if any) to a mailbox, counting what became of them.
-fn push(mailbox: &Mailbox, frames: &[Frame], tally: &mut Tally, lag: &Lag) {
-    let Some(first) = frames.first() else {
-        return;
-    };
-    let pushed = mailbox.push_all(frames);
-    if let Pushed::Written(transport) | Pushed::Partly(transport, _) = pushed {
-        lag.0[transport as usize].record(first.lag_seconds());
-    }
-    tally.count(pushed, frames.len());
 }
 
 /// Counters the metrics endpoint reads.
@@ -376,7 +359,7 @@ impl Hub {
                 // closes them.
                 self.push_pending();
             }
-            {
+            let targets = {
                 let registry = self.registry.read().expect("hub lock");
                 let targets = if event.topic == Topic::System {
                     self.apply_system(&registry, event);
@@ -384,19 +367,18 @@ impl Hub {
                 } else {
                     receivers(&registry, event)
                 };
-                // Both before the lock is let go: a connection that subscribes from now on
-                // is live from after these events (and replays them if it asked to resume),
-                // and finds each earlier event of its other topics queued in its mailbox or
-                // among the pending pushes.
+                // Set before the lock is let go: a connection that subscribes from now on is
+                // live from after these events, and replays them if it asked to resume.
                 let last = done.last().expect("at least one event routed");
                 self.last_seq.store(last.seq, Ordering::Release);
-                if !targets.is_empty() {
-                    let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
-                    self.pending
-                        .lock()
-                        .expect("pending lock")
-                        .add(frames, targets);
-                }
+                targets
+            };
+            if !targets.is_empty() {
+                let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
+                self.pending
+                    .lock()
+                    .expect("pending lock")
+                    .add(frames, targets);
             }
             self.stats.events.fetch_add(run as u64, Ordering::Relaxed);
             rest = later;
@@ -648,20 +630,6 @@ impl Registration {
                 .insert(self.id, (conn.mailbox.clone(), conn.is_staff));
             conn.topics.push(*topic);
         }
-        // Every event up to `live_from` the connection receives is now queued in its
-        // mailbox, not still on its way through the fan-out: the caller can send a replay
-        // merged with them in seq order.
-        let frames = self
-            .hub
-            .pending
-            .lock()
-            .expect("pending lock")
-            .take_for(&conn.mailbox);
-        if let Some(frames) = frames {
-            let mut tally = Tally::default();
-            push(&conn.mailbox, &frames, &mut tally, &Lag::histograms());
-            self.hub.record(tally);
-        }
         live_from
     }
 
@@ -839,36 +807,6 @@ mod tests {
             hub.connect(Uuid::now_v7(), false, 1, Transport::WebSocket)
                 .is_ok()
         );
-    }
-
-    #[tokio::test]
-    async fn subscribing_makes_the_connections_pending_push_at_once() {
-        let hub = hub();
-        let conn = hub
-            .connect(Uuid::now_v7(), true, 1, Transport::WebSocket)
-            .expect("open");
-        conn.subscribe(&[Topic::Inventory]);
-        let events: Vec<Event> = (1..=3)
-            .map(|seq| Event {
-                seq,
-                topic: Topic::Inventory,
-                kind: "inventory.stock_changed".into(),
-                audience: crate::events::Audience::Everyone,
-                at: chrono::Utc::now(),
-                data: serde_json::json!({}),
-            })
-            .collect();
-        hub.route(&events);
-        assert_eq!(conn.mailbox().queued_bytes(), 0, "routed, not yet pushed");
-
-        // A topic added now is live from after them, and they are queued before it returns:
-        // a replay of the new topic can be merged with them.
-        assert_eq!(conn.subscribe(&[Topic::Orders]), 3);
-        assert_eq!(conn.mailbox().take_through(3).len(), 3);
-        // The fan-out, when it gets there, has nothing left for the connection.
-        hub.push_pending();
-        assert_eq!(conn.mailbox().queued_bytes(), 0);
-        assert_eq!(hub.stats.deliveries.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

@@ -240,19 +240,6 @@ impl Mailbox {
         }
     }
 
-    /// Takes the queued frames of events up to `seq`, for the writer to send merged with a
-    /// replay that ends at `seq` (the hub queues in seq order). The writer must have
-    /// [`Self::claim`]ed the socket: no frame is begun on the wire.
-    pub fn take_through(&self, seq: i64) -> VecDeque<Frame> {
-        let mut state = self.state.lock().expect("mailbox lock");
-        debug_assert_eq!(state.written, 0, "take_through before claim");
-        let n = state.frames.iter().take_while(|f| f.seq <= seq).count();
-        let taken: Vec<Frame> = state.frames.drain(..n).collect();
-        let size: usize = taken.iter().map(|f| f.len()).sum();
-        state.bytes = state.bytes.saturating_sub(size);
-        taken.into_iter().filter(|f| !state.skips(f)).collect()
-    }
-
     /// Bytes queued now (for metrics).
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().expect("mailbox lock").bytes

@@ -5,7 +5,6 @@
 //! token expires, the user's sessions are revoked, the queue overflows or the server
 //! shuts down, each with its close code. The framing is [`super::wire`].
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::StreamUser;
-use super::frames::{Frame, PreparedEvent};
+use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed};
 use super::replay::{self, Resume};
@@ -307,16 +306,14 @@ impl Connection {
                 expiry.as_mut().reset(self.expires_at);
             }
             let mailbox = self.registration.mailbox().clone();
-            // In this order: an expired token ends the connection whatever else is ready
-            // (a client cannot outrun it by sending); the client's own messages (a pong, a
-            // refresh, a subscription) are answered before more deliveries are written, so
-            // a client that floods messages holds up only its own events.
+            // A ready branch is picked at random: neither a client that never stops sending
+            // nor a steady stream of deliveries can hold off the other, a token's expiry or
+            // a close (revocation, slow consumer, shutdown).
             let woke = tokio::select! {
-                biased;
-                () = &mut expiry => Woke::Expired,
-                message = self.socket.recv() => Woke::Message(message),
-                _ = ping.tick() => Woke::Ping,
                 batch = mailbox.take() => Woke::Queued(batch),
+                message = self.socket.recv() => Woke::Message(message),
+                () = &mut expiry => Woke::Expired,
+                _ = ping.tick() => Woke::Ping,
             };
             if !matches!(woke, Woke::Queued(_)) {
                 // While the task waited, the hub may have been writing to the socket: take it
@@ -546,15 +543,7 @@ impl Connection {
                             self.registration.mailbox().skip_through(*topic, since);
                         }
                     }
-                    // Live events of the connection's other topics the hub queued before
-                    // `live_from` go out merged with the replay, so the connection's stream
-                    // stays in seq order and a client that keeps one last seq resumes
-                    // without a gap. The rest of them go out whatever becomes of the
-                    // replay.
-                    let mut queued = self.registration.mailbox().take_through(live_from);
-                    let replayed = self.replay(&new, since, live_from, &mut queued).await;
-                    self.write_live(queued).await?;
-                    if let Err(e) = replayed {
+                    if let Err(e) = self.replay(&new, since, live_from).await {
                         tracing::warn!(error = %e, "replay failed");
                         // Not subscribed, so that subscribing again replays again.
                         self.registration.unsubscribe(&new);
@@ -585,15 +574,7 @@ impl Connection {
         .await
     }
 
-    /// Sends the events of `topics` in `(since, upto]`, merged with `queued` live events of
-    /// other topics; those after the last replayed event stay in `queued`.
-    async fn replay(
-        &mut self,
-        topics: &[Topic],
-        since: i64,
-        upto: i64,
-        queued: &mut VecDeque<Frame>,
-    ) -> anyhow::Result<()> {
+    async fn replay(&mut self, topics: &[Topic], since: i64, upto: i64) -> anyhow::Result<()> {
         let mut after = since;
         loop {
             let events = replay::page(&self.state.db, &self.user, topics, after, upto).await?;
@@ -602,23 +583,14 @@ impl Connection {
             };
             after = last.seq;
             let full = events.len() as i64 == replay::PAGE;
-            let page = events.iter().map(PreparedEvent::encode).collect();
-            let merged = replay::interleave(queued, page);
+            let frames: Vec<_> = events.iter().map(PreparedEvent::encode).collect();
             self.socket
-                .send_frames(merged.iter().map(|f| &f.ws_frame[..]))
+                .send_frames(frames.iter().map(|f| &f.ws_frame[..]))
                 .await?;
             if !full {
                 return Ok(());
             }
         }
-    }
-
-    /// Writes live events taken from the mailbox, counted as deliveries.
-    async fn write_live(&mut self, frames: VecDeque<Frame>) -> std::io::Result<()> {
-        if frames.is_empty() {
-            return Ok(());
-        }
-        self.write(&Batch { frames, written: 0 }).await
     }
 }
 

@@ -19,7 +19,6 @@ backend_tests!(
     sse_streams_deliver_alike_on_fresh_and_reused_connections,
     subscribed_comes_once_live_delivery_is_registered,
     unsubscribing_and_resubscribing_with_since_gets_each_event_once,
-    a_topic_added_with_since_is_replayed_in_seq_order_with_queued_live_events,
 );
 
 fn id(v: &Value) -> &str {
@@ -243,118 +242,6 @@ async fn unsubscribing_and_resubscribing_with_since_gets_each_event_once(backend
         "nothing while unsubscribed, then each once"
     );
     assert!(seqs(&received).windows(2).all(|w| w[0] < w[1]));
-}
-
-/// A topic added with `since` to a connection that is already live: its replay goes out
-/// merged in seq order with the live events of the other topic queued for the connection
-/// meanwhile, so a client that keeps one last seq for the connection misses nothing if it
-/// drops half-way.
-async fn a_topic_added_with_since_is_replayed_in_seq_order_with_queued_live_events(
-    backend: Backend,
-) {
-    let app = TestApp::spawn_with(backend, |c| {
-        // The slow client falls far behind on purpose: it is neither closed nor dropped.
-        c.queue_bytes = 64 << 20;
-        c.ws_idle_timeout = std::time::Duration::from_secs(600);
-        c.write_timeout = std::time::Duration::from_secs(600);
-    })
-    .await;
-    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
-    let ada = app.customer("ada@example.com").await;
-    let tee = app
-        .product(&staff.access_token, "TEE", 100, 1_000_000)
-        .await;
-    let mut slow = app.slow_ws(&staff.access_token).await;
-    slow.subscribe(&["inventory"], None).await;
-    let mut watcher = app.ws(&staff.access_token).await;
-    watcher.subscribe(&["inventory", "orders"], None).await;
-
-    // The slow client reads nothing: large product updates fill its socket (some
-    // megabytes on loopback) until the server queues what follows.
-    let description = "d".repeat(4900);
-    let path = format!("/v1/products/{}", id(&tee));
-    let (token, app_ref) = (staff.access_token.as_str(), &app);
-    let mut updates = 0;
-    let mut watched: Vec<Value> = Vec::new();
-    while queued_bytes(&app).await == 0.0 {
-        assert!(updates < 5_000, "the slow client's socket never filled");
-        let sent = futures::future::join_all((updates..updates + 8).map(|i| {
-            let body = json!({"description": format!("{i}{description}")});
-            let path = &path;
-            async move { app_ref.patch(path, &body, token).await }
-        }))
-        .await;
-        assert!(sent.iter().all(|r| r.status() == StatusCode::OK));
-        updates += 8;
-        // The watcher reads as a healthy client does; once it has them, the hub has
-        // routed them.
-        while watched
-            .iter()
-            .filter(|e| e["type"] == "product.updated")
-            .count()
-            < updates
-        {
-            watched.push(watcher.next_event().await);
-        }
-    }
-    // Then orders and stock changes in turn: the stock changes queue behind the updates,
-    // the orders are not the slow client's yet.
-    for delta in 1001..=1005 {
-        let order = app.order(&ada.access_token, &[(id(&tee), 1)]).await;
-        assert_eq!(order.status(), StatusCode::CREATED);
-        app.adjust_stock(&staff.access_token, id(&tee), delta).await;
-    }
-    // Once the watcher has the last change, the hub has routed all of them.
-    while watched.last().map(|e| &e["data"]["delta"]) != Some(&json!(1005)) {
-        watched.push(watcher.next_event().await);
-    }
-
-    // The orders, from the beginning; then the client reads.
-    slow.send(json!({"type": "subscribe", "topics": ["orders"], "since": 0}))
-        .await;
-    let mut received = Vec::new();
-    let (mut subscribed, mut last_seen) = (false, false);
-    while !(subscribed && last_seen) {
-        let value = slow.next_json().await;
-        match value["type"].as_str() {
-            Some("subscribed") => subscribed = true,
-            _ if value.get("seq").is_some() => {
-                last_seen |= value["data"]["delta"] == 1005;
-                received.push(value);
-            }
-            _ => panic!("unexpected message: {value}"),
-        }
-    }
-
-    // From the first event both clients were subscribed for (the product's creation may
-    // have reached only the slow one).
-    received.retain(|e| e["seq"].as_i64() >= watched[0]["seq"].as_i64());
-    let received_seqs = seqs(&received);
-    let disorder = received_seqs.windows(2).find(|w| w[0] >= w[1]);
-    assert_eq!(disorder, None, "one stream in seq order across both topics");
-    let orders = |events: &[Value]| {
-        events
-            .iter()
-            .filter(|e| e["topic"] == "orders")
-            .map(|e| e["seq"].as_i64().unwrap())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(orders(&received).len(), 5, "every order, replayed");
-    assert_eq!(
-        received_seqs,
-        seqs(&watched),
-        "each event of both topics exactly once"
-    );
-}
-
-/// Bytes queued for connections, from `/metrics`.
-async fn queued_bytes(app: &TestApp) -> f64 {
-    let text = app.get("/metrics", None).await.text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("tidings_hub_queue_bytes "))
-        .expect("the queue bytes gauge")
-        .parse()
-        .unwrap()
 }
 
 async fn an_sse_stream_resumes_from_last_event_id_then_live(backend: Backend) {
