@@ -543,7 +543,8 @@ impl Connection {
                             self.registration.mailbox().skip_through(*topic, since);
                         }
                     }
-                    if let Err(e) = self.replay(&new, since, live_from).await {
+                    // A socket that failed (mid-frame, perhaps) takes nothing more.
+                    if let Err(e) = self.replay(&new, since, live_from).await? {
                         tracing::warn!(error = %e, "replay failed");
                         // Not subscribed, so that subscribing again replays again.
                         self.registration.unsubscribe(&new);
@@ -574,12 +575,22 @@ impl Connection {
         .await
     }
 
-    async fn replay(&mut self, topics: &[Topic], since: i64, upto: i64) -> anyhow::Result<()> {
+    /// Sends the events of `topics` in `(since, upto]` this user may receive. The outer
+    /// error is the socket's, the inner the database's.
+    async fn replay(
+        &mut self,
+        topics: &[Topic],
+        since: i64,
+        upto: i64,
+    ) -> std::io::Result<Result<(), sqlx::Error>> {
         let mut after = since;
         loop {
-            let events = replay::page(&self.state.db, &self.user, topics, after, upto).await?;
+            let events = match replay::page(&self.state.db, &self.user, topics, after, upto).await {
+                Ok(events) => events,
+                Err(e) => return Ok(Err(e)),
+            };
             let Some(last) = events.last() else {
-                return Ok(());
+                return Ok(Ok(()));
             };
             after = last.seq;
             let full = events.len() as i64 == replay::PAGE;
@@ -588,7 +599,7 @@ impl Connection {
                 .send_frames(frames.iter().map(|f| &f.ws_frame[..]))
                 .await?;
             if !full {
-                return Ok(());
+                return Ok(Ok(()));
             }
         }
     }
