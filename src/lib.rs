@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::map_request(drop_unusable_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -182,6 +183,28 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(Duration::from_secs(600))
+}
+
+/// A client's own `x-request-id` is kept (to follow a request across services) if it is
+/// one short token; anything else (several, long, odd characters) is replaced by a fresh
+/// one, as it would otherwise be copied into every log line and audit entry of the request.
+async fn drop_unusable_request_id(mut request: Request<Body>) -> Request<Body> {
+    let mut ids = request.headers().get_all(REQUEST_ID).iter();
+    let usable = match (ids.next(), ids.next()) {
+        (Some(id), None) => {
+            (1..=128).contains(&id.len())
+                && id
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        }
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// The span of one request: keyed by the matched route, never the raw URI, whose query

@@ -236,6 +236,19 @@ async fn every_response_carries_a_request_id(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+
+    // One that would flood the logs and the audit log is replaced by a fresh one.
+    for unusable in ["x".repeat(129), "two words".to_owned(), String::new()] {
+        let replaced = app
+            .client
+            .get(app.url("/livez"))
+            .header("x-request-id", &unusable)
+            .send()
+            .await
+            .unwrap();
+        let id = replaced.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{unusable:?} -> {id}");
+    }
 }
 
 async fn a_request_that_takes_too_long_is_a_408_problem(backend: Backend) {
