@@ -41,6 +41,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 16 * 1024;
 /// The largest body of an answer written here (errors and small documents).
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
+/// How long a connection answered in full (and closed) is read from for what the client
+/// still sends.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The socket of a live-stream request read by the accept loop, and any bytes the client
 /// sent after its request head.
@@ -123,12 +126,16 @@ async fn connection(
     // stream and not for the router's or hyper's futures.
     match first {
         Head::Malformed(why) => {
-            let problem = crate::error::problem_response(
+            let mut problem = crate::error::problem_response(
                 StatusCode::BAD_REQUEST,
                 "malformed_request",
                 &format!("the request head is not valid HTTP/1.1: {why}"),
                 &[],
             );
+            // As every response does (no request reached the router to be given one).
+            if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+                problem.headers_mut().insert("x-request-id", id);
+            }
             Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
         }
         Head::Live(LiveHead { head_len, request }) => {
@@ -283,6 +290,14 @@ async fn write_body(stream: &mut TcpStream, head: Vec<u8>, body: Body, write_tim
     out.extend_from_slice(&body);
     if write_within(stream, &out, write_timeout).await {
         let _ = stream.shutdown().await;
+        // What the client still sends (a body, say) is read and dropped until it closes
+        // too: closing with unread bytes makes the kernel send a reset, which can destroy
+        // the answer before the client reads it.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let mut scratch = [0u8; 8192];
+            while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 
