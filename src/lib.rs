@@ -36,6 +36,7 @@ use tracing::Level;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api::extract::{Repeated, at_most_one};
 use crate::auth::ratelimit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 pub use crate::config::Config;
@@ -113,7 +114,7 @@ fn realtime_config(config: &Config) -> RealtimeConfig {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface with its middleware.
 pub fn router(state: AppState) -> Router {
@@ -189,17 +190,16 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// one short token; anything else (several, long, odd characters) is replaced by a fresh
 /// one, as it would otherwise be copied into every log line and audit entry of the request.
 async fn drop_unusable_request_id(mut request: Request<Body>) -> Request<Body> {
-    let mut ids = request.headers().get_all(REQUEST_ID).iter();
-    let usable = match (ids.next(), ids.next()) {
-        (Some(id), None) => {
+    let usable = match at_most_one(request.headers(), REQUEST_ID) {
+        Ok(Some(id)) => {
             (1..=128).contains(&id.len())
                 && id
                     .as_bytes()
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         }
-        (None, _) => true,
-        (Some(_), Some(_)) => false,
+        Ok(None) => true,
+        Err(Repeated) => false,
     };
     if !usable {
         request.headers_mut().remove(REQUEST_ID);
@@ -226,15 +226,14 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 /// which host it was meant for is otherwise anyone's guess, a proxy's included.
 async fn require_host(request: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
     if request.version() == axum::http::Version::HTTP_11 {
-        let mut hosts = request.headers().get_all(header::HOST).iter();
-        let valid = match (hosts.next(), hosts.next()) {
-            (Some(host), None) => {
+        let valid = match at_most_one(request.headers(), header::HOST) {
+            Ok(Some(host)) => {
                 host.is_empty()
                     || host
                         .to_str()
                         .is_ok_and(|h| h.parse::<axum::http::uri::Authority>().is_ok())
             }
-            _ => false,
+            Ok(None) | Err(Repeated) => false,
         };
         if !valid {
             return problem_response(

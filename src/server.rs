@@ -134,7 +134,7 @@ async fn connection(
             );
             // As every response does (no request reached the router to be given one).
             if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
-                problem.headers_mut().insert("x-request-id", id);
+                problem.headers_mut().insert(crate::REQUEST_ID, id);
             }
             Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
         }
@@ -289,15 +289,8 @@ async fn write_body(stream: &mut TcpStream, head: Vec<u8>, body: Body, write_tim
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     if write_within(stream, &out, write_timeout).await {
-        let _ = stream.shutdown().await;
-        // What the client still sends (a body, say) is read and dropped until it closes
-        // too: closing with unread bytes makes the kernel send a reset, which can destroy
-        // the answer before the client reads it.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            let mut scratch = [0u8; 8192];
-            while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
-        })
-        .await;
+        // What the client still sends (a body, say) must not reset the answer away.
+        crate::realtime::tcp::close_gracefully(stream, CLOSE_GRACE).await;
     }
 }
 

@@ -6,6 +6,23 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 
+/// A header sent more than once where once is the most that makes sense: which of them
+/// would count is anyone's guess, a proxy's included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// The value of a header a request may send at most once, if it sent it.
+pub fn at_most_one(
+    headers: &axum::http::HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+) -> Result<Option<&axum::http::HeaderValue>, Repeated> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(Repeated),
+    }
+}
+
 /// A JSON body (or response); a missing content type, bad syntax or wrong data is a 4xx
 /// problem.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]

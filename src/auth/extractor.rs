@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::api::extract::{Repeated, at_most_one};
 use crate::domain::Role;
 use crate::error::{ApiError, ApiResult};
 use crate::store::users;
@@ -38,20 +39,16 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
-        let header = headers.next().ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing_token",
-                "an Authorization: Bearer token is required",
-            )
-        })?;
-        if headers.next().is_some() {
-            // Which one would count is anyone's guess (a proxy may pick another).
-            return Err(ApiError::bad_request(
-                "ambiguous_authorization",
-                "send one Authorization header",
-            ));
-        }
+        let header = at_most_one(&parts.headers, AUTHORIZATION)
+            .map_err(|Repeated| {
+                ApiError::bad_request("ambiguous_authorization", "send one Authorization header")
+            })?
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_token",
+                    "an Authorization: Bearer token is required",
+                )
+            })?;
         let token = header
             .to_str()
             .ok()

@@ -6,8 +6,9 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The task's end: reads and writes through the shared stream.
@@ -190,6 +191,18 @@ pub async fn write_all<T>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Shuts down the writing side of a connection, then reads (and drops) what the client
+/// still sends until it closes too, for at most `limit`: closing a socket with unread bytes
+/// makes the kernel send a reset, which can destroy what the client has not read yet.
+pub async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, limit: Duration) {
+    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(limit, async {
+        let mut scratch = [0u8; 1024];
+        while matches!(io.read(&mut scratch).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Resolves when the peer sent something: `true` if it closed the connection (or it

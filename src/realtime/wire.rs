@@ -276,15 +276,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         if self.write(&buffer).await.is_err() {
             return;
         }
-        let _ = self.io.shutdown().await;
-        // Read (and drop) what the client still sends, its close frame included, until it
-        // closes too: closing a socket with unread bytes makes the kernel send a reset,
-        // which can destroy the events and close frame the client has not read yet.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            let mut scratch = [0u8; 256];
-            while matches!(self.io.read(&mut scratch).await, Ok(n) if n > 0) {}
-        })
-        .await;
+        // The client's close frame is among what is read (and dropped) meanwhile.
+        super::tcp::close_gracefully(&mut self.io, CLOSE_GRACE).await;
     }
 
     /// Writes bytes as they are (the rest of a frame the hub began). Every write that has

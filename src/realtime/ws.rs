@@ -37,6 +37,7 @@ use super::tcp::SharedTcp;
 use super::wire::{Incoming, ReadError, Socket};
 use super::{Transport, parse_topics};
 use crate::AppState;
+use crate::api::extract::at_most_one;
 use crate::auth::{CurrentUser, authenticate};
 use crate::error::{ApiError, ProblemDoc};
 use crate::events::Topic;
@@ -167,8 +168,7 @@ fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static st
     {
         return Err("expected `Sec-WebSocket-Version: 13`");
     }
-    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
-    let (Some(key), None) = (keys.next(), keys.next()) else {
+    let Ok(Some(key)) = at_most_one(headers, header::SEC_WEBSOCKET_KEY) else {
         return Err("expected one `Sec-WebSocket-Key`");
     };
     // The nonce is 16 bytes, base64-encoded.

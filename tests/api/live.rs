@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tidings::domain::Role;
 
 use crate::backend_tests;
-use crate::clients::{seqs, types};
+use crate::clients::{WsClient, seqs, types};
 use crate::helpers::{Backend, TestApp};
 
 backend_tests!(
@@ -158,23 +158,30 @@ async fn low_stock_alerts_reach_only_staff(backend: Backend) {
     );
 }
 
-async fn a_websocket_resumes_with_exactly_the_missed_events_then_live(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+/// Staff with a product, and a WebSocket on `inventory` that has seen one stock change of
+/// it: the staff's token, the product's id, the socket and that change's seq.
+async fn staff_after_one_stock_change(app: &TestApp) -> (String, String, WsClient, i64) {
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
-    let adjust = |delta: i64| app.adjust_stock(&staff.access_token, id(&tee), delta);
     let mut ws = app.ws(&staff.access_token).await;
     ws.subscribe(&["inventory"], None).await;
-    adjust(1).await;
+    app.adjust_stock(&staff.access_token, id(&tee), 1).await;
     let last_seen = ws.next_of("inventory.stock_changed").await["seq"]
         .as_i64()
         .unwrap();
+    (staff.access_token, id(&tee).to_owned(), ws, last_seen)
+}
+
+async fn a_websocket_resumes_with_exactly_the_missed_events_then_live(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (token, tee, ws, last_seen) = staff_after_one_stock_change(&app).await;
+    let adjust = |delta: i64| app.adjust_stock(&token, &tee, delta);
     drop(ws);
 
     for delta in 2..=6 {
         adjust(delta).await;
     }
-    let mut resumed = app.ws(&staff.access_token).await;
+    let mut resumed = app.ws(&token).await;
     let (replayed, live_from) = resumed.subscribe(&["inventory"], Some(last_seen)).await;
     adjust(7).await;
     // What the hub had delivered when the subscription went live is replayed; anything
@@ -207,15 +214,8 @@ async fn a_websocket_resumes_with_exactly_the_missed_events_then_live(backend: B
 
 async fn unsubscribing_and_resubscribing_with_since_gets_each_event_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
-    let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
-    let adjust = |delta: i64| app.adjust_stock(&staff.access_token, id(&tee), delta);
-    let mut ws = app.ws(&staff.access_token).await;
-    ws.subscribe(&["inventory"], None).await;
-    adjust(1).await;
-    let last_seen = ws.next_of("inventory.stock_changed").await["seq"]
-        .as_i64()
-        .unwrap();
+    let (token, tee, mut ws, last_seen) = staff_after_one_stock_change(&app).await;
+    let adjust = |delta: i64| app.adjust_stock(&token, &tee, delta);
 
     ws.send(json!({"type": "unsubscribe", "topics": ["inventory"]}))
         .await;
