@@ -197,11 +197,16 @@ impl Summary {
                 .map_or(String::new(), |us| format!(", {us:.2} µs per delivery"));
             println!("tester cpu         {cores:.2} cores while measuring{per}");
         }
+        let (green, red, plain) = if colour() {
+            ("\x1b[32m", "\x1b[31m", "\x1b[0m")
+        } else {
+            ("", "", "")
+        };
         if self.clean() {
-            println!("\x1b[32mcorrect: nothing lost, duplicated or out of order\x1b[0m");
+            println!("{green}correct: nothing lost, duplicated or out of order{plain}");
         } else {
             println!(
-                "\x1b[31mINCORRECT: lost {} duplicated {} out of order {} unexpected {} mismatched subscribers {} resets {}{}\x1b[0m",
+                "{red}INCORRECT: lost {} duplicated {} out of order {} unexpected {} mismatched subscribers {} resets {}{}{plain}",
                 self.lost,
                 self.duplicates,
                 self.out_of_order,
@@ -216,6 +221,13 @@ impl Summary {
             );
         }
     }
+}
+
+/// Whether to colour the verdict: only on a terminal, and never with `NO_COLOR` set
+/// (<https://no-color.org>), so that pipes and log files get plain text.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 /// The merged seconds as timeline points, with the writes of each second.

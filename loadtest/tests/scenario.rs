@@ -71,6 +71,12 @@ async fn run_tester<'a>(
         .output()
         .await
         .unwrap();
+    // Its output goes to a pipe here, as into a log: no colour codes there.
+    assert!(
+        !output.stdout.contains(&0x1b),
+        "colour codes in piped output: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let report: Value = serde_json::from_slice(&std::fs::read(json).unwrap_or_default())
         .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
     (output.status.code(), report)
