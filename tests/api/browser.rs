@@ -7,24 +7,13 @@ use serde_json::Value;
 use tidings::domain::Role;
 use tokio::process::Command;
 
-use crate::backend_tests;
+use crate::browser_tests;
 use crate::helpers::{Backend, TestApp};
 
-backend_tests!(a_browser_eventsource_on_another_origin_receives_live_events_with_a_ticket);
+browser_tests!(a_browser_eventsource_on_another_origin_receives_live_events_with_a_ticket);
 
-/// Debian's Chromium, if installed; without it the test is skipped, unless
-/// `TIDINGS_TEST_REQUIRE_BROWSER` is set (as CI does, after installing it).
-fn chromium() -> Option<&'static str> {
-    let path = "/usr/bin/chromium";
-    if std::path::Path::new(path).exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("TIDINGS_TEST_REQUIRE_BROWSER").is_none(),
-        "TIDINGS_TEST_REQUIRE_BROWSER is set but {path} is missing"
-    );
-    None
-}
+/// Debian's Chromium (without it when the tests were built, this test is ignored).
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 const PAGE: &str = r#"<!doctype html>
 <html><body><p id="out">waiting</p><script>
@@ -53,7 +42,6 @@ const out = document.getElementById("out");
 async fn a_browser_eventsource_on_another_origin_receives_live_events_with_a_ticket(
     backend: Backend,
 ) {
-    let Some(chromium) = chromium() else { return };
     // The page's own server: another origin than the API's.
     let page_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
@@ -70,7 +58,7 @@ async fn a_browser_eventsource_on_another_origin_receives_live_events_with_a_tic
     tokio::spawn(async move { axum::serve(page_listener, page).await });
     let profile = tempfile::tempdir().unwrap();
 
-    let output = Command::new(chromium)
+    let output = Command::new(CHROMIUM)
         .args([
             "--headless",
             "--no-sandbox",

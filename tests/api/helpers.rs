@@ -10,15 +10,38 @@ use tidings::config::{Config, DatabaseUrl, Settings};
 use tidings::domain::{Email, NewPassword, Role};
 use tidings::{AppState, Application};
 
-/// Declares each test for both backends: `sqlite::name` always, `postgres::name` when
-/// `TEST_DATABASE_URL` is set. A test function left out of the list is dead code, which
-/// clippy refuses, so none can be forgotten.
+/// Declares each test for both backends: `sqlite::name`, and `postgres::name`, which is
+/// reported as ignored, with the reason, when the tests were built without
+/// `TEST_DATABASE_URL` (build.rs decides). A test function left out of the list is dead
+/// code, which clippy refuses, so none can be forgotten.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
+        // `any()` is never true: no extra attribute.
+        $crate::tests_on_both_backends!(#[cfg_attr(any(), ignore)] $($name),*);
+    };
+}
+
+/// [`backend_tests!`] for tests that drive Debian's Chromium: ignored, with the reason,
+/// when it was missing when the tests were built.
+#[macro_export]
+macro_rules! browser_tests {
+    ($($name:ident),* $(,)?) => {
+        $crate::tests_on_both_backends!(
+            #[cfg_attr(tidings_no_browser, ignore = "needs Chromium at /usr/bin/chromium (apt-get install chromium)")]
+            $($name),*
+        );
+    };
+}
+
+/// The two modules of [`backend_tests!`], each test with the extra attribute given.
+#[macro_export]
+macro_rules! tests_on_both_backends {
+    (#[$extra:meta] $($name:ident),*) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$extra]
                 async fn $name() {
                     super::$name($crate::helpers::Backend::Sqlite).await
                 }
@@ -27,28 +50,27 @@ macro_rules! backend_tests {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(tidings_no_postgres, ignore = "needs PostgreSQL: build and run the tests with TEST_DATABASE_URL set")]
+                #[cfg_attr(not(tidings_no_postgres), $extra)]
                 async fn $name() {
-                    if let Some(backend) = $crate::helpers::Backend::postgres() {
-                        super::$name(backend).await
-                    }
+                    super::$name($crate::helpers::Backend::postgres()).await
                 }
             )*
         }
     };
 }
 
-/// Declares tests that need PostgreSQL (several instances on one database, Redis): they run
-/// when `TEST_DATABASE_URL` is set (and fail without it under `TIDINGS_TEST_REQUIRE_POSTGRES`).
+/// Declares tests that need PostgreSQL (several instances on one database, Redis), ignored
+/// as `postgres::` tests are without `TEST_DATABASE_URL`.
 #[macro_export]
 macro_rules! postgres_tests {
     ($($name:ident),* $(,)?) => {
         mod postgres_only {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(tidings_no_postgres, ignore = "needs PostgreSQL: build and run the tests with TEST_DATABASE_URL set")]
                 async fn $name() {
-                    if let Some(backend) = $crate::helpers::Backend::postgres() {
-                        super::$name(backend).await
-                    }
+                    super::$name($crate::helpers::Backend::postgres()).await
                 }
             )*
         }
@@ -64,15 +86,14 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PostgreSQL if `TEST_DATABASE_URL` is set. Unset, the test is skipped, unless
-    /// `TIDINGS_TEST_REQUIRE_POSTGRES` is set (as CI does), when it fails.
-    pub fn postgres() -> Option<Backend> {
+    /// PostgreSQL at `TEST_DATABASE_URL`. The tests that call this are ignored when it was
+    /// unset at build time; unset now, it is an error, not a silent pass.
+    pub fn postgres() -> Backend {
         match std::env::var("TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
-            _ if std::env::var_os("TIDINGS_TEST_REQUIRE_POSTGRES").is_some() => {
-                panic!("TIDINGS_TEST_REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not")
-            }
-            _ => None,
+            Ok(url) if !url.is_empty() => Backend::Postgres(url),
+            _ => panic!(
+                "the tests were built with TEST_DATABASE_URL but it is not set now: set it, or rebuild without it"
+            ),
         }
     }
 }
