@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let config = match cli.settings.validate() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tidings: {e}");
+            say_error(format_args!("{e}"));
             return ExitCode::from(2);
         }
     };
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("tidings: could not start the async runtime: {e}");
+            say_error(format_args!("could not start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -39,10 +39,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, never a backtrace.
-            eprintln!("tidings: {e:#}");
+            say_error(format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line on stderr; if stderr is gone there is no one to tell (and `eprintln!` would
+/// panic).
+fn say_error(message: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "tidings: {message}");
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {

@@ -14,7 +14,12 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // By default a line that cannot be written is reported with `eprintln!`, which
+        // panics when stderr itself is what failed (its reader gone, as with `tidings |
+        // head` or a log shipper that exits): every request's task, and the one waiting
+        // for SIGTERM, then died at their next log line. A lost log line is only lost.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -9,14 +9,15 @@ use tidings::config::DatabaseUrl;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::backend_tests;
 use crate::helpers::{Backend, PASSWORD, TestApp};
+use crate::{backend_tests, postgres_tests};
 
 backend_tests!(
     user_create_bootstraps_an_admin_who_can_log_in,
     seed_fills_a_demo_shop_once,
     user_tokens_prints_working_tokens_and_reuses_users
 );
+postgres_tests!(a_missing_database_is_named_once);
 
 fn tidings() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
@@ -193,6 +194,58 @@ async fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
 }
 
 #[tokio::test]
+async fn an_unreachable_database_is_reported_as_such_at_once() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+
+    let output = tidings()
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:hunter2@127.0.0.1:{port}/shop"),
+        )
+        .env("TIDINGS_DB_ACQUIRE_TIMEOUT", "30s")
+        .output()
+        .await
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    // Not after the pool's acquire timeout.
+    assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
+}
+
+async fn a_missing_database_is_named_once(backend: Backend) {
+    let Backend::Postgres(url) = backend else {
+        unreachable!()
+    };
+    let missing = format!(
+        "{}/tidings_no_such_database",
+        url.rsplit_once('/').unwrap().0
+    );
+
+    let output = tidings()
+        .arg("migrate")
+        .env("DATABASE_URL", &missing)
+        .output()
+        .await
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("does not exist").count(), 1, "{stderr}");
+    assert!(!stderr.contains(" at line "), "{stderr}");
+}
+
+#[tokio::test]
 async fn user_create_refuses_a_weak_password_and_a_bad_role() {
     let dir = tempfile::tempdir().unwrap();
     for (args, password) in [
@@ -243,7 +296,7 @@ async fn migrate_creates_the_embedded_database() {
 struct Server {
     child: tokio::process::Child,
     address: String,
-    logs: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    logs: tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -257,7 +310,9 @@ async fn serve(log_level: &str) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stderr: Box<dyn tokio::io::AsyncRead + Unpin + Send> =
+        Box::new(child.stderr.take().unwrap());
+    let mut logs = BufReader::new(stderr).lines();
     let address = loop {
         let line = logs
             .next_line()
@@ -313,6 +368,31 @@ async fn sigterm_stops_the_server_gracefully() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_server_whose_log_reader_is_gone_still_serves_and_stops() {
+    let mut server = serve("info").await;
+    let base = format!("http://{}", server.address);
+    // The reader of its log goes away, as `tidings | head` or a log shipper that exits.
+    drop(
+        std::mem::replace(
+            &mut server.logs,
+            BufReader::new(
+                Box::new(tokio::io::empty()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>
+            )
+            .lines(),
+        ),
+    );
+    let client = reqwest::Client::new();
+
+    // Each request logs a line, which now fails to be written.
+    for _ in 0..3 {
+        let live = client.get(format!("{base}/livez")).send().await.unwrap();
+        assert_eq!(live.status(), StatusCode::OK);
+    }
+
+    server.stop().await;
 }
 
 #[tokio::test]
