@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use tokio::sync::Notify;
 
@@ -142,6 +142,17 @@ impl MigrationStatus {
     }
 }
 
+/// A database error in one line, as an operator reads it: the database's own message,
+/// without sqlx's prefix, the cause repeated, or the line of PostgreSQL's source code that
+/// raised it.
+pub fn describe(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl Db {
     /// Opens a pool as the configuration says; SQLite files (and their folder) are created.
     pub async fn connect(config: &Config) -> anyhow::Result<Db> {
@@ -152,14 +163,26 @@ impl Db {
                 let options: PgConnectOptions = url.parse().with_context(|| {
                     format!("DATABASE_URL {} is invalid", config.database_url.redacted())
                 })?;
+                let failed = |why: String| {
+                    anyhow::anyhow!(
+                        "could not connect to {}: {why}",
+                        config.database_url.redacted()
+                    )
+                };
+                // One connection made directly first: the pool retries a failed connect
+                // until its acquire timeout and then says only "pool timed out", hiding the
+                // cause (connection refused, no such database, a wrong password).
+                let first = tokio::time::timeout(acquire, PgConnection::connect_with(&options))
+                    .await
+                    .map_err(|_| failed(format!("no answer within {acquire:?}")))?
+                    .map_err(|e| failed(describe(&e)))?;
+                let _ = first.close().await;
                 let pool = PgPoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(acquire)
                     .connect_with(options)
                     .await
-                    .with_context(|| {
-                        format!("could not connect to {}", config.database_url.redacted())
-                    })?;
+                    .map_err(|e| failed(describe(&e)))?;
                 Ok(Db::Postgres(pool))
             }
             DatabaseUrl::Sqlite(path) => {
@@ -179,7 +202,9 @@ impl Db {
                     .acquire_timeout(acquire)
                     .connect_with(options)
                     .await
-                    .with_context(|| format!("could not open {}", path.display()))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("could not open {}: {}", path.display(), describe(&e))
+                    })?;
                 Ok(Db::Sqlite(pool, Arc::new(Notify::new())))
             }
         }
