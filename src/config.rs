@@ -382,15 +382,7 @@ impl Settings {
 
     /// [`Settings::validate`] with the signing key given explicitly.
     pub fn validate_with_secret(&self, jwt_secret: Option<String>) -> Result<Config, ConfigError> {
-        let listen = self.listen.parse().map_err(|_| {
-            invalid(
-                "TIDINGS_LISTEN",
-                format!(
-                    "{:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8080)",
-                    self.listen
-                ),
-            )
-        })?;
+        let listen = parse_listen(&self.listen)?;
         if self.data_dir.trim().is_empty() {
             return Err(invalid("TIDINGS_DATA_DIR", "must not be empty"));
         }
@@ -497,6 +489,40 @@ impl Settings {
             drain_pause: parse_duration("TIDINGS_DRAIN_PAUSE", &self.drain_pause)?,
             cors_origins: parse_origins(&self.cors_origins)?,
         })
+    }
+}
+
+/// `IP:port` or `host:port`; a host name is resolved now, and the first of its addresses
+/// is the one listened on (`localhost:8080` is usually `127.0.0.1:8080` or `[::1]:8080`).
+fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
+    const VAR: &str = "TIDINGS_LISTEN";
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let hint = "expected host:port or IP:port, e.g. 127.0.0.1:8080, [::]:8080 or localhost:8080";
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(invalid(
+            VAR,
+            format!("{} has no port ({hint})", quote(value)),
+        ));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid(
+            VAR,
+            format!("{} is not host:port ({hint})", quote(value)),
+        ));
+    }
+    use std::net::ToSocketAddrs;
+    match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) | Err(_) => Err(invalid(
+            VAR,
+            format!(
+                "the host name in {} does not resolve ({hint})",
+                quote(value)
+            ),
+        )),
     }
 }
 
@@ -644,10 +670,30 @@ mod tests {
 
     #[test]
     fn a_bad_listen_address_names_the_variable() {
+        for bad in [
+            "nowhere",
+            "localhost",
+            "localhost:http",
+            ":8080",
+            "no-such-host.invalid:8080",
+        ] {
+            let mut s = settings();
+            s.listen = bad.into();
+            let err = s.validate_with_secret(None).unwrap_err();
+            assert_eq!(err.var, "TIDINGS_LISTEN");
+            assert!(err.problem.contains("host:port"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_host_name_is_listened_on_at_its_address() {
         let mut s = settings();
-        s.listen = "nowhere".into();
-        let err = s.validate_with_secret(None).unwrap_err();
-        assert_eq!(err.var, "TIDINGS_LISTEN");
+        s.listen = "localhost:8080".into();
+        let listen = s.validate_with_secret(None).unwrap().listen;
+        assert!(listen.ip().is_loopback(), "{listen}");
+        assert_eq!(listen.port(), 8080);
+        s.listen = "[::]:9000".into();
+        assert_eq!(s.validate_with_secret(None).unwrap().listen.port(), 9000);
     }
 
     #[test]
