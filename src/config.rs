@@ -12,7 +12,20 @@ use clap::{Args, Parser, Subcommand};
 
 /// The command line of the `tidings` binary.
 #[derive(Debug, Parser)]
-#[command(name = "tidings", version, about = "A real-time commerce backend")]
+#[command(
+    name = "tidings",
+    version,
+    about = "A real-time commerce backend",
+    after_help = "Every setting above is also an environment variable (shown in brackets). \
+                  These are environment variables only:\n  \
+                  TIDINGS_JWT_SECRET  the HS256 signing key, at least 32 bytes, the same on every \
+                  instance (no flag, so that it never shows in a process list; generated into \
+                  the data directory when unset)\n  \
+                  TIDINGS_PASSWORD    the password for `user create` and `seed` (else a prompt, \
+                  or a generated one for seed)\n  \
+                  RUST_LOG            the log filter, e.g. info or tidings=debug,sqlx=warn \
+                  (default info,sqlx=warn,tower_http=info)"
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]

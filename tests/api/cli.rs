@@ -194,6 +194,17 @@ async fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
 }
 
 #[tokio::test]
+async fn help_names_the_settings_that_have_no_flag() {
+    let output = tidings().arg("--help").output().await.unwrap();
+
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for var in ["TIDINGS_LISTEN", "TIDINGS_JWT_SECRET", "TIDINGS_PASSWORD", "RUST_LOG"] {
+        assert!(help.contains(var), "{var} is not in --help: {help}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_database_is_reported_as_such_at_once() {
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
