@@ -164,6 +164,22 @@ pub struct Settings {
         global = true
     )]
     pub auth_rate_per_email: String,
+    /// Password hashes (argon2, 19 MiB each) run at once; `auto` is the cores available.
+    #[arg(
+        long,
+        env = "TIDINGS_HASH_CONCURRENCY",
+        default_value = "auto",
+        global = true
+    )]
+    pub hash_concurrency: String,
+    /// How long a request waits for a turn to hash before it is answered 503.
+    #[arg(
+        long,
+        env = "TIDINGS_HASH_QUEUE_TIMEOUT",
+        default_value = "5s",
+        global = true
+    )]
+    pub hash_queue_timeout: String,
     /// The Redis pub/sub channel of the bus (instances of one deployment share it).
     #[arg(
         long,
@@ -327,6 +343,10 @@ pub struct Config {
     pub auth_rate_per_ip: u32,
     /// Auth attempts per email per minute; 0 is unlimited.
     pub auth_rate_per_email: u32,
+    /// Password hashes run at once.
+    pub hash_concurrency: usize,
+    /// How long a request waits for its turn to hash.
+    pub hash_queue_timeout: Duration,
     /// Whether X-Forwarded-For names the client.
     pub trust_forwarded_for: bool,
     /// The bus's Redis channel.
@@ -467,6 +487,14 @@ impl Settings {
                 "TIDINGS_AUTH_RATE_PER_EMAIL",
                 &self.auth_rate_per_email,
                 0..=1_000_000,
+            )?,
+            hash_concurrency: match self.hash_concurrency.trim() {
+                "auto" => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => parse_number("TIDINGS_HASH_CONCURRENCY", n, 1..=1024)?,
+            },
+            hash_queue_timeout: parse_duration(
+                "TIDINGS_HASH_QUEUE_TIMEOUT",
+                &self.hash_queue_timeout,
             )?,
             trust_forwarded_for: parse_bool(
                 "TIDINGS_TRUST_FORWARDED_FOR",
@@ -692,6 +720,21 @@ mod tests {
             change(&mut s);
             assert_eq!(s.validate_with_secret(None).unwrap_err().var, var);
         }
+    }
+
+    #[test]
+    fn the_hashing_settings_have_their_defaults() {
+        let config = settings().validate_with_secret(None).unwrap();
+        assert!(config.hash_concurrency >= 1);
+        let mut s = settings();
+        s.hash_concurrency = "3".into();
+        let config = s.validate_with_secret(None).unwrap();
+        assert_eq!(config.hash_concurrency, 3);
+        s.hash_concurrency = "0".into();
+        assert_eq!(
+            s.validate_with_secret(None).unwrap_err().var,
+            "TIDINGS_HASH_CONCURRENCY"
+        );
     }
 
     #[test]

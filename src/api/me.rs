@@ -50,6 +50,7 @@ pub struct PasswordChange {
         (status = 200, description = "A new token pair", body = TokenPair),
         (status = 403, description = "The current password is wrong", body = ProblemDoc),
         (status = 422, description = "The new password is weak", body = ProblemDoc),
+        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 async fn change_password(

@@ -46,6 +46,7 @@ pub struct RefreshBody {
         (status = 409, description = "The email is taken", body = ProblemDoc),
         (status = 422, description = "Invalid email or weak password", body = ProblemDoc),
         (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
     ))]
 #[tracing::instrument(skip_all)]
 async fn register(
@@ -86,6 +87,7 @@ pub fn validate_new_account(email: &str, password: String) -> ApiResult<(Email, 
         (status = 401, description = "Wrong email or password", body = ProblemDoc),
         (status = 403, description = "The account is disabled", body = ProblemDoc),
         (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
     ))]
 #[tracing::instrument(skip_all)]
 async fn login(

@@ -4,7 +4,7 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{CurrentUser, password, tokens};
+use super::{CurrentUser, tokens};
 use crate::AppState;
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::{ApiError, ApiResult};
@@ -31,7 +31,7 @@ pub async fn register(
     password: &NewPassword,
     role: Role,
 ) -> ApiResult<User> {
-    let hash = password::hash(password.as_str().to_owned()).await?;
+    let hash = state.hasher.hash(password.as_str().to_owned()).await?;
     let mut tx = state.db.begin().await?;
     let user = users::insert(&mut tx, email, &hash, role).await?;
     tx.commit().await?;
@@ -46,10 +46,14 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
         || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
     let Some(credentials) = users::credentials_by_email(&state.db, email).await? else {
         // Spend the same time as a real check, so response times do not reveal accounts.
-        password::verify(password, password::dummy_hash().to_owned()).await?;
+        state.hasher.verify_dummy(password).await?;
         return Err(invalid());
     };
-    if !password::verify(password, credentials.password_hash).await? {
+    if !state
+        .hasher
+        .verify(password, credentials.password_hash)
+        .await?
+    {
         return Err(invalid());
     }
     let user = credentials.user;
@@ -158,14 +162,18 @@ pub async fn change_password(
         .ok_or_else(|| ApiError::not_found("user"))?;
     // Both hashes are computed before the transaction: argon2 takes tens of milliseconds,
     // and SQLite's write lock would be held all that time.
-    if !password::verify(current, credentials.password_hash).await? {
+    if !state
+        .hasher
+        .verify(current, credentials.password_hash)
+        .await?
+    {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "wrong_password",
             "the current password is wrong",
         ));
     }
-    let hash = password::hash(new.as_str().to_owned()).await?;
+    let hash = state.hasher.hash(new.as_str().to_owned()).await?;
     let mut tx = state.db.begin().await?;
     let updated = users::set_password(&mut tx, user.id, &hash).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;

@@ -1,0 +1,96 @@
+//! Hardening of passwords and tokens: the argon2 cap.
+
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, PASSWORD, TestApp, problem};
+
+backend_tests!(
+    concurrent_password_checks_hash_one_at_a_time_and_the_queue_overflow_gets_503,
+    a_login_for_an_unknown_email_takes_a_turn_to_hash_too,
+);
+
+async fn change_password(app: &TestApp, token: &str, current: &str) -> Response {
+    app.post(
+        "/v1/me/password",
+        &json!({"current_password": current, "new_password": "a fine new passphrase"}),
+        Some(token),
+    )
+    .await
+}
+
+/// A value of `/metrics` (a gauge or counter without labels).
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+async fn concurrent_password_checks_hash_one_at_a_time_and_the_queue_overflow_gets_503(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.hash_concurrency = 1;
+        c.hash_queue_timeout = Duration::from_millis(1);
+        c.auth_rate_per_ip = 0;
+        c.auth_rate_per_email = 0;
+    })
+    .await;
+    let tokens = app.customer("ada@example.com").await;
+
+    let attempts = (0..16).map(|_| change_password(&app, &tokens.access_token, "not my password"));
+    let responses = futures::future::join_all(attempts).await;
+
+    let mut busy = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::FORBIDDEN => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                assert_eq!(response.headers()["retry-after"], "1");
+                assert_eq!(problem(response).await["code"], "busy");
+            }
+            other => panic!("a wrong password gets 403 or 503, not {other}"),
+        }
+    }
+    // Each hash takes milliseconds and the line holds for one: sixteen at once overflow it.
+    assert!(busy > 0, "no request waited longer than the queue timeout");
+    assert_eq!(
+        metric(&app, "tidings_password_hashes_in_progress_max").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&app, "tidings_password_hashes_refused_total").await,
+        f64::from(busy)
+    );
+    assert_eq!(
+        metric(&app, "tidings_password_hashes_in_progress").await,
+        0.0
+    );
+    // The server is healthy and the password unchanged.
+    assert_eq!(
+        change_password(&app, &tokens.access_token, PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+async fn a_login_for_an_unknown_email_takes_a_turn_to_hash_too(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = metric(&app, "tidings_password_hashes_total").await;
+
+    let response = app.login("nobody@example.com", PASSWORD).await;
+
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        metric(&app, "tidings_password_hashes_total").await,
+        before + 1.0
+    );
+}
