@@ -148,7 +148,8 @@ pub struct Settings {
         global = true
     )]
     pub body_limit: String,
-    /// Login and register attempts allowed per client IP per minute (0 turns the limit off).
+    /// Attempts at a route that checks a password (login, register, password change)
+    /// allowed per client IP per minute (0 turns the limit off).
     #[arg(
         long,
         env = "TIDINGS_AUTH_RATE_PER_IP",
@@ -156,7 +157,8 @@ pub struct Settings {
         global = true
     )]
     pub auth_rate_per_ip: String,
-    /// Login and register attempts allowed per email address per minute (0 turns it off).
+    /// Attempts at a route that checks a password allowed per account (the email given, or
+    /// the caller's) per minute (0 turns it off).
     #[arg(
         long,
         env = "TIDINGS_AUTH_RATE_PER_EMAIL",
@@ -341,7 +343,7 @@ pub struct Config {
     pub body_limit: usize,
     /// Auth attempts per client IP per minute; 0 is unlimited.
     pub auth_rate_per_ip: u32,
-    /// Auth attempts per email per minute; 0 is unlimited.
+    /// Auth attempts per account per minute; 0 is unlimited.
     pub auth_rate_per_email: u32,
     /// Password hashes run at once.
     pub hash_concurrency: usize,

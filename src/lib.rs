@@ -55,7 +55,7 @@ pub struct AppState {
     pub db: Db,
     /// Signs and checks access tokens.
     pub tokens: Arc<TokenKeys>,
-    /// Rate limits on login and registration.
+    /// Rate limits on every route that checks a password.
     pub limiter: Arc<AuthLimiter>,
     /// Runs argon2, a bounded number at a time.
     pub hasher: Arc<Hasher>,

@@ -1,4 +1,5 @@
-//! Hardening of passwords and tokens: the argon2 cap.
+//! Hardening of passwords and tokens: the argon2 cap and rate limits on every password
+//! check.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use crate::helpers::{Backend, PASSWORD, TestApp, problem};
 backend_tests!(
     concurrent_password_checks_hash_one_at_a_time_and_the_queue_overflow_gets_503,
     a_login_for_an_unknown_email_takes_a_turn_to_hash_too,
+    password_change_is_rate_limited_per_account_before_any_hash,
+    password_change_is_rate_limited_per_ip,
 );
 
 async fn change_password(app: &TestApp, token: &str, current: &str) -> Response {
@@ -93,4 +96,51 @@ async fn a_login_for_an_unknown_email_takes_a_turn_to_hash_too(backend: Backend)
         metric(&app, "tidings_password_hashes_total").await,
         before + 1.0
     );
+}
+
+async fn password_change_is_rate_limited_per_account_before_any_hash(backend: Backend) {
+    // Registering and logging in are two of the account's five attempts.
+    let app = TestApp::spawn_with(backend, |c| c.auth_rate_per_email = 5).await;
+    let tokens = app.customer("ada@example.com").await;
+    for _ in 0..3 {
+        let wrong = change_password(&app, &tokens.access_token, "guess").await;
+        assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    }
+    let hashes = metric(&app, "tidings_password_hashes_total").await;
+
+    let limited = change_password(&app, &tokens.access_token, PASSWORD).await;
+
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(problem(limited).await["code"], "rate_limited");
+    assert_eq!(
+        metric(&app, "tidings_password_hashes_total").await,
+        hashes,
+        "a refused attempt hashes nothing"
+    );
+    // Login shares the account's count: no more guesses by another route.
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+async fn password_change_is_rate_limited_per_ip(backend: Backend) {
+    // Registering and logging in take two of the address's four attempts.
+    let app = TestApp::spawn_with(backend, |c| c.auth_rate_per_ip = 4).await;
+    let tokens = app.customer("ada@example.com").await;
+    for _ in 0..2 {
+        let wrong = change_password(&app, &tokens.access_token, "guess").await;
+        assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    }
+
+    let limited = change_password(&app, &tokens.access_token, PASSWORD).await;
+
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
 }
