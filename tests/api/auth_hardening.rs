@@ -1,5 +1,5 @@
-//! Hardening of passwords and tokens: the argon2 cap and rate limits on every password
-//! check.
+//! Hardening of passwords and tokens: the argon2 cap, rate limits on every password check,
+//! and `no-store` on token responses.
 
 use std::time::Duration;
 
@@ -7,14 +7,20 @@ use reqwest::{Response, StatusCode};
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, PASSWORD, TestApp, problem};
+use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, problem};
 
 backend_tests!(
     concurrent_password_checks_hash_one_at_a_time_and_the_queue_overflow_gets_503,
     a_login_for_an_unknown_email_takes_a_turn_to_hash_too,
     password_change_is_rate_limited_per_account_before_any_hash,
     password_change_is_rate_limited_per_ip,
+    token_responses_are_not_stored,
 );
+
+async fn refresh(app: &TestApp, token: &str) -> Response {
+    app.post("/v1/auth/refresh", &json!({"refresh_token": token}), None)
+        .await
+}
 
 async fn change_password(app: &TestApp, token: &str, current: &str) -> Response {
     app.post(
@@ -143,4 +149,40 @@ async fn password_change_is_rate_limited_per_ip(backend: Backend) {
 
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key("retry-after"));
+}
+
+async fn token_responses_are_not_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(
+        app.register("ada@example.com", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let no_store = |response: &Response, what: &str| {
+        assert!(
+            response.status().is_success(),
+            "{what}: {}",
+            response.status()
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{what}"
+        );
+    };
+
+    let login = app.login("ada@example.com", PASSWORD).await;
+    no_store(&login, "login");
+    let tokens: Tokens = login.json().await.unwrap();
+    let refreshed = refresh(&app, &tokens.refresh_token).await;
+    no_store(&refreshed, "refresh");
+    let tokens: Tokens = refreshed.json().await.unwrap();
+    let ticket = app
+        .post("/v1/stream-tickets", &json!({}), Some(&tokens.access_token))
+        .await;
+    no_store(&ticket, "stream ticket");
+    let changed = change_password(&app, &tokens.access_token, PASSWORD).await;
+    no_store(&changed, "password change");
 }
