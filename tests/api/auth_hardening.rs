@@ -1,5 +1,5 @@
 //! Hardening of passwords and tokens: the argon2 cap, rate limits on every password check,
-//! and `no-store` on token responses.
+//! `no-store` on token responses, and access tokens from the future.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ backend_tests!(
     password_change_is_rate_limited_per_account_before_any_hash,
     password_change_is_rate_limited_per_ip,
     token_responses_are_not_stored,
+    access_tokens_issued_or_valid_only_in_the_future_are_refused,
 );
 
 async fn refresh(app: &TestApp, token: &str) -> Response {
@@ -185,4 +186,35 @@ async fn token_responses_are_not_stored(backend: Backend) {
     no_store(&ticket, "stream ticket");
     let changed = change_password(&app, &tokens.access_token, PASSWORD).await;
     no_store(&changed, "password change");
+}
+
+async fn access_tokens_issued_or_valid_only_in_the_future_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tokens = app.customer("ada@example.com").await;
+    let id = app.user_id(&tokens.access_token).await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |iat: i64, nbf: Option<i64>| {
+        let mut claims =
+            json!({"sub": id, "role": "customer", "tv": 0, "iat": iat, "exp": now + 600});
+        if let Some(nbf) = nbf {
+            claims["nbf"] = json!(nbf);
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret("test-secret-".repeat(4).as_bytes()),
+        )
+        .unwrap()
+    };
+
+    for (iat, nbf) in [(now + 3600, None), (now, Some(now + 3600))] {
+        let response = app.get("/v1/me", Some(&sign(iat, nbf))).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{iat} {nbf:?}");
+        assert_eq!(problem(response).await["code"], "token_not_yet_valid");
+    }
+    // A clock a few seconds ahead is within the leeway.
+    let response = app
+        .get("/v1/me", Some(&sign(now + 10, Some(now + 10))))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
