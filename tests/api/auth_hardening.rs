@@ -1,5 +1,5 @@
 //! Hardening of passwords and tokens: the argon2 cap, rate limits on every password check,
-//! `no-store` on token responses, and access tokens from the future.
+//! `no-store` on token responses, access tokens from the future, and whitespace passwords.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ backend_tests!(
     password_change_is_rate_limited_per_ip,
     token_responses_are_not_stored,
     access_tokens_issued_or_valid_only_in_the_future_are_refused,
+    register_refuses_a_password_of_spaces,
 );
 
 async fn refresh(app: &TestApp, token: &str) -> Response {
@@ -217,4 +218,25 @@ async fn access_tokens_issued_or_valid_only_in_the_future_are_refused(backend: B
         .get("/v1/me", Some(&sign(now + 10, Some(now + 10))))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn register_refuses_a_password_of_spaces(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for password in [" ".repeat(8), " a b c d ".into()] {
+        let response = app.register("ada@example.com", &password).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{password:?}"
+        );
+        let body = problem(response).await;
+        assert_eq!(body["errors"][0]["field"], "password");
+    }
+    // Spaces between words are fine.
+    assert_eq!(
+        app.register("ada@example.com", "a cat sat on a mat")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 }
