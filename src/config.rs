@@ -182,6 +182,15 @@ pub struct Settings {
         global = true
     )]
     pub hash_queue_timeout: String,
+    /// A refresh token refreshed again this soon after its rotation (two tabs at once) gets
+    /// the same successor instead of revoking its family; 0 turns this off.
+    #[arg(
+        long,
+        env = "TIDINGS_REFRESH_REUSE_GRACE",
+        default_value = "10s",
+        global = true
+    )]
+    pub refresh_reuse_grace: String,
     /// The Redis pub/sub channel of the bus (instances of one deployment share it).
     #[arg(
         long,
@@ -349,6 +358,8 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// How long a request waits for its turn to hash.
     pub hash_queue_timeout: Duration,
+    /// How long after a rotation a refresh token still yields its successor; zero is never.
+    pub refresh_reuse_grace: Duration,
     /// Whether X-Forwarded-For names the client.
     pub trust_forwarded_for: bool,
     /// The bus's Redis channel.
@@ -498,6 +509,10 @@ impl Settings {
                 "TIDINGS_HASH_QUEUE_TIMEOUT",
                 &self.hash_queue_timeout,
             )?,
+            refresh_reuse_grace: match humantime::parse_duration(self.refresh_reuse_grace.trim()) {
+                Ok(zero) if zero.is_zero() => zero,
+                _ => parse_duration("TIDINGS_REFRESH_REUSE_GRACE", &self.refresh_reuse_grace)?,
+            },
             trust_forwarded_for: parse_bool(
                 "TIDINGS_TRUST_FORWARDED_FOR",
                 &self.trust_forwarded_for,
@@ -725,13 +740,15 @@ mod tests {
     }
 
     #[test]
-    fn the_hashing_settings_have_their_defaults() {
+    fn hashing_and_refresh_settings_have_their_defaults_and_zero_grace_is_off() {
         let config = settings().validate_with_secret(None).unwrap();
         assert!(config.hash_concurrency >= 1);
+        assert_eq!(config.refresh_reuse_grace, Duration::from_secs(10));
         let mut s = settings();
-        s.hash_concurrency = "3".into();
+        (s.hash_concurrency, s.refresh_reuse_grace) = ("3".into(), "0s".into());
         let config = s.validate_with_secret(None).unwrap();
         assert_eq!(config.hash_concurrency, 3);
+        assert_eq!(config.refresh_reuse_grace, Duration::ZERO);
         s.hash_concurrency = "0".into();
         assert_eq!(
             s.validate_with_secret(None).unwrap_err().var,

@@ -105,7 +105,9 @@ async fn login(
     )))
 }
 
-/// Rotates a refresh token into a new pair; a reused one revokes its whole family.
+/// Rotates a refresh token into a new pair; a reused one revokes its whole family, unless
+/// it was rotated moments ago (two tabs refreshing at once): then the same successor is
+/// returned.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
     request_body = RefreshBody,
     responses(

@@ -188,6 +188,31 @@ pub fn hash_refresh_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The successor of a refresh token, sealed with that token, to be stored on its row: only
+/// who presents the token again can read it, and the database alone reveals nothing. The
+/// pad is SHA-256 of the token (256 random bits) and seals this one value only, so XOR is
+/// a one-time pad.
+pub fn seal_successor(token: &str, successor: &str) -> anyhow::Result<Vec<u8>> {
+    let successor = URL_SAFE_NO_PAD
+        .decode(successor)
+        .context("a refresh token is base64url")?;
+    anyhow::ensure!(successor.len() == 32, "a refresh token is 32 bytes");
+    Ok(xor_pad(token, &successor))
+}
+
+/// The successor sealed by [`seal_successor`] with `token`; `None` if the seal is not one.
+pub fn unseal_successor(token: &str, sealed: &[u8]) -> Option<String> {
+    (sealed.len() == 32).then(|| URL_SAFE_NO_PAD.encode(xor_pad(token, sealed)))
+}
+
+fn xor_pad(token: &str, bytes: &[u8]) -> Vec<u8> {
+    let pad = Sha256::new()
+        .chain_update(b"tidings refresh successor")
+        .chain_update(token.as_bytes())
+        .finalize();
+    bytes.iter().zip(pad).map(|(b, p)| b ^ p).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +283,18 @@ mod tests {
         assert_eq!(code(sign(now, Some(now + 3600))), "token_not_yet_valid");
         assert_eq!(code(sign(now + 10, Some(now + 10))), "ok");
         assert_eq!(code(sign(now - 10, Some(now - 10))), "ok");
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_its_token() {
+        let (token, _) = new_refresh_token();
+        let (successor, _) = new_refresh_token();
+        let sealed = seal_successor(&token, &successor).unwrap();
+        assert_eq!(sealed.len(), 32);
+        assert_eq!(unseal_successor(&token, &sealed).unwrap(), successor);
+        let (other, _) = new_refresh_token();
+        assert_ne!(unseal_successor(&other, &sealed).unwrap(), successor);
+        assert!(unseal_successor(&token, &sealed[1..]).is_none());
     }
 
     #[test]

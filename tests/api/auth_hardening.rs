@@ -1,13 +1,14 @@
 //! Hardening of passwords and tokens: the argon2 cap, rate limits on every password check,
-//! `no-store` on token responses, access tokens from the future, and whitespace passwords.
+//! `no-store` on token responses, access tokens from the future, whitespace passwords, and
+//! the grace window for two tabs refreshing one token at once.
 
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::backend_tests;
 use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, problem};
+use crate::{backend_tests, postgres_tests};
 
 backend_tests!(
     concurrent_password_checks_hash_one_at_a_time_and_the_queue_overflow_gets_503,
@@ -17,7 +18,13 @@ backend_tests!(
     token_responses_are_not_stored,
     access_tokens_issued_or_valid_only_in_the_future_are_refused,
     register_refuses_a_password_of_spaces,
+    two_tabs_refreshing_one_token_at_once_get_the_same_pair_and_stay_logged_in,
+    a_repeated_refresh_after_the_first_tab_refreshed_again_gets_the_newest_token,
+    a_refresh_repeated_after_the_grace_window_revokes_the_family,
+    logout_all_after_a_grace_refresh_revokes_every_token,
 );
+
+postgres_tests!(two_tabs_refreshing_on_two_instances_get_the_same_pair);
 
 async fn refresh(app: &TestApp, token: &str) -> Response {
     app.post("/v1/auth/refresh", &json!({"refresh_token": token}), None)
@@ -239,4 +246,130 @@ async fn register_refuses_a_password_of_spaces(backend: Backend) {
             .status(),
         StatusCode::CREATED
     );
+}
+
+/// Both tabs refresh the same token at once; a refresh answer as JSON.
+async fn both_tabs_refresh(first: &TestApp, second: &TestApp, token: &str) -> (Tokens, Tokens) {
+    let (a, b) = tokio::join!(refresh(first, token), refresh(second, token));
+    assert_eq!(a.status(), StatusCode::OK);
+    assert_eq!(b.status(), StatusCode::OK);
+    (a.json().await.unwrap(), b.json().await.unwrap())
+}
+
+async fn two_tabs_refreshing_one_token_at_once_get_the_same_pair_and_stay_logged_in(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let login = app.customer("ada@example.com").await;
+
+    let (a, b) = both_tabs_refresh(&app, &app, &login.refresh_token).await;
+
+    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_ne!(a.refresh_token, login.refresh_token);
+    for tab in [&a, &b] {
+        let me = app.get("/v1/me", Some(&tab.access_token)).await;
+        assert_eq!(me.status(), StatusCode::OK);
+    }
+    // The family is alive: the shared token rotates on.
+    assert_eq!(
+        refresh(&app, &a.refresh_token).await.status(),
+        StatusCode::OK
+    );
+}
+
+async fn two_tabs_refreshing_on_two_instances_get_the_same_pair(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let other = app.another_instance().await;
+    let login = app.customer("ada@example.com").await;
+
+    let (a, b) = both_tabs_refresh(&app, &other, &login.refresh_token).await;
+
+    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_eq!(
+        refresh(&other, &a.refresh_token).await.status(),
+        StatusCode::OK
+    );
+}
+
+async fn a_repeated_refresh_after_the_first_tab_refreshed_again_gets_the_newest_token(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let login = app.customer("ada@example.com").await;
+    let first: Tokens = refresh(&app, &login.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Tokens = refresh(&app, &first.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let late = refresh(&app, &login.refresh_token).await;
+
+    assert_eq!(late.status(), StatusCode::OK);
+    let late: Tokens = late.json().await.unwrap();
+    assert_eq!(
+        late.refresh_token, second.refresh_token,
+        "the live token, not a rotated one"
+    );
+    assert_eq!(
+        refresh(&app, &late.refresh_token).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// The window is passed by moving the rotation back in time in the database, rather than
+/// by waiting for the clock.
+async fn a_refresh_repeated_after_the_grace_window_revokes_the_family(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let login = app.customer("ada@example.com").await;
+    let rotated: Tokens = refresh(&app, &login.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let long_ago = tidings::store::now() - app.config.refresh_reuse_grace - Duration::from_secs(1);
+    tidings::on_pool!(&app.state.db, pool => {
+        sqlx::query("update refresh_tokens set rotated_at = $1 where rotated_at is not null")
+            .bind(long_ago)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .unwrap();
+
+    let replay = refresh(&app, &login.refresh_token).await;
+
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem(replay).await["code"], "refresh_token_reused");
+    let successor = refresh(&app, &rotated.refresh_token).await;
+    assert_eq!(successor.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem(successor).await["code"], "refresh_token_revoked");
+}
+
+async fn logout_all_after_a_grace_refresh_revokes_every_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let login = app.customer("ada@example.com").await;
+    let (a, b) = both_tabs_refresh(&app, &app, &login.refresh_token).await;
+
+    let response = app
+        .post("/v1/auth/logout-all", &json!({}), Some(&a.access_token))
+        .await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    for token in [&login.refresh_token, &a.refresh_token, &b.refresh_token] {
+        let response = refresh(&app, token).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = problem(response).await;
+        assert_eq!(body["code"], "refresh_token_revoked");
+    }
+    for token in [&a.access_token, &b.access_token] {
+        assert_eq!(
+            app.get("/v1/me", Some(token)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }
