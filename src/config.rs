@@ -161,7 +161,8 @@ pub struct Settings {
         global = true
     )]
     pub body_limit: String,
-    /// Login and register attempts allowed per client IP per minute (0 turns the limit off).
+    /// Attempts at a route that checks a password (login, register, password change)
+    /// allowed per client IP per minute (0 turns the limit off).
     #[arg(
         long,
         env = "TIDINGS_AUTH_RATE_PER_IP",
@@ -169,7 +170,8 @@ pub struct Settings {
         global = true
     )]
     pub auth_rate_per_ip: String,
-    /// Login and register attempts allowed per email address per minute (0 turns it off).
+    /// Attempts at a route that checks a password allowed per account (the email given, or
+    /// the caller's) per minute (0 turns it off).
     #[arg(
         long,
         env = "TIDINGS_AUTH_RATE_PER_EMAIL",
@@ -177,6 +179,31 @@ pub struct Settings {
         global = true
     )]
     pub auth_rate_per_email: String,
+    /// Password hashes (argon2, 19 MiB each) run at once; `auto` is the cores available.
+    #[arg(
+        long,
+        env = "TIDINGS_HASH_CONCURRENCY",
+        default_value = "auto",
+        global = true
+    )]
+    pub hash_concurrency: String,
+    /// How long a request waits for a turn to hash before it is answered 503.
+    #[arg(
+        long,
+        env = "TIDINGS_HASH_QUEUE_TIMEOUT",
+        default_value = "5s",
+        global = true
+    )]
+    pub hash_queue_timeout: String,
+    /// A refresh token refreshed again this soon after its rotation (two tabs at once) gets
+    /// the same successor instead of revoking its family; 0 turns this off.
+    #[arg(
+        long,
+        env = "TIDINGS_REFRESH_REUSE_GRACE",
+        default_value = "10s",
+        global = true
+    )]
+    pub refresh_reuse_grace: String,
     /// The Redis pub/sub channel of the bus (instances of one deployment share it).
     #[arg(
         long,
@@ -338,8 +365,14 @@ pub struct Config {
     pub body_limit: usize,
     /// Auth attempts per client IP per minute; 0 is unlimited.
     pub auth_rate_per_ip: u32,
-    /// Auth attempts per email per minute; 0 is unlimited.
+    /// Auth attempts per account per minute; 0 is unlimited.
     pub auth_rate_per_email: u32,
+    /// Password hashes run at once.
+    pub hash_concurrency: usize,
+    /// How long a request waits for its turn to hash.
+    pub hash_queue_timeout: Duration,
+    /// How long after a rotation a refresh token still yields its successor; zero is never.
+    pub refresh_reuse_grace: Duration,
     /// Whether X-Forwarded-For names the client.
     pub trust_forwarded_for: bool,
     /// The bus's Redis channel.
@@ -473,6 +506,18 @@ impl Settings {
                 &self.auth_rate_per_email,
                 0..=1_000_000,
             )?,
+            hash_concurrency: match self.hash_concurrency.trim() {
+                "auto" => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => parse_number("TIDINGS_HASH_CONCURRENCY", n, 1..=1024)?,
+            },
+            hash_queue_timeout: parse_duration(
+                "TIDINGS_HASH_QUEUE_TIMEOUT",
+                &self.hash_queue_timeout,
+            )?,
+            refresh_reuse_grace: match humantime::parse_duration(self.refresh_reuse_grace.trim()) {
+                Ok(zero) if zero.is_zero() => zero,
+                _ => parse_duration("TIDINGS_REFRESH_REUSE_GRACE", &self.refresh_reuse_grace)?,
+            },
             trust_forwarded_for: parse_bool(
                 "TIDINGS_TRUST_FORWARDED_FOR",
                 &self.trust_forwarded_for,
@@ -751,6 +796,23 @@ mod tests {
             change(&mut s);
             assert_eq!(s.validate_with_secret(None).unwrap_err().var, var);
         }
+    }
+
+    #[test]
+    fn hashing_and_refresh_settings_have_their_defaults_and_zero_grace_is_off() {
+        let config = settings().validate_with_secret(None).unwrap();
+        assert!(config.hash_concurrency >= 1);
+        assert_eq!(config.refresh_reuse_grace, Duration::from_secs(10));
+        let mut s = settings();
+        (s.hash_concurrency, s.refresh_reuse_grace) = ("3".into(), "0s".into());
+        let config = s.validate_with_secret(None).unwrap();
+        assert_eq!(config.hash_concurrency, 3);
+        assert_eq!(config.refresh_reuse_grace, Duration::ZERO);
+        s.hash_concurrency = "0".into();
+        assert_eq!(
+            s.validate_with_secret(None).unwrap_err().var,
+            "TIDINGS_HASH_CONCURRENCY"
+        );
     }
 
     #[test]

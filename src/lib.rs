@@ -37,6 +37,7 @@ use tracing::Level;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::extract::{Repeated, at_most_one};
+use crate::auth::password::Hasher;
 use crate::auth::ratelimit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 pub use crate::config::Config;
@@ -54,8 +55,10 @@ pub struct AppState {
     pub db: Db,
     /// Signs and checks access tokens.
     pub tokens: Arc<TokenKeys>,
-    /// Rate limits on login and registration.
+    /// Rate limits on every route that checks a password.
     pub limiter: Arc<AuthLimiter>,
+    /// Runs argon2, a bounded number at a time.
+    pub hasher: Arc<Hasher>,
     /// The validated settings.
     pub config: Arc<Config>,
     /// The live side: hub, bus health, relay.
@@ -70,6 +73,10 @@ impl AppState {
             limiter: Arc::new(AuthLimiter::new(
                 config.auth_rate_per_ip,
                 config.auth_rate_per_email,
+            )),
+            hasher: Arc::new(Hasher::new(
+                config.hash_concurrency,
+                config.hash_queue_timeout,
             )),
             config: Arc::new(config),
             realtime,

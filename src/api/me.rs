@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 use super::extract::Json;
 use super::users::UserView;
 use crate::AppState;
-use crate::auth::CurrentUser;
+use crate::auth::ratelimit::ClientIp;
 use crate::auth::service::{self, TokenPair};
+use crate::auth::{CurrentUser, NoStore, no_store};
 use crate::domain::{Email, NewPassword};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
 use crate::store::users;
@@ -47,21 +48,27 @@ pub struct PasswordChange {
 #[utoipa::path(post, path = "/v1/me/password", tag = "me", security(("bearer" = [])),
     request_body = PasswordChange,
     responses(
-        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 200, description = "A new token pair", body = TokenPair, headers(("cache-control" = String, description = "no-store"))),
+        (status = 401, description = "No valid access token", body = ProblemDoc),
         (status = 403, description = "The current password is wrong", body = ProblemDoc),
         (status = 422, description = "The new password is weak", body = ProblemDoc),
+        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 async fn change_password(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     user: CurrentUser,
     Json(body): Json<PasswordChange>,
-) -> ApiResult<Json<TokenPair>> {
+) -> ApiResult<NoStore<Json<TokenPair>>> {
     let email = Email::parse(&user.email).ok();
     let new = NewPassword::parse(body.new_password, email.as_ref()).map_err(|message| {
         ApiError::validation(vec![FieldError::new("new_password", "weak", message)])
     })?;
-    Ok(Json(
+    // Counted before the current password is checked: a stolen access token is no oracle.
+    state.limiter.check(ip, &user.email)?;
+    Ok(no_store(Json(
         service::change_password(&state, &user, body.current_password, &new).await?,
-    ))
+    )))
 }

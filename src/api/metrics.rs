@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn metrics(State(state): State<AppState>) -> Response {
     let realtime = &state.realtime;
     let hub = &realtime.hub;
+    let hashes = state.hasher.stats();
     let mut text = prometheus().render();
     let gauges = [
         (
@@ -52,6 +53,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "tidings_relay_active",
             "1 on the instance that relays.",
             f64::from(u8::from(realtime.relay.leader.load(Ordering::Acquire))),
+        ),
+        (
+            "tidings_password_hashes_in_progress",
+            "Password hashes and checks (argon2, 19 MiB each) running now.",
+            hashes.in_progress.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "tidings_password_hashes_in_progress_max",
+            "The most password hashes that ran at once since the start.",
+            hashes.in_progress_max.load(Ordering::Relaxed) as f64,
         ),
     ];
     for (name, help, value) in gauges {
@@ -92,6 +103,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "tidings_hub_catch_up_reads_total",
             "Reads of the database to fill gaps or while the bus is down.",
             hub.stats.catch_up_reads.load(Ordering::Relaxed),
+        ),
+        (
+            "tidings_password_hashes_total",
+            "Password hashes and checks done.",
+            hashes.total.load(Ordering::Relaxed),
+        ),
+        (
+            "tidings_password_hashes_refused_total",
+            "Requests answered 503 for want of a turn to hash within TIDINGS_HASH_QUEUE_TIMEOUT.",
+            hashes.refused.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, value) in counters {

@@ -9,3 +9,16 @@ pub mod service;
 pub mod tokens;
 
 pub use extractor::{CurrentUser, authenticate};
+
+use axum::http::{HeaderName, HeaderValue, header};
+
+/// A response that carries a token: `Cache-Control: no-store`, so that no cache (the
+/// browser's, a proxy's) keeps a copy.
+pub type NoStore<T> = ([(HeaderName, HeaderValue); 1], T);
+
+pub fn no_store<T>(body: T) -> NoStore<T> {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        body,
+    )
+}

@@ -1,4 +1,6 @@
-//! Rate limits on login and registration, per client IP and per email address.
+//! Rate limits on every route that checks a password (login, register, password change,
+//! and a password reset to come), per client IP and per account. A route counts the
+//! attempt before it hashes anything, so a refused request costs no argon2.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -14,28 +16,32 @@ use crate::error::ApiError;
 /// Keys are dropped once their bucket is full again, whenever the store grows past this.
 const PRUNE_ABOVE: usize = 10_000;
 
-/// Generic cell rate limiters keyed by client IP and by email.
+/// Generic cell rate limiters keyed by client IP and by account (its email address). Both
+/// are this instance's: behind a load balancer of n instances a client gets up to n times
+/// the limit.
 pub struct AuthLimiter {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    per_email: Option<DefaultKeyedRateLimiter<String>>,
+    per_account: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 impl AuthLimiter {
     /// Limits of so many attempts a minute (bursts up to that many); 0 turns a limit off.
-    pub fn new(per_ip_per_minute: u32, per_email_per_minute: u32) -> Self {
+    pub fn new(per_ip_per_minute: u32, per_account_per_minute: u32) -> Self {
         let quota = |n| NonZeroU32::new(n).map(Quota::per_minute);
         Self {
             per_ip: quota(per_ip_per_minute).map(RateLimiter::keyed),
-            per_email: quota(per_email_per_minute).map(RateLimiter::keyed),
+            per_account: quota(per_account_per_minute).map(RateLimiter::keyed),
         }
     }
 
-    /// Counts one attempt from `ip` for `email`; a 429 with Retry-After when over either limit.
+    /// Counts one attempt from `ip` on the account of `email` (as typed, or the caller's);
+    /// a 429 with Retry-After when over either limit. Login, password change and reset of
+    /// one account share its count: guessing by one route leaves no extra budget on another.
     pub fn check(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
         if let Some(limiter) = &self.per_ip {
             check(limiter, &ip)?;
         }
-        if let Some(limiter) = &self.per_email {
+        if let Some(limiter) = &self.per_account {
             check(limiter, &email.trim().to_lowercase())?;
         }
         Ok(())

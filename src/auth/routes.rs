@@ -7,9 +7,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::CurrentUser;
 use super::ratelimit::ClientIp;
 use super::service::{self, TokenPair};
+use super::{CurrentUser, NoStore, no_store};
 use crate::AppState;
 use crate::api::extract::Json;
 use crate::api::users::UserView;
@@ -46,6 +46,7 @@ pub struct RefreshBody {
         (status = 409, description = "The email is taken", body = ProblemDoc),
         (status = 422, description = "Invalid email or weak password", body = ProblemDoc),
         (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
     ))]
 #[tracing::instrument(skip_all)]
 async fn register(
@@ -82,38 +83,45 @@ pub fn validate_new_account(email: &str, password: String) -> ApiResult<(Email, 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
     request_body = CredentialsBody,
     responses(
-        (status = 200, description = "A token pair", body = TokenPair),
+        (status = 200, description = "A token pair", body = TokenPair, headers(("cache-control" = String, description = "no-store"))),
         (status = 401, description = "Wrong email or password", body = ProblemDoc),
         (status = 403, description = "The account is disabled", body = ProblemDoc),
         (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
     ))]
 #[tracing::instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Json(body): Json<CredentialsBody>,
-) -> ApiResult<Json<TokenPair>> {
+) -> ApiResult<NoStore<Json<TokenPair>>> {
     state.limiter.check(ip, &body.email)?;
     // An address that cannot exist cannot log in; no need to say more than for a wrong one.
     let email = Email::parse(&body.email).map_err(|_| {
         ApiError::unauthorized("invalid_credentials", "the email or password is wrong")
     })?;
-    Ok(Json(service::login(&state, &email, body.password).await?))
+    Ok(no_store(Json(
+        service::login(&state, &email, body.password).await?,
+    )))
 }
 
-/// Rotates a refresh token into a new pair; a reused one revokes its whole family.
+/// Rotates a refresh token into a new pair; a reused one revokes its whole family, unless
+/// it was rotated moments ago (two tabs refreshing at once): then the same successor is
+/// returned.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
     request_body = RefreshBody,
     responses(
-        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 200, description = "A new token pair", body = TokenPair, headers(("cache-control" = String, description = "no-store"))),
         (status = 401, description = "Unknown, expired, revoked or reused token", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshBody>,
-) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(service::refresh(&state, &body.refresh_token).await?))
+) -> ApiResult<NoStore<Json<TokenPair>>> {
+    Ok(no_store(Json(
+        service::refresh(&state, &body.refresh_token).await?,
+    )))
 }
 
 /// Ends the session of one refresh token.

@@ -1,14 +1,16 @@
 //! Account operations. Each owns its transaction; handlers validate and call these.
 
+use anyhow::Context;
 use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{CurrentUser, password, tokens};
+use super::{CurrentUser, tokens};
 use crate::AppState;
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{self, outbox};
+use crate::store::refresh_tokens::RefreshToken;
 use crate::store::users::User;
 use crate::store::{Tx, refresh_tokens, users};
 
@@ -31,7 +33,7 @@ pub async fn register(
     password: &NewPassword,
     role: Role,
 ) -> ApiResult<User> {
-    let hash = password::hash(password.as_str().to_owned()).await?;
+    let hash = state.hasher.hash(password.as_str().to_owned()).await?;
     let mut tx = state.db.begin().await?;
     let user = users::insert(&mut tx, email, &hash, role).await?;
     tx.commit().await?;
@@ -46,10 +48,14 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
         || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
     let Some(credentials) = users::credentials_by_email(&state.db, email).await? else {
         // Spend the same time as a real check, so response times do not reveal accounts.
-        password::verify(password, password::dummy_hash().to_owned()).await?;
+        state.hasher.verify_dummy(password).await?;
         return Err(invalid());
     };
-    if !password::verify(password, credentials.password_hash).await? {
+    if !state
+        .hasher
+        .verify(password, credentials.password_hash)
+        .await?
+    {
         return Err(invalid());
     }
     let user = credentials.user;
@@ -68,7 +74,9 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
 }
 
 /// Exchanges a refresh token for a new pair. A token presented a second time means it was
-/// stolen or replayed: its whole family is revoked.
+/// stolen or replayed: its whole family is revoked. Except moments after its rotation
+/// (`TIDINGS_REFRESH_REUSE_GRACE`): two tabs of one browser refreshing at once both get
+/// the pair the first one got (see [`successor_in_grace`]).
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
     let hash = tokens::hash_refresh_token(refresh_token);
@@ -80,25 +88,27 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
     };
     // The user's row, locked, and then the token read again: a logout-all, password change
     // or logout of this user that committed meanwhile is seen, and one that comes later
-    // waits for this refresh and then revokes the token it issues too.
+    // waits for this refresh and then revokes the token it issues too. A concurrent
+    // refresh of the same token waits here too, and then finds it rotated.
     let user = users::lock(&mut tx, found.user_id).await?;
     let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
         return Err(invalid());
     };
     if stored.revoked_at.is_some() {
-        return Err(ApiError::unauthorized(
-            "refresh_token_revoked",
-            "the refresh token has been revoked; log in again",
-        ));
+        return Err(revoked());
     }
-    if stored.rotated_at.is_some() || !refresh_tokens::mark_rotated(&mut tx, stored.id).await? {
-        refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
-        tx.commit().await?;
-        tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id, "a rotated refresh token was reused; its family is revoked");
-        return Err(ApiError::unauthorized(
-            "refresh_token_reused",
-            "the refresh token was already used; every session from that login is ended",
-        ));
+    let user = user.filter(|u| !u.disabled);
+    if stored.rotated_at.is_some() {
+        if let Some(user) = &user
+            && let Some(successor) =
+                successor_in_grace(state, &mut tx, &stored, refresh_token).await?
+        {
+            // Nothing was written; this ends the lock on the user's row.
+            tx.commit().await?;
+            tracing::info!(user_id = %user.id, family_id = %stored.family_id, "a refresh token was refreshed again within the grace window; its successor is returned");
+            return token_pair(state, user, successor);
+        }
+        return reused(tx, &stored).await;
     }
     if stored.expires_at <= Utc::now() {
         return Err(ApiError::unauthorized(
@@ -106,15 +116,84 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
             "the refresh token has expired; log in again",
         ));
     }
-    let Some(user) = user.filter(|u| !u.disabled) else {
+    let Some(user) = user else {
         return Err(ApiError::unauthorized(
             "refresh_token_revoked",
             "the account is disabled",
         ));
     };
     let pair = issue_pair(state, &mut tx, &user, stored.family_id).await?;
+    let seal = tokens::seal_successor(refresh_token, &pair.refresh_token)?;
+    if !refresh_tokens::mark_rotated(&mut tx, stored.id, &seal).await? {
+        return reused(tx, &stored).await;
+    }
     tx.commit().await?;
     Ok(pair)
+}
+
+/// The longest chain of rotations a repeated refresh follows (see [`successor_in_grace`]);
+/// more within the grace window is no browser's doing.
+const MAX_GRACE_HOPS: usize = 4;
+
+/// The live successor of `token`, if it was rotated within the grace window: its sealed
+/// successor, or, if that was rotated in turn (the first tab refreshed again already), the
+/// successor's successor and so on, since a rotated token would be of no use to the
+/// caller. `None` (a reuse) when the window has passed, the seal is missing (rotated before
+/// it was kept) or any token on the way is revoked or expired.
+async fn successor_in_grace(
+    state: &AppState,
+    tx: &mut Tx,
+    stored: &RefreshToken,
+    token: &str,
+) -> ApiResult<Option<String>> {
+    let grace = chrono::Duration::from_std(state.config.refresh_reuse_grace)
+        .context("the refresh grace window is out of range")?;
+    let now = Utc::now();
+    let (mut current, mut token) = (stored.clone(), token.to_owned());
+    for _ in 0..MAX_GRACE_HOPS {
+        let (Some(rotated_at), Some(seal)) = (current.rotated_at, &current.successor_seal) else {
+            return Ok(None);
+        };
+        if now - rotated_at > grace {
+            return Ok(None);
+        }
+        let Some(successor) = tokens::unseal_successor(&token, seal) else {
+            return Ok(None);
+        };
+        let hash = tokens::hash_refresh_token(&successor);
+        let Some(next) = refresh_tokens::find_by_hash(tx, &hash).await? else {
+            return Ok(None);
+        };
+        if next.family_id != current.family_id
+            || next.revoked_at.is_some()
+            || next.expires_at <= now
+        {
+            return Ok(None);
+        }
+        if next.rotated_at.is_none() {
+            return Ok(Some(successor));
+        }
+        (current, token) = (next, successor);
+    }
+    Ok(None)
+}
+
+fn revoked() -> ApiError {
+    ApiError::unauthorized(
+        "refresh_token_revoked",
+        "the refresh token has been revoked; log in again",
+    )
+}
+
+/// Revokes the family of a token presented again, and says so.
+async fn reused(mut tx: Tx, stored: &RefreshToken) -> ApiResult<TokenPair> {
+    refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
+    tx.commit().await?;
+    tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id, "a rotated refresh token was reused; its family is revoked");
+    Err(ApiError::unauthorized(
+        "refresh_token_reused",
+        "the refresh token was already used; every session from that login is ended",
+    ))
 }
 
 /// Ends the session a refresh token belongs to. Unknown tokens are ignored: logging out
@@ -158,14 +237,18 @@ pub async fn change_password(
         .ok_or_else(|| ApiError::not_found("user"))?;
     // Both hashes are computed before the transaction: argon2 takes tens of milliseconds,
     // and SQLite's write lock would be held all that time.
-    if !password::verify(current, credentials.password_hash).await? {
+    if !state
+        .hasher
+        .verify(current, credentials.password_hash)
+        .await?
+    {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "wrong_password",
             "the current password is wrong",
         ));
     }
-    let hash = password::hash(new.as_str().to_owned()).await?;
+    let hash = state.hasher.hash(new.as_str().to_owned()).await?;
     let mut tx = state.db.begin().await?;
     let updated = users::set_password(&mut tx, user.id, &hash).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
@@ -185,6 +268,11 @@ async fn issue_pair(
     let (refresh_token, hash) = tokens::new_refresh_token();
     let expires_at = Utc::now() + state.tokens.refresh_ttl;
     refresh_tokens::insert(tx, user.id, family_id, &hash, expires_at).await?;
+    token_pair(state, user, refresh_token)
+}
+
+/// A refresh token with a fresh access token.
+fn token_pair(state: &AppState, user: &User, refresh_token: String) -> ApiResult<TokenPair> {
     Ok(TokenPair {
         access_token: state.tokens.issue(user)?,
         refresh_token,

@@ -29,7 +29,16 @@ pub struct Claims {
     pub tv: i64,
     pub iat: i64,
     pub exp: i64,
+    /// Not before; ours carry none, but one that does is held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
+
+/// How far in the future `iat` and `nbf` may lie: the clocks of the instances that issue
+/// and check tokens differ a little (NTP keeps them well within this); beyond it the token
+/// was made by a clock that is wrong, or by someone holding the key. It is jsonwebtoken's
+/// default leeway, which we cannot use as such since it would stretch `exp` too.
+pub const CLOCK_SKEW_SECS: i64 = 60;
 
 /// Signs and checks access tokens.
 pub struct TokenKeys {
@@ -54,7 +63,9 @@ impl TokenKeys {
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is exact: a socket's token is due to lapse at `exp`, not a minute later.
+        // The one leeway would apply to `nbf` too, so `verify` checks that (and `iat`).
         validation.leeway = 0;
+        validation.validate_nbf = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -88,21 +99,31 @@ impl TokenKeys {
             tv: user.token_version,
             iat,
             exp: iat + self.access_ttl.as_secs() as i64,
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .context("signing an access token failed")
     }
 
-    /// Checks a token's signature and expiry.
+    /// Checks a token's signature, its expiry (exactly), and that it was not issued in, or
+    /// made valid only from, the future (give or take [`CLOCK_SKEW_SECS`]).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => {
                     ApiError::unauthorized("token_expired", "the access token has expired")
                 }
                 _ => ApiError::unauthorized("invalid_token", "the access token is not valid"),
-            })
+            })?;
+        let latest = chrono::Utc::now().timestamp() + CLOCK_SKEW_SECS;
+        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(ApiError::unauthorized(
+                "token_not_yet_valid",
+                "the access token is not valid yet",
+            ));
+        }
+        Ok(claims)
     }
 }
 
@@ -167,6 +188,31 @@ pub fn hash_refresh_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The successor of a refresh token, sealed with that token, to be stored on its row: only
+/// who presents the token again can read it, and the database alone reveals nothing. The
+/// pad is SHA-256 of the token (256 random bits) and seals this one value only, so XOR is
+/// a one-time pad.
+pub fn seal_successor(token: &str, successor: &str) -> anyhow::Result<Vec<u8>> {
+    let successor = URL_SAFE_NO_PAD
+        .decode(successor)
+        .context("a refresh token is base64url")?;
+    anyhow::ensure!(successor.len() == 32, "a refresh token is 32 bytes");
+    Ok(xor_pad(token, &successor))
+}
+
+/// The successor sealed by [`seal_successor`] with `token`; `None` if the seal is not one.
+pub fn unseal_successor(token: &str, sealed: &[u8]) -> Option<String> {
+    (sealed.len() == 32).then(|| URL_SAFE_NO_PAD.encode(xor_pad(token, sealed)))
+}
+
+fn xor_pad(token: &str, bytes: &[u8]) -> Vec<u8> {
+    let pad = Sha256::new()
+        .chain_update(b"tidings refresh successor")
+        .chain_update(token.as_bytes())
+        .finalize();
+    bytes.iter().zip(pad).map(|(b, p)| b ^ p).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +256,45 @@ mod tests {
         let first = load_or_create_secret(&path).unwrap();
         assert!(first.len() >= MIN_JWT_SECRET_LEN);
         assert_eq!(load_or_create_secret(&path).unwrap(), first);
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_refused_beyond_the_clock_skew() {
+        let keys = TokenKeys::new(&[7; 32], Duration::from_secs(60), Duration::from_secs(60));
+        let user = user();
+        let now = chrono::Utc::now().timestamp();
+        let sign = |iat: i64, nbf: Option<i64>| {
+            let claims = Claims {
+                sub: user.id,
+                role: user.role,
+                tv: user.token_version,
+                iat,
+                exp: now + 600,
+                nbf,
+            };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap()
+        };
+        let code = |token: String| match keys.verify(&token) {
+            Ok(_) => "ok",
+            Err(ApiError::Problem { code, .. }) => code,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(code(sign(now + 3600, None)), "token_not_yet_valid");
+        assert_eq!(code(sign(now, Some(now + 3600))), "token_not_yet_valid");
+        assert_eq!(code(sign(now + 10, Some(now + 10))), "ok");
+        assert_eq!(code(sign(now - 10, Some(now - 10))), "ok");
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_its_token() {
+        let (token, _) = new_refresh_token();
+        let (successor, _) = new_refresh_token();
+        let sealed = seal_successor(&token, &successor).unwrap();
+        assert_eq!(sealed.len(), 32);
+        assert_eq!(unseal_successor(&token, &sealed).unwrap(), successor);
+        let (other, _) = new_refresh_token();
+        assert_ne!(unseal_successor(&other, &sealed).unwrap(), successor);
+        assert!(unseal_successor(&token, &sealed[1..]).is_none());
     }
 
     #[test]

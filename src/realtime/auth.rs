@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::api::extract::Json;
-use crate::auth::CurrentUser;
+use crate::auth::{CurrentUser, NoStore, no_store};
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::store::{stream, users};
 
@@ -39,14 +39,14 @@ pub struct StreamTicket {
 /// long-lived token sits in a URL or a log.
 #[utoipa::path(post, path = "/v1/stream-tickets", tag = "live", security(("bearer" = [])),
     responses(
-        (status = 201, description = "A ticket", body = StreamTicket),
+        (status = 201, description = "A ticket", body = StreamTicket, headers(("cache-control" = String, description = "no-store"))),
         (status = 401, description = "No valid access token", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn create_ticket(
     State(state): State<AppState>,
     user: CurrentUser,
-) -> ApiResult<(axum::http::StatusCode, Json<StreamTicket>)> {
+) -> ApiResult<(axum::http::StatusCode, NoStore<Json<StreamTicket>>)> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let ticket = URL_SAFE_NO_PAD.encode(bytes);
@@ -60,10 +60,10 @@ async fn create_ticket(
     stream::insert_ticket(&state.db, &Sha256::digest(ticket.as_bytes()), &record).await?;
     Ok((
         axum::http::StatusCode::CREATED,
-        Json(StreamTicket {
+        no_store(Json(StreamTicket {
             ticket,
             expires_in: TICKET_TTL_SECS,
-        }),
+        })),
     ))
 }
 

@@ -16,6 +16,9 @@ pub struct RefreshToken {
     pub expires_at: DateTime<Utc>,
     /// Set when this token was exchanged for the next one.
     pub rotated_at: Option<DateTime<Utc>>,
+    /// That next token, sealed with this one (see `tokens::seal_successor`), for a repeat
+    /// of the refresh within the grace window.
+    pub successor_seal: Option<Vec<u8>>,
     /// Set by logout, logout-all, a password change or a detected reuse.
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -51,7 +54,7 @@ pub async fn find_by_hash(
 ) -> Result<Option<RefreshToken>, sqlx::Error> {
     on_tx!(tx, c => {
         sqlx::query_as::<_, RefreshToken>(
-            "select id, user_id, family_id, expires_at, rotated_at, revoked_at \
+            "select id, user_id, family_id, expires_at, rotated_at, successor_seal, revoked_at \
              from refresh_tokens where token_hash = $1",
         )
         .bind(token_hash)
@@ -60,16 +63,22 @@ pub async fn find_by_hash(
     })
 }
 
-/// Marks a live token as used. False if it was already rotated or revoked, which under
-/// concurrency means another request won the race: that is a reuse too.
-pub async fn mark_rotated(tx: &mut Tx, id: Uuid) -> Result<bool, sqlx::Error> {
+/// Marks a live token as used, keeping its sealed successor. False if it was already
+/// rotated or revoked, which under concurrency means another request won the race: that is
+/// a reuse too.
+pub async fn mark_rotated(
+    tx: &mut Tx,
+    id: Uuid,
+    successor_seal: &[u8],
+) -> Result<bool, sqlx::Error> {
     let done = on_tx!(tx, c => {
         sqlx::query(
-            "update refresh_tokens set rotated_at = $2 \
+            "update refresh_tokens set rotated_at = $2, successor_seal = $3 \
              where id = $1 and rotated_at is null and revoked_at is null",
         )
         .bind(id)
         .bind(now())
+        .bind(successor_seal)
         .execute(c)
         .await
         .map(|done| done.rows_affected())

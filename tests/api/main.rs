@@ -8,6 +8,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod audit;
+mod auth_hardening;
 mod browser;
 mod cli;
 mod clients;
