@@ -53,6 +53,24 @@ impl AsyncWrite for SharedTcp {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -61,6 +79,22 @@ impl AsyncWrite for SharedTcp {
         // As tokio's own stream does: shut down the writing side only.
         let socket = socket2::SockRef::from(&*self.0);
         Poll::Ready(socket.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// Caps the kernel's send buffer of a live stream's socket at `bytes` (`None`: leaves it to
+/// the kernel).
+///
+/// Why: left alone, Linux grows the buffer of a busy socket up to `net.ipv4.tcp_wmem`'s
+/// maximum (4 MiB by default), and a client that stops reading then holds that much on
+/// top of its queue before the queue overflows: megabytes, and many seconds of events,
+/// before it is counted as a slow consumer. Set, the buffer stays at twice `bytes` (Linux
+/// doubles the figure for its bookkeeping, and stops autotuning it).
+pub fn bound_send_buffer(stream: &TcpStream, bytes: Option<usize>) {
+    if let Some(bytes) = bytes
+        && let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+    {
+        tracing::debug!(error = %e, "the send buffer of a live stream could not be bounded");
     }
 }
 
