@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -17,14 +18,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::backend_tests;
-use crate::clients::PATIENCE;
+use crate::clients::{PATIENCE, seqs};
 use crate::helpers::{Backend, TestApp};
+use crate::live_cluster::OwnRedis;
 
 backend_tests!(
     a_websocket_that_stops_reading_is_closed_once_its_queue_and_send_buffer_are_full,
     a_websocket_upgraded_by_hyper_is_bounded_alike,
     an_event_stream_that_stops_reading_is_ended_once_its_queue_and_send_buffer_are_full,
     an_event_stream_on_a_reused_connection_is_bounded_alike,
+    a_frozen_redis_is_noticed_and_events_come_from_the_database_until_it_answers,
 );
 
 /// The queue and send buffer of the slow-consumer tests: small, so that they fill fast.
@@ -288,4 +291,72 @@ async fn an_event_stream_on_a_reused_connection_is_bounded_alike(backend: Backen
     let (mut stream, receive_buffer) = small_client_socket(&app).await;
     after_a_request(&app, &mut stream).await;
     a_stalled_event_stream_is_bounded(&app, &token, &product, stream, receive_buffer).await;
+}
+
+fn deltas(events: &[Value]) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "inventory.stock_changed")
+        .map(|e| e["data"]["delta"].as_i64().unwrap())
+        .collect()
+}
+
+/// Longest an event may take to arrive while Redis is frozen: within it only if the hub
+/// noticed and read the database (its safety poll is an hour away in this test).
+const FROZEN_PATIENCE: Duration = Duration::from_millis(1500);
+
+async fn a_frozen_redis_is_noticed_and_events_come_from_the_database_until_it_answers(
+    backend: Backend,
+) {
+    let redis = OwnRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(backend, |c| {
+        c.redis_url = Some(url);
+        // No safety-net polls within the test: the hub must read the database because
+        // it noticed the bus stalled, not because a poll came round.
+        c.relay_poll = Duration::from_secs(3600);
+    })
+    .await;
+    let health = app.state.realtime.bus_health.clone();
+    tokio::time::timeout(PATIENCE, health.up())
+        .await
+        .expect("subscribed to Redis");
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut ws = app.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+    app.adjust_stock(&staff.access_token, id(&tee), 1).await;
+    let mut received = vec![ws.next_of("inventory.stock_changed").await];
+
+    redis.freeze();
+    // Each change arrives in time: the relay is not held by the frozen Redis either.
+    for delta in 2..=5 {
+        app.adjust_stock(&staff.access_token, id(&tee), delta).await;
+        let event = tokio::time::timeout(FROZEN_PATIENCE, ws.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("change {delta} did not arrive while Redis was frozen"));
+        received.push(event);
+    }
+    let during: Value = app.get("/readyz", None).await.json().await.unwrap();
+    redis.thaw();
+    tokio::time::timeout(PATIENCE, health.up())
+        .await
+        .expect("the bus is back once Redis answers");
+    let after: Value = app.get("/readyz", None).await.json().await.unwrap();
+    for delta in 6..=8 {
+        app.adjust_stock(&staff.access_token, id(&tee), delta).await;
+    }
+    while deltas(&received).last() != Some(&8) {
+        received.push(ws.next_event().await);
+    }
+
+    assert_eq!(during["checks"]["bus"]["status"], "degraded");
+    assert_eq!(during["status"], "ready", "a degraded bus is not a failure");
+    assert_eq!(after["checks"]["bus"]["status"], "up");
+    assert_eq!(deltas(&received), (1..=8).collect::<Vec<i64>>());
+    assert!(
+        seqs(&received).windows(2).all(|w| w[1] == w[0] + 1),
+        "every event once, in order: {:?}",
+        seqs(&received)
+    );
 }
