@@ -220,6 +220,15 @@ pub struct Settings {
         global = true
     )]
     pub queue_bytes: String,
+    /// The kernel's send buffer of a live connection's socket, in bytes (Linux doubles it);
+    /// 0 leaves it to the kernel's autotuning.
+    #[arg(
+        long,
+        env = "TIDINGS_LIVE_SEND_BUFFER",
+        default_value = "131072",
+        global = true
+    )]
+    pub live_send_buffer: String,
     /// Live connections (WebSocket and SSE) one user may hold on one instance.
     #[arg(
         long,
@@ -379,6 +388,8 @@ pub struct Config {
     pub redis_channel: String,
     /// A live connection's queue limit, in bytes.
     pub queue_bytes: usize,
+    /// A live socket's send buffer, in bytes; `None` for the kernel's autotuning.
+    pub live_send_buffer: Option<usize>,
     pub max_connections_per_user: usize,
     /// How long a write may wait for a client that takes no bytes.
     pub write_timeout: Duration,
@@ -527,6 +538,20 @@ impl Settings {
                 channel => channel.to_owned(),
             },
             queue_bytes: parse_number("TIDINGS_QUEUE_BYTES", &self.queue_bytes, 4096..=1 << 30)?,
+            live_send_buffer: match parse_number(
+                "TIDINGS_LIVE_SEND_BUFFER",
+                &self.live_send_buffer,
+                0..=1 << 30,
+            )? {
+                0 => None,
+                n if n < 4096 => {
+                    return Err(invalid(
+                        "TIDINGS_LIVE_SEND_BUFFER",
+                        "must be 0 (the kernel's autotuning) or at least 4096",
+                    ));
+                }
+                n => Some(n),
+            },
             max_connections_per_user: parse_number(
                 "TIDINGS_MAX_CONNECTIONS_PER_USER",
                 &self.max_connections_per_user,
@@ -812,6 +837,22 @@ mod tests {
         assert_eq!(
             s.validate_with_secret(None).unwrap_err().var,
             "TIDINGS_HASH_CONCURRENCY"
+        );
+    }
+
+    #[test]
+    fn a_live_send_buffer_is_a_size_or_0_for_the_kernels_autotuning() {
+        let mut s = settings();
+        assert_eq!(
+            s.validate_with_secret(None).unwrap().live_send_buffer,
+            Some(128 * 1024)
+        );
+        s.live_send_buffer = "0".into();
+        assert_eq!(s.validate_with_secret(None).unwrap().live_send_buffer, None);
+        s.live_send_buffer = "100".into();
+        assert_eq!(
+            s.validate_with_secret(None).unwrap_err().var,
+            "TIDINGS_LIVE_SEND_BUFFER"
         );
     }
 

@@ -468,6 +468,7 @@ impl Application {
             stop,
             Duration::from_secs(30),
             write_timeout,
+            self.state.config.live_send_buffer,
         )
         .await
         .context("the server failed")?;

@@ -16,7 +16,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::realtime::tcp::{SharedTcp, bound_send_buffer};
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,12 +66,15 @@ impl DirectUpgrade {
 /// Serves `router` on `listener` until `stop` is cancelled, then lets hyper's connections
 /// finish their requests and waits (at most `grace`) for every connection task to end. A
 /// write that waits `write_timeout` for a client that takes no bytes ends its connection.
+/// A live stream's socket gets a send buffer of `live_send_buffer` bytes (see
+/// [`bound_send_buffer`]), whether it is served here or by hyper.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
     grace: Duration,
     write_timeout: Duration,
+    live_send_buffer: Option<usize>,
 ) -> io::Result<()> {
     let tasks = TaskTracker::new();
     loop {
@@ -93,6 +98,7 @@ pub async fn serve(
             router.clone(),
             stop.clone(),
             write_timeout,
+            live_send_buffer,
         ));
     }
     drop(listener);
@@ -112,6 +118,7 @@ async fn connection(
     router: Router,
     stop: CancellationToken,
     write_timeout: Duration,
+    live_send_buffer: Option<usize>,
 ) {
     let mut head = BytesMut::with_capacity(1024);
     // A client that has not sent its first request yet is let go at shutdown.
@@ -142,6 +149,7 @@ async fn connection(
             // A copy, so that the head's buffer is freed now (usually it is empty).
             let leftover = BytesMut::from(&head[head_len..]);
             drop(head);
+            bound_send_buffer(&stream, live_send_buffer);
             Box::pin(answer_live(
                 stream,
                 peer,
@@ -153,15 +161,20 @@ async fn connection(
             .await;
         }
         Head::Other => {
+            let stream = Arc::new(stream);
+            let live = LiveSocket {
+                socket: Arc::downgrade(&stream),
+                send_buffer: live_send_buffer,
+            };
             let io = Prefixed {
                 read: head.freeze(),
-                stream,
+                stream: SharedTcp(stream),
             };
             // hyper has no write timeout of its own: a client that stops reading a
             // response (or an event stream hyper serves) would hold its connection forever.
             let mut io = TimeoutStream::new(io);
             io.set_write_timeout(Some(write_timeout));
-            Box::pin(serve_hyper(Box::pin(io), peer, router, stop)).await
+            Box::pin(serve_hyper(Box::pin(io), peer, router, stop, live)).await
         }
     }
 }
@@ -216,11 +229,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Hea
 
 fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
     let path = parsed.path?;
-    let route = path.split('?').next()?;
-    if parsed.method != Some("GET")
-        || parsed.version != Some(1)
-        || !matches!(route, "/v1/events" | "/v1/ws")
-    {
+    if parsed.method != Some("GET") || parsed.version != Some(1) || !is_live_path(path) {
         return None;
     }
     let mut builder = Request::builder()
@@ -236,6 +245,19 @@ fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
         builder = builder.header(h.name, h.value);
     }
     builder.body(Body::empty()).ok()
+}
+
+/// Whether a request's target is a live stream's (`/v1/events` or `/v1/ws`).
+fn is_live_path(target: &str) -> bool {
+    matches!(target.split('?').next(), Some("/v1/events" | "/v1/ws"))
+}
+
+/// The socket of a connection hyper serves, whose send buffer is bounded once it carries a
+/// live stream (an event stream in a response body, or a WebSocket hyper upgrades).
+struct LiveSocket {
+    /// Weak: the connection's I/O owns the socket.
+    socket: Weak<TcpStream>,
+    send_buffer: Option<usize>,
 }
 
 /// Answers a live-stream request: writes the head, then hands the socket to the handler's
@@ -372,8 +394,14 @@ async fn serve_hyper(
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
+    live: LiveSocket,
 ) {
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        if is_live_path(request.uri().path())
+            && let Some(socket) = live.socket.upgrade()
+        {
+            bound_send_buffer(&socket, live.send_buffer);
+        }
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
         async move {
@@ -383,8 +411,12 @@ async fn serve_hyper(
     });
     let io = TokioIo::new(io);
     let mut http = hyper::server::conn::http1::Builder::new();
+    // Buffers of MAX_HEAD, not hyper's ~400 KB: hyper takes body chunks while its buffer
+    // has room, so an event stream it serves to a client that stopped reading would hold
+    // that much on top of its queue. (A head is refused beyond it too, as one read here is.)
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -404,7 +436,8 @@ async fn serve_hyper(
 /// The socket, with the bytes the accept loop already read in front.
 struct Prefixed {
     read: Bytes,
-    stream: TcpStream,
+    /// Shared with [`LiveSocket`], which may bound its send buffer.
+    stream: SharedTcp,
 }
 
 impl AsyncRead for Prefixed {

@@ -4,7 +4,8 @@
 //! With `REDIS_URL`, the relay publishes to a Redis channel and every instance's hub
 //! subscribes to it. Redis may drop messages (a reconnect, a slow subscriber): the hubs do
 //! not rely on it, since they check that `seq` is contiguous and read any gap from the
-//! database, and while the subscription is down they read the database on a timer.
+//! database, and while the subscription is down (or Redis stops answering its pings) they
+//! read the database on a timer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,8 +176,22 @@ impl Bus {
     }
 }
 
+/// How long connecting to Redis and subscribing may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the subscription's connection is pinged. Nothing else tells a Redis that
+/// stopped answering (hung, or frozen with its connections open) from a quiet channel.
+/// Cheap: one PING per instance, a few times a second.
+const PING_EVERY: Duration = Duration::from_millis(250);
+
+/// How long Redis may take to answer a ping before the subscription counts as lost. A
+/// healthy Redis answers in well under a millisecond; one slower than this delivers later
+/// than the hub reading the database while the bus is down (every 100 ms), so waiting
+/// longer gains nothing. A false alarm costs a reconnect and a few database reads.
+const PING_DEADLINE: Duration = Duration::from_millis(500);
+
 /// Keeps a subscription to the channel, reconnecting with backoff, and forwards every
-/// batch to the hub.
+/// batch to the hub. The bus is up while subscribed and Redis answers pings in time.
 async fn subscribe(
     client: redis::Client,
     channel: String,
@@ -188,57 +203,83 @@ async fn subscribe(
     loop {
         let connected = tokio::select! {
             () = shutdown.cancelled() => return,
-            connected = tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()) => connected,
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &channel)) => connected,
         };
-        let mut pubsub = match connected {
-            Ok(Ok(pubsub)) => pubsub,
+        let (pings, messages) = match connected {
+            Ok(Ok(pubsub)) => pubsub.split(),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach Redis; reading events from the database");
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to Redis; reading events from the database");
                 if wait(&shutdown, &mut backoff).await {
                     return;
                 }
                 continue;
             }
             Err(_) => {
-                tracing::warn!(retry_in = ?backoff, "connecting to Redis timed out; reading events from the database");
+                tracing::warn!(retry_in = ?backoff, "subscribing to Redis timed out; reading events from the database");
                 if wait(&shutdown, &mut backoff).await {
                     return;
                 }
                 continue;
             }
         };
-        if let Err(e) = pubsub.subscribe(&channel).await {
-            tracing::warn!(error = %e, "subscribing to Redis failed");
-            if wait(&shutdown, &mut backoff).await {
-                return;
-            }
-            continue;
-        }
         tracing::info!(%channel, "subscribed to the Redis bus");
         health.set(true);
         backoff = Duration::from_millis(100);
-        let mut messages = pubsub.into_on_message();
-        loop {
-            let message = tokio::select! {
-                () = shutdown.cancelled() => return,
-                message = messages.next() => message,
-            };
-            let Some(message) = message else { break };
-            match serde_json::from_slice::<Vec<Event>>(message.get_payload_bytes()) {
-                Ok(batch) => {
-                    if hub.send(batch).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "a message on the bus is not a batch of events; ignored")
-                }
-            }
-        }
+        // Both at once: pings go on while a batch waits for room in the hub's queue.
+        let lost = tokio::select! {
+            () = shutdown.cancelled() => return,
+            forwarded = forward(messages, &hub) => match forwarded {
+                Ok(()) => return,
+                Err(lost) => lost,
+            },
+            lost = silence(pings) => lost,
+        };
+        // Dropping the subscription's halves closes its connection.
         health.set(false);
         tracing::warn!(
+            why = lost,
             "lost the Redis subscription; reading events from the database until it is back"
         );
+    }
+}
+
+/// A connection subscribed to the channel.
+async fn connect(client: &redis::Client, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// Hands every batch on the channel to the hub until the subscription ends (`Err`, why) or
+/// the hub is gone (`Ok`, at shutdown).
+async fn forward(
+    mut messages: redis::aio::PubSubStream,
+    hub: &mpsc::Sender<Vec<Event>>,
+) -> Result<(), &'static str> {
+    while let Some(message) = messages.next().await {
+        match serde_json::from_slice::<Vec<Event>>(message.get_payload_bytes()) {
+            Ok(batch) => {
+                if hub.send(batch).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a message on the bus is not a batch of events; ignored")
+            }
+        }
+    }
+    Err("the connection closed")
+}
+
+/// Pings Redis on the subscription's connection until it fails to answer in time; why.
+async fn silence(mut pings: redis::aio::PubSubSink) -> &'static str {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        match tokio::time::timeout(PING_DEADLINE, pings.ping::<()>()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return "the connection failed",
+            Err(_) => return "Redis did not answer a ping in time",
+        }
     }
 }
 

@@ -226,13 +226,23 @@ async fn a_killed_relay_is_replaced_without_losing_or_repeating_an_event(backend
     );
 }
 
-/// A Redis server of the test's own, which it can stop and start.
-struct OwnRedis {
+/// A Redis server of the test's own, which it can stop, start, freeze and thaw.
+pub(crate) struct OwnRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl OwnRedis {
+    /// A Redis on a free port.
+    pub(crate) async fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        OwnRedis::start_on(port).await
+    }
+
     async fn start_on(port: u16) -> OwnRedis {
         let child = Command::new("redis-server")
             .args([
@@ -263,8 +273,28 @@ impl OwnRedis {
         panic!("redis-server did not start on {port}");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process (SIGSTOP): its connections stay open and nothing answers, as
+    /// with a Redis that hangs.
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub(crate) fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     async fn stop(&mut self) {

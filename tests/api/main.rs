@@ -17,6 +17,7 @@ mod errors;
 mod health;
 mod live;
 mod live_cluster;
+mod live_faults;
 mod live_protocol;
 mod notifications;
 mod orders;
