@@ -219,7 +219,7 @@ fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
     let route = path.split('?').next()?;
     if parsed.method != Some("GET")
         || parsed.version != Some(1)
-        || !matches!(route, "/v1/events" | "/v1/ws")
+        || !matches!(route, "/v1/events" | "/v1/ws" | "/v1/ws/echo")
     {
         return None;
     }

@@ -21,3 +21,4 @@ mod notifications;
 mod orders;
 mod outbox;
 mod products;
+mod websocket;
