@@ -270,6 +270,10 @@ pub struct Settings {
         global = true
     )]
     pub ws_max_message: String,
+    /// For conformance tests only: adds `GET /v1/ws/echo`, a WebSocket without
+    /// authentication that sends every message back.
+    #[arg(long, env = "TIDINGS_WS_ECHO", default_value = "false", global = true)]
+    pub ws_echo: String,
     /// How often an idle SSE stream gets a heartbeat comment.
     #[arg(
         long,
@@ -396,6 +400,8 @@ pub struct Config {
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub ws_max_message: usize,
+    /// Whether `GET /v1/ws/echo` exists (conformance tests only).
+    pub ws_echo: bool,
     pub sse_heartbeat: Duration,
     pub event_retention: Duration,
     pub relay_poll: Duration,
@@ -563,8 +569,9 @@ impl Settings {
             ws_max_message: parse_number(
                 "TIDINGS_WS_MAX_MESSAGE",
                 &self.ws_max_message,
-                256..=1 << 20,
+                256..=64 << 20,
             )?,
+            ws_echo: parse_bool("TIDINGS_WS_ECHO", &self.ws_echo)?,
             sse_heartbeat: parse_duration("TIDINGS_SSE_HEARTBEAT", &self.sse_heartbeat)?,
             event_retention: parse_duration("TIDINGS_EVENT_RETENTION", &self.event_retention)?,
             relay_poll: parse_duration("TIDINGS_RELAY_POLL", &self.relay_poll)?,

@@ -247,9 +247,13 @@ fn live_request(parsed: &httparse::Request) -> Option<Request<Body>> {
     builder.body(Body::empty()).ok()
 }
 
-/// Whether a request's target is a live stream's (`/v1/events` or `/v1/ws`).
+/// Whether a request's target is a live stream's (`/v1/events`, `/v1/ws`, or the echo
+/// route of conformance tests).
 fn is_live_path(target: &str) -> bool {
-    matches!(target.split('?').next(), Some("/v1/events" | "/v1/ws"))
+    matches!(
+        target.split('?').next(),
+        Some("/v1/events" | "/v1/ws" | "/v1/ws/echo")
+    )
 }
 
 /// The socket of a connection hyper serves, whose send buffer is bounded once it carries a

@@ -1,6 +1,7 @@
 //! Live delivery to clients: the hub, WebSocket and SSE endpoints, stream tickets, replay.
 
 pub mod auth;
+pub mod echo;
 pub mod frames;
 pub mod hub;
 pub mod mailbox;

@@ -5,7 +5,9 @@
 //! copies every payload into it; here the read buffer is small and the write path builds
 //! one buffer per batch (all the queued events, one system call) and frees it. Client
 //! messages are small JSON texts, so the reader only needs: masking, fragmentation, the
-//! control frames, a size limit and UTF-8 checking. No extensions are negotiated.
+//! control frames, a size limit and UTF-8 checking (as the bytes arrive, so that a bad
+//! message fails at its first bad byte). No extensions are negotiated. The
+//! Autobahn|Testsuite run of `.ci/autobahn/` checks all of it against RFC 6455.
 
 use std::io;
 use std::pin::Pin;
@@ -39,42 +41,123 @@ mod opcode {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
     Text(String),
-    Binary,
+    Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong,
-    Close,
+    /// The client's Close, with its status code if it gave one.
+    Close(Option<u16>),
 }
 
 /// Why reading stopped.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadError {
-    /// A message larger than the limit (close with 1009).
-    TooBig,
+    /// A message larger than the limit, or in more frames than it allows (close with 1009).
+    TooBig(&'static str),
     /// A broken frame or an unmasked client frame (close with 1002).
     Protocol(&'static str),
-    /// A text message that is not UTF-8 (close with 1007).
-    NotUtf8,
+    /// A text message or a close reason that is not UTF-8 (close with 1007).
+    NotUtf8(&'static str),
     /// The connection ended or failed.
     Gone,
+}
+
+impl ReadError {
+    /// The status code and reason of the Close that answers the error (RFC 6455, 7.4.1);
+    /// `None` when there is no one left to tell.
+    pub fn close_frame(&self) -> Option<(u16, &'static str)> {
+        match *self {
+            ReadError::TooBig(why) => Some((1009, why)),
+            ReadError::Protocol(why) => Some((1002, why)),
+            ReadError::NotUtf8(why) => Some((1007, why)),
+            ReadError::Gone => None,
+        }
+    }
+}
+
+const TEXT_NOT_UTF8: ReadError = ReadError::NotUtf8("a text message that is not UTF-8");
+
+/// How a closing handshake begun by the server ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// The client answered with a valid Close.
+    Clean,
+    /// The client answered with a broken frame or Close: the connection ended without a
+    /// proper closing handshake, and nothing more was sent.
+    Broken(ReadError),
+    /// The client did not answer in time, or the connection ended first.
+    Unanswered,
 }
 
 /// A server-side WebSocket over `S`.
 pub struct Socket<S> {
     io: S,
     read: BytesMut,
-    /// A fragmented message being assembled: its opcode and the payload so far.
-    partial: Option<(u8, Vec<u8>)>,
+    /// A message whose frames (or a frame whose bytes) are still coming. Boxed: most
+    /// connections spend their life between messages.
+    partial: Option<Box<Partial>>,
     max_message: usize,
     /// The longest a write may wait for the peer to take its bytes (see [`Socket::write`]).
     write_limit: Duration,
 }
 
-/// How long a closed connection waits for the client to close its side.
+/// A data message being received.
+struct Partial {
+    /// [`opcode::TEXT`] or [`opcode::BINARY`].
+    op: u8,
+    /// The unmasked payload so far.
+    payload: Vec<u8>,
+    /// How much of a text payload is known to be UTF-8; the bytes after it (at most 3)
+    /// begin a character whose end has not come yet.
+    checked: usize,
+    /// The message's frames so far.
+    frames: usize,
+    /// The frame whose payload is coming, if one is.
+    frame: Option<DataFrame>,
+}
+
+/// A data frame whose header is read and whose payload is still coming.
+struct DataFrame {
+    fin: bool,
+    mask: [u8; 4],
+    /// Payload bytes read so far (where the mask stands)…
+    read: usize,
+    /// …and still to come.
+    left: usize,
+}
+
+impl Partial {
+    /// Checks what came of a text message since the last check, so that a message fails
+    /// at its first byte that cannot be UTF-8 rather than once it is whole.
+    fn check_utf8(&mut self) -> Result<(), ReadError> {
+        if self.op != opcode::TEXT {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.payload[self.checked..]) {
+            Ok(_) => self.checked = self.payload.len(),
+            // Incomplete, not invalid: the rest of the character may come.
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(TEXT_NOT_UTF8),
+        }
+        Ok(())
+    }
+}
+
+/// How long a closed connection waits for the client's Close and then for the client to
+/// close its side.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a write waits for a peer that takes no bytes, unless [`Socket::write_limit`]
 /// says otherwise.
 const WRITE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A message may come in at most one frame per this many bytes of the message limit (64
+/// frames at the default 4096): empty continuation frames cost a header each to parse
+/// but add nothing to the message, and would otherwise go on without end.
+const BYTES_PER_FRAME: usize = 64;
+
+/// The longest close reason: a control frame's payload is at most 125 bytes, two of them
+/// the status code.
+const MAX_REASON: usize = 123;
 
 thread_local! {
     /// Where [`Socket::send_built`] builds what it writes.
@@ -114,11 +197,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     pub async fn recv(&mut self) -> Result<Incoming, ReadError> {
         loop {
             if let Some(message) = self.parse()? {
+                if self.read.is_empty() && self.partial.is_none() {
+                    // Idle most of its life: hold no read buffer between messages.
+                    self.read = BytesMut::new();
+                }
                 return Ok(message);
             }
-            // Client messages are small: grow in small steps, and only when bytes come.
-            if self.read.capacity() - self.read.len() < 256 {
-                self.read.reserve(512);
+            // Client messages are small: grow in small steps, and only when bytes come. A
+            // large frame (which only a raised message limit lets in) is read in larger ones.
+            let coming = self
+                .partial
+                .as_ref()
+                .and_then(|p| p.frame.as_ref())
+                .map_or(0, |frame| frame.left);
+            let step = coming.clamp(512, 64 * 1024);
+            if self.read.capacity() - self.read.len() < step / 2 {
+                self.read.reserve(step);
             }
             match self.io.read_buf(&mut self.read).await {
                 Ok(0) | Err(_) => return Err(ReadError::Gone),
@@ -127,58 +221,97 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
     }
 
-    /// One message out of the buffer, if a whole frame (and message) is there.
+    /// One message out of the buffer, if a whole one is there. A data frame's payload is
+    /// taken as it comes (and a text message's checked), not once the frame is whole.
     fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {
-            let Some((header, len)) = frame_header(&self.read, self.max_message)? else {
+            if let Some(partial) = self.partial.as_deref_mut()
+                && let Some(frame) = partial.frame.as_mut()
+            {
+                let n = frame.left.min(self.read.len());
+                unmask(&mut self.read[..n], frame.mask, frame.read);
+                partial.payload.extend_from_slice(&self.read[..n]);
+                self.read.advance(n);
+                frame.read += n;
+                frame.left -= n;
+                let (left, fin) = (frame.left, frame.fin);
+                partial.check_utf8()?;
+                if left > 0 {
+                    return Ok(None);
+                }
+                partial.frame = None;
+                if fin {
+                    let Partial { op, payload, .. } = *self.partial.take().expect("a message");
+                    return finish(op, payload).map(Some);
+                }
+                continue;
+            }
+            let Some(head) = frame_header(&self.read)? else {
                 return Ok(None);
             };
-            if self.read.len() < header + len {
-                return Ok(None);
+            if head.op & 0x08 != 0 {
+                return self.control(head);
             }
-            let first = self.read[0];
-            let fin = first & 0x80 != 0;
-            let op = first & 0x0F;
-            let mask: [u8; 4] = self.read[header - 4..header].try_into().expect("4 bytes");
-            self.read.advance(header);
-            let mut payload = self.read.split_to(len);
-            for (i, byte) in payload.iter_mut().enumerate() {
-                *byte ^= mask[i % 4];
-            }
-            if self.read.is_empty() {
-                // Idle most of its life: hold no read buffer between messages.
-                self.read = BytesMut::new();
-            }
-            match op {
-                opcode::PING => return Ok(Some(Incoming::Ping(payload.to_vec()))),
-                opcode::PONG => return Ok(Some(Incoming::Pong)),
-                opcode::CLOSE => return check_close(&payload).map(|()| Some(Incoming::Close)),
-                opcode::TEXT | opcode::BINARY if self.partial.is_none() => {
-                    if fin {
-                        return finish(op, payload.to_vec()).map(Some);
-                    }
-                    self.partial = Some((op, payload.to_vec()));
+            let so_far = match (&self.partial, head.op) {
+                (None, opcode::TEXT | opcode::BINARY) => 0,
+                (Some(partial), opcode::CONTINUATION) => partial.payload.len(),
+                (None, opcode::CONTINUATION) => {
+                    return Err(ReadError::Protocol(
+                        "a continuation frame with nothing to continue",
+                    ));
                 }
-                opcode::CONTINUATION => {
-                    let Some((op, mut so_far)) = self.partial.take() else {
-                        return Err(ReadError::Protocol(
-                            "a continuation frame with nothing to continue",
-                        ));
-                    };
-                    if so_far.len() + payload.len() > self.max_message {
-                        return Err(ReadError::TooBig);
-                    }
-                    so_far.extend_from_slice(&payload);
-                    if fin {
-                        return finish(op, so_far).map(Some);
-                    }
-                    self.partial = Some((op, so_far));
-                }
-                opcode::TEXT | opcode::BINARY => {
+                (Some(_), opcode::TEXT | opcode::BINARY) => {
                     return Err(ReadError::Protocol("a new message inside a fragmented one"));
                 }
                 _ => return Err(ReadError::Protocol("an unknown opcode")),
+            };
+            if head.len > (self.max_message - so_far) as u64 {
+                return Err(ReadError::TooBig("message too big"));
             }
+            let len = head.len as usize;
+            self.read.advance(head.size);
+            // A whole message in one frame, all here: the usual case, read as it is.
+            if self.partial.is_none() && head.fin && self.read.len() >= len {
+                let mut payload = self.read.split_to(len);
+                unmask(&mut payload, head.mask, 0);
+                return finish(head.op, payload.to_vec()).map(Some);
+            }
+            let partial = self.partial.get_or_insert_with(|| {
+                Box::new(Partial {
+                    op: head.op,
+                    payload: Vec::new(),
+                    checked: 0,
+                    frames: 0,
+                    frame: None,
+                })
+            });
+            partial.frames += 1;
+            if partial.frames > self.max_message / BYTES_PER_FRAME {
+                return Err(ReadError::TooBig("a message in too many frames"));
+            }
+            partial.frame = Some(DataFrame {
+                fin: head.fin,
+                mask: head.mask,
+                read: 0,
+                left: len,
+            });
+        }
+    }
+
+    /// A control frame, once all of it is here (it is at most 131 bytes).
+    fn control(&mut self, head: Head) -> Result<Option<Incoming>, ReadError> {
+        let len = head.len as usize;
+        if self.read.len() < head.size + len {
+            return Ok(None);
+        }
+        self.read.advance(head.size);
+        let mut payload = self.read.split_to(len);
+        unmask(&mut payload, head.mask, 0);
+        match head.op {
+            opcode::PING => Ok(Some(Incoming::Ping(payload.to_vec()))),
+            opcode::PONG => Ok(Some(Incoming::Pong)),
+            opcode::CLOSE => check_close(&payload).map(|code| Some(Incoming::Close(code))),
+            _ => Err(ReadError::Protocol("an unknown opcode")),
         }
     }
 
@@ -253,6 +386,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         self.send_texts(std::iter::once(payload)).await
     }
 
+    pub async fn send_binary(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send_built(|buffer| put_frame(buffer, opcode::BINARY, payload))
+            .await
+    }
+
     pub async fn send_ping(&mut self) -> io::Result<()> {
         self.write(&[0x80 | opcode::PING, 0]).await
     }
@@ -267,17 +405,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         self.write(&buffer).await
     }
 
-    /// Sends a close frame and ends the connection.
-    pub async fn close(mut self, code: u16, reason: &str) {
-        let mut payload = code.to_be_bytes().to_vec();
-        payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
-        let mut buffer = Vec::with_capacity(payload.len() + MAX_HEADER);
-        put_frame(&mut buffer, opcode::CLOSE, &payload);
-        if self.write(&buffer).await.is_err() {
-            return;
+    /// Begins the closing handshake: sends a Close, waits for the client's (reading and
+    /// dropping what it sent before it), checks it, and ends the connection; all within
+    /// [`CLOSE_GRACE`].
+    pub async fn close(mut self, code: u16, reason: &str) -> Closing {
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        if self.write(&close_frame(Some(code), reason)).await.is_err() {
+            return Closing::Unanswered;
         }
-        // The client's close frame is among what is read (and dropped) meanwhile.
-        super::tcp::close_gracefully(&mut self.io, CLOSE_GRACE).await;
+        let reply = tokio::time::timeout_at(deadline, async {
+            loop {
+                match self.recv().await {
+                    // After its Close, a client's data and pings go unanswered.
+                    Ok(Incoming::Close(_)) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        let closing = match reply {
+            Ok(Ok(())) => Closing::Clean,
+            Ok(Err(ReadError::Gone)) | Err(_) => Closing::Unanswered,
+            // Nothing more is sent: the Close is already out.
+            Ok(Err(broken)) => Closing::Broken(broken),
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        super::tcp::close_gracefully(&mut self.io, left).await;
+        closing
+    }
+
+    /// Answers the client's Close with the status code it sent (RFC 6455, 5.5.1), or with
+    /// none if it sent none (1005, "no status", must not be sent), and ends the
+    /// connection.
+    pub async fn reply_close(mut self, code: Option<u16>) {
+        if self.write(&close_frame(code, "")).await.is_ok() {
+            super::tcp::close_gracefully(&mut self.io, CLOSE_GRACE).await;
+        }
+    }
+
+    /// Fails the connection for what the client sent (RFC 6455, 7.1.7): a Close saying
+    /// why, then the end of the connection, without reading anything more from the client
+    /// (its bytes are broken, or a message the limit refuses).
+    pub async fn fail(mut self, error: ReadError) {
+        let Some((code, reason)) = error.close_frame() else {
+            return;
+        };
+        if self.write(&close_frame(Some(code), reason)).await.is_ok() {
+            // What the client still sends, its Close among it, is read and dropped.
+            super::tcp::close_gracefully(&mut self.io, CLOSE_GRACE).await;
+        }
     }
 
     /// Writes bytes as they are (the rest of a frame the hub began). Every write that has
@@ -295,12 +472,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     }
 }
 
+/// A Close frame; its reason cut to [`MAX_REASON`] bytes, between two characters.
+fn close_frame(code: Option<u16>, reason: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + MAX_REASON);
+    if let Some(code) = code {
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(&reason.as_bytes()[..reason.floor_char_boundary(MAX_REASON)]);
+    }
+    let mut frame = Vec::with_capacity(payload.len() + MAX_HEADER);
+    put_frame(&mut frame, opcode::CLOSE, &payload);
+    frame
+}
+
 /// A client's close frame: empty, or a code a peer may send and a UTF-8 reason
-/// (RFC 6455, 5.5.1 and 7.4).
-fn check_close(payload: &[u8]) -> Result<(), ReadError> {
+/// (RFC 6455, 5.5.1 and 7.4). Its status code, if it has one.
+fn check_close(payload: &[u8]) -> Result<Option<u16>, ReadError> {
     let [high, low, reason @ ..] = payload else {
         return match payload.len() {
-            0 => Ok(()),
+            0 => Ok(None),
             _ => Err(ReadError::Protocol("a close frame with a one-byte payload")),
         };
     };
@@ -308,27 +497,44 @@ fn check_close(payload: &[u8]) -> Result<(), ReadError> {
     if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
         return Err(ReadError::Protocol("a close code a peer may not send"));
     }
-    std::str::from_utf8(reason).map_err(|_| ReadError::NotUtf8)?;
-    Ok(())
+    std::str::from_utf8(reason)
+        .map_err(|_| ReadError::NotUtf8("a close reason that is not UTF-8"))?;
+    Ok(Some(code))
 }
 
 /// A whole message's payload, checked.
 fn finish(op: u8, payload: Vec<u8>) -> Result<Incoming, ReadError> {
     if op == opcode::BINARY {
-        return Ok(Incoming::Binary);
+        return Ok(Incoming::Binary(payload));
     }
     String::from_utf8(payload)
         .map(Incoming::Text)
-        .map_err(|_| ReadError::NotUtf8)
+        .map_err(|_| TEXT_NOT_UTF8)
 }
 
-/// The header length and payload length of the client frame at the start of `buf`, once
-/// enough of it is there.
-fn frame_header(buf: &[u8], max_message: usize) -> Result<Option<(usize, usize)>, ReadError> {
-    if buf.len() < 2 {
-        return Ok(None);
+/// Unmasks `bytes`, which start `at` bytes into their frame's payload.
+fn unmask(bytes: &mut [u8], mask: [u8; 4], at: usize) {
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte ^= mask[(at + i) % 4];
     }
-    let (first, second) = (buf[0], buf[1]);
+}
+
+/// A client frame's header.
+struct Head {
+    fin: bool,
+    op: u8,
+    mask: [u8; 4],
+    /// The payload's length…
+    len: u64,
+    /// …and the header's.
+    size: usize,
+}
+
+/// The header of the client frame at the start of `buf`, once all of it is there.
+fn frame_header(buf: &[u8]) -> Result<Option<Head>, ReadError> {
+    let [first, second, ..] = *buf else {
+        return Ok(None);
+    };
     if first & 0x70 != 0 {
         return Err(ReadError::Protocol(
             "reserved bits set without an extension",
@@ -337,38 +543,46 @@ fn frame_header(buf: &[u8], max_message: usize) -> Result<Option<(usize, usize)>
     if second & 0x80 == 0 {
         return Err(ReadError::Protocol("client frames must be masked"));
     }
-    let control = first & 0x08 != 0;
     let (length_bytes, len) = match second & 0x7F {
         126 => {
-            if buf.len() < 4 {
+            let Some(bytes) = buf.get(2..4) else {
                 return Ok(None);
-            }
-            (2, u64::from(u16::from_be_bytes([buf[2], buf[3]])))
+            };
+            (2, u64::from(u16::from_be_bytes([bytes[0], bytes[1]])))
         }
         127 => {
-            if buf.len() < 10 {
+            let Some(bytes) = buf.get(2..10) else {
                 return Ok(None);
-            }
-            (
-                8,
-                u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
-            )
+            };
+            (8, u64::from_be_bytes(bytes.try_into().expect("8 bytes")))
         }
         short => (0, u64::from(short)),
     };
+    // RFC 6455, 5.2: the most significant bit of a 64-bit length is 0, and a length is
+    // written in as few bytes as it fits.
+    if len >> 63 != 0 {
+        return Err(ReadError::Protocol("a 64-bit length with its top bit set"));
+    }
+    if (length_bytes == 2 && len < 126) || (length_bytes == 8 && len <= 0xFFFF) {
+        return Err(ReadError::Protocol("a length not in its shortest form"));
+    }
+    let control = first & 0x08 != 0;
     if control && (len > 125 || first & 0x80 == 0) {
         return Err(ReadError::Protocol(
             "a control frame must be whole and at most 125 bytes",
         ));
     }
-    if len > max_message as u64 {
-        return Err(ReadError::TooBig);
-    }
-    let header = 2 + length_bytes + 4;
-    if buf.len() < header {
+    let size = 2 + length_bytes + 4;
+    let Some(mask) = buf.get(size - 4..size) else {
         return Ok(None);
-    }
-    Ok(Some((header, len as usize)))
+    };
+    Ok(Some(Head {
+        fin: first & 0x80 != 0,
+        op: first & 0x0F,
+        mask: mask.try_into().expect("4 bytes"),
+        len,
+        size,
+    }))
 }
 
 /// An unmasked, final text frame: what a server sends.
@@ -397,41 +611,68 @@ fn put_frame(buffer: &mut Vec<u8>, op: u8, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// A masked client frame's header, for a payload of `len` bytes.
+    fn client_header(first: u8, len: usize) -> Vec<u8> {
+        let mut header = vec![first];
+        match len {
+            0..=125 => header.push(0x80 | len as u8),
+            126..=0xFFFF => {
+                header.push(0x80 | 126);
+                header.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                header.push(0x80 | 127);
+                header.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        header.extend_from_slice(&MASK);
+        header
+    }
+
+    /// `payload` masked, as its bytes from `at` on in their frame.
+    fn masked(payload: &[u8], at: usize) -> Vec<u8> {
+        let mut bytes = payload.to_vec();
+        unmask(&mut bytes, MASK, at);
+        bytes
+    }
 
     /// A masked client frame.
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![first];
-        match payload.len() {
-            len @ 0..=125 => frame.push(0x80 | len as u8),
-            len => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        frame
+        [client_header(first, payload.len()), masked(payload, 0)].concat()
     }
 
-    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, String>> {
-        let (client, server) = tokio::io::duplex(64 * 1024);
+    /// What a socket reads from `bytes`, up to its first error.
+    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, ReadError>> {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
         let mut socket = Socket::new(server, max);
-        let mut client = client;
-        client.write_all(&bytes).await.unwrap();
-        drop(client);
+        // Written as it is read: more than the pipe holds may be sent.
+        tokio::spawn(async move {
+            let _ = client.write_all(&bytes).await;
+        });
         let mut out = Vec::new();
         loop {
             match socket.recv().await {
                 Ok(message) => out.push(Ok(message)),
                 Err(ReadError::Gone) => return out,
                 Err(e) => {
-                    out.push(Err(format!("{e:?}")));
+                    out.push(Err(e));
                     return out;
                 }
             }
         }
+    }
+
+    /// Everything the client end receives until the server closes its side.
+    async fn received(client: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        bytes
     }
 
     #[test]
@@ -458,9 +699,9 @@ mod tests {
                 Ok(Incoming::Text(r#"{"type":"ping"}"#.into())),
                 Ok(Incoming::Ping(b"p".to_vec())),
                 Ok(Incoming::Text("hello".into())),
-                Ok(Incoming::Binary),
+                Ok(Incoming::Binary(vec![1, 2])),
                 Ok(Incoming::Text("a".repeat(300))),
-                Ok(Incoming::Close),
+                Ok(Incoming::Close(Some(1000))),
             ]
         );
     }
@@ -468,7 +709,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_unmasked_and_invalid_frames_are_refused() {
         let too_big = read_all(client_frame(0x81, &[b'x'; 200]), 100).await;
-        assert_eq!(too_big, [Err("TooBig".into())]);
+        assert_eq!(too_big, [Err(ReadError::TooBig("message too big"))]);
         let fragments_too_big = read_all(
             [
                 client_frame(0x01, &[b'x'; 60]),
@@ -478,21 +719,175 @@ mod tests {
             100,
         )
         .await;
-        assert_eq!(fragments_too_big, [Err("TooBig".into())]);
+        assert_eq!(
+            fragments_too_big,
+            [Err(ReadError::TooBig("message too big"))]
+        );
         let unmasked = read_all(vec![0x81, 0x01, b'x'], 100).await;
-        assert!(matches!(&unmasked[..], [Err(e)] if e.contains("masked")));
+        assert!(matches!(&unmasked[..], [Err(ReadError::Protocol(e))] if e.contains("masked")));
         let not_utf8 = read_all(client_frame(0x81, &[0xff, 0xfe]), 100).await;
-        assert_eq!(not_utf8, [Err("NotUtf8".into())]);
+        assert_eq!(not_utf8, [Err(TEXT_NOT_UTF8)]);
         let orphan = read_all(client_frame(0x80, b"x"), 100).await;
-        assert!(matches!(&orphan[..], [Err(e)] if e.contains("continuation")));
+        assert!(matches!(&orphan[..], [Err(ReadError::Protocol(e))] if e.contains("continuation")));
+    }
+
+    #[tokio::test]
+    async fn a_length_must_be_in_its_shortest_form_and_below_2_to_the_63() {
+        let shortest = ReadError::Protocol("a length not in its shortest form");
+        // 5 bytes in a 16-bit length; 300 in a 64-bit one.
+        let mut five_in_16 = vec![0x81, 0x80 | 126, 0, 5];
+        five_in_16.extend_from_slice(&MASK);
+        five_in_16.extend(masked(b"hello", 0));
+        assert_eq!(read_all(five_in_16, 1 << 20).await, [Err(shortest.clone())]);
+        let mut three_hundred_in_64 = vec![0x82, 0x80 | 127];
+        three_hundred_in_64.extend_from_slice(&300u64.to_be_bytes());
+        three_hundred_in_64.extend_from_slice(&MASK);
+        three_hundred_in_64.extend(masked(&[0; 300], 0));
+        assert_eq!(
+            read_all(three_hundred_in_64, 1 << 20).await,
+            [Err(shortest)]
+        );
+        // The top bit set: a protocol error (1002), not a message too big (1009).
+        let mut top_bit = vec![0x82, 0x80 | 127];
+        top_bit.extend_from_slice(&(1u64 << 63 | 5).to_be_bytes());
+        top_bit.extend_from_slice(&MASK);
+        let read = read_all(top_bit, 1 << 20).await;
+        assert_eq!(
+            read,
+            [Err(ReadError::Protocol(
+                "a 64-bit length with its top bit set"
+            ))]
+        );
+        assert_eq!(read[0].as_ref().unwrap_err().close_frame().unwrap().0, 1002);
+        // Each length in its shortest form is read.
+        let lengths = [125, 126, 0xFFFF, 0x10000];
+        let bytes = lengths
+            .iter()
+            .flat_map(|&n| client_frame(0x82, &vec![7; n]));
+        let read = read_all(bytes.collect(), 1 << 20).await;
+        let sizes: Vec<_> = read
+            .iter()
+            .map(|m| match m {
+                Ok(Incoming::Binary(payload)) => payload.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, lengths);
+    }
+
+    #[tokio::test]
+    async fn text_fails_at_its_first_bad_fragment_without_waiting_for_the_rest() {
+        // 6.4.2 of Autobahn|Testsuite: valid, then the byte that makes it invalid, then
+        // more, each its own fragment. The reader fails on the second; the third never
+        // comes, and the client keeps its connection open.
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut socket = Socket::new(server, 4096);
+        client
+            .write_all(&client_frame(
+                0x01,
+                b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4",
+            ))
+            .await
+            .unwrap();
+        assert!(socket.recv().now_or_never().is_none(), "valid so far");
+
+        client
+            .write_all(&client_frame(0x00, b"\x90"))
+            .await
+            .unwrap();
+
+        assert_eq!(socket.recv().now_or_never(), Some(Err(TEXT_NOT_UTF8)));
+    }
+
+    #[tokio::test]
+    async fn text_fails_at_its_first_bad_byte_while_its_frame_is_still_coming() {
+        // 6.4.4: the same bytes, as chops of one frame.
+        let payload = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited";
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut socket = Socket::new(server, 4096);
+        let mut first = client_header(0x81, payload.len());
+        first.extend(masked(&payload[..12], 0));
+        client.write_all(&first).await.unwrap();
+        assert!(socket.recv().now_or_never().is_none(), "valid so far");
+
+        client
+            .write_all(&masked(&payload[12..13], 12))
+            .await
+            .unwrap();
+
+        assert_eq!(socket.recv().now_or_never(), Some(Err(TEXT_NOT_UTF8)));
+    }
+
+    #[tokio::test]
+    async fn characters_and_masks_carry_across_fragments_and_chops() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut socket = Socket::new(server, 4096);
+        // "κό" split inside each character, over three fragments…
+        client
+            .write_all(&client_frame(0x01, b"\xce"))
+            .await
+            .unwrap();
+        client
+            .write_all(&client_frame(0x00, b"\xba\xe1"))
+            .await
+            .unwrap();
+        client
+            .write_all(&client_frame(0x80, b"\xbd\xb9"))
+            .await
+            .unwrap();
+        assert_eq!(socket.recv().await, Ok(Incoming::Text("κ\u{1f79}".into())));
+        // …and a frame whose bytes come in odd-sized chops.
+        let text = "αβγ".repeat(50);
+        let frame = client_frame(0x81, text.as_bytes());
+        for chop in frame.chunks(7) {
+            assert!(socket.recv().now_or_never().is_none());
+            client.write_all(chop).await.unwrap();
+        }
+        assert_eq!(socket.recv().await, Ok(Incoming::Text(text)));
+        // A message that ends inside a character is not UTF-8.
+        let cut = [client_frame(0x01, b"ok"), client_frame(0x80, b"\xce")].concat();
+        assert_eq!(read_all(cut, 4096).await, [Err(TEXT_NOT_UTF8)]);
+    }
+
+    #[tokio::test]
+    async fn a_message_may_come_in_one_frame_per_64_bytes_of_the_limit() {
+        // 4096 bytes allow 64 frames: a text frame, 62 empty continuations, the last one.
+        let message = |continuations: usize| {
+            let mut bytes = client_frame(0x01, b"");
+            for _ in 0..continuations {
+                bytes.extend(client_frame(0x00, b""));
+            }
+            bytes.extend(client_frame(0x80, b"x"));
+            bytes
+        };
+        assert_eq!(
+            read_all(message(62), 4096).await,
+            [Ok(Incoming::Text("x".into()))]
+        );
+
+        let flood = read_all(message(10_000), 4096).await;
+
+        assert_eq!(
+            flood,
+            [Err(ReadError::TooBig("a message in too many frames"))]
+        );
+        assert_eq!(
+            flood[0].as_ref().unwrap_err().close_frame().unwrap().0,
+            1009
+        );
     }
 
     #[tokio::test]
     async fn close_frames_are_checked() {
-        for good in [&b""[..], b"\x03\xe8", b"\x03\xe8bye", b"\x0f\xa0app"] {
+        for (good, code) in [
+            (&b""[..], None),
+            (b"\x03\xe8", Some(1000)),
+            (b"\x03\xe8bye", Some(1000)),
+            (b"\x0f\xa0app", Some(4000)),
+        ] {
             assert_eq!(
                 read_all(client_frame(0x88, good), 100).await,
-                [Ok(Incoming::Close)],
+                [Ok(Incoming::Close(code))],
                 "{good:?}"
             );
         }
@@ -507,12 +902,121 @@ mod tests {
         ] {
             let read = read_all(client_frame(0x88, bad), 100).await;
             assert!(
-                matches!(&read[..], [Err(e)] if e.contains("close")),
+                matches!(&read[..], [Err(ReadError::Protocol(e))] if e.contains("close")),
                 "{bad:?}: {read:?}"
             );
         }
         let not_utf8 = read_all(client_frame(0x88, b"\x03\xe8\xff"), 100).await;
-        assert_eq!(not_utf8, [Err("NotUtf8".into())]);
+        assert_eq!(
+            not_utf8,
+            [Err(ReadError::NotUtf8("a close reason that is not UTF-8"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clients_close_is_answered_with_its_own_status_code() {
+        for (close, reply) in [
+            (&b"\x0f\xa0bye"[..], &[0x88, 2, 0x0f, 0xa0][..]),
+            (b"\x03\xe9", &[0x88, 2, 0x03, 0xe9]),
+            // No code: none in reply either (1005 is never sent).
+            (b"", &[0x88, 0]),
+        ] {
+            let (mut client, server) = tokio::io::duplex(1024);
+            let mut socket = Socket::new(server, 100);
+            client.write_all(&client_frame(0x88, close)).await.unwrap();
+            let Ok(Incoming::Close(code)) = socket.recv().await else {
+                panic!("a close");
+            };
+
+            let (_, bytes) = tokio::join!(socket.reply_close(code), async {
+                let bytes = received(&mut client).await;
+                drop(client);
+                bytes
+            });
+
+            assert_eq!(bytes, reply, "{close:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_the_server_begins_waits_for_the_clients_and_checks_it() {
+        let answers: [(Vec<u8>, Closing); 4] = [
+            // Data it sent before it saw the server's Close, then its own.
+            (
+                [client_frame(0x81, b"late"), client_frame(0x88, b"\x03\xe9")].concat(),
+                Closing::Clean,
+            ),
+            (client_frame(0x88, b""), Closing::Clean),
+            (
+                client_frame(0x88, b"\x03\xed"),
+                Closing::Broken(ReadError::Protocol("a close code a peer may not send")),
+            ),
+            (
+                vec![0x88, 0x00],
+                Closing::Broken(ReadError::Protocol("client frames must be masked")),
+            ),
+        ];
+        for (answer, expected) in answers {
+            let (mut client, server) = tokio::io::duplex(1024);
+            let socket = Socket::new(server, 100);
+
+            let (closing, bytes) = tokio::join!(socket.close(1001, "going away"), async {
+                let mut close = [0u8; 14];
+                client.read_exact(&mut close).await.unwrap();
+                client.write_all(&answer).await.unwrap();
+                let rest = received(&mut client).await;
+                drop(client);
+                [&close[..], &rest].concat()
+            });
+
+            assert_eq!(closing, expected, "{answer:?}");
+            assert_eq!(
+                bytes, b"\x88\x0c\x03\xe9going away",
+                "nothing after the Close"
+            );
+        }
+        // A client that closes its connection without a word.
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.shutdown().await.unwrap();
+        assert_eq!(
+            Socket::new(server, 100).close(1000, "").await,
+            Closing::Unanswered
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_is_told_why_and_read_no_further() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let socket = Socket::new(server, 100);
+        // A Close after the error is not answered: nothing more is parsed.
+        client.write_all(&client_frame(0x88, b"")).await.unwrap();
+
+        let (_, bytes) = tokio::join!(socket.fail(TEXT_NOT_UTF8), async {
+            let bytes = received(&mut client).await;
+            drop(client);
+            bytes
+        });
+
+        assert_eq!(bytes, b"\x88\x22\x03\xefa text message that is not UTF-8");
+    }
+
+    #[test]
+    fn a_close_reason_is_cut_between_characters() {
+        // 2-byte characters: 61 of them fill 122 bytes, and half of the 62nd would be 123.
+        let frame = close_frame(Some(1000), &"é".repeat(100));
+        let payload = &frame[2..];
+        assert_eq!(frame[1] as usize, payload.len());
+        assert_eq!(&payload[..2], &[0x03, 0xe8]);
+        assert_eq!(
+            std::str::from_utf8(&payload[2..]),
+            Ok("é".repeat(61).as_str())
+        );
+        let ascii = close_frame(Some(1000), &"a".repeat(200));
+        assert_eq!(
+            ascii.len(),
+            2 + 125,
+            "a control frame's payload is at most 125 bytes"
+        );
     }
 
     #[tokio::test]
@@ -525,9 +1029,10 @@ mod tests {
             .send_texts([&b"hi"[..], &[b'y'; 200][..], &long[..]].into_iter())
             .await
             .unwrap();
+        socket.send_binary(&[1, 2, 3]).await.unwrap();
         // The client has nothing more to say, so the close does not wait for it.
         client.shutdown().await.unwrap();
-        socket.close(1001, "bye").await;
+        assert_eq!(socket.close(1001, "bye").await, Closing::Unanswered);
         let mut bytes = Vec::new();
         client.read_to_end(&mut bytes).await.unwrap();
         assert_eq!(&bytes[..4], &[0x81, 2, b'h', b'i']);
@@ -538,7 +1043,9 @@ mod tests {
             u64::from_be_bytes(bytes[long_at + 2..long_at + 10].try_into().unwrap()),
             70_000
         );
-        let close_at = long_at + 10 + 70_000;
+        let binary_at = long_at + 10 + 70_000;
+        assert_eq!(&bytes[binary_at..binary_at + 5], &[0x82, 3, 1, 2, 3]);
+        let close_at = binary_at + 5;
         assert_eq!(&bytes[close_at..], &[0x88, 5, 0x03, 0xE9, b'b', b'y', b'e']);
     }
 }

@@ -15,8 +15,8 @@ use futures::future::{BoxFuture, Either};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -34,27 +34,26 @@ use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed};
 use super::replay::{self, Resume};
 use super::tcp::SharedTcp;
-use super::wire::{Incoming, ReadError, Socket};
+use super::wire::{Closing, Incoming, ReadError, Socket};
 use super::{Transport, parse_topics};
 use crate::AppState;
 use crate::api::extract::at_most_one;
 use crate::auth::{CurrentUser, authenticate};
-use crate::error::{ApiError, ProblemDoc};
+use crate::error::{ApiError, ProblemDoc, problem_response};
 use crate::events::Topic;
 use crate::server::{DirectUpgrade, Upgraded};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(upgrade))
+    OpenApiRouter::new()
+        .routes(routes!(upgrade))
+        // Undocumented: it exists only for the conformance suite.
+        .route("/v1/ws/echo", axum::routing::get(super::echo::upgrade))
 }
 
-/// Close codes (DESIGN.md).
+/// Close codes (DESIGN.md); those of the protocol itself come with [`ReadError`].
 mod code {
-    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL: u16 = 1002;
-    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
     pub const UNAUTHORIZED: u16 = 4001;
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const TOO_MANY: u16 = 4029;
@@ -69,6 +68,9 @@ mod code {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket request", body = ProblemDoc),
         (status = 401, description = "No valid token or ticket", body = ProblemDoc),
+        (status = 426, description = "Not WebSocket version 13, the one this server speaks",
+            body = ProblemDoc,
+            headers(("Sec-WebSocket-Version" = String, description = "13"))),
     ))]
 async fn upgrade(
     State(state): State<AppState>,
@@ -76,7 +78,27 @@ async fn upgrade(
     StreamUser(user): StreamUser,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    let not_websocket = |why: &str| ApiError::bad_request("not_a_websocket", why);
+    let (switching, socket) = take_connection(&state, &mut request, accept)?;
+    // `then`, not one async block: the task holds either the upgrade or the connection,
+    // never both, so an idle connection's task is no larger than its loop.
+    super::live_runtime().spawn(socket.then(move |socket| match socket {
+        Some((socket, stream)) => Connection::open(state, user, socket, stream),
+        None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
+    }));
+    Ok(switching)
+}
+
+/// A WebSocket once its `101` is written, with the TCP stream under it if the accept loop
+/// handed it over (which the hub may then write to directly); `None` if the upgrade failed.
+pub(super) type Opened = Option<(WebSocket, Option<Arc<TcpStream>>)>;
+
+/// Takes the connection of a request whose handshake was checked: the `101` to answer
+/// with, and the socket, which comes once that is written.
+pub(super) fn take_connection(
+    state: &AppState,
+    request: &mut Request,
+    accept: String,
+) -> Result<(Response, impl Future<Output = Opened> + Send + 'static), ApiError> {
     let extensions = request.extensions_mut();
     let upgrade = match (
         extensions.remove::<DirectUpgrade>().and_then(|d| d.take()),
@@ -84,7 +106,12 @@ async fn upgrade(
     ) {
         (Some(direct), _) => Upgrade::Direct(direct),
         (None, Some(hyper)) => Upgrade::Hyper(hyper),
-        (None, None) => return Err(not_websocket("this connection cannot be upgraded")),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "not_a_websocket",
+                "this connection cannot be upgraded",
+            ));
+        }
     };
     let limit = state.realtime.config.max_message_bytes;
     let write_limit = state.realtime.config.write_timeout;
@@ -116,19 +143,14 @@ async fn upgrade(
             },
         }
     };
-    // `then`, not one async block: the task holds either the upgrade or the connection,
-    // never both, so an idle connection's task is no larger than its loop.
-    super::live_runtime().spawn(socket.then(move |socket| match socket {
-        Some((socket, stream)) => Connection::open(state, user, socket, stream),
-        None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
-    }));
-    Ok(Response::builder()
+    let switching = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::empty())
-        .expect("a valid response"))
+        .expect("a valid response");
+    Ok((switching, socket))
 }
 
 /// A checked opening handshake and the `Sec-WebSocket-Accept` to answer it with. An
@@ -137,17 +159,52 @@ async fn upgrade(
 struct Handshake(String);
 
 impl<S: Sync> FromRequestParts<S> for Handshake {
-    type Rejection = ApiError;
+    type Rejection = HandshakeError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        handshake(&parts.method, &parts.headers)
-            .map(Handshake)
-            .map_err(|why| ApiError::bad_request("not_a_websocket", why))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HandshakeError> {
+        handshake(&parts.method, &parts.headers).map(Handshake)
+    }
+}
+
+/// Why an opening handshake is refused.
+#[derive(Debug)]
+pub(super) enum HandshakeError {
+    /// Not a WebSocket handshake (400).
+    NotWebSocket(&'static str),
+    /// A WebSocket of a version other than 13 (426, RFC 6455 4.2.2 and 4.4).
+    Version,
+}
+
+impl IntoResponse for HandshakeError {
+    fn into_response(self) -> Response {
+        match self {
+            HandshakeError::NotWebSocket(why) => {
+                ApiError::bad_request("not_a_websocket", why).into_response()
+            }
+            HandshakeError::Version => {
+                let mut response = problem_response(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "unsupported_websocket_version",
+                    "this server speaks WebSocket version 13: send `Sec-WebSocket-Version: 13`",
+                    &[],
+                );
+                // The version it speaks (RFC 6455, 4.4), and the protocol to upgrade to,
+                // which a 426 names (RFC 9110, 15.5.22), as a connection option (7.8).
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                response
+            }
+        }
     }
 }
 
 /// Checks an opening handshake (RFC 6455, 4.2.1); the `Sec-WebSocket-Accept` to answer.
-fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static str> {
+pub(super) fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, HandshakeError> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value
@@ -156,27 +213,29 @@ fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, &'static st
         })
     };
     if method != Method::GET {
-        return Err("a WebSocket opens with GET");
+        return Err(HandshakeError::NotWebSocket("a WebSocket opens with GET"));
     }
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Err("expected `Connection: upgrade` and `Upgrade: websocket`");
+        return Err(HandshakeError::NotWebSocket(
+            "expected `Connection: upgrade` and `Upgrade: websocket`",
+        ));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err("expected `Sec-WebSocket-Version: 13`");
+    if !matches!(at_most_one(headers, header::SEC_WEBSOCKET_VERSION), Ok(Some(v)) if v == "13") {
+        return Err(HandshakeError::Version);
     }
     let Ok(Some(key)) = at_most_one(headers, header::SEC_WEBSOCKET_KEY) else {
-        return Err("expected one `Sec-WebSocket-Key`");
+        return Err(HandshakeError::NotWebSocket(
+            "expected one `Sec-WebSocket-Key`",
+        ));
     };
     // The nonce is 16 bytes, base64-encoded.
     if !base64::engine::general_purpose::STANDARD
         .decode(key.as_bytes())
         .is_ok_and(|nonce| nonce.len() == 16)
     {
-        return Err("`Sec-WebSocket-Key` must be 16 bytes in base64");
+        return Err(HandshakeError::NotWebSocket(
+            "`Sec-WebSocket-Key` must be 16 bytes in base64",
+        ));
     }
     Ok(super::wire::accept_key(key.as_bytes()))
 }
@@ -189,10 +248,10 @@ enum Upgrade {
 }
 
 /// The connection under the WebSocket, whichever way it came.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-type WebSocket = Socket<Box<dyn Io>>;
+pub(super) type WebSocket = Socket<Box<dyn Io>>;
 
 /// What a client may send.
 #[derive(Debug, Deserialize)]
@@ -244,17 +303,23 @@ impl Connection {
             Ok(registration) => registration,
             Err(Refused::TooMany) => {
                 return Either::Right(Box::pin(
-                    socket.close(code::TOO_MANY, "too many connections for this user"),
+                    socket
+                        .close(code::TOO_MANY, "too many connections for this user")
+                        .map(drop),
                 ));
             }
             Err(Refused::ShuttingDown) => {
                 return Either::Right(Box::pin(
-                    socket.close(code::GOING_AWAY, "server shutting down"),
+                    socket
+                        .close(code::GOING_AWAY, "server shutting down")
+                        .map(drop),
                 ));
             }
             Err(Refused::Revoked) => {
                 return Either::Right(Box::pin(
-                    socket.close(code::UNAUTHORIZED, "session revoked"),
+                    socket
+                        .close(code::UNAUTHORIZED, "session revoked")
+                        .map(drop),
                 ));
             }
         };
@@ -285,7 +350,12 @@ enum Woke {
 
 /// How a connection ended, for its close frame.
 enum End {
+    /// The server closes: this Close, then the client's.
     Close(u16, &'static str),
+    /// The client closed, with this status code.
+    Closed(Option<u16>),
+    /// The client sent what ends the connection (a broken frame, say).
+    Failed(ReadError),
     /// The peer went away or stopped answering: nothing to say.
     Gone,
 }
@@ -353,7 +423,7 @@ impl Connection {
                             // meanwhile, so its silence is counted from now.
                             last_heard = Instant::now();
                         }
-                        Ok(Incoming::Binary) => {
+                        Ok(Incoming::Binary(_)) => {
                             if Box::pin(
                                 self.send_error("bad_message", "messages are JSON text frames"),
                             )
@@ -369,18 +439,9 @@ impl Connection {
                             }
                         }
                         Ok(Incoming::Pong) => {}
-                        Ok(Incoming::Close) => break End::Close(code::NORMAL, ""),
-                        Err(ReadError::TooBig) => {
-                            break End::Close(code::TOO_BIG, "message too big");
-                        }
-                        Err(ReadError::Protocol(why)) => break End::Close(code::PROTOCOL, why),
-                        Err(ReadError::NotUtf8) => {
-                            break End::Close(
-                                code::INVALID_DATA,
-                                "a text message that is not UTF-8",
-                            );
-                        }
+                        Ok(Incoming::Close(code)) => break End::Closed(code),
                         Err(ReadError::Gone) => break End::Gone,
+                        Err(error) => break End::Failed(error),
                     }
                 }
                 Woke::Expired => break End::Close(code::UNAUTHORIZED, "token expired"),
@@ -394,17 +455,28 @@ impl Connection {
                 }
             }
         };
-        if let End::Close(code, reason) = end {
-            // Bounded: a client that stopped reading (a slow consumer, say) would otherwise
-            // hold its task and socket for as long as it keeps its connection open.
-            let close = Box::pin(async move {
-                // The rest of a frame the hub began goes out before the close frame.
-                if self.claim().await.is_ok() {
-                    self.socket.close(code, reason).await;
-                }
-            });
-            let _ = tokio::time::timeout(idle_timeout, close).await;
+        if matches!(end, End::Gone) {
+            return;
         }
+        // Bounded: a client that stopped reading (a slow consumer, say) would otherwise
+        // hold its task and socket for as long as it keeps its connection open.
+        let close = Box::pin(async move {
+            // The rest of a frame the hub began goes out before the close frame.
+            if self.claim().await.is_err() {
+                return;
+            }
+            match end {
+                End::Close(code, reason) => {
+                    if let Closing::Broken(error) = self.socket.close(code, reason).await {
+                        tracing::debug!(?error, "a client answered a close with a broken frame");
+                    }
+                }
+                End::Closed(code) => self.socket.reply_close(code).await,
+                End::Failed(error) => self.socket.fail(error).await,
+                End::Gone => {}
+            }
+        });
+        let _ = tokio::time::timeout(idle_timeout, close).await;
     }
 
     /// Takes the socket back from the hub and writes the rest of any frame it began.

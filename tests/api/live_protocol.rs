@@ -29,7 +29,11 @@ backend_tests!(
 
 /// A WebSocket opened by hand on a TCP stream (with this receive buffer), after the
 /// server's 101.
-async fn raw_ws(app: &TestApp, token: &str, recv_buffer: Option<u32>) -> tokio::net::TcpStream {
+pub(crate) async fn raw_ws(
+    app: &TestApp,
+    token: &str,
+    recv_buffer: Option<u32>,
+) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     if let Some(size) = recv_buffer {

@@ -23,3 +23,4 @@ mod notifications;
 mod orders;
 mod outbox;
 mod products;
+mod websocket;
