@@ -29,6 +29,7 @@ use axum::http::{HeaderName, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -40,7 +41,7 @@ use crate::api::extract::{Repeated, at_most_one};
 use crate::auth::ratelimit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 pub use crate::config::Config;
-use crate::error::problem_response;
+use crate::error::{PROBLEM_JSON, problem_response};
 use crate::events::bus::Bus;
 use crate::events::relay::{self, RelayConfig, RelayStats};
 use crate::realtime::hub::{Hub, HubConfig};
@@ -142,6 +143,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))
                 .layer(axum::middleware::from_fn(require_host))
+                // Answers a Content-Length over the limit at once, before reading a byte of
+                // the body (`DefaultBodyLimit` only stops a body as it is read).
+                .layer(RequestBodyLimitLayer::new(body_limit))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
@@ -247,12 +251,15 @@ async fn require_host(request: Request<Body>, next: axum::middleware::Next) -> R
     next.run(request).await
 }
 
-/// Errors made by the router or middleware (404, 405, 408, 413) carry no body; give them
-/// the same problem+json body as ours.
+/// Errors made by the router or middleware (404, 405, 408, 413) carry no body, or a plain
+/// text one; give them the same problem+json body as ours.
 async fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(header::CONTENT_TYPE)
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == PROBLEM_JSON)
     {
         return response;
     }
@@ -267,6 +274,9 @@ async fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     };
     let mut problem = problem_response(status, code, detail, &[]);
     for (name, value) in response.headers() {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
         problem
             .headers_mut()
             .entry(name)
