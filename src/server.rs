@@ -12,6 +12,8 @@
 //! handed to the handler's task ([`DirectUpgrade`]), or anything else (an error) in full
 //! with `Connection: close`. Every other connection, with the bytes already read,
 //! goes to hyper's HTTP/1 server as before.
+//!
+//! Both paths refuse the same request heads: over 16 KiB, or more than 100 headers.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response, StatusCode, Version, header};
+use axum::http::{HeaderMap, Request, Response, StatusCode, Version, header};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,14 +39,15 @@ use tower::ServiceExt;
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest request head read here; a larger one goes to hyper, which refuses it.
+/// The largest request head (start line included), here and in hyper.
 const MAX_HEAD: usize = 16 * 1024;
+/// The most headers a request may have: hyper's default.
+const MAX_HEADERS: usize = 100;
 /// The largest body of an answer written here (errors and small documents).
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
 /// How long a connection answered in full (and closed) is read from for what the client
 /// still sends.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
 /// The socket of a live-stream request read by the accept loop, and any bytes the client
 /// sent after its request head.
 pub type Upgraded = (TcpStream, BytesMut);
@@ -126,16 +129,22 @@ async fn connection(
     // stream and not for the router's or hyper's futures.
     match first {
         Head::Malformed(why) => {
-            let mut problem = crate::error::problem_response(
+            let problem = plain_problem(
                 StatusCode::BAD_REQUEST,
                 "malformed_request",
                 &format!("the request head is not valid HTTP/1.1: {why}"),
-                &[],
             );
-            // As every response does (no request reached the router to be given one).
-            if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
-                problem.headers_mut().insert(crate::REQUEST_ID, id);
-            }
+            Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
+        }
+        Head::TooLarge => {
+            let problem = plain_problem(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_head_too_large",
+                &format!(
+                    "a request head may have at most {} KiB and {MAX_HEADERS} headers",
+                    MAX_HEAD / 1024
+                ),
+            );
             Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
         }
         Head::Live(LiveHead { head_len, request }) => {
@@ -166,6 +175,16 @@ async fn connection(
     }
 }
 
+/// A problem answered by the accept loop itself, with a request id as every response has
+/// (no request reached the router to be given one).
+fn plain_problem(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+    let mut problem = crate::error::problem_response(status, code, detail, &[]);
+    if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+        problem.headers_mut().insert(crate::REQUEST_ID, id);
+    }
+    problem
+}
+
 /// A request head parsed here: only a bodyless HTTP/1.1 GET of a live-stream path.
 struct LiveHead {
     head_len: usize,
@@ -180,11 +199,13 @@ struct LiveHead {
 enum Head {
     /// A live-stream request, served here.
     Live(LiveHead),
-    /// Anything else, which hyper reads from the start: other requests, and heads too
-    /// large or with too many headers to parse here.
+    /// Any other whole request head, which hyper reads from the start.
     Other,
     /// Not HTTP: answered here with a problem, where hyper would send a bare 400.
     Malformed(httparse::Error),
+    /// Over [`MAX_HEAD`] or [`MAX_HEADERS`]: answered here, as hyper would refuse it, so
+    /// that hyper never starts a new head timer on a head begun here.
+    TooLarge,
 }
 
 /// Reads until a whole request head is in `buf`.
@@ -196,19 +217,16 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Hea
         if stream.read_buf(buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let mut headers = [httparse::EMPTY_HEADER; 48];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
+            Ok(httparse::Status::Complete(head_len)) if head_len <= MAX_HEAD => {
                 return Ok(live_request(&parsed).map_or(Head::Other, |request| {
                     Head::Live(LiveHead { head_len, request })
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            // hyper takes more headers than fit here, and answers a head too large.
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Ok(Head::Other);
-            }
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Ok(Head::TooLarge),
             Err(malformed) => return Ok(Head::Malformed(malformed)),
         }
     }
@@ -313,21 +331,26 @@ enum Answer {
     Plain,
 }
 
+impl Answer {
+    fn of(status: StatusCode, headers: &HeaderMap) -> Answer {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            Answer::Upgrade
+        } else if status == StatusCode::OK
+            && headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        {
+            Answer::EventStream
+        } else {
+            Answer::Plain
+        }
+    }
+}
+
 /// The response head and how to go on. An event stream's head is complete (it ends with
 /// the blank line); a plain answer's still needs its `content-length` and the blank line.
 fn live_head(parts: axum::http::response::Parts) -> (Vec<u8>, Answer) {
-    let answer = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        Answer::Upgrade
-    } else if parts.status == StatusCode::OK
-        && parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-    {
-        Answer::EventStream
-    } else {
-        Answer::Plain
-    };
+    let answer = Answer::of(parts.status, &parts.headers);
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -367,6 +390,7 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Serves a connection with hyper until it ends or the server stops.
 async fn serve_hyper(
     io: Pin<Box<TimeoutStream<Prefixed>>>,
     peer: SocketAddr,
@@ -377,14 +401,31 @@ async fn serve_hyper(
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
         async move {
-            let Ok(response) = router.oneshot(request.map(Body::new)).await;
+            let asks_upgrade = asks_upgrade(request.headers());
+            let Ok(mut response) = router.oneshot(request.map(Body::new)).await;
+            let status = response.status();
+            // After a refused upgrade a proxy that does not look for the 101 may already
+            // be sending the other protocol's bytes, and after a 413 the client may still
+            // be sending its body: neither is a next request.
+            if (asks_upgrade && status != StatusCode::SWITCHING_PROTOCOLS)
+                || status == StatusCode::PAYLOAD_TOO_LARGE
+            {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<Response<Body>, std::convert::Infallible>(response)
         }
     });
     let io = TokioIo::new(io);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(HEAD_TIMEOUT)
+        // The accept loop's limit: both paths refuse the same heads.
+        .max_header_size(MAX_HEAD)
+        // A client that shuts down its side once its request is sent still gets the answer.
+        .half_close(true);
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -399,6 +440,17 @@ async fn serve_hyper(
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "an HTTP connection failed while closing");
     }
+}
+
+/// Whether a request asks to switch protocols (RFC 9110, 7.8).
+fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        || headers.get_all(header::CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
 }
 
 /// The socket, with the bytes the accept loop already read in front.
