@@ -471,6 +471,7 @@ impl Application {
             stop,
             Duration::from_secs(30),
             write_timeout,
+            self.state.config.pending,
         )
         .await
         .context("the server failed")?;

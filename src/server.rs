@@ -13,7 +13,12 @@
 //! with `Connection: close`. Every other connection, with the bytes already read,
 //! goes to hyper's HTTP/1 server as before.
 //!
-//! Both paths refuse the same request heads: over 16 KiB, or more than 100 headers.
+//! Connections not yet authenticated are capped ([`pending`]), and both paths refuse the
+//! same request heads: over 16 KiB, or more than 100 headers.
+
+mod pending;
+
+pub use pending::Limits;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use pending::{Admission, Pending, Slot};
+
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head (start line included), here and in hyper.
@@ -48,6 +55,10 @@ const MAX_PLAIN_BODY: usize = 1024 * 1024;
 /// How long a connection answered in full (and closed) is read from for what the client
 /// still sends.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Accept errors (out of file descriptors, say) come in floods: after one is logged, the
+/// next line waits this long, and counts those in between.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
+
 /// The socket of a live-stream request read by the accept loop, and any bytes the client
 /// sent after its request head.
 pub type Upgraded = (TcpStream, BytesMut);
@@ -67,32 +78,45 @@ impl DirectUpgrade {
 /// Serves `router` on `listener` until `stop` is cancelled, then lets hyper's connections
 /// finish their requests and waits (at most `grace`) for every connection task to end. A
 /// write that waits `write_timeout` for a client that takes no bytes ends its connection.
+/// Connections not yet authenticated are held to `limits`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
     grace: Duration,
     write_timeout: Duration,
+    limits: Limits,
 ) -> io::Result<()> {
     let tasks = TaskTracker::new();
+    let pending = Pending::new(limits);
+    let mut errors = AcceptErrors::default();
     loop {
+        let accepted = async {
+            pending.room().await;
+            listener.accept().await
+        };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accepted => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors, or a connection reset before accept: wait a
-                    // little rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
+                    errors.failed(&e);
+                    // Out of file descriptors: an idle connection gives one back.
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        pending.shed_one();
+                    }
+                    // Or a connection reset before accept: wait a little rather than spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = stop.cancelled() => break,
         };
+        errors.succeeded();
         let _ = stream.set_nodelay(true);
         tasks.spawn(connection(
             stream,
             peer,
+            pending.admit(peer.ip()),
             router.clone(),
             stop.clone(),
             write_timeout,
@@ -109,22 +133,88 @@ pub async fn serve(
     Ok(())
 }
 
+/// The log of accept errors: the first at once, then at most one line per
+/// [`ACCEPT_ERROR_LOG_EVERY`] with how many failed in between.
+#[derive(Default)]
+struct AcceptErrors {
+    /// When a line was last written.
+    logged_at: Option<tokio::time::Instant>,
+    /// Failures since then.
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &io::Error) {
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < ACCEPT_ERROR_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            %error,
+            failures_since_last_line = self.unlogged,
+            "accepting a connection failed"
+        );
+        self.logged_at = Some(tokio::time::Instant::now());
+        self.unlogged = 0;
+    }
+
+    fn succeeded(&mut self) {
+        if self.unlogged > 0
+            && self
+                .logged_at
+                .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_EVERY)
+        {
+            tracing::warn!(
+                failures_since_last_line = self.unlogged,
+                "accepting connections works again"
+            );
+            self.logged_at = Some(tokio::time::Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
+    admission: Admission,
     router: Router,
     stop: CancellationToken,
     write_timeout: Duration,
 ) {
+    let slot = match admission {
+        Admission::Admitted(slot) => slot,
+        Admission::Refused(slot) => {
+            let mut busy = plain_problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "too many connections from this address are waiting; retry later",
+            );
+            busy.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(slot.retry_after()),
+            );
+            tokio::select! {
+                () = write_plain(&mut stream, busy, write_timeout) => {}
+                () = slot.shed() => {}
+            }
+            return;
+        }
+    };
     let mut head = BytesMut::with_capacity(1024);
-    // A client that has not sent its first request yet is let go at shutdown.
+    // A client that has not sent its first request yet is let go at shutdown, or shed.
     let first = tokio::select! {
         read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)) => match read {
             Ok(Ok(first)) => first,
             Ok(Err(_)) | Err(_) => return,
         },
         () = stop.cancelled() => return,
+        () = slot.shed() => return,
     };
+    slot.busy();
     // The answering is boxed, so that the task of a long-lived stream is sized for the
     // stream and not for the router's or hyper's futures.
     match first {
@@ -170,7 +260,7 @@ async fn connection(
             // response (or an event stream hyper serves) would hold its connection forever.
             let mut io = TimeoutStream::new(io);
             io.set_write_timeout(Some(write_timeout));
-            Box::pin(serve_hyper(Box::pin(io), peer, router, stop)).await
+            Box::pin(serve_hyper(Box::pin(io), peer, router, stop, slot)).await
         }
     }
 }
@@ -390,20 +480,30 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Serves a connection with hyper until it ends or the server stops.
+/// Serves a connection with hyper until it ends, is shed (then after its current
+/// response), or the server stops.
 async fn serve_hyper(
     io: Pin<Box<TimeoutStream<Prefixed>>>,
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
+    slot: Slot,
 ) {
+    let shed = slot.shed();
+    let slot = Arc::new(slot);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
+        let slot = slot.clone();
         async move {
+            slot.busy();
             let asks_upgrade = asks_upgrade(request.headers());
             let Ok(mut response) = router.oneshot(request.map(Body::new)).await;
             let status = response.status();
+            match Answer::of(status, response.headers()) {
+                Answer::Upgrade | Answer::EventStream => slot.leave(),
+                Answer::Plain => slot.idle(),
+            }
             // After a refused upgrade a proxy that does not look for the 101 may already
             // be sending the other protocol's bytes, and after a 413 the client may still
             // be sending its body: neither is a next request.
@@ -436,6 +536,7 @@ async fn serve_hyper(
             return;
         }
         () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+        () = shed => conn.as_mut().graceful_shutdown(),
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "an HTTP connection failed while closing");

@@ -9,6 +9,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use tidings::domain::Role;
+use tidings::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,6 +26,10 @@ backend_tests!(
     an_empty_last_event_id_header_leaves_the_query_to_apply,
     two_last_event_id_headers_are_a_400_problem,
     invented_methods_share_one_metrics_label,
+    idle_sockets_over_the_per_ip_cap_cannot_lock_out_a_client,
+    idle_sockets_over_the_global_cap_cannot_lock_out_a_client,
+    a_newcomer_over_the_per_ip_cap_with_nothing_idle_is_a_503_problem,
+    live_streams_do_not_count_as_pending_connections,
 );
 
 /// Far less than any timer of the server's (30 s for a head or a request): what is to
@@ -338,4 +343,155 @@ async fn invented_methods_share_one_metrics_label(backend: Backend) {
         methods.iter().all(|m| standard.contains(m)),
         "only standard methods are labels: {methods:?}"
     );
+}
+
+/// Sockets that connect and send nothing: each holds a slot until it is shed.
+async fn idle_sockets(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        sockets.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    sockets
+}
+
+/// Whether the server has left a connection open so far, without waiting.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+async fn idle_sockets_over_the_per_ip_cap_cannot_lock_out_a_client(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pending = Limits {
+            total: 0,
+            per_ip: 3,
+            shed_after: Duration::ZERO,
+        }
+    })
+    .await;
+    // Connected in order, so accepted in order: the first is the oldest.
+    let mut idle = idle_sockets(&app, 3).await;
+
+    let response = tokio::time::timeout(PATIENCE, app.get("/livez", None))
+        .await
+        .expect("the client is served");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        closed_by_server(&mut idle[0]).await,
+        "the oldest idle socket made room"
+    );
+    assert!(still_open(&idle[1]) && still_open(&idle[2]));
+}
+
+async fn idle_sockets_over_the_global_cap_cannot_lock_out_a_client(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pending = Limits {
+            total: 3,
+            per_ip: 0,
+            shed_after: Duration::ZERO,
+        }
+    })
+    .await;
+    let mut idle = idle_sockets(&app, 3).await;
+
+    let response = tokio::time::timeout(PATIENCE, app.get("/livez", None))
+        .await
+        .expect("the client is served");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        closed_by_server(&mut idle[0]).await,
+        "the oldest idle socket made room"
+    );
+    assert!(still_open(&idle[1]) && still_open(&idle[2]));
+}
+
+/// A login whose body is still to come, on a connection of its own: the server is busy
+/// with it (its handler waits for the body) once it asks for the body with `100 Continue`.
+async fn busy_login(app: &TestApp, body: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/auth/login HTTP/1.1\r\nHost: tidings\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let go_on = read_response(&mut stream, PATIENCE).await;
+    assert_eq!(go_on.status(), "100", "{}", go_on.head);
+    stream
+}
+
+async fn a_newcomer_over_the_per_ip_cap_with_nothing_idle_is_a_503_problem(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pending = Limits {
+            total: 0,
+            per_ip: 2,
+            shed_after: Duration::ZERO,
+        }
+    })
+    .await;
+    let body = r#"{"email":"ada@example.com","password":"not the password"}"#;
+    let mut busy = [busy_login(&app, body).await, busy_login(&app, body).await];
+
+    let mut newcomer = TcpStream::connect(app.addr).await.unwrap();
+    let refused = read_response(&mut newcomer, AT_ONCE).await;
+
+    assert_eq!(refused.status(), "503", "{}", refused.head);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(refused.body.contains(r#""code":"too_many_connections""#));
+    assert!(refused.header("retry-after").is_some(), "{}", refused.head);
+    assert!(closed_by_server(&mut newcomer).await);
+    // The busy ones are served, and then there is room again.
+    for stream in &mut busy {
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let answer = read_response(stream, PATIENCE).await;
+        assert_eq!(answer.status(), "401", "{}", answer.head);
+    }
+    drop(busy);
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn live_streams_do_not_count_as_pending_connections(backend: Backend) {
+    // Nothing may be shed: a live stream that counted would lock the next client out.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pending = Limits {
+            total: 2,
+            per_ip: 2,
+            shed_after: Duration::from_secs(3600),
+        }
+    })
+    .await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let token = &staff.access_token;
+
+    // Twice the cap of live streams: WebSockets and an event stream on fresh connections
+    // (the accept loop's), an event stream on a kept-alive one (hyper's).
+    let open = async {
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            let mut ws = app.ws(token).await;
+            ws.subscribe(&["inventory"], None).await;
+            sockets.push(ws);
+        }
+        let sse = app.sse(token, "inventory", None).await;
+        let hypers = app.sse_after_a_request(token, "topics=inventory").await;
+        (sockets, sse, hypers)
+    };
+    let (mut sockets, mut sse, mut hypers) = tokio::time::timeout(PATIENCE, open)
+        .await
+        .expect("every stream opened");
+
+    tokio::time::timeout(PATIENCE, app.product(token, "TEE", 100, 10))
+        .await
+        .expect("a client is served while the streams are live");
+
+    for ws in &mut sockets {
+        assert_eq!(ws.next_event().await["type"], "product.created");
+    }
+    assert_eq!(sse.next().await.unwrap().event, "product.created");
+    assert_eq!(hypers.next().await.unwrap().event, "product.created");
 }
