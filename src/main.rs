@@ -76,7 +76,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 /// clients away long before memory runs out: the soft limit is raised to the hard one.
 fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Ok(limit) => tracing::info!(max_open_files = limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
 }

@@ -13,7 +13,7 @@
 //! with `Connection: close`. Every other connection, with the bytes already read,
 //! goes to hyper's HTTP/1 server as before.
 //!
-//! Connections not yet authenticated are capped ([`pending`]), and both paths refuse the
+//! Connections not yet authenticated are capped (`pending`), and both paths refuse the
 //! same request heads: over 16 KiB, or more than 100 headers.
 
 mod pending;
@@ -100,11 +100,11 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     errors.failed(&e);
-                    // Out of file descriptors: an idle connection gives one back.
+                    // Out of file descriptors: an idle connection gives one back. Either
+                    // way (or a connection reset before accept), wait a little, not spin.
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                         pending.shed_one();
                     }
-                    // Or a connection reset before accept: wait a little rather than spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -154,7 +154,7 @@ impl AcceptErrors {
         }
         tracing::warn!(
             %error,
-            failures_since_last_line = self.unlogged,
+            more_since_last_line = self.unlogged,
             "accepting a connection failed"
         );
         self.logged_at = Some(tokio::time::Instant::now());
@@ -168,8 +168,8 @@ impl AcceptErrors {
                 .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_EVERY)
         {
             tracing::warn!(
-                failures_since_last_line = self.unlogged,
-                "accepting connections works again"
+                failures = self.unlogged,
+                "accepting connections failed meanwhile"
             );
             self.logged_at = Some(tokio::time::Instant::now());
             self.unlogged = 0;

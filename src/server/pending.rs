@@ -25,12 +25,12 @@ pub struct Limits {
     pub total: usize,
     /// Pending connections from one address (IPv6: one /64).
     pub per_ip: usize,
-    /// How long a connection must have waited on its client before it may be shed: long
-    /// enough for a fresh client to send its request head over a slow link.
+    /// How long a connection must have waited on its client before it may be shed.
     pub shed_after: Duration,
 }
 
 impl Limits {
+    /// Long enough for a fresh client to send its request head over a slow link.
     pub const DEFAULT_SHED_AFTER: Duration = Duration::from_secs(2);
 }
 
@@ -62,6 +62,8 @@ struct Connection {
 }
 
 impl State {
+    /// The oldest connection (from `from`, if given) that has waited on its client for
+    /// `shed_after`.
     fn sheddable(&self, limits: &Limits, from: Option<IpAddr>) -> Option<u64> {
         let now = Instant::now();
         self.connections.iter().find_map(|(id, c)| {
@@ -70,7 +72,7 @@ impl State {
         })
     }
 
-    /// Removes a connection; whether it was there.
+    /// Takes a connection out, if it is still in.
     fn remove(&mut self, id: u64) -> Option<Connection> {
         let connection = self.connections.remove(&id)?;
         if let Some(ip) = connection.ip
@@ -152,14 +154,12 @@ impl Pending {
         }
     }
 
-    /// Sheds the oldest idle connection, to free a file descriptor; whether there was one.
-    pub(crate) fn shed_one(&self) -> bool {
+    /// Sheds the oldest idle connection, if any, to free a file descriptor.
+    pub(crate) fn shed_one(&self) {
         let mut state = self.lock();
-        let found = state.sheddable(&self.limits, None);
-        if let Some(id) = found {
+        if let Some(id) = state.sheddable(&self.limits, None) {
             state.shed(id);
         }
-        found.is_some()
     }
 
     /// Registers a connection just accepted from `peer`.
