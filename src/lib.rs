@@ -41,7 +41,7 @@ use crate::api::extract::{Repeated, at_most_one};
 use crate::auth::ratelimit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 pub use crate::config::Config;
-use crate::error::{PROBLEM_JSON, problem_response};
+use crate::error::problem_response;
 use crate::events::bus::Bus;
 use crate::events::relay::{self, RelayConfig, RelayStats};
 use crate::realtime::hub::{Hub, HubConfig};
@@ -252,15 +252,14 @@ async fn require_host(request: Request<Body>, next: axum::middleware::Next) -> R
 }
 
 /// Errors made by the router or middleware (404, 405, 408, 413) carry no body, or a plain
-/// text one; give them the same problem+json body as ours.
+/// text one (tower-http's 413); give them the same problem+json body as ours.
 async fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v == PROBLEM_JSON)
-    {
+    let bare = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !bare {
         return response;
     }
     let (code, detail) = match status {
