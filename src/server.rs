@@ -36,12 +36,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::realtime::tcp::SharedTcp;
 use pending::{Admission, Pending, Slot};
 
 /// How long a client may take to send its request head.
@@ -252,15 +253,16 @@ async fn connection(
             .await;
         }
         Head::Other => {
+            let socket = Arc::new(stream);
             let io = Prefixed {
                 read: head.freeze(),
-                stream,
+                stream: SharedTcp(socket.clone()),
             };
             // hyper has no write timeout of its own: a client that stops reading a
             // response (or an event stream hyper serves) would hold its connection forever.
             let mut io = TimeoutStream::new(io);
             io.set_write_timeout(Some(write_timeout));
-            Box::pin(serve_hyper(Box::pin(io), peer, router, stop, slot)).await
+            Box::pin(serve_hyper(Box::pin(io), &socket, peer, router, stop, slot)).await
         }
     }
 }
@@ -480,10 +482,12 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Serves a connection with hyper until it ends, is shed (then after its current
-/// response), or the server stops.
+/// Serves a connection (`io`, over `socket`) with hyper until it ends, is shed (then
+/// after its current response), the server stops, or the client of an event stream on it
+/// goes away.
 async fn serve_hyper(
     io: Pin<Box<TimeoutStream<Prefixed>>>,
+    socket: &TcpStream,
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
@@ -491,17 +495,24 @@ async fn serve_hyper(
 ) {
     let shed = slot.shed();
     let slot = Arc::new(slot);
+    let streaming = Arc::new(Notify::new());
+    let stream_started = streaming.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
         let slot = slot.clone();
+        let stream_started = stream_started.clone();
         async move {
             slot.busy();
             let asks_upgrade = asks_upgrade(request.headers());
             let Ok(mut response) = router.oneshot(request.map(Body::new)).await;
             let status = response.status();
             match Answer::of(status, response.headers()) {
-                Answer::Upgrade | Answer::EventStream => slot.leave(),
+                Answer::Upgrade => slot.leave(),
+                Answer::EventStream => {
+                    slot.leave();
+                    stream_started.notify_one();
+                }
                 Answer::Plain => slot.idle(),
             }
             // After a refused upgrade a proxy that does not look for the 101 may already
@@ -537,9 +548,22 @@ async fn serve_hyper(
         }
         () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
         () = shed => conn.as_mut().graceful_shutdown(),
+        () = stream_client_left(socket, &streaming) => return,
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "an HTTP connection failed while closing");
+    }
+}
+
+/// Resolves when, once an event stream has started on the connection, its client closes
+/// its side. hyper, serving with `half_close`, reads nothing while it writes a response,
+/// so it would only find out when a write fails (a heartbeat or two later).
+async fn stream_client_left(socket: &TcpStream, streaming: &Notify) {
+    streaming.notified().await;
+    let mut byte = [0u8; 1];
+    if let Ok(1..) = socket.peek(&mut byte).await {
+        // The client sent something (its next request): hyper reads it in time.
+        std::future::pending::<()>().await;
     }
 }
 
@@ -557,7 +581,8 @@ fn asks_upgrade(headers: &HeaderMap) -> bool {
 /// The socket, with the bytes the accept loop already read in front.
 struct Prefixed {
     read: Bytes,
-    stream: TcpStream,
+    /// Shared, so that [`stream_client_left`] can look at it while hyper has it.
+    stream: SharedTcp,
 }
 
 impl AsyncRead for Prefixed {
@@ -590,15 +615,22 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let socket = &self.stream.0;
+        loop {
+            std::task::ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -22,6 +22,7 @@ backend_tests!(
     a_chunked_body_over_the_limit_is_a_413_problem,
     request_heads_over_16_kib_or_100_headers_are_431_on_both_paths,
     a_client_that_half_closes_after_its_request_gets_the_whole_answer,
+    an_event_stream_on_a_kept_alive_connection_ends_when_its_client_leaves,
     a_refused_upgrade_ends_a_kept_alive_connection,
     an_empty_last_event_id_header_leaves_the_query_to_apply,
     two_last_event_id_headers_are_a_400_problem,
@@ -219,6 +220,31 @@ async fn a_client_that_half_closes_after_its_request_gets_the_whole_answer(backe
         let answer = read_response(&mut stream, AT_ONCE).await;
         assert_eq!(answer.status(), "200", "{path}: {}", answer.head);
         assert!(closed_by_server(&mut stream).await, "{path}");
+    }
+}
+
+async fn an_event_stream_on_a_kept_alive_connection_ends_when_its_client_leaves(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.customer("ada@example.com").await;
+    let hub = &app.state.realtime.hub;
+    // hyper's connection, which serves with half_close: it reads nothing while it writes
+    // the stream, so the server must look for the client's leaving itself.
+    let stream = app
+        .sse_after_a_request(&ada.access_token, "topics=orders")
+        .await;
+    assert_eq!(hub.connections(), 1);
+
+    drop(stream);
+
+    // Nothing tells a client when the server has seen it go: ask again shortly, for far
+    // less than the heartbeat (15 s) whose failing write would also end the stream.
+    let deadline = tokio::time::Instant::now() + AT_ONCE;
+    while hub.connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream of a client that left is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
