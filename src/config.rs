@@ -313,6 +313,24 @@ pub struct Settings {
     /// `https://shop.example.com`); none when empty.
     #[arg(long, env = "TIDINGS_CORS_ORIGINS", default_value = "", global = true)]
     pub cors_origins: String,
+    /// Connections not yet authenticated (reading their first request, or REST), in all;
+    /// over it the oldest idle one is closed, or new ones wait (0: no cap).
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_PENDING_CONNECTIONS",
+        default_value = "10000",
+        global = true
+    )]
+    pub max_pending_connections: String,
+    /// …and from one address (IPv6: one /64); over it the oldest idle one is closed, or the
+    /// newcomer is answered 503 (0: no cap).
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_PENDING_PER_IP",
+        default_value = "2000",
+        global = true
+    )]
+    pub max_pending_per_ip: String,
     /// Take the client IP from the last X-Forwarded-For entry (behind a trusted proxy only).
     #[arg(
         long,
@@ -409,6 +427,8 @@ pub struct Config {
     pub drain_pause: Duration,
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<String>,
+    /// Caps on connections not yet authenticated.
+    pub pending: crate::server::Limits,
 }
 
 /// A setting that could not be used: which one, and why.
@@ -578,6 +598,19 @@ impl Settings {
             drain_batch: parse_number("TIDINGS_DRAIN_BATCH", &self.drain_batch, 1..=1_000_000)?,
             drain_pause: parse_duration("TIDINGS_DRAIN_PAUSE", &self.drain_pause)?,
             cors_origins: parse_origins(&self.cors_origins)?,
+            pending: crate::server::Limits {
+                total: parse_number(
+                    "TIDINGS_MAX_PENDING_CONNECTIONS",
+                    &self.max_pending_connections,
+                    0..=10_000_000,
+                )?,
+                per_ip: parse_number(
+                    "TIDINGS_MAX_PENDING_PER_IP",
+                    &self.max_pending_per_ip,
+                    0..=10_000_000,
+                )?,
+                shed_after: crate::server::Limits::DEFAULT_SHED_AFTER,
+            },
         })
     }
 }
@@ -807,7 +840,7 @@ mod tests {
     #[test]
     fn durations_numbers_and_formats_are_checked() {
         type Change = fn(&mut Settings);
-        let cases: [(Change, &str); 5] = [
+        let cases: [(Change, &str); 6] = [
             (
                 |s| s.access_token_ttl = "soon".into(),
                 "TIDINGS_ACCESS_TOKEN_TTL",
@@ -821,6 +854,10 @@ mod tests {
             (
                 |s| s.cors_origins = "https://ok.example, shop.example".into(),
                 "TIDINGS_CORS_ORIGINS",
+            ),
+            (
+                |s| s.max_pending_per_ip = "many".into(),
+                "TIDINGS_MAX_PENDING_PER_IP",
             ),
         ];
         for (change, var) in cases {

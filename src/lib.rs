@@ -29,6 +29,7 @@ use axum::http::{HeaderName, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -149,6 +150,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))
                 .layer(axum::middleware::from_fn(require_host))
+                // Answers a Content-Length over the limit at once, before reading a byte of
+                // the body (`DefaultBodyLimit` only stops a body as it is read).
+                .layer(RequestBodyLimitLayer::new(body_limit))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
@@ -254,13 +258,15 @@ async fn require_host(request: Request<Body>, next: axum::middleware::Next) -> R
     next.run(request).await
 }
 
-/// Errors made by the router or middleware (404, 405, 408, 413) carry no body; give them
-/// the same problem+json body as ours.
+/// Errors made by the router or middleware (404, 405, 408, 413) carry no body, or a plain
+/// text one (tower-http's 413); give them the same problem+json body as ours.
 async fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    let bare = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !bare {
         return response;
     }
     let (code, detail) = match status {
@@ -274,6 +280,9 @@ async fn problem_for_bare_errors(response: Response<Body>) -> Response<Body> {
     };
     let mut problem = problem_response(status, code, detail, &[]);
     for (name, value) in response.headers() {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
         problem
             .headers_mut()
             .entry(name)
@@ -469,6 +478,7 @@ impl Application {
             Duration::from_secs(30),
             write_timeout,
             self.state.config.live_send_buffer,
+            self.state.config.pending,
         )
         .await
         .context("the server failed")?;

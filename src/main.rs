@@ -55,6 +55,7 @@ fn say_error(message: std::fmt::Arguments) {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
+            raise_open_file_limit();
             let stop = tidings::shutdown_signal();
             let app = Application::build(config).await?;
             app.run_until_stopped(stop).await
@@ -75,6 +76,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             ttl,
         }) => user_tokens(&config, count, &prefix, &role, ttl).await,
         Command::Seed => seed(&config).await,
+    }
+}
+
+/// Every connection takes a file descriptor, and the usual soft limit (1024) would turn
+/// clients away long before memory runs out: the soft limit is raised to the hard one.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(max_open_files = limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
 }
 

@@ -12,6 +12,13 @@
 //! handed to the handler's task ([`DirectUpgrade`]), or anything else (an error) in full
 //! with `Connection: close`. Every other connection, with the bytes already read,
 //! goes to hyper's HTTP/1 server as before.
+//!
+//! Connections not yet authenticated are capped (`pending`), and both paths refuse the
+//! same request heads: over 16 KiB, or more than 100 headers.
+
+mod pending;
+
+pub use pending::Limits;
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,29 +30,35 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response, StatusCode, Version, header};
+use axum::http::{HeaderMap, Request, Response, StatusCode, Version, header};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::realtime::tcp::{SharedTcp, bound_send_buffer};
+use pending::{Admission, Pending, Slot};
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest request head read here; a larger one goes to hyper, which refuses it.
+/// The largest request head (start line included), here and in hyper.
 const MAX_HEAD: usize = 16 * 1024;
+/// The most headers a request may have: hyper's default.
+const MAX_HEADERS: usize = 100;
 /// The largest body of an answer written here (errors and small documents).
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
 /// How long a connection answered in full (and closed) is read from for what the client
 /// still sends.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Accept errors (out of file descriptors, say) come in floods: after one is logged, the
+/// next line waits this long, and counts those in between.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The socket of a live-stream request read by the accept loop, and any bytes the client
 /// sent after its request head.
@@ -68,6 +81,7 @@ impl DirectUpgrade {
 /// write that waits `write_timeout` for a client that takes no bytes ends its connection.
 /// A live stream's socket gets a send buffer of `live_send_buffer` bytes (see
 /// [`bound_send_buffer`]), whether it is served here or by hyper.
+/// Connections not yet authenticated are held to `limits`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -75,26 +89,38 @@ pub async fn serve(
     grace: Duration,
     write_timeout: Duration,
     live_send_buffer: Option<usize>,
+    limits: Limits,
 ) -> io::Result<()> {
     let tasks = TaskTracker::new();
+    let pending = Pending::new(limits);
+    let mut errors = AcceptErrors::default();
     loop {
+        let accepted = async {
+            pending.room().await;
+            listener.accept().await
+        };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accepted => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors, or a connection reset before accept: wait a
-                    // little rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
+                    errors.failed(&e);
+                    // Out of file descriptors: an idle connection gives one back. Either
+                    // way (or a connection reset before accept), wait a little, not spin.
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        pending.shed_one();
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = stop.cancelled() => break,
         };
+        errors.succeeded();
         let _ = stream.set_nodelay(true);
         tasks.spawn(connection(
             stream,
             peer,
+            pending.admit(peer.ip()),
             router.clone(),
             stop.clone(),
             write_timeout,
@@ -112,37 +138,109 @@ pub async fn serve(
     Ok(())
 }
 
+/// The log of accept errors: the first at once, then at most one line per
+/// [`ACCEPT_ERROR_LOG_EVERY`] with how many failed in between.
+#[derive(Default)]
+struct AcceptErrors {
+    /// When a line was last written.
+    logged_at: Option<tokio::time::Instant>,
+    /// Failures since then.
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &io::Error) {
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < ACCEPT_ERROR_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            %error,
+            more_since_last_line = self.unlogged,
+            "accepting a connection failed"
+        );
+        self.logged_at = Some(tokio::time::Instant::now());
+        self.unlogged = 0;
+    }
+
+    fn succeeded(&mut self) {
+        if self.unlogged > 0
+            && self
+                .logged_at
+                .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_EVERY)
+        {
+            tracing::warn!(
+                failures = self.unlogged,
+                "accepting connections failed meanwhile"
+            );
+            self.logged_at = Some(tokio::time::Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
+    admission: Admission,
     router: Router,
     stop: CancellationToken,
     write_timeout: Duration,
     live_send_buffer: Option<usize>,
 ) {
+    let slot = match admission {
+        Admission::Admitted(slot) => slot,
+        Admission::Refused(slot) => {
+            let mut busy = plain_problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "too many connections from this address are waiting; retry later",
+            );
+            busy.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(slot.retry_after()),
+            );
+            tokio::select! {
+                () = write_plain(&mut stream, busy, write_timeout) => {}
+                () = slot.shed() => {}
+            }
+            return;
+        }
+    };
     let mut head = BytesMut::with_capacity(1024);
-    // A client that has not sent its first request yet is let go at shutdown.
+    // A client that has not sent its first request yet is let go at shutdown, or shed.
     let first = tokio::select! {
         read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)) => match read {
             Ok(Ok(first)) => first,
             Ok(Err(_)) | Err(_) => return,
         },
         () = stop.cancelled() => return,
+        () = slot.shed() => return,
     };
+    slot.busy();
     // The answering is boxed, so that the task of a long-lived stream is sized for the
     // stream and not for the router's or hyper's futures.
     match first {
         Head::Malformed(why) => {
-            let mut problem = crate::error::problem_response(
+            let problem = plain_problem(
                 StatusCode::BAD_REQUEST,
                 "malformed_request",
                 &format!("the request head is not valid HTTP/1.1: {why}"),
-                &[],
             );
-            // As every response does (no request reached the router to be given one).
-            if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
-                problem.headers_mut().insert(crate::REQUEST_ID, id);
-            }
+            Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
+        }
+        Head::TooLarge => {
+            let problem = plain_problem(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_head_too_large",
+                &format!(
+                    "a request head may have at most {} KiB and {MAX_HEADERS} headers",
+                    MAX_HEAD / 1024
+                ),
+            );
             Box::pin(write_plain(&mut stream, problem, write_timeout)).await;
         }
         Head::Live(LiveHead { head_len, request }) => {
@@ -161,22 +259,41 @@ async fn connection(
             .await;
         }
         Head::Other => {
-            let stream = Arc::new(stream);
+            let socket = Arc::new(stream);
             let live = LiveSocket {
-                socket: Arc::downgrade(&stream),
+                socket: Arc::downgrade(&socket),
                 send_buffer: live_send_buffer,
             };
             let io = Prefixed {
                 read: head.freeze(),
-                stream: SharedTcp(stream),
+                stream: SharedTcp(socket.clone()),
             };
             // hyper has no write timeout of its own: a client that stops reading a
             // response (or an event stream hyper serves) would hold its connection forever.
             let mut io = TimeoutStream::new(io);
             io.set_write_timeout(Some(write_timeout));
-            Box::pin(serve_hyper(Box::pin(io), peer, router, stop, live)).await
+            Box::pin(serve_hyper(
+                Box::pin(io),
+                &socket,
+                peer,
+                router,
+                stop,
+                slot,
+                live,
+            ))
+            .await
         }
     }
+}
+
+/// A problem answered by the accept loop itself, with a request id as every response has
+/// (no request reached the router to be given one).
+fn plain_problem(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+    let mut problem = crate::error::problem_response(status, code, detail, &[]);
+    if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+        problem.headers_mut().insert(crate::REQUEST_ID, id);
+    }
+    problem
 }
 
 /// A request head parsed here: only a bodyless HTTP/1.1 GET of a live-stream path.
@@ -193,11 +310,13 @@ struct LiveHead {
 enum Head {
     /// A live-stream request, served here.
     Live(LiveHead),
-    /// Anything else, which hyper reads from the start: other requests, and heads too
-    /// large or with too many headers to parse here.
+    /// Any other whole request head, which hyper reads from the start.
     Other,
     /// Not HTTP: answered here with a problem, where hyper would send a bare 400.
     Malformed(httparse::Error),
+    /// Over [`MAX_HEAD`] or [`MAX_HEADERS`]: answered here, as hyper would refuse it, so
+    /// that hyper never starts a new head timer on a head begun here.
+    TooLarge,
 }
 
 /// Reads until a whole request head is in `buf`.
@@ -209,19 +328,16 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Hea
         if stream.read_buf(buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let mut headers = [httparse::EMPTY_HEADER; 48];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
+            Ok(httparse::Status::Complete(head_len)) if head_len <= MAX_HEAD => {
                 return Ok(live_request(&parsed).map_or(Head::Other, |request| {
                     Head::Live(LiveHead { head_len, request })
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            // hyper takes more headers than fit here, and answers a head too large.
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Ok(Head::Other);
-            }
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Ok(Head::TooLarge),
             Err(malformed) => return Ok(Head::Malformed(malformed)),
         }
     }
@@ -339,21 +455,26 @@ enum Answer {
     Plain,
 }
 
+impl Answer {
+    fn of(status: StatusCode, headers: &HeaderMap) -> Answer {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            Answer::Upgrade
+        } else if status == StatusCode::OK
+            && headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        {
+            Answer::EventStream
+        } else {
+            Answer::Plain
+        }
+    }
+}
+
 /// The response head and how to go on. An event stream's head is complete (it ends with
 /// the blank line); a plain answer's still needs its `content-length` and the blank line.
 fn live_head(parts: axum::http::response::Parts) -> (Vec<u8>, Answer) {
-    let answer = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        Answer::Upgrade
-    } else if parts.status == StatusCode::OK
-        && parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-    {
-        Answer::EventStream
-    } else {
-        Answer::Plain
-    };
+    let answer = Answer::of(parts.status, &parts.headers);
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -393,13 +514,22 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Serves a connection (`io`, over `socket`) with hyper until it ends, is shed (then
+/// after its current response), the server stops, or the client of an event stream on it
+/// goes away.
 async fn serve_hyper(
     io: Pin<Box<TimeoutStream<Prefixed>>>,
+    socket: &TcpStream,
     peer: SocketAddr,
     router: Router,
     stop: CancellationToken,
+    slot: Slot,
     live: LiveSocket,
 ) {
+    let shed = slot.shed();
+    let slot = Arc::new(slot);
+    let streaming = Arc::new(Notify::new());
+    let stream_started = streaming.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         if is_live_path(request.uri().path())
             && let Some(socket) = live.socket.upgrade()
@@ -408,8 +538,32 @@ async fn serve_hyper(
         }
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
+        let slot = slot.clone();
+        let stream_started = stream_started.clone();
         async move {
-            let Ok(response) = router.oneshot(request.map(Body::new)).await;
+            slot.busy();
+            let asks_upgrade = asks_upgrade(request.headers());
+            let Ok(mut response) = router.oneshot(request.map(Body::new)).await;
+            let status = response.status();
+            match Answer::of(status, response.headers()) {
+                Answer::Upgrade => slot.leave(),
+                Answer::EventStream => {
+                    slot.leave();
+                    stream_started.notify_one();
+                }
+                Answer::Plain => slot.idle(),
+            }
+            // After a refused upgrade a proxy that does not look for the 101 may already
+            // be sending the other protocol's bytes, and after a 413 the client may still
+            // be sending its body: neither is a next request.
+            if (asks_upgrade && status != StatusCode::SWITCHING_PROTOCOLS)
+                || status == StatusCode::PAYLOAD_TOO_LARGE
+            {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<Response<Body>, std::convert::Infallible>(response)
         }
     });
@@ -420,7 +574,12 @@ async fn serve_hyper(
     // that much on top of its queue. (A head is refused beyond it too, as one read here is.)
     http.timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD);
+        // hyper's buffers are capped too: it takes body chunks while its buffer has room.
+        .max_buf_size(MAX_HEAD)
+        // The accept loop's limit: both paths refuse the same heads.
+        .max_header_size(MAX_HEAD)
+        // A client that shuts down its side once its request is sent still gets the answer.
+        .half_close(true);
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -431,16 +590,42 @@ async fn serve_hyper(
             return;
         }
         () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+        () = shed => conn.as_mut().graceful_shutdown(),
+        () = stream_client_left(socket, &streaming) => return,
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "an HTTP connection failed while closing");
     }
 }
 
+/// Resolves when, once an event stream has started on the connection, its client closes
+/// its side. hyper, serving with `half_close`, reads nothing while it writes a response,
+/// so it would only find out when a write fails (a heartbeat or two later).
+async fn stream_client_left(socket: &TcpStream, streaming: &Notify) {
+    streaming.notified().await;
+    let mut byte = [0u8; 1];
+    if let Ok(1..) = socket.peek(&mut byte).await {
+        // The client sent something (its next request): hyper reads it in time.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether a request asks to switch protocols (RFC 9110, 7.8).
+fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        || headers.get_all(header::CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
 /// The socket, with the bytes the accept loop already read in front.
 struct Prefixed {
     read: Bytes,
-    /// Shared with [`LiveSocket`], which may bound its send buffer.
+    /// Shared: [`LiveSocket`] may bound its send buffer, and [`stream_client_left`] looks
+    /// at it while hyper has it.
     stream: SharedTcp,
 }
 
@@ -474,15 +659,22 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let socket = &self.stream.0;
+        loop {
+            std::task::ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

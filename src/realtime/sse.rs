@@ -40,7 +40,7 @@ use super::replay::{self, Resume};
 use super::tcp::{Unwritten, peer_closed, write_all};
 use super::{Transport, parse_topics};
 use crate::AppState;
-use crate::api::extract::Query;
+use crate::api::extract::{Query, Repeated, at_most_one};
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::events::Topic;
@@ -85,19 +85,31 @@ impl FromRequestParts<AppState> for Asked {
                 "name at least one topic: ?topics=orders,inventory",
             ));
         }
-        let last_event_id = headers
-            .get("last-event-id")
-            .map(|v| v.to_str().unwrap_or("?").to_owned())
-            .or(params.last_event_id);
-        let since = match last_event_id.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(id) => Some(id.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_last_event_id",
-                    "Last-Event-ID must be a seq this server sent",
-                )
-            })?),
+        let bad = || {
+            ApiError::bad_request(
+                "bad_last_event_id",
+                "Last-Event-ID must be a seq this server sent",
+            )
         };
+        let header = match at_most_one(headers, "last-event-id") {
+            Ok(header) => header.map(|v| v.to_str().map_err(|_| bad())).transpose()?,
+            Err(Repeated) => {
+                return Err(ApiError::bad_request(
+                    "ambiguous_last_event_id",
+                    "send one Last-Event-ID header",
+                ));
+            }
+        };
+        // An empty header is no last id (an EventSource sends none then: WHATWG HTML,
+        // "Server-sent events"), so the query's applies.
+        let last_event_id = header
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .or(params.last_event_id.as_deref().map(str::trim))
+            .filter(|id| !id.is_empty());
+        let since = last_event_id
+            .map(|id| id.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(bad))
+            .transpose()?;
         Ok(Asked { topics, since })
     }
 }

@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod clients;
 mod docs;
+mod edge;
 mod errors;
 mod health;
 mod live;
