@@ -69,6 +69,7 @@ mod code {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket request", body = ProblemDoc),
         (status = 401, description = "No valid token or ticket", body = ProblemDoc),
+        (status = 426, description = "A WebSocket version other than 13", body = ProblemDoc, headers(("sec-websocket-version" = String, description = "13"))),
     ))]
 async fn upgrade(
     State(state): State<AppState>,
