@@ -48,6 +48,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 };
                 ApiError::new(rejection.status(), code, rejection.body_text())
             })?;
+        // Every body is an object; serde would also read a struct from an array, by position.
+        if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+            && *first == b'['
+        {
+            return Err(ApiError::validation(vec![FieldError::new(
+                ".",
+                "invalid_type",
+                "invalid type: sequence, expected an object",
+            )]));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| json_error(&e.path().to_string(), e.inner()))?;
@@ -113,8 +123,8 @@ fn json_error(path: &str, error: &serde_json::Error) -> ApiError {
     }
 }
 
-/// The field error of a serde message at `path` (`.` for the document itself); a missing or
-/// unknown field is named in the message rather than the path, which stops at its parent.
+/// The field error of a serde message at `path` (`.` for the document itself); a missing
+/// field is named in the message rather than the path, which stops at its parent.
 fn field_error(path: &str, message: &str) -> FieldError {
     // serde_json appends the position, which means nothing once the field is named.
     let message = message
@@ -125,6 +135,8 @@ fn field_error(path: &str, message: &str) -> FieldError {
             let name = &rest[..rest.find('`')?];
             Some(match path {
                 "." => name.to_owned(),
+                // The path of an unknown field already ends with it.
+                path if path == name || path.ends_with(&format!(".{name}")) => path.to_owned(),
                 parent => format!("{parent}.{name}"),
             })
         })

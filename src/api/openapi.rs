@@ -120,7 +120,7 @@ fn complete_operation(operation: &mut Operation) {
     for (status, description) in common {
         responses
             .entry(status.to_owned())
-            .or_insert_with(|| problem(status, description));
+            .or_insert_with(|| problem(description));
     }
     for (status, response) in responses.iter_mut() {
         let RefOr::T(response) = response else {
@@ -128,6 +128,12 @@ fn complete_operation(operation: &mut Operation) {
         };
         if status.as_str() < "400" {
             continue;
+        }
+        if status == "401" {
+            response
+                .headers
+                .entry("www-authenticate".to_owned())
+                .or_insert_with(|| RefOr::T(www_authenticate()));
         }
         // Annotations say `body = ProblemDoc`, which utoipa files under application/json.
         if let Some(RefOr::T(content)) = response.content.get("application/json")
@@ -145,22 +151,21 @@ fn problem_ref() -> Ref {
     Ref::from_schema_name("Problem")
 }
 
-fn problem(status: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
-    let mut response = ResponseBuilder::new()
+/// The challenge every 401 carries.
+fn www_authenticate() -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["Bearer"])),
+        ))
+        .build()
+}
+
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let response = ResponseBuilder::new()
         .description(description)
         .content(PROBLEM_JSON, Content::new(Some(problem_ref())));
-    if status == "401" {
-        response = response.header(
-            "www-authenticate",
-            HeaderBuilder::new()
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some(["Bearer"])),
-                ))
-                .build(),
-        );
-    }
     RefOr::T(response.build())
 }
 
@@ -193,10 +198,10 @@ pub fn email() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(Email::MAX_LEN))
-        .pattern(Some(Email::PATTERN))
+        .pattern(Some(Email::pattern()))
         .description(Some(
-            "An address in ASCII: a dot-atom local part and a domain of at least two labels; \
-             unique, case-insensitively",
+            "An address in ASCII: a dot-atom local part and a domain of at least two labels \
+             (surrounding whitespace is trimmed); unique, case-insensitively",
         ))
         .build()
 }

@@ -126,7 +126,7 @@ fn stock_delta() -> utoipa::openapi::schema::Schema {
 }
 
 /// How a product list is ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub enum Sort {
     #[serde(rename = "name")]
     Name,
@@ -148,6 +148,41 @@ pub enum Sort {
 }
 
 impl Sort {
+    const ALL: [Sort; 8] = [
+        Sort::Name,
+        Sort::NameDesc,
+        Sort::Price,
+        Sort::PriceDesc,
+        Sort::CreatedAt,
+        Sort::CreatedAtDesc,
+        Sort::Stock,
+        Sort::StockDesc,
+    ];
+
+    fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// A sort by its name; an unknown one is the client's invalid field (422).
+    fn parse(name: Option<&str>) -> ApiResult<Sort> {
+        let Some(name) = name else {
+            return Ok(Sort::default());
+        };
+        Sort::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(
+                    "sort",
+                    "invalid",
+                    "must be name, price, created_at or stock, with - in front for descending",
+                )])
+            })
+    }
+
     /// The key and whether it descends.
     fn key(self) -> (SortKey, bool) {
         match self {
@@ -161,6 +196,13 @@ impl Sort {
             Sort::StockDesc => (SortKey::Stock, true),
         }
     }
+}
+
+fn sort_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Sort::ALL.map(Sort::name)))
+        .build()
 }
 
 /// Filters and order of the product list.
@@ -179,8 +221,8 @@ pub struct ProductListParams {
     /// Staff only: deleted products too.
     include_deleted: Option<bool>,
     /// `-` in front for descending; created_at when omitted.
-    #[param(inline)]
-    sort: Option<Sort>,
+    #[param(schema_with = sort_names)]
+    sort: Option<String>,
     /// 1 to 100; 50 when omitted.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
@@ -289,7 +331,7 @@ async fn list(
     if include_deleted {
         user.require(Role::Staff)?;
     }
-    let sort = params.sort.unwrap_or_default();
+    let sort = Sort::parse(params.sort.as_deref())?;
     let (key, _) = sort.key();
     let page = PageParams {
         limit: params.limit,

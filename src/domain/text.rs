@@ -71,7 +71,7 @@ pub fn pattern(required: bool) -> &'static str {
 /// Characters of the Basic Multilingual Plane are written `\uXXXX`; those beyond it as
 /// themselves, which ECMA-262 (with the `u` flag JSON Schema implies), Python and Rust
 /// regexes all read alike, where their escapes differ.
-fn class(member: impl Fn(char) -> bool) -> String {
+pub(super) fn class(member: impl Fn(char) -> bool) -> String {
     let mut ranges: Vec<(char, char)> = Vec::new();
     for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
         if !member(c) {
