@@ -13,6 +13,7 @@ backend_tests!(
     a_wrong_content_type_is_a_415_problem,
     a_body_missing_fields_is_a_422_problem,
     json_in_another_charset_is_a_415_problem,
+    a_broadcast_with_bidi_overrides_or_invisible_characters_is_refused,
     an_oversized_body_is_a_413_problem,
     unknown_routes_and_methods_are_problems,
     every_response_carries_a_request_id,
@@ -265,6 +266,29 @@ async fn a_body_missing_fields_is_a_422_problem(backend: Backend) {
     let listed = app.post("/v1/orders", &json!([]), token).await;
     assert_eq!(field_errors(listed).await, pair(".", "invalid_type"));
     assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn a_broadcast_with_bidi_overrides_or_invisible_characters_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.user_with_role("admin@example.com", Role::Admin).await;
+
+    for (title, body, field) in [
+        ("Sale\u{202E}", "Everything must go", "title"),
+        ("Sale", "Every\u{200B}thing", "body"),
+        ("Sale", "\u{FEFF}", "body"),
+    ] {
+        let response = app
+            .post(
+                "/v1/notifications/broadcast",
+                &json!({"title": title, "body": body, "audience": "all"}),
+                Some(&admin.access_token),
+            )
+            .await;
+        assert_eq!(
+            field_errors(response).await,
+            vec![(field.to_owned(), "invisible_character".to_owned())]
+        );
+    }
 }
 
 async fn json_in_another_charset_is_a_415_problem(backend: Backend) {
