@@ -4,7 +4,7 @@
 //! logged once, inside the request's span (which carries the request id), and reach the
 //! client as an opaque 500.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -258,30 +258,6 @@ fn unique_violation(constraint: Option<&str>, message: &str) -> Option<ApiError>
             "a product with this SKU already exists",
         )),
         _ => None,
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let code = match &rejection {
-            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-            JsonRejection::JsonSyntaxError(_) => "malformed_json",
-            JsonRejection::JsonDataError(_) => "invalid_body",
-            JsonRejection::BytesRejection(_) => "unreadable_body",
-            _ => "bad_request",
-        };
-        let status = match rejection.status() {
-            // serde's "missing field" and type mismatches are the client's data, not syntax.
-            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::UNPROCESSABLE_ENTITY,
-            s => s,
-        };
-        ApiError::new(status, code, rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::bad_request("invalid_query", rejection.body_text())
     }
 }
 

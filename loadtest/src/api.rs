@@ -128,13 +128,14 @@ impl Api {
         users.into_iter().collect()
     }
 
-    /// Creates `count` products with stock enough never to run low or out.
+    /// Creates `count` products with stock enough never to run low or out, and room under
+    /// the most a product may hold (1,000,000,000) for every +1 adjustment a run makes.
     pub async fn create_products(&self, token: &str, count: usize) -> anyhow::Result<Vec<Product>> {
         let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let mut products = Vec::with_capacity(count);
         for i in 0..count {
             let body = json!({"sku": format!("LT-{run}-{i}"), "name": format!("Load test {i}"),
-                              "unit_amount": 100, "currency": "EUR", "stock": 1_000_000_000i64});
+                              "unit_amount": 100, "currency": "EUR", "stock": 500_000_000i64});
             let product = self.post("/v1/products", Some(token), &body).await?;
             products.push(Product {
                 id: product["id"].as_str().unwrap_or_default().to_owned(),

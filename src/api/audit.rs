@@ -9,11 +9,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{Json, Query};
+use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::domain::Role;
-use crate::error::{ApiResult, ProblemDoc};
+use crate::domain::{Role, text};
+use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::store::audit::{self, AuditEntry, AuditQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,14 +28,16 @@ pub struct AuditListParams {
     /// Only writes by this user.
     actor: Option<Uuid>,
     /// Only this action, e.g. `product.update`.
+    #[param(schema_with = openapi::text::<200, false>)]
     action: Option<String>,
     /// Only entries at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Only entries before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
-    /// 1 to 100, default 50.
+    /// 1 to 100; 50 when omitted.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// The `next` of the previous page.
+    #[param(schema_with = openapi::cursor)]
     cursor: Option<String>,
 }
 
@@ -44,6 +47,7 @@ pub struct AuditListParams {
     responses(
         (status = 200, description = "A page of entries", body = Page<AuditEntry>),
         (status = 403, description = "Not an admin", body = ProblemDoc),
+        (status = 422, description = "Invalid parameters: limit out of range, a cursor this list did not issue, an action with control or invisible characters", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
@@ -52,6 +56,9 @@ async fn list(
     Query(params): Query<AuditListParams>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     user.require(Role::Admin)?;
+    if let Some(action) = &params.action {
+        text::check("action", action, 200, false).map_err(|e| ApiError::validation(vec![e]))?;
+    }
     let request = PageParams {
         limit: params.limit,
         cursor: params.cursor,

@@ -40,6 +40,7 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<
 #[derive(Deserialize, ToSchema)]
 pub struct PasswordChange {
     current_password: String,
+    #[schema(schema_with = super::openapi::new_password)]
     new_password: String,
 }
 
@@ -51,9 +52,9 @@ pub struct PasswordChange {
         (status = 200, description = "A new token pair", body = TokenPair, headers(("cache-control" = String, description = "no-store"))),
         (status = 401, description = "No valid access token", body = ProblemDoc),
         (status = 403, description = "The current password is wrong", body = ProblemDoc),
-        (status = 422, description = "The new password is weak", body = ProblemDoc),
-        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
-        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 422, description = "Invalid fields; a new password that is too short or long, the email address, or a common password", body = ProblemDoc),
+        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many passwords being checked at once (`busy`)", body = ProblemDoc, headers(("retry-after" = u64, description = "Seconds to wait"))),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 async fn change_password(

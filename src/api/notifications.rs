@@ -9,13 +9,16 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{Json, Path, Query};
+use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::domain::Role;
+use crate::domain::{Role, text};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
 use crate::service::Actor;
-use crate::service::notifications::{self as service, BroadcastAudience, Kind};
+use crate::service::notifications::{
+    self as service, BroadcastAudience, Kind, MAX_BROADCAST_USERS,
+};
 use crate::store::notifications::{self, Notification};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,16 +38,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct NotificationListParams {
     /// true: only unread ones.
     unread: Option<bool>,
-    /// 1 to 100, default 50.
+    /// 1 to 100; 50 when omitted.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// The `next` of the previous page.
+    #[param(schema_with = openapi::cursor)]
     cursor: Option<String>,
 }
 
 /// The caller's notifications, newest first.
 #[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
     params(NotificationListParams),
-    responses((status = 200, description = "A page of notifications", body = Page<Notification>)))]
+    responses(
+        (status = 200, description = "A page of notifications", body = Page<Notification>),
+        (status = 422, description = "Invalid parameters: limit out of range, or a cursor this list did not issue", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -142,10 +149,39 @@ async fn delete(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Broadcast {
+    #[schema(schema_with = openapi::text::<200, true>)]
     title: String,
+    #[schema(schema_with = openapi::text::<5000, true>)]
     body: String,
-    /// `"all"`, `"staff"`, or a list of user ids.
+    #[schema(schema_with = audience)]
     audience: BroadcastAudience,
+}
+
+/// `"all"`, `"staff"`, or a list of user ids.
+fn audience() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    use utoipa::openapi::{KnownFormat, SchemaFormat};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["all", "staff"])),
+        )
+        .item(
+            ArrayBuilder::new()
+                .items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                )
+                .min_items(Some(1))
+                .max_items(Some(MAX_BROADCAST_USERS)),
+        )
+        .description(Some(format!(
+            "\"all\", \"staff\", or a list of 1 to {MAX_BROADCAST_USERS} user ids"
+        )))
+        .build()
+        .into()
 }
 
 /// How many users a broadcast reached.
@@ -160,6 +196,7 @@ pub struct Recipients {
     request_body = Broadcast,
     responses(
         (status = 201, description = "Sent", body = Recipients),
+        (status = 403, description = "Not an admin", body = ProblemDoc),
         (status = 422, description = "Invalid fields or unknown users", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
@@ -169,17 +206,13 @@ async fn broadcast(
     Json(body): Json<Broadcast>,
 ) -> ApiResult<(StatusCode, Json<Recipients>)> {
     actor.user.require(Role::Admin)?;
-    let mut errors = Vec::new();
-    for (field, value, max) in [("title", &body.title, 200), ("body", &body.body, 5000)] {
-        let len = value.trim().chars().count();
-        if len == 0 || len > max {
-            errors.push(FieldError::new(
-                field,
-                "invalid",
-                format!("must be 1 to {max} characters"),
-            ));
-        }
-    }
+    let errors: Vec<FieldError> = [
+        text::check("title", &body.title, 200, true),
+        text::check("body", &body.body, 5000, true),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

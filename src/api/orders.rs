@@ -11,7 +11,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::etag;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, Repeated, at_most_one, whole};
+use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -31,15 +32,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Most lines one order may have.
 const MAX_ITEMS: usize = 100;
-/// Most units of one product one order may take.
-const MAX_QUANTITY: i64 = 10_000;
 
 /// A line of a new order.
 #[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
     product_id: Uuid,
-    /// 1 to 10,000.
+    /// 1 to 10,000; the lines of one product together, too.
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: i64,
 }
 
@@ -47,19 +48,23 @@ pub struct NewItem {
 #[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
-    /// 1 to 100 lines; a product named twice counts once with the sum.
+    /// 1 to 100 lines. Lines of the same product are merged into one first, and the
+    /// merged quantity must be 1 to 10,000 too (else a 422 names the product).
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<NewItem>,
 }
 
 /// Places an order for the caller. With an `Idempotency-Key`, a retry returns the first
 /// answer instead of a second order.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
-    params(("idempotency-key" = Option<String>, Header, description = "1 to 255 characters; makes retries safe")),
+    params(IdempotencyKeyHeader),
     request_body = NewOrder,
     responses(
-        (status = 201, description = "The order (or, for a retried key, the first answer)", body = Order),
+        (status = 201, description = "The order (or, for a retried key, the first answer)", body = Order,
+            headers(("etag" = String, description = "The order's version"), ("location" = String, description = "The order's URL"))),
+        (status = 400, description = "The body is not JSON, or the Idempotency-Key is not 1 to 255 visible characters", body = ProblemDoc),
         (status = 409, description = "Short of stock; each short item named", body = ProblemDoc),
-        (status = 422, description = "Invalid items, unknown products, or a reused key with another body", body = ProblemDoc),
+        (status = 422, description = "Invalid items (the merged quantity of a product above 10,000 included), unknown products, products in different currencies, or a reused key with another body", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn place(
@@ -77,27 +82,31 @@ async fn place(
         ));
     }
     for (i, item) in body.items.iter().enumerate() {
-        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+        if !(1..=service::MAX_QUANTITY).contains(&item.quantity) {
             errors.push(FieldError::new(
                 format!("items[{i}].quantity"),
                 "out_of_range",
-                format!("must be between 1 and {MAX_QUANTITY}"),
+                format!("must be between 1 and {}", service::MAX_QUANTITY),
             ));
         }
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let key = match headers.get("idempotency-key") {
+    let invalid_key = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "send one Idempotency-Key of 1 to 255 visible ASCII characters",
+        )
+    };
+    let key = match at_most_one(&headers, "idempotency-key").map_err(|Repeated| invalid_key())? {
         None => None,
         Some(value) => {
-            let key = value.to_str().unwrap_or_default().trim();
-            if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be 1 to 255 visible characters",
-                ));
+            let key = value.as_bytes();
+            if key.is_empty() || key.len() > 255 || !key.iter().all(u8::is_ascii_graphic) {
+                return Err(invalid_key());
             }
+            let key = std::str::from_utf8(key).map_err(|_| invalid_key())?;
             // serde_json sorts object keys, so the same body always hashes the same.
             let canonical = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
             Some(IdempotencyKey {
@@ -131,6 +140,21 @@ async fn place(
     )
 }
 
+/// The `Idempotency-Key` header of an order.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// 1 to 255 visible ASCII characters; a retry with the same key and body gets the first
+    /// answer rather than a second order.
+    #[param(
+        rename = "idempotency-key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    _key: Option<String>,
+}
+
 /// Filters of the order list.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -139,16 +163,20 @@ pub struct OrderListParams {
     status: Option<OrderStatus>,
     /// Staff only: only this user's orders.
     user_id: Option<Uuid>,
-    /// 1 to 100, default 50.
+    /// 1 to 100; 50 when omitted.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// The `next` of the previous page.
+    #[param(schema_with = openapi::cursor)]
     cursor: Option<String>,
 }
 
 /// The caller's orders, newest first; staff see every order.
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
     params(OrderListParams),
-    responses((status = 200, description = "A page of orders", body = Page<Order>)))]
+    responses(
+        (status = 200, description = "A page of orders", body = Page<Order>),
+        (status = 422, description = "Invalid parameters: limit out of range, or a cursor this list did not issue", body = ProblemDoc),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -172,7 +200,7 @@ async fn list(
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The order", body = Order, headers(("etag" = String))),
+        (status = 200, description = "The order", body = Order, headers(("etag" = String, description = "The order's version"))),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
         (status = 404, description = "No such order, or not the caller's", body = ProblemDoc),
     ))]
@@ -191,8 +219,27 @@ async fn get_one(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
-    /// paid, shipped or delivered: one step from the current status.
-    status: OrderStatus,
+    /// One step from the current status (cancel with POST /v1/orders/{id}/cancel).
+    status: NextStatus,
+}
+
+/// The statuses staff move an order to.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NextStatus {
+    Paid,
+    Shipped,
+    Delivered,
+}
+
+impl From<NextStatus> for OrderStatus {
+    fn from(status: NextStatus) -> Self {
+        match status {
+            NextStatus::Paid => OrderStatus::Paid,
+            NextStatus::Shipped => OrderStatus::Shipped,
+            NextStatus::Delivered => OrderStatus::Delivered,
+        }
+    }
 }
 
 /// Moves an order one step along pending → paid → shipped → delivered (staff).
@@ -200,9 +247,10 @@ pub struct StatusChange {
     params(("id" = Uuid, Path)),
     request_body = StatusChange,
     responses(
-        (status = 200, description = "The order", body = Order),
+        (status = 200, description = "The order", body = Order, headers(("etag" = String, description = "The order's version"))),
+        (status = 403, description = "Not staff", body = ProblemDoc),
         (status = 404, description = "No such order", body = ProblemDoc),
-        (status = 409, description = "Not a valid next status", body = ProblemDoc),
+        (status = 409, description = "Not the next status of this order", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn set_status(
@@ -212,7 +260,7 @@ async fn set_status(
     Json(body): Json<StatusChange>,
 ) -> ApiResult<Response> {
     actor.user.require(Role::Staff)?;
-    let order = service::set_status(&state, &actor, id, body.status).await?;
+    let order = service::set_status(&state, &actor, id, body.status.into()).await?;
     Ok(etag::tagged(StatusCode::OK, order.version, &order))
 }
 
@@ -220,7 +268,7 @@ async fn set_status(
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The cancelled order", body = Order),
+        (status = 200, description = "The cancelled order", body = Order, headers(("etag" = String, description = "The order's version"))),
         (status = 404, description = "No such order, or not the caller's", body = ProblemDoc),
         (status = 409, description = "Already shipped, delivered or cancelled", body = ProblemDoc),
     ))]

@@ -18,8 +18,9 @@ pub const DEFAULT_LIMIT: u32 = 50;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// 1 to 100; 50 when omitted.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// The `next` of the previous page.
+    #[param(schema_with = super::openapi::cursor)]
     pub cursor: Option<String>,
 }
 

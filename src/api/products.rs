@@ -11,11 +11,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::etag;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, from_value, present, whole, whole_opt};
+use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::domain::{Currency, Role, Sku};
+use crate::domain::{Currency, Role, Sku, text};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
 use crate::service::{Actor, products as service};
 use crate::store::products::{
@@ -31,43 +32,80 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 const MAX_AMOUNT: i64 = 1_000_000_000_000;
-const MAX_STOCK: i64 = 1_000_000_000;
+const MAX_STOCK: i64 = crate::store::products::MAX_STOCK;
 
 /// A new product.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    /// Letters, digits, `-`, `_`, `.`; unique, case-insensitively.
+    #[schema(schema_with = openapi::sku)]
     sku: String,
+    #[schema(schema_with = openapi::text::<200, true>)]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = openapi::text::<5000, false>)]
     description: String,
     /// The price in the currency's minor units.
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     unit_amount: i64,
-    /// ISO 4217, e.g. EUR.
+    #[schema(schema_with = openapi::currency)]
     currency: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     stock: i64,
-    #[serde(default)]
+    /// Staff are told when stock falls to or below this.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     low_stock_threshold: i64,
 }
 
-/// Changes to a product; absent fields stay as they are. Stock changes go through
-/// stock adjustments.
+/// Changes to a product; absent fields stay as they are (`null` is not a value). Stock
+/// changes go through stock adjustments.
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = openapi::sku)]
     sku: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = openapi::text::<200, true>)]
     name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = openapi::text::<5000, false>)]
     description: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false, minimum = 0, maximum = 1_000_000_000_000_i64)]
     unit_amount: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = openapi::currency)]
     currency: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false, minimum = 0, maximum = 1_000_000_000)]
     low_stock_threshold: Option<i64>,
 }
 
@@ -75,10 +113,96 @@ pub struct UpdateProduct {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockAdjustment {
-    /// Units to add (positive) or take (negative).
+    #[serde(deserialize_with = "whole")]
+    #[schema(schema_with = stock_delta)]
     delta: i64,
     /// Why, for the audit log and the event: e.g. `restock`, `damaged`.
+    #[schema(schema_with = openapi::text::<200, true>)]
     reason: String,
+}
+
+fn stock_delta() -> utoipa::openapi::schema::Schema {
+    openapi::delta(MAX_STOCK)
+}
+
+/// How a product list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum Sort {
+    #[serde(rename = "name")]
+    Name,
+    #[serde(rename = "-name")]
+    NameDesc,
+    #[serde(rename = "price")]
+    Price,
+    #[serde(rename = "-price")]
+    PriceDesc,
+    #[default]
+    #[serde(rename = "created_at")]
+    CreatedAt,
+    #[serde(rename = "-created_at")]
+    CreatedAtDesc,
+    #[serde(rename = "stock")]
+    Stock,
+    #[serde(rename = "-stock")]
+    StockDesc,
+}
+
+impl Sort {
+    const ALL: [Sort; 8] = [
+        Sort::Name,
+        Sort::NameDesc,
+        Sort::Price,
+        Sort::PriceDesc,
+        Sort::CreatedAt,
+        Sort::CreatedAtDesc,
+        Sort::Stock,
+        Sort::StockDesc,
+    ];
+
+    fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// A sort by its name; an unknown one is the client's invalid field (422).
+    fn parse(name: Option<&str>) -> ApiResult<Sort> {
+        let Some(name) = name else {
+            return Ok(Sort::default());
+        };
+        Sort::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(
+                    "sort",
+                    "invalid",
+                    "must be name, price, created_at or stock, with - in front for descending",
+                )])
+            })
+    }
+
+    /// The key and whether it descends.
+    fn key(self) -> (SortKey, bool) {
+        match self {
+            Sort::Name => (SortKey::Name, false),
+            Sort::NameDesc => (SortKey::Name, true),
+            Sort::Price => (SortKey::Price, false),
+            Sort::PriceDesc => (SortKey::Price, true),
+            Sort::CreatedAt => (SortKey::CreatedAt, false),
+            Sort::CreatedAtDesc => (SortKey::CreatedAt, true),
+            Sort::Stock => (SortKey::Stock, false),
+            Sort::StockDesc => (SortKey::Stock, true),
+        }
+    }
+}
+
+fn sort_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Sort::ALL.map(Sort::name)))
+        .build()
 }
 
 /// Filters and order of the product list.
@@ -86,42 +210,29 @@ pub struct StockAdjustment {
 #[into_params(parameter_in = Query)]
 pub struct ProductListParams {
     /// Substring of the name or SKU, case-insensitive.
+    #[param(schema_with = openapi::text::<200, false>)]
     q: Option<String>,
     /// Lowest unit_amount.
     min_price: Option<i64>,
-    /// Highest unit_amount.
+    /// Highest unit_amount; not below min_price.
     max_price: Option<i64>,
     /// true: only products in stock; false: only those out of stock.
     in_stock: Option<bool>,
     /// Staff only: deleted products too.
     include_deleted: Option<bool>,
-    /// name, price, created_at or stock; `-` in front for descending. Default created_at.
+    /// `-` in front for descending; created_at when omitted.
+    #[param(schema_with = sort_names)]
     sort: Option<String>,
-    /// 1 to 100, default 50.
+    /// 1 to 100; 50 when omitted.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// The `next` of the previous page.
+    #[param(schema_with = openapi::cursor)]
     cursor: Option<String>,
 }
 
 fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize, required: bool) {
-    let len = value.trim().chars().count();
-    if required && len == 0 {
-        errors.push(FieldError::new(field, "required", "must not be empty"));
-    } else if value
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        errors.push(FieldError::new(
-            field,
-            "control_character",
-            "must not contain control characters (other than line breaks and tabs)",
-        ));
-    } else if len > max {
-        errors.push(FieldError::new(
-            field,
-            "too_long",
-            format!("must be at most {max} characters"),
-        ));
+    if let Err(error) = text::check(field, value, max, required) {
+        errors.push(error);
     }
 }
 
@@ -157,9 +268,10 @@ fn done<T>(errors: Vec<FieldError>, value: T) -> ApiResult<T> {
 #[utoipa::path(post, path = "/v1/products", tag = "products", security(("bearer" = [])),
     request_body = CreateProduct,
     responses(
-        (status = 201, description = "Created, with its ETag", body = Product),
+        (status = 201, description = "Created, with its ETag", body = Product,
+            headers(("etag" = String, description = "The product's version"), ("location" = String, description = "The product's URL"))),
+        (status = 403, description = "Not staff", body = ProblemDoc),
         (status = 409, description = "SKU taken", body = ProblemDoc),
-        (status = 422, description = "Invalid fields", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn create(
@@ -201,34 +313,13 @@ async fn create(
     Ok(response)
 }
 
-fn parse_sort(sort: Option<&str>) -> ApiResult<(SortKey, bool)> {
-    let sort = sort.unwrap_or("created_at");
-    let (descending, name) = match sort.strip_prefix('-') {
-        Some(name) => (true, name),
-        None => (false, sort),
-    };
-    let key = match name {
-        "name" => SortKey::Name,
-        "price" => SortKey::Price,
-        "created_at" => SortKey::CreatedAt,
-        "stock" => SortKey::Stock,
-        _ => {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "sort",
-                "invalid",
-                "must be name, price, created_at or stock, with - in front for descending",
-            )]));
-        }
-    };
-    Ok((key, descending))
-}
-
 /// Lists products, filtered and sorted, a page at a time.
 #[utoipa::path(get, path = "/v1/products", tag = "products", security(("bearer" = [])),
     params(ProductListParams),
     responses(
         (status = 200, description = "A page of products", body = Page<Product>),
-        (status = 422, description = "Invalid parameters", body = ProblemDoc),
+        (status = 403, description = "include_deleted without the staff role", body = ProblemDoc),
+        (status = 422, description = "Invalid parameters: limit out of range, a cursor this list did not issue (or of another sort), a q with control or invisible characters, min_price above max_price", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
@@ -240,34 +331,40 @@ async fn list(
     if include_deleted {
         user.require(Role::Staff)?;
     }
-    let sort = parse_sort(params.sort.as_deref())?;
+    let sort = Sort::parse(params.sort.as_deref())?;
+    let (key, _) = sort.key();
     let page = PageParams {
         limit: params.limit,
         cursor: params.cursor.clone(),
     };
     // The cursor carries its sort, so that it cannot be replayed under another.
-    let request = page.parse::<(String, ProductCursor)>()?;
-    let sort_name = params.sort.clone().unwrap_or_else(|| "created_at".into());
+    let request = page.parse::<(Sort, ProductCursor)>()?;
+    let invalid_cursor =
+        |message: &str| ApiError::validation(vec![FieldError::new("cursor", "invalid", message)]);
     let after = match &request.after {
-        Some((cursor_sort, position)) if *cursor_sort == sort_name => Some(position),
-        Some(_) => {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "cursor",
-                "invalid",
-                "the cursor belongs to another sort",
-            )]));
+        Some((cursor_sort, _)) if *cursor_sort != sort => {
+            return Err(invalid_cursor("the cursor belongs to another sort"));
         }
+        Some((_, position)) if !products::cursor_fits(position, key) => {
+            return Err(invalid_cursor("is not a cursor this list returned"));
+        }
+        Some((_, position)) => Some(position),
         None => None,
     };
+    let mut errors = Vec::new();
+    if let Some(q) = &params.q {
+        check_text(&mut errors, "q", q, 200, false);
+    }
     if let (Some(min), Some(max)) = (params.min_price, params.max_price)
         && min > max
     {
-        return Err(ApiError::validation(vec![FieldError::new(
+        errors.push(FieldError::new(
             "min_price",
             "invalid",
             "is above max_price",
-        )]));
+        ));
     }
+    done(errors, ())?;
     let query = ProductQuery {
         q: params
             .q
@@ -277,49 +374,51 @@ async fn list(
         max_price: params.max_price,
         in_stock: params.in_stock,
         include_deleted,
-        sort: Some(sort),
+        sort: Some(sort.key()),
     };
     let rows = products::list(&state.db, &query, after, request.fetch_limit()).await?;
     Ok(Json(Page::from_rows(
         rows,
         &request,
-        |p| (sort_name.clone(), products::cursor_of(p, sort.0)),
+        |p| (sort, products::cursor_of(p, key)),
         |p| p,
     )))
 }
 
-/// One product, with its ETag; `If-None-Match` gets a 304.
+/// One product, with its ETag; `If-None-Match` gets a 304. A deleted product is gone from
+/// here until it is restored (staff find it with `include_deleted` on the list).
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The product's id")),
     responses(
-        (status = 200, description = "The product", body = Product, headers(("etag" = String))),
+        (status = 200, description = "The product", body = Product, headers(("etag" = String, description = "The product's version"))),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 404, description = "No such product", body = ProblemDoc),
+        (status = 404, description = "No such product, or deleted", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn get_one(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: CurrentUser,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let product = products::find(&state.db, id)
         .await?
-        .filter(|p| p.deleted_at.is_none() || user.role.is_staff())
+        .filter(|p| p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("product"))?;
     Ok(etag::conditional(&headers, product.version, &product))
 }
 
 /// Changes a product (staff); with `If-Match`, only if it has not changed since (else 412).
 #[utoipa::path(patch, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("if-match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("id" = Uuid, Path), openapi::IfMatch),
     request_body = UpdateProduct,
     responses(
-        (status = 200, description = "The changed product", body = Product),
+        (status = 200, description = "The changed product", body = Product, headers(("etag" = String, description = "The product's version"))),
+        (status = 403, description = "Not staff", body = ProblemDoc),
         (status = 404, description = "No such product", body = ProblemDoc),
         (status = 409, description = "SKU taken", body = ProblemDoc),
-        (status = 412, description = "Changed since the If-Match ETag", body = ProblemDoc),
-        (status = 422, description = "Invalid fields", body = ProblemDoc),
+        (status = 412, description = "Changed since the If-Match ETag (or If-Match names no ETag this server issued)", body = ProblemDoc),
+        (status = 422, description = "Invalid fields, or `stock`, which only stock adjustments change", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn update(
@@ -337,13 +436,7 @@ async fn update(
             "change stock with POST /v1/products/{id}/stock-adjustments",
         )]));
     }
-    let body: UpdateProduct = serde_json::from_value(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            e.to_string(),
-        )
-    })?;
+    let body: UpdateProduct = from_value(body)?;
     let if_match = etag::if_match(&headers)?;
     let mut errors = Vec::new();
     let sku = body
@@ -385,6 +478,7 @@ async fn update(
     params(("id" = Uuid, Path)),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "Not staff", body = ProblemDoc),
         (status = 404, description = "No such product, or already deleted", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
@@ -402,7 +496,8 @@ async fn delete(
 #[utoipa::path(post, path = "/v1/products/{id}/restore", tag = "products", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The restored product", body = Product),
+        (status = 200, description = "The restored product", body = Product, headers(("etag" = String, description = "The product's version"))),
+        (status = 403, description = "Not staff", body = ProblemDoc),
         (status = 404, description = "No such product", body = ProblemDoc),
         (status = 409, description = "Not deleted", body = ProblemDoc),
     ))]
@@ -417,15 +512,16 @@ async fn restore(
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }
 
-/// Adds to or takes from the stock (staff), atomically; never below zero.
+/// Adds to or takes from the stock (staff), atomically; never below zero nor above
+/// 1,000,000,000 (the most a product may hold).
 #[utoipa::path(post, path = "/v1/products/{id}/stock-adjustments", tag = "products", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     request_body = StockAdjustment,
     responses(
-        (status = 200, description = "The product with its new stock", body = Product),
+        (status = 200, description = "The product with its new stock", body = Product, headers(("etag" = String, description = "The product's version"))),
+        (status = 403, description = "Not staff", body = ProblemDoc),
         (status = 404, description = "No such product", body = ProblemDoc),
-        (status = 409, description = "Not enough stock", body = ProblemDoc),
-        (status = 422, description = "Invalid fields", body = ProblemDoc),
+        (status = 409, description = "Not enough stock (`insufficient_stock`), or more than a product may hold (`stock_limit`)", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn adjust_stock(

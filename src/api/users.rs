@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, present};
 use super::pagination::{Page, PageParams};
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -55,6 +55,7 @@ impl From<users::User> for UserView {
     responses(
         (status = 200, description = "A page of users", body = Page<UserView>),
         (status = 403, description = "Not an admin", body = ProblemDoc),
+        (status = 422, description = "Invalid parameters: limit out of range, or a cursor this list did not issue", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
@@ -73,11 +74,16 @@ async fn list(
     )))
 }
 
-/// What an admin may change about a user.
+/// What an admin may change about a user: one of the two at least; `null` is not a value.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UserUpdate {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     role: Option<Role>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     disabled: Option<bool>,
 }
 

@@ -40,13 +40,13 @@ pub struct RefreshBody {
 
 /// Creates a customer account.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth",
-    request_body = CredentialsBody,
+    request_body = crate::api::openapi::NewAccount,
     responses(
         (status = 201, description = "The new user", body = UserView),
         (status = 409, description = "The email is taken", body = ProblemDoc),
-        (status = 422, description = "Invalid email or weak password", body = ProblemDoc),
-        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
-        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 422, description = "Invalid fields: an invalid email, or a password that is too short or long, the email address, or a common one", body = ProblemDoc),
+        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many passwords being hashed at once (`busy`)", body = ProblemDoc, headers(("retry-after" = u64, description = "Seconds to wait"))),
     ))]
 #[tracing::instrument(skip_all)]
 async fn register(
@@ -86,8 +86,8 @@ pub fn validate_new_account(email: &str, password: String) -> ApiResult<(Email, 
         (status = 200, description = "A token pair", body = TokenPair, headers(("cache-control" = String, description = "no-store"))),
         (status = 401, description = "Wrong email or password", body = ProblemDoc),
         (status = 403, description = "The account is disabled", body = ProblemDoc),
-        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64))),
-        (status = 503, description = "Too many password hashes at once", body = ProblemDoc, headers(("retry-after" = u64))),
+        (status = 429, description = "Too many attempts", body = ProblemDoc, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many passwords being checked at once (`busy`)", body = ProblemDoc, headers(("retry-after" = u64, description = "Seconds to wait"))),
     ))]
 #[tracing::instrument(skip_all)]
 async fn login(

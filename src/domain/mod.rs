@@ -4,6 +4,7 @@ mod email;
 mod password;
 mod role;
 mod sku;
+pub mod text;
 
 pub use email::Email;
 pub use password::NewPassword;

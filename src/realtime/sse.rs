@@ -119,9 +119,10 @@ impl FromRequestParts<AppState> for Asked {
     params(StreamParams, ("last-event-id" = Option<String>, Header, description = "The last seq received")),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream"),
-        (status = 400, description = "Unknown topic or bad Last-Event-ID", body = ProblemDoc),
+        (status = 400, description = "Missing or unknown topics, or a Last-Event-ID (one at most) that is not a seq", body = ProblemDoc),
         (status = 401, description = "No valid token or ticket", body = ProblemDoc),
         (status = 429, description = "Too many connections for this user", body = ProblemDoc),
+        (status = 503, description = "The server is shutting down", body = ProblemDoc),
     ))]
 async fn events(
     State(state): State<AppState>,

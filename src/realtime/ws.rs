@@ -68,9 +68,7 @@ mod code {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket request", body = ProblemDoc),
         (status = 401, description = "No valid token or ticket", body = ProblemDoc),
-        (status = 426, description = "Not WebSocket version 13, the one this server speaks",
-            body = ProblemDoc,
-            headers(("Sec-WebSocket-Version" = String, description = "13"))),
+        (status = 426, description = "A WebSocket version other than 13", body = ProblemDoc, headers(("sec-websocket-version" = String, description = "13"))),
     ))]
 async fn upgrade(
     State(state): State<AppState>,

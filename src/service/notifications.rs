@@ -94,9 +94,7 @@ pub async fn broadcast(
             )]));
         }
         BroadcastAudience::Users(ids) => {
-            let mut ids = ids.clone();
-            ids.sort();
-            ids.dedup();
+            // Counted as sent, as the document states it, before repeats are dropped.
             if ids.is_empty() || ids.len() > MAX_BROADCAST_USERS {
                 return Err(ApiError::validation(vec![FieldError::new(
                     "audience",
@@ -104,6 +102,9 @@ pub async fn broadcast(
                     format!("a list of 1 to {MAX_BROADCAST_USERS} user ids"),
                 )]));
             }
+            let mut ids = ids.clone();
+            ids.sort();
+            ids.dedup();
             Recipients::Users(ids)
         }
     };

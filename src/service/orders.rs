@@ -34,6 +34,9 @@ pub enum Placed {
     Replayed { status: StatusCode, body: Value },
 }
 
+/// Most units of one product one order may take, its lines of that product together.
+pub const MAX_QUANTITY: i64 = 10_000;
+
 /// Places an order for the caller: checks and takes the stock of every item and prices
 /// them from the catalog, all or nothing.
 #[tracing::instrument(skip_all, fields(user = %actor.user.id))]
@@ -50,6 +53,21 @@ pub async fn place(
         *total = total
             .checked_add(*quantity)
             .ok_or_else(|| quantity_error("quantity is too large"))?;
+    }
+    // The cap holds for what is ordered, not for each line: checked once merged.
+    let over: Vec<FieldError> = merged
+        .iter()
+        .filter(|(_, total)| **total > MAX_QUANTITY)
+        .map(|(id, total)| {
+            FieldError::new(
+                format!("items[{id}]"),
+                "out_of_range",
+                format!("the lines of this product add up to {total}; at most {MAX_QUANTITY}"),
+            )
+        })
+        .collect();
+    if !over.is_empty() {
+        return Err(ApiError::validation(over));
     }
     let items: Vec<(Uuid, i64)> = merged.into_iter().collect();
 

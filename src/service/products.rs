@@ -122,7 +122,8 @@ pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Pro
     Ok(product)
 }
 
-/// Adds to or takes from a product's stock, never below zero (409).
+/// Adds to or takes from a product's stock, never below zero nor above the most a product
+/// may hold (409 either way).
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id, delta))]
 pub async fn adjust_stock(
     state: &AppState,
@@ -135,9 +136,17 @@ pub async fn adjust_stock(
     let mut tx = state.db.begin().await?;
     let Some(product) = products::adjust_stock(&mut tx, id, delta, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
-            Some(p) if p.deleted_at.is_none() => ApiError::conflict(
+            Some(p) if p.deleted_at.is_none() && delta < 0 => ApiError::conflict(
                 "insufficient_stock",
                 format!("only {} in stock; cannot take {}", p.stock, -delta),
+            ),
+            Some(p) if p.deleted_at.is_none() => ApiError::conflict(
+                "stock_limit",
+                format!(
+                    "{} in stock; adding {delta} would pass the most a product may hold, {}",
+                    p.stock,
+                    products::MAX_STOCK
+                ),
             ),
             _ => ApiError::not_found("product"),
         });

@@ -169,7 +169,12 @@ pub async fn set_deleted(
     })
 }
 
-/// Adds `delta` to the stock of a live product unless that would take it below zero.
+/// The most units of a product the catalog holds: what creating a product allows, and
+/// what a stock adjustment may not go past.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+
+/// Adds `delta` to the stock of a live product unless that would take it below zero or
+/// above [`MAX_STOCK`].
 pub async fn adjust_stock(
     tx: &mut Tx,
     id: Uuid,
@@ -179,12 +184,13 @@ pub async fn adjust_stock(
     on_tx!(tx, c => {
         sqlx::query_as::<_, Product>(concat!(
             "update products set stock = stock + $2, version = version + 1, updated_at = $3 \
-             where id = $1 and deleted_at is null and stock + $2 >= 0 returning ",
+             where id = $1 and deleted_at is null and stock + $2 between 0 and $4 returning ",
             product_columns!()
         ))
         .bind(id)
         .bind(delta)
         .bind(at)
+        .bind(MAX_STOCK)
         .fetch_optional(c)
         .await
     })
@@ -404,6 +410,21 @@ pub async fn list(
         }
         select.bind(limit).fetch_all(pool).await
     })
+}
+
+/// Whether a decoded cursor position holds what `key` sorts by: a cursor is opaque to
+/// clients, so one that does not is tampered with (or from another version), not a place
+/// to restart the list from.
+pub fn cursor_fits((value, _): &ProductCursor, key: SortKey) -> bool {
+    match key {
+        SortKey::Name => value
+            .as_str()
+            .is_some_and(|s| !s.chars().any(crate::domain::text::refused)),
+        SortKey::Price | SortKey::Stock => value.is_i64(),
+        SortKey::CreatedAt => value
+            .as_str()
+            .is_some_and(|s| s.parse::<DateTime<Utc>>().is_ok()),
+    }
 }
 
 /// The cursor of a product under a sort.

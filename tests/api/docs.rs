@@ -1,7 +1,7 @@
 //! The OpenAPI document and the Swagger UI page, served from this server alone.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp};
@@ -12,6 +12,10 @@ backend_tests!(
     the_docs_page_is_served_as_html,
     the_docs_page_loads_nothing_from_another_host,
     the_docs_config_points_at_this_server_and_disables_the_validator,
+    every_error_response_is_documented_as_a_problem,
+    every_operation_documents_the_statuses_its_shape_brings,
+    role_guarded_and_rate_limited_operations_document_their_refusals,
+    the_document_states_the_limits_the_server_enforces,
 );
 
 /// Every operation of the API, as `(method, path)`.
@@ -308,4 +312,188 @@ async fn the_docs_config_points_at_this_server_and_disables_the_validator(backen
         "the spec is this server's: {config}"
     );
     assert!(!config.contains("petstore"), "{config}");
+}
+
+/// Every operation of the document, as `(method, path, operation)`.
+fn operations(document: &Value) -> Vec<(String, String, Value)> {
+    let mut all = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                all.push((method.clone(), path.clone(), operation.clone()));
+            }
+        }
+    }
+    assert!(all.len() >= OPERATIONS.len());
+    all
+}
+
+async fn every_error_response_is_documented_as_a_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let document = openapi(&app).await;
+
+    for (method, path, operation) in operations(&document) {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            // Readiness answers its checks, as JSON, whether ready or not.
+            if status.as_str() < "400" || (path == "/readyz" && status == "503") {
+                continue;
+            }
+            let content = response["content"].as_object();
+            let media: Vec<&String> = content.map(|c| c.keys().collect()).unwrap_or_default();
+            assert_eq!(
+                media,
+                ["application/problem+json"],
+                "{method} {path} {status}: {response}"
+            );
+            assert_eq!(
+                response["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{method} {path} {status}"
+            );
+        }
+    }
+}
+
+async fn every_operation_documents_the_statuses_its_shape_brings(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let document = openapi(&app).await;
+
+    for (method, path, operation) in operations(&document) {
+        let responses = &operation["responses"];
+        let documents = |status: &str| responses.get(status).is_some();
+        if operation["security"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+        {
+            assert!(documents("401"), "{method} {path} documents 401");
+            assert_eq!(
+                responses["401"]["headers"]["www-authenticate"]["schema"]["enum"][0], "Bearer",
+                "{method} {path}"
+            );
+        }
+        if operation.get("requestBody").is_some() {
+            for status in ["400", "413", "415", "422"] {
+                assert!(documents(status), "{method} {path} documents {status}");
+            }
+        }
+        let parameters = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if parameters.iter().any(|p| p["in"] == "query") {
+            assert!(documents("400"), "{method} {path} documents 400");
+        }
+        if let Some(limit) = parameters.iter().find(|p| p["name"] == "limit") {
+            assert_eq!(
+                (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+                (&json!(1), &json!(100)),
+                "{method} {path}"
+            );
+            assert!(documents("422"), "{method} {path} documents 422");
+        }
+        // Nothing is documented that the server has no way to answer: a `default`
+        // response would let any status pass.
+        assert!(!documents("default"), "{method} {path}");
+    }
+}
+
+async fn role_guarded_and_rate_limited_operations_document_their_refusals(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let document = openapi(&app).await;
+
+    let responses = |method: &str, path: &str| document["paths"][path][method]["responses"].clone();
+    for (method, path) in [
+        ("get", "/v1/users"),
+        ("patch", "/v1/users/{id}"),
+        ("get", "/v1/products"),
+        ("post", "/v1/products"),
+        ("patch", "/v1/products/{id}"),
+        ("delete", "/v1/products/{id}"),
+        ("post", "/v1/products/{id}/restore"),
+        ("post", "/v1/products/{id}/stock-adjustments"),
+        ("post", "/v1/orders/{id}/status"),
+        ("post", "/v1/notifications/broadcast"),
+        ("get", "/v1/admin/audit"),
+    ] {
+        assert!(
+            responses(method, path).get("403").is_some(),
+            "{method} {path} documents 403"
+        );
+    }
+    for (method, path) in [
+        ("post", "/v1/auth/register"),
+        ("post", "/v1/auth/login"),
+        ("post", "/v1/me/password"),
+    ] {
+        for status in ["429", "503"] {
+            let response = &responses(method, path)[status];
+            assert!(
+                response["headers"]["retry-after"].is_object(),
+                "{method} {path} documents {status} with Retry-After: {response}"
+            );
+        }
+    }
+}
+
+async fn the_document_states_the_limits_the_server_enforces(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let document = openapi(&app).await;
+
+    let schemas = &document["components"]["schemas"];
+    let item = &schemas["NewItem"]["properties"]["quantity"];
+    assert_eq!(
+        (&item["minimum"], &item["maximum"]),
+        (&json!(1), &json!(10_000))
+    );
+    let items = &schemas["NewOrder"]["properties"]["items"];
+    assert_eq!(
+        (&items["minItems"], &items["maxItems"]),
+        (&json!(1), &json!(100))
+    );
+    assert_eq!(
+        schemas["NextStatus"]["enum"],
+        json!(["paid", "shipped", "delivered"])
+    );
+    let product = &schemas["CreateProduct"]["properties"];
+    let currencies = product["currency"]["enum"].as_array().unwrap();
+    assert!(currencies.contains(&json!("EUR")) && currencies.contains(&json!("JPY")));
+    for not_tender in ["XXX", "XTS", "XAU", "XDR", "BOV", "CHE", "USN", "HRK"] {
+        assert!(!currencies.contains(&json!(not_tender)), "{not_tender}");
+    }
+    assert_eq!(product["sku"]["pattern"], "^[A-Za-z0-9._-]{1,64}$");
+    assert_eq!(product["name"]["maxLength"], 200);
+    let name = product["name"]["pattern"].as_str().unwrap();
+    for refused in [
+        "\\u202A-\\u202E",
+        "\\u200B-\\u200F",
+        "\\uFEFF",
+        "\\u0000-\\u0008",
+    ] {
+        assert!(name.contains(refused), "{refused} in {name}");
+    }
+    let delta = &schemas["StockAdjustment"]["properties"]["delta"]["anyOf"];
+    assert_eq!(
+        (&delta[0]["minimum"], &delta[1]["maximum"]),
+        (&json!(-1_000_000_000), &json!(1_000_000_000))
+    );
+    let account = &schemas["NewAccount"]["properties"];
+    assert_eq!(account["email"]["maxLength"], 254);
+    assert!(account["email"]["pattern"].as_str().unwrap().contains('@'));
+    assert_eq!(
+        (
+            &account["password"]["minLength"],
+            &account["password"]["maxLength"]
+        ),
+        (&json!(8), &json!(128))
+    );
+    let update = &schemas["UserUpdate"];
+    assert_eq!(update["minProperties"], 1);
+    assert_eq!(
+        update["properties"]["role"]["$ref"],
+        "#/components/schemas/Role"
+    );
 }

@@ -4,12 +4,16 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::backend_tests;
+use tidings::domain::Role;
+
 use crate::helpers::{Backend, PASSWORD, TestApp, problem};
 
 backend_tests!(
     a_malformed_json_body_is_a_400_problem,
     a_wrong_content_type_is_a_415_problem,
     a_body_missing_fields_is_a_422_problem,
+    json_in_another_charset_is_a_415_problem,
+    a_broadcast_with_bidi_overrides_or_invisible_characters_is_refused,
     an_oversized_body_is_a_413_problem,
     unknown_routes_and_methods_are_problems,
     every_response_carries_a_request_id,
@@ -178,24 +182,143 @@ async fn a_wrong_content_type_is_a_415_problem(backend: Backend) {
     assert_eq!(problem(response).await["code"], "unsupported_media_type");
 }
 
+/// The `errors` of a 422 `validation_failed` problem, as `(field, code)`.
+async fn field_errors(response: reqwest::Response) -> Vec<(String, String)> {
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(response).await;
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of errors: {body}"))
+        .iter()
+        .map(|e| {
+            assert!(e["message"].is_string(), "{e}");
+            let message = e["message"].as_str().unwrap();
+            assert!(!message.contains(" at line "), "no parser position: {e}");
+            (
+                e["field"].as_str().unwrap().to_owned(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn a_body_missing_fields_is_a_422_problem(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let admin = app.user_with_role("admin@example.com", Role::Admin).await;
+    let token = Some(admin.access_token.as_str());
+    let product = app.product(&admin.access_token, "A-1", 100, 5).await;
+    let id = product["id"].as_str().unwrap();
+    let pair = |field: &str, code: &str| vec![(field.to_owned(), code.to_owned())];
 
-    let response = app
+    let register = app
         .post(
             "/v1/auth/register",
             &json!({"email": "ada@example.com"}),
             None,
         )
         .await;
-
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body = problem(response).await;
-    assert_eq!(body["code"], "invalid_body");
-    assert!(
-        body["detail"].as_str().unwrap().contains("password"),
-        "{body}"
+    assert_eq!(field_errors(register).await, pair("password", "required"));
+    let adjustment = app
+        .post(
+            &format!("/v1/products/{id}/stock-adjustments"),
+            &json!({"delta": 1}),
+            token,
+        )
+        .await;
+    assert_eq!(field_errors(adjustment).await, pair("reason", "required"));
+    let line = app
+        .post("/v1/orders", &json!({"items": [{"product_id": id}]}), token)
+        .await;
+    assert_eq!(
+        field_errors(line).await,
+        pair("items[0].quantity", "required")
     );
+
+    // A wrong type, an unknown field, and a body that is no object name their field too.
+    let typed = app
+        .post(
+            &format!("/v1/products/{id}/stock-adjustments"),
+            &json!({"delta": "five", "reason": "count"}),
+            token,
+        )
+        .await;
+    assert_eq!(field_errors(typed).await, pair("delta", "invalid_type"));
+    let patched = app
+        .patch(
+            &format!("/v1/products/{id}"),
+            &json!({"name": null}),
+            &admin.access_token,
+        )
+        .await;
+    assert_eq!(field_errors(patched).await, pair("name", "invalid_type"));
+    let unknown = app
+        .post(
+            "/v1/orders",
+            &json!({"items": [{"product_id": id, "quantity": 1, "colour": "red"}]}),
+            token,
+        )
+        .await;
+    assert_eq!(
+        field_errors(unknown).await,
+        pair("items[0].colour", "unknown_field")
+    );
+    let listed = app.post("/v1/orders", &json!([]), token).await;
+    assert_eq!(field_errors(listed).await, pair(".", "invalid_type"));
+    assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
+}
+
+async fn a_broadcast_with_bidi_overrides_or_invisible_characters_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.user_with_role("admin@example.com", Role::Admin).await;
+
+    for (title, body, field) in [
+        ("Sale\u{202E}", "Everything must go", "title"),
+        ("Sale", "Every\u{200B}thing", "body"),
+        ("Sale", "\u{FEFF}", "body"),
+    ] {
+        let response = app
+            .post(
+                "/v1/notifications/broadcast",
+                &json!({"title": title, "body": body, "audience": "all"}),
+                Some(&admin.access_token),
+            )
+            .await;
+        assert_eq!(
+            field_errors(response).await,
+            vec![(field.to_owned(), "invisible_character".to_owned())]
+        );
+    }
+}
+
+async fn json_in_another_charset_is_a_415_problem(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let body = format!(r#"{{"email": "ada@example.com", "password": "{PASSWORD}"}}"#);
+
+    for (content_type, expected) in [
+        (
+            "application/json; charset=utf-16",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/json; charset=latin1",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        ("application/json; charset=UTF-8", StatusCode::CREATED),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/v1/auth/register"))
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{content_type}");
+        if expected == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            assert_eq!(problem(response).await["code"], "unsupported_media_type");
+        }
+    }
 }
 
 async fn an_oversized_body_is_a_413_problem(backend: Backend) {

@@ -24,6 +24,8 @@ backend_tests!(
     an_order_cannot_be_cancelled_once_shipped,
     another_customer_cannot_cancel_an_order,
     a_cancellation_racing_a_payment_names_the_status_it_ended,
+    the_quantity_cap_holds_for_a_product_s_lines_together,
+    a_quantity_written_with_a_fraction_is_an_integer,
 );
 
 /// A cancel and a payment at once: whichever goes first, the cancellation's event says
@@ -700,4 +702,62 @@ async fn another_customer_cannot_cancel_an_order(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(read["status"], "pending");
+}
+
+/// The 10,000 cap is on what is ordered of a product, so lines of the same product are
+/// merged before it is checked: a hundred lines of 10,000 are not one line of 1,000,000.
+async fn the_quantity_cap_holds_for_a_product_s_lines_together(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1, 5_000_000).await;
+    let mug = app.product(&staff.access_token, "MUG", 1, 100).await;
+    let ada = app.customer("ada@example.com").await;
+    let mut lines = vec![(id(&tee), 10_000); 100];
+    lines[99] = (id(&mug), 1);
+
+    let refused = app.order(&ada.access_token, &lines).await;
+
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(refused).await;
+    assert_eq!(body["code"], "validation_failed");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["field"], format!("items[{}]", id(&tee)));
+    assert_eq!(errors[0]["code"], "out_of_range");
+    let unchanged: Value = app
+        .get(
+            &format!("/v1/products/{}", id(&tee)),
+            Some(&ada.access_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unchanged["stock"], 5_000_000);
+    // Lines that add up to the cap exactly are one line of 10,000.
+    let placed = app
+        .order(&ada.access_token, &[(id(&tee), 4_000), (id(&tee), 6_000)])
+        .await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let placed: Value = placed.json().await.unwrap();
+    assert_eq!(placed["items"][0]["quantity"], 10_000);
+}
+
+async fn a_quantity_written_with_a_fraction_is_an_integer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1, 1000).await;
+    let ada = app.customer("ada@example.com").await;
+
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"items": [{"product_id": id(&tee), "quantity": 517.0}]}),
+            Some(&ada.access_token),
+        )
+        .await;
+
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let placed: Value = placed.json().await.unwrap();
+    assert_eq!(placed["items"][0]["quantity"], 517);
 }
