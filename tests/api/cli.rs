@@ -199,7 +199,12 @@ async fn help_names_the_settings_that_have_no_flag() {
 
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for var in ["TIDINGS_LISTEN", "TIDINGS_JWT_SECRET", "TIDINGS_PASSWORD", "RUST_LOG"] {
+    for var in [
+        "TIDINGS_LISTEN",
+        "TIDINGS_JWT_SECRET",
+        "TIDINGS_PASSWORD",
+        "RUST_LOG",
+    ] {
         assert!(help.contains(var), "{var} is not in --help: {help}");
     }
 }
