@@ -161,7 +161,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// CORS for the configured browser origins: the API's methods and headers, and the
-/// response headers a browser app needs to read (ETags, Location, Retry-After, ids).
+/// response headers a browser app needs to read (ETags, Location, Retry-After, ids, the
+/// stream position of a read).
 fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderValue, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -193,6 +194,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::RETRY_AFTER,
             REQUEST_ID,
             HeaderName::from_static("idempotent-replayed"),
+            api::position::HEADER,
         ])
         .max_age(Duration::from_secs(600))
 }

@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod orders;
 pub mod pagination;
+pub mod position;
 pub mod products;
 pub mod users;
 

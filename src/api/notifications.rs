@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::extract::{Json, Path, Query};
 use super::openapi;
 use super::pagination::{Page, PageParams};
+use super::position::{self, Position};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::domain::{Role, text};
@@ -57,21 +58,27 @@ async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
     Query(params): Query<NotificationListParams>,
-) -> ApiResult<Json<Page<Notification>>> {
+) -> ApiResult<(Position, Json<Page<Notification>>)> {
     let request = PageParams {
         limit: params.limit,
         cursor: params.cursor,
     }
     .parse::<Uuid>()?;
-    let rows = notifications::list(
+    let (position, rows) = position::before(
         &state.db,
-        user.id,
-        params.unread.unwrap_or(false),
-        request.after,
-        request.fetch_limit(),
+        notifications::list(
+            &state.db,
+            user.id,
+            params.unread.unwrap_or(false),
+            request.after,
+            request.fetch_limit(),
+        ),
     )
     .await?;
-    Ok(Json(Page::from_rows(rows, &request, |n| n.id, |n| n)))
+    Ok((
+        position,
+        Json(Page::from_rows(rows, &request, |n| n.id, |n| n)),
+    ))
 }
 
 /// How many of the caller's notifications are unread.
@@ -87,10 +94,10 @@ pub struct UnreadCount {
 async fn unread_count(
     State(state): State<AppState>,
     user: CurrentUser,
-) -> ApiResult<Json<UnreadCount>> {
-    Ok(Json(UnreadCount {
-        unread: notifications::unread_count(&state.db, user.id).await?,
-    }))
+) -> ApiResult<(Position, Json<UnreadCount>)> {
+    let (position, unread) =
+        position::before(&state.db, notifications::unread_count(&state.db, user.id)).await?;
+    Ok((position, Json(UnreadCount { unread })))
 }
 
 /// Marks one of the caller's notifications read.

@@ -68,11 +68,54 @@ impl Modify for BearerAuth {
 /// Adds to every operation of the finished document (the routers' paths merged) the
 /// statuses that follow from its shape, and serves every error response as problem+json.
 pub fn complete(openapi: &mut utoipa::openapi::OpenApi) {
-    for item in openapi.paths.paths.values_mut() {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if let Some(read) = item.get.as_mut().filter(|_| positioned(path)) {
+            document_position(read);
+        }
         for operation in operations(item) {
             complete_operation(operation);
         }
     }
+}
+
+/// The resources whose every read answers with `Tidings-Position` (see
+/// [`super::position`]): those that live events describe.
+const POSITIONED: [&str; 3] = ["/v1/products", "/v1/orders", "/v1/notifications"];
+
+fn positioned(path: &str) -> bool {
+    POSITIONED.iter().any(|resource| {
+        path.strip_prefix(resource)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// The `Tidings-Position` header on a read's answers with a body or a 304.
+fn document_position(operation: &mut Operation) {
+    for (status, response) in operation.responses.responses.iter_mut() {
+        if let (RefOr::T(response), "200" | "304") = (response, status.as_str()) {
+            response.headers.insert(
+                super::position::HEADER.to_string(),
+                RefOr::T(position_header()),
+            );
+        }
+    }
+}
+
+fn position_header() -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(0)),
+        ))
+        .description(Some(
+            "The stream position this answer reflects: every event with a seq up to it is \
+             already in the body. Subscribe with `since` (WebSocket) or `Last-Event-ID` (SSE) \
+             set to it to miss no later change; an event after it may repeat what the body \
+             shows, with a `version` the body already has.",
+        ))
+        .build()
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {

@@ -14,6 +14,7 @@ use super::etag;
 use super::extract::{Json, Path, Query, Repeated, at_most_one, whole};
 use super::openapi;
 use super::pagination::{Page, PageParams};
+use super::position::{self, Position};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::domain::Role;
@@ -182,7 +183,7 @@ async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
     Query(params): Query<OrderListParams>,
-) -> ApiResult<Json<Page<Order>>> {
+) -> ApiResult<(Position, Json<Page<Order>>)> {
     let request = PageParams {
         limit: params.limit,
         cursor: params.cursor,
@@ -192,8 +193,15 @@ async fn list(
         user_id: params.user_id,
         status: params.status,
     };
-    let rows = service::list(&state, &user, query, request.after, request.fetch_limit()).await?;
-    Ok(Json(Page::from_rows(rows, &request, |o| o.id, |o| o)))
+    let (position, rows) = position::before(
+        &state.db,
+        service::list(&state, &user, query, request.after, request.fetch_limit()),
+    )
+    .await?;
+    Ok((
+        position,
+        Json(Page::from_rows(rows, &request, |o| o.id, |o| o)),
+    ))
 }
 
 /// One order, the caller's own or any for staff; with its ETag.
@@ -211,8 +219,8 @@ async fn get_one(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let order = service::get(&state, &user, id).await?;
-    Ok(etag::conditional(&headers, order.version, &order))
+    let (position, order) = position::before(&state.db, service::get(&state, &user, id)).await?;
+    Ok((position, etag::conditional(&headers, order.version, &order)).into_response())
 }
 
 /// A status to move an order to.

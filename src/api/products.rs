@@ -14,6 +14,7 @@ use super::etag;
 use super::extract::{Json, Path, Query, from_value, present, whole, whole_opt};
 use super::openapi;
 use super::pagination::{Page, PageParams};
+use super::position::{self, Position};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::domain::{Currency, Role, Sku, text};
@@ -326,7 +327,7 @@ async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
     Query(params): Query<ProductListParams>,
-) -> ApiResult<Json<Page<Product>>> {
+) -> ApiResult<(Position, Json<Page<Product>>)> {
     let include_deleted = params.include_deleted.unwrap_or(false);
     if include_deleted {
         user.require(Role::Staff)?;
@@ -376,13 +377,18 @@ async fn list(
         include_deleted,
         sort: Some(sort.key()),
     };
-    let rows = products::list(&state.db, &query, after, request.fetch_limit()).await?;
-    Ok(Json(Page::from_rows(
+    let (position, rows) = position::before(
+        &state.db,
+        products::list(&state.db, &query, after, request.fetch_limit()),
+    )
+    .await?;
+    let page = Page::from_rows(
         rows,
         &request,
         |p| (sort, products::cursor_of(p, key)),
         |p| p,
-    )))
+    );
+    Ok((position, Json(page)))
 }
 
 /// One product, with its ETag; `If-None-Match` gets a 304. A deleted product is gone from
@@ -401,11 +407,15 @@ async fn get_one(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let product = products::find(&state.db, id)
-        .await?
+    let (position, product) = position::before(&state.db, products::find(&state.db, id)).await?;
+    let product = product
         .filter(|p| p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("product"))?;
-    Ok(etag::conditional(&headers, product.version, &product))
+    Ok((
+        position,
+        etag::conditional(&headers, product.version, &product),
+    )
+        .into_response())
 }
 
 /// Changes a product (staff); with `If-Match`, only if it has not changed since (else 412).

@@ -8,7 +8,7 @@ use super::Actor;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::events::{Audience, NewEvent, Topic, outbox};
-use crate::store::notifications::{self, Notification, Recipients};
+use crate::store::notifications::{self, Notification, READ_VERSION, Recipients};
 use crate::store::{Tx, now};
 
 /// The kinds of notification; each can be muted per user.
@@ -158,7 +158,10 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
     let events = if changed {
-        vec![read_event(user_id, json!({"ids": [id], "read_at": at}))]
+        vec![read_event(
+            user_id,
+            json!({"ids": [id], "read_at": at, "version": notification.version}),
+        )]
     } else {
         Vec::new()
     };
@@ -170,14 +173,19 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
 pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
     let at = now();
     let mut tx = state.db.begin().await?;
-    let count = notifications::mark_all_read(&mut tx, user_id, at).await?;
-    let events = if count > 0 {
-        vec![read_event(user_id, json!({"all": true, "read_at": at}))]
-    } else {
+    let ids = notifications::mark_all_read(&mut tx, user_id, at).await?;
+    // `ids` says which: "all" alone would also take in a notification that the update did
+    // not see (committed meanwhile) but that a client received before this event.
+    let events = if ids.is_empty() {
         Vec::new()
+    } else {
+        vec![read_event(
+            user_id,
+            json!({"all": true, "ids": ids, "read_at": at, "version": READ_VERSION}),
+        )]
     };
     outbox::commit(tx, &events).await?;
-    Ok(count)
+    Ok(ids.len() as u64)
 }
 
 /// The `notification.read` event, for the reader only.
@@ -190,12 +198,19 @@ fn read_event(user_id: Uuid, data: serde_json::Value) -> NewEvent {
     )
 }
 
+/// Deletes one of the caller's notifications, telling the caller's other clients.
 pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> {
     let mut tx = state.db.begin().await?;
     if !notifications::delete(&mut tx, user_id, id).await? {
         return Err(ApiError::not_found("notification"));
     }
-    tx.commit().await?;
+    let event = NewEvent::new(
+        Topic::Notifications,
+        "notification.deleted",
+        Audience::User(user_id),
+        json!({"id": id}),
+    );
+    outbox::commit(tx, &[event]).await?;
     Ok(())
 }
 

@@ -203,6 +203,7 @@ pub async fn low_stock(
         "name": product.name,
         "stock": product.stock,
         "low_stock_threshold": threshold,
+        "version": product.version,
     });
     let mut events = vec![NewEvent::new(
         Topic::Inventory,

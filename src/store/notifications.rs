@@ -24,11 +24,20 @@ pub struct Notification {
     pub data: Json<Value>,
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// 1 while unread, 2 once read: being read is the one change a notification has.
+    /// Events carry it, as they carry the version of every resource they describe.
+    pub version: i64,
 }
 
+/// The version of a read notification.
+pub const READ_VERSION: i64 = 2;
+
+/// The columns of a [`Notification`]; its version follows from `read_at`, so no column
+/// stores it.
 macro_rules! notification_columns {
     () => {
-        "id, user_id, kind, title, body, data, read_at, created_at"
+        "id, user_id, kind, title, body, data, read_at, created_at, \
+         cast(case when read_at is null then 1 else 2 end as bigint) as version"
     };
 }
 
@@ -104,6 +113,7 @@ pub async fn insert_many(
             data: Json(data.clone()),
             read_at: None,
             created_at: at,
+            version: 1,
         })
         .collect();
     if made.is_empty() {
@@ -212,20 +222,23 @@ pub async fn mark_read(
     Ok(existing.map(|n| (n, false)))
 }
 
-/// Marks every unread notification of the user read; how many there were.
+/// Marks every unread notification of the user read; their ids, in order.
 pub async fn mark_all_read(
     tx: &mut Tx,
     user_id: Uuid,
     at: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    on_tx!(tx, c => {
-        sqlx::query("update notifications set read_at = $2 where user_id = $1 and read_at is null")
-            .bind(user_id)
-            .bind(at)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-    })
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut ids = on_tx!(tx, c => {
+        sqlx::query_scalar::<_, Uuid>(
+            "update notifications set read_at = $2 where user_id = $1 and read_at is null returning id",
+        )
+        .bind(user_id)
+        .bind(at)
+        .fetch_all(c)
+        .await
+    })?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 pub async fn delete(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {

@@ -23,5 +23,6 @@ mod live_protocol;
 mod notifications;
 mod orders;
 mod outbox;
+mod position;
 mod products;
 mod websocket;
