@@ -65,7 +65,7 @@ export function startBoard(tidings) {
     }
     // Place every card in its column, newest first (appending moves a node that is in place).
     for (const status of COLUMNS) {
-      const column = /** @type {HTMLElement} */ (board.querySelector(`[data-status="${status}"]`));
+      const column = /** @type {HTMLElement} */ (board.querySelector(`.column[data-status="${status}"]`));
       const cards = /** @type {HTMLElement} */ (column.querySelector(".cards"));
       const inColumn = visible.filter((order) => order.status === status);
       inColumn.forEach((order, index) => {
