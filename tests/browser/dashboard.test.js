@@ -235,9 +235,11 @@ for (const backend of backends()) {
         Object.values(await boardFromApi(server, staff)).flat().length);
 
       await context.setOffline(true);
-      await page.locator('#connection:not([data-state="live"])').waitFor();
+      await page.locator('#connection[data-state="offline"]').waitFor();
+      assert.equal(await page.locator("#connection .text").textContent(), "Offline");
 
-      // Meanwhile, other clients: two new orders, one order moved on, one cancelled.
+      // Meanwhile, other clients: two new orders, orders moved on and cancelled, stock
+      // counted down to its alert threshold.
       const alice = await server.token("alice@example.com");
       const first = await placeOrder(server, alice, ["TEE-BLK-M"]);
       const second = await placeOrder(server, alice, ["TOTE-CNV", "NOTE-A5"]);
@@ -247,7 +249,15 @@ for (const backend of backends()) {
       const { items: pendingOrders } = await server.api("GET", "/v1/orders?status=pending&limit=100", { token: staff });
       const cancelled = pendingOrders.find((/** @type {any} */ o) => o.id !== second.id && o.id !== first.id);
       await server.api("POST", `/v1/orders/${cancelled.id}/cancel`, { token: staff, body: {} });
+      const { items: catalog } = await server.api("GET", "/v1/products?limit=100", { token: staff });
+      const cap = catalog.find((/** @type {any} */ p) => p.sku === "CAP-NVY");
+      await server.api("POST", `/v1/products/${cap.id}/stock-adjustments`, {
+        token: staff, body: { delta: cap.low_stock_threshold - cap.stock, reason: "count" },
+      });
       const expected = await boardFromApi(server, staff);
+      const { items: products } = await server.api("GET", "/v1/products?limit=100", { token: staff });
+      const { unread } = await server.api("GET", "/v1/notifications/unread-count", { token: staff });
+      assert.equal(await page.locator(`[data-order-id="${first.id}"]`).count(), 0, "nothing reached the page while it was offline");
 
       await context.setOffline(false);
       await waitLive(page);
@@ -262,9 +272,16 @@ for (const backend of backends()) {
       const all = Object.values(shown).flat();
       assert.equal(new Set(all).size, all.length, "no order is shown twice");
       assert.equal(await page.locator(`[data-order-id="${cancelled.id}"]`).count(), 0);
+      const stock = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll("#stock-rows tr")]
+        .map((row) => [row.getAttribute("data-sku"), Number(row.querySelector(".stock-count")?.textContent)])));
+      assert.deepEqual(stock, Object.fromEntries(products.map((/** @type {any} */ p) => [p.sku, p.stock])), "the stock equals the database");
+      assert.equal(await page.locator(`#low-stock [data-product-id="${cap.id}"]`).count(), 1, "the low-stock warning, once");
+      await page.waitForFunction((count) => Number(document.getElementById("unread")?.textContent || 0) === count, unread);
+      const notifications = await page.locator("#notification-list li").evaluateAll((items) => items.map((li) => li.getAttribute("data-notification-id")));
+      assert.equal(new Set(notifications).size, notifications.length, "no notification is listed twice");
       const status = await page.locator("#connection .text").textContent();
       assert.match(status ?? "", /^Live · caught up \d+ events?$/, "the indicator tells the catch-up");
-      assert.ok(Number(/\d+/.exec(status ?? "")?.[0]) >= 5, `at least the five changes were caught up: ${status}`);
+      assert.ok(Number(/\d+/.exec(status ?? "")?.[0]) >= 6, `at least the orders' six changes were caught up: ${status}`);
     });
 
     test("a stock adjustment below the threshold shows the low-stock warning at once", async (t) => {

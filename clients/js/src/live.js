@@ -77,6 +77,9 @@ export class Live {
     this.wake = null;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.flushTimer = undefined;
+    // A browser that says it is offline: the connection is let go (a WebSocket may
+    // otherwise linger unnoticed) and taken up again, resuming, once it is back.
+    globalThis.addEventListener?.("offline", () => this.session?.close());
     globalThis.addEventListener?.("online", () => this.wake?.());
   }
 
@@ -185,13 +188,16 @@ export class Live {
       }
       if (this.stopped || !this.subs.size) break;
       const code = end.code;
+      if (code !== 1000) this.setStatus({ error: `${code}${end.reason ? `: ${end.reason}` : ""}` });
       let wait = 0;
       if (code === 1008) {
         this.stop(end.reason || "refused by the server (1008)");
         break;
       } else if (code === 4001) {
-        // Expired or revoked: a new token, then at once; twice in a row, back off.
-        if (++refused > 1) wait = this.delay(attempt++);
+        // Expired or revoked: a fresh token (unless the client already has a newer one),
+        // then at once; refused again before going live, back off.
+        if (end.live) refused = 0;
+        if (refused++ > 0) wait = this.delay(attempt++);
         else if (end.token === this.client.tokens?.access_token) {
           try {
             await this.client.refresh();
@@ -210,7 +216,7 @@ export class Live {
         if (end.opened === false && this.transport === "auto" && !sse) sse = true;
         else wait = this.delay(attempt++);
       }
-      if (code !== 4001 || end.live) refused = code === 4001 ? 1 : 0;
+      if (code !== 4001) refused = 0;
       await this.pause(wait);
     }
     if (!this.stopped) this.setStatus({ state: "offline", transport: null });
@@ -292,10 +298,12 @@ export class Live {
     const { topic, seq } = event;
     /** @type {PromiseLike<unknown>[] | undefined} */
     let running;
+    let fresh = false;
     for (const sub of this.subs) {
       const seen = sub.seen.get(topic);
       if (seen === undefined || seq <= seen || !sub.topics.has(topic)) continue;
       sub.seen.set(topic, seq);
+      fresh = true;
       try {
         const result = /** @type {any} */ (sub.handler(event));
         if (typeof result?.then === "function") (running ??= []).push(result.then(undefined, report));
@@ -303,7 +311,7 @@ export class Live {
         report(e);
       }
     }
-    session.passed(topic, seq);
+    session.passed(topic, seq, fresh);
     if (!running) return this.handled(session, event);
     const backlog = (this.backlog = /** @type {Array<[Session, any]>} */ ([]));
     Promise.all(running).then(() => {
@@ -387,7 +395,10 @@ class WsSession {
       // A quiet connection is asked for a pong; one that answers nothing is given up.
       beat = setInterval(() => {
         const quiet = Date.now() - this.heard;
-        if (quiet > 45000) ws.close(4000, "no answer");
+        if (quiet > 45000) {
+          ws.close(4000, "no answer");
+          this.end({ code: 1006, reason: "the server stopped answering" });
+        }
         else if (quiet > 20000) this.send({ type: "ping" }, { kind: "ping" });
       }, 10000);
       /** @type {any} */ (beat).unref?.();
@@ -396,11 +407,17 @@ class WsSession {
       this.heard = Date.now();
       live.receive(this, JSON.parse(String(m.data)));
     };
-    ws.onclose = (e) => {
+    /** Ends the session once: at the socket's close, or at once when the client lets it go. @param {End} end */
+    this.end = (end) => {
+      if (this.ended) return;
+      this.ended = true;
       clearInterval(beat);
       clearTimeout(this.ackTimer);
-      done({ code: e.code, reason: e.reason, live: this.reached, opened: this.opened });
+      ws.onmessage = null;
+      done({ ...end, live: this.reached, opened: this.opened });
     };
+    this.ended = false;
+    ws.onclose = (e) => this.end({ code: e.code, reason: e.reason });
     ws.onerror = () => {};
   }
 
@@ -460,10 +477,10 @@ class WsSession {
     this.send({ type: "unsubscribe", topics }, { kind: "unsubscribe" });
   }
 
-  /** @param {string} topic @param {number} seq */
-  passed(topic, seq) {
+  /** @param {string} topic @param {number} seq @param {boolean} fresh whether a subscription had not seen it */
+  passed(topic, seq, fresh) {
     if (this.at.has(topic)) raise(this.at, topic, seq);
-    if (!this.reached) this.caught++;
+    if (!this.reached && fresh) this.caught++;
   }
 
   /** @param {any} msg */
@@ -505,6 +522,7 @@ class WsSession {
 
   close() {
     this.ws.close(1000);
+    this.end({ code: 1000 });
   }
 }
 
@@ -588,10 +606,10 @@ class SseSession {
     this.live.advance(topic, seq);
   }
 
-  /** @param {string} topic @param {number} seq */
-  passed(topic, seq) {
+  /** @param {string} topic @param {number} seq @param {boolean} fresh */
+  passed(topic, seq, fresh) {
     raise(this.at, topic, seq);
-    if (!this.reached) {
+    if (!this.reached && fresh) {
       this.caught++;
       this.settle();
     }
