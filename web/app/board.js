@@ -22,68 +22,83 @@ const NEXT = { pending: "paid", paid: "shipped", shipped: "delivered" };
 
 /**
  * Shows the board and keeps it current until the returned function is called.
+ *
+ * Each column is a live list of its own (`status=…`), so that a column can be capped
+ * without cutting the others: the active orders are work to do, the delivered ones history.
+ * An order that moves leaves one list and is fetched by the next.
  * @param {Tidings} tidings
  * @returns {() => void}
  */
 export function startBoard(tidings) {
   const board = byId("board");
   const error = byId("board-error");
-  const cancelledNote = byId("cancelled-count");
-  /** @type {Map<string, { card: HTMLElement, status: string, version: number }>} */
-  const shown = new Map();
+  /** The status each order was last shown in, to tell a move from an arrival. @type {Map<string, string>} */
+  const known = new Map();
   /** The order whose card should take the focus once it has moved (after its button). */
   let focusAfterMove = /** @type {string | null} */ (null);
   let loaded = false;
 
-  const list = tidings.live.list("orders", { limit: 100 });
+  const columns = COLUMNS.map((status) => {
+    const element = /** @type {HTMLElement} */ (board.querySelector(`.column[data-status="${status}"]`));
+    return {
+      status,
+      cards: /** @type {HTMLElement} */ (element.querySelector(".cards")),
+      count: /** @type {HTMLElement} */ (element.querySelector(".count")),
+      list: tidings.live.list("orders", { status, limit: 100 }),
+      /** @type {Map<string, { card: HTMLElement, version: number }>} */
+      shown: new Map(),
+    };
+  });
 
-  /** @param {Order[]} orders */
-  function render(orders) {
-    const visible = orders
-      .filter((order) => COLUMNS.includes(order.status))
-      .sort((a, b) => b.created_at.localeCompare(a.created_at));
-    const seen = new Set();
-    for (const order of visible) {
-      seen.add(order.id);
-      const before = shown.get(order.id);
-      if (before && before.version === order.version && before.status === order.status) continue;
-      const card = cardFor(order);
-      if (before) before.card.replaceWith(card);
-      shown.set(order.id, { card, status: order.status, version: order.version });
-      if (loaded && before?.status !== order.status) {
-        card.classList.add("fresh");
-        announce(before
-          ? `Order ${orderName(order.id)} is now ${order.status}.`
-          : `New order ${orderName(order.id)}, ${money(order.total_amount, order.currency)}.`);
-      }
-    }
+  /**
+   * @param {typeof columns[number]} column
+   * @param {Order[]} orders the column's orders, newest first
+   */
+  function render(column, orders) {
+    const { cards, shown, status } = column;
+    const ids = new Set(orders.map((order) => order.id));
     for (const [id, { card }] of shown) {
-      if (!seen.has(id)) {
+      if (!ids.has(id)) {
         card.remove();
         shown.delete(id);
       }
     }
-    // Place every card in its column, newest first (appending moves a node that is in place).
-    for (const status of COLUMNS) {
-      const column = /** @type {HTMLElement} */ (board.querySelector(`.column[data-status="${status}"]`));
-      const cards = /** @type {HTMLElement} */ (column.querySelector(".cards"));
-      const inColumn = visible.filter((order) => order.status === status);
-      inColumn.forEach((order, index) => {
-        const card = /** @type {{ card: HTMLElement }} */ (shown.get(order.id)).card;
-        if (cards.children[index] !== card) cards.insertBefore(card, cards.children[index] ?? null);
-      });
-      /** @type {HTMLElement} */ (column.querySelector(".count")).textContent = String(inColumn.length);
-    }
-    const cancelled = orders.filter((order) => order.status === "cancelled").length;
-    cancelledNote.textContent = cancelled ? `${cancelled} cancelled ${cancelled === 1 ? "order" : "orders"} not shown.` : "";
-    if (focusAfterMove && shown.has(focusAfterMove)) {
-      const { card } = /** @type {{ card: HTMLElement }} */ (shown.get(focusAfterMove));
-      if (!card.contains(document.activeElement)) {
+    orders.forEach((order, index) => {
+      const before = shown.get(order.id);
+      let card = before?.card;
+      if (!card || before?.version !== order.version) {
+        const fresh = cardFor(order);
+        card?.replaceWith(fresh);
+        card = fresh;
+        shown.set(order.id, { card, version: order.version });
+      }
+      if (cards.children[index] !== card) cards.insertBefore(card, cards.children[index] ?? null);
+      const was = known.get(order.id);
+      if (loaded && was !== status) {
+        card.classList.add("fresh");
+        announce(was
+          ? `Order ${orderName(order.id)} is now ${status}.`
+          : `New order ${orderName(order.id)}, ${money(order.total_amount, order.currency)}.`);
+      }
+      known.set(order.id, status);
+      if (focusAfterMove === order.id && was !== status) {
         /** @type {HTMLElement} */ (card.querySelector("button") ?? card).focus();
         focusAfterMove = null;
       }
-    }
+    });
+    column.count.textContent = String(orders.length);
   }
+
+  const stops = columns.map((column) =>
+    column.list.onChange((items) => render(column, /** @type {Order[]} */ (items))));
+  board.setAttribute("aria-busy", "true");
+  Promise.all(columns.map(async (column) => {
+    await column.list.ready;
+    render(column, /** @type {Order[]} */ (column.list.items));
+  })).then(
+    () => { loaded = true; board.setAttribute("aria-busy", "false"); },
+    (e) => { error.textContent = `The orders could not be loaded: ${describe(e)}`; },
+  );
 
   /**
    * A card for the order as it is now.
@@ -143,19 +158,13 @@ export function startBoard(tidings) {
     }
   }
 
-  const stop = list.onChange((items) => render(/** @type {Order[]} */ (items)));
-  list.ready.then(
-    () => { render(/** @type {Order[]} */ (list.items)); loaded = true; board.setAttribute("aria-busy", "false"); },
-    (e) => { error.textContent = `The orders could not be loaded: ${describe(e)}`; },
-  );
-  board.setAttribute("aria-busy", "true");
-
   return () => {
-    stop();
-    list.close();
-    for (const { card } of shown.values()) card.remove();
-    shown.clear();
+    stops.forEach((stop) => stop());
+    for (const column of columns) {
+      column.list.close();
+      column.cards.replaceChildren();
+      column.count.textContent = "0";
+    }
     error.textContent = "";
-    cancelledNote.textContent = "";
   };
 }
