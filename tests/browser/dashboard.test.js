@@ -172,6 +172,7 @@ for (const backend of backends()) {
       await page.getByRole("button", { name: "Sign out" }).click();
       await page.getByRole("heading", { name: "Sign in" }).waitFor();
       assert.equal(await page.evaluate(() => localStorage.getItem("tidings:tokens")), null, "signing out forgets the tokens");
+      assert.equal(await page.locator("#sign-in-error").textContent(), "", "a sign-out is not taken for an ended session");
     });
 
     test("a wrong password is refused on the form", async (t) => {
@@ -183,6 +184,21 @@ for (const backend of backends()) {
       await page.getByRole("button", { name: "Sign in" }).click();
       await page.getByRole("alert").filter({ hasText: "do not match" }).waitFor();
       assert.equal(await page.locator("#staff").isVisible(), false);
+    });
+
+    test("a session ended elsewhere brings the page back to signing in", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+      await signIn(page, server, "alice@example.com");
+      await page.getByRole("heading", { name: "Your orders" }).waitFor();
+
+      // Alice signs out everywhere from another device.
+      await server.api("POST", "/v1/auth/logout-all", { token: await server.token("alice@example.com") });
+
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      assert.equal(await page.locator("#sign-in-error").textContent(), "Your session has ended. Please sign in again.");
+      assert.equal(await page.locator("#customer").isVisible(), false);
+      assert.equal(await page.evaluate(() => localStorage.getItem("tidings:tokens")), null, "the spent tokens are gone");
     });
 
     test("an order placed over REST appears on the staff board live, and its buttons move it", async (t) => {

@@ -116,11 +116,10 @@ byId("sign-in-form").addEventListener("submit", async (event) => {
 });
 
 byId("sign-out").addEventListener("click", async () => {
-  try {
-    await tidings.logout();
-  } finally {
-    signedOut();
-  }
+  // The page's parts stop first, so that the end of the session is not taken for a
+  // session that ended on its own.
+  signedOut();
+  await tidings.logout();
 });
 
 // The stored pair, if any, is taken once the store has been read.
