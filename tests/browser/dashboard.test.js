@@ -163,6 +163,8 @@ for (const backend of backends()) {
       assert.equal(await page.locator("#stock-rows tr").count(), 16, "the seeded catalog");
       assert.match(await page.locator("#who-email").textContent() ?? "", /staff@example\.com/);
       assert.equal(await page.locator("#connection .text").textContent(), "Live");
+      assert.equal(await page.locator("#connection").getAttribute("title"), "over WebSocket",
+        "the page's policy lets the WebSocket to its own origin through");
 
       // A reload keeps the session (the SDK's store) and signs nobody out.
       await page.reload();
