@@ -75,6 +75,12 @@ fn embed_web_assets() {
         &mut files,
     );
     files.sort();
+    if let Some(pair) = files.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        panic!(
+            "{} and {} would both be /app/{}",
+            pair[0].1, pair[1].1, pair[0].0
+        );
+    }
     let mut out = String::from("static ASSETS: &[Asset] = &[\n");
     for (url, path) in files {
         let content_type = content_type(&url).unwrap_or_else(|| {

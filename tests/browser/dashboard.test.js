@@ -365,6 +365,7 @@ for (const backend of backends()) {
       await note.waitFor();
       await note.getByRole("button", { name: /^Mark read/ }).click();
       await page.waitForFunction((before) => Number(document.getElementById("unread")?.textContent || 0) === before, unreadBefore);
+      assert.equal(await page.evaluate(() => document.activeElement?.id), "notifications-title", "the focus stays in the panel");
 
       // Another customer's orders never show.
       const alice = await server.token("alice@example.com");

@@ -36,7 +36,13 @@ export function startBell(tidings) {
     bell.setAttribute("aria-label", unread ? `Notifications, ${unread} unread` : "Notifications");
     readAll.disabled = unread === 0;
     empty.hidden = sorted.length > 0;
+    // The focus is kept on the notification it was in (or, once read, on the panel).
+    const focused = document.activeElement?.closest("[data-notification-id]")?.getAttribute("data-notification-id");
     listElement.replaceChildren(...sorted.map(item));
+    if (focused) {
+      const button = listElement.querySelector(`[data-notification-id="${focused}"] button`);
+      /** @type {HTMLElement} */ (button ?? byId("notifications-title")).focus();
+    }
     if (loaded) {
       for (const n of sorted) if (!known.has(n.id) && !n.read_at) announce(`Notification: ${n.title}`);
     }

@@ -68,9 +68,12 @@ export function startBoard(tidings) {
       let card = before?.card;
       if (!card || before?.version !== order.version) {
         const fresh = cardFor(order);
+        // Someone else changed the order while it had the focus: the focus stays on it.
+        const focused = card?.contains(document.activeElement);
         card?.replaceWith(fresh);
         card = fresh;
         shown.set(order.id, { card, version: order.version });
+        if (focused) card.focus();
       }
       if (cards.children[index] !== card) cards.insertBefore(card, cards.children[index] ?? null);
       const was = known.get(order.id);
