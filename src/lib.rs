@@ -15,6 +15,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -124,13 +125,14 @@ fn realtime_config(config: &Config) -> RealtimeConfig {
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP surface with its middleware.
+/// The whole HTTP surface with its middleware: the API and the dashboard.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     let timeout = state.config.request_timeout;
     let cors = cors(&state.config.cors_origins);
     crate::telemetry::prometheus();
     api::router()
+        .merge(web::router())
         .layer(axum::middleware::from_fn(api::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -12,6 +12,7 @@ mod auth_hardening;
 mod browser;
 mod cli;
 mod clients;
+mod dashboard;
 mod docs;
 mod edge;
 mod errors;

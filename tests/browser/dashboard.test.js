@@ -1,0 +1,444 @@
+// The dashboard in a real browser (Debian's Chromium, driven by playwright-core) against
+// real Tidings servers, each started by its test on a database of its own, on SQLite and
+// on PostgreSQL + Redis. Nothing is mocked: changes are made over REST, as another client
+// would make them, and the page must show them as they happen.
+//
+//   npm test                         both backends (TEST_DATABASE_URL, TEST_REDIS_URL)
+//   BROWSER_BACKENDS=sqlite npm test  SQLite alone
+//   UPDATE_SCREENSHOT=1 npm test      also rewrites docs/dashboard.png (the README's)
+
+import assert from "node:assert/strict";
+import { copyFile, mkdir, readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { chromium } from "playwright-core";
+
+import { ARTIFACTS, PASSWORD, REPO, backends, startServer } from "./server.js";
+
+/** Debian's Chromium; Playwright never downloads a browser of its own here. */
+const CHROMIUM = "/usr/bin/chromium";
+const COLUMNS = ["pending", "paid", "shipped", "delivered"];
+const require = createRequire(import.meta.url);
+const AXE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
+
+/** @type {import("playwright-core").Browser} */
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  await mkdir(ARTIFACTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/**
+ * A server for one test, stopped (and its database dropped) when the test ends.
+ * @param {import("node:test").TestContext} t
+ * @param {import("./server.js").Backend} backend
+ */
+async function serverFor(t, backend) {
+  const label = `${backend.name}-${t.name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60)}`;
+  const server = await startServer(backend, label);
+  t.after(() => server.stop());
+  return server;
+}
+
+/**
+ * A page in a fresh browser context (its own storage), closed when the test ends.
+ * @param {import("node:test").TestContext} t
+ * @param {import("playwright-core").BrowserContextOptions} [options]
+ */
+async function pageFor(t, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...options });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+  t.after(() => {
+    // Failed requests while offline are the network's, not the page's.
+    const own = errors.filter((e) => !/ERR_INTERNET_DISCONNECTED|Failed to load resource|WebSocket connection/.test(e));
+    assert.deepEqual(own, [], "the page logged no error");
+  });
+  return { context, page };
+}
+
+/**
+ * Signs in through the form and waits for the live connection.
+ * @param {import("playwright-core").Page} page
+ * @param {import("./server.js").Server} server
+ * @param {string} email
+ */
+async function signIn(page, server, email) {
+  await page.goto(`${server.origin}/app/`);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await waitLive(page);
+}
+
+/** @param {import("playwright-core").Page} page */
+async function waitLive(page) {
+  await page.locator('#connection[data-state="live"]').waitFor();
+}
+
+/**
+ * The ids of the orders in each column of the board, as shown.
+ * @param {import("playwright-core").Page} page
+ * @returns {Promise<Record<string, string[]>>}
+ */
+function boardOf(page) {
+  return page.evaluate((columns) => Object.fromEntries(columns.map((status) => [status,
+    [...document.querySelectorAll(`.column[data-status="${status}"] [data-order-id]`)]
+      .map((card) => /** @type {string} */ (card.getAttribute("data-order-id")))])), COLUMNS);
+}
+
+/**
+ * The same from the API: what the database holds.
+ * @param {import("./server.js").Server} server
+ * @param {string} token
+ */
+async function boardFromApi(server, token) {
+  const { items } = await server.api("GET", "/v1/orders?limit=100", { token });
+  return Object.fromEntries(COLUMNS.map((status) => [status,
+    items.filter((/** @type {any} */ o) => o.status === status).map((/** @type {any} */ o) => o.id)]));
+}
+
+/** @param {Record<string, string[]>} board */
+const sorted = (board) => Object.fromEntries(Object.entries(board).map(([k, v]) => [k, [...v].sort()]));
+
+/**
+ * Places an order of one unit of each product named by SKU, as `token`.
+ * @param {import("./server.js").Server} server
+ * @param {string} token
+ * @param {string[]} skus
+ */
+async function placeOrder(server, token, skus) {
+  const { items: products } = await server.api("GET", "/v1/products?limit=100", { token });
+  const items = skus.map((sku) => ({
+    product_id: products.find((/** @type {any} */ p) => p.sku === sku).id, quantity: 1,
+  }));
+  return server.api("POST", "/v1/orders", { token, body: { items } });
+}
+
+/**
+ * Runs axe on the page as it is and fails on any violation.
+ * @param {import("playwright-core").Page} page
+ * @param {string} what
+ */
+async function assertAccessible(page, what) {
+  // Through the DevTools protocol, as the page's own policy lets no other script in.
+  const results = await page.evaluate(`(async () => { ${AXE}; return axe.run(document, {
+    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }); })()`);
+  const violations = /** @type {any} */ (results).violations.map((/** @type {any} */ v) =>
+    `${v.id}: ${v.help} (${v.nodes.map((/** @type {any} */ n) => n.target.join(" ")).join(", ")})`);
+  assert.deepEqual(violations, [], `axe finds no violation on ${what}`);
+}
+
+for (const backend of backends()) {
+  describe(`the dashboard on ${backend.name}`, () => {
+    test("a staff member signs in and sees the board, the stock and the bell", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+
+      await signIn(page, server, "staff@example.com");
+
+      await page.getByRole("heading", { name: "Orders", level: 1 }).waitFor();
+      const staff = await server.token("staff@example.com");
+      const expected = await boardFromApi(server, staff);
+      await page.waitForFunction((count) => document.querySelectorAll("#board [data-order-id]").length === count,
+        Object.values(expected).flat().length);
+      assert.deepEqual(sorted(await boardOf(page)), sorted(expected), "the board shows the orders the API lists");
+      assert.equal(await page.locator("#stock-rows tr").count(), 16, "the seeded catalog");
+      assert.match(await page.locator("#who-email").textContent() ?? "", /staff@example\.com/);
+      assert.equal(await page.locator("#connection .text").textContent(), "Live");
+      assert.equal(await page.locator("#connection").getAttribute("title"), "over WebSocket",
+        "the page's policy lets the WebSocket to its own origin through");
+
+      // A reload keeps the session (the SDK's store) and signs nobody out.
+      await page.reload();
+      await waitLive(page);
+      await page.getByRole("heading", { name: "Orders", level: 1 }).waitFor();
+
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      assert.equal(await page.evaluate(() => localStorage.getItem("tidings:tokens")), null, "signing out forgets the tokens");
+      assert.equal(await page.locator("#sign-in-error").textContent(), "", "a sign-out is not taken for an ended session");
+    });
+
+    test("a wrong password is refused on the form", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+      await page.goto(`${server.origin}/app/`);
+      await page.getByLabel("Email").fill("staff@example.com");
+      await page.getByLabel("Password").fill("not the password");
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("alert").filter({ hasText: "do not match" }).waitFor();
+      assert.equal(await page.locator("#staff").isVisible(), false);
+    });
+
+    test("a session ended elsewhere brings the page back to signing in", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+      await signIn(page, server, "alice@example.com");
+      await page.getByRole("heading", { name: "Your orders" }).waitFor();
+
+      // Alice signs out everywhere from another device.
+      await server.api("POST", "/v1/auth/logout-all", { token: await server.token("alice@example.com") });
+
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      assert.equal(await page.locator("#sign-in-error").textContent(), "Your session has ended. Please sign in again.");
+      assert.equal(await page.locator("#customer").isVisible(), false);
+      assert.equal(await page.evaluate(() => localStorage.getItem("tidings:tokens")), null, "the spent tokens are gone");
+    });
+
+    test("an order placed over REST appears on the staff board live, and its buttons move it", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+      await signIn(page, server, "staff@example.com");
+      await page.locator("#board [data-order-id]").first().waitFor();
+
+      const alice = await server.token("alice@example.com");
+      const order = await placeOrder(server, alice, ["MUG-CER", "CAP-NVY"]);
+
+      const card = page.locator(`.column[data-status="pending"] [data-order-id="${order.id}"]`);
+      await card.waitFor();
+      const text = await card.textContent() ?? "";
+      assert.match(text, /1 × Ceramic Mug/);
+      assert.match(text, /1 × Navy Cap/);
+
+      // Staff drive the state machine from the card; the card moves when the event comes.
+      await card.getByRole("button", { name: /^Mark paid/ }).click();
+      const paid = page.locator(`.column[data-status="paid"] [data-order-id="${order.id}"]`);
+      await paid.waitFor();
+      assert.equal((await server.api("GET", `/v1/orders/${order.id}`, { token: alice })).status, "paid");
+      // The focus follows the card to its next step, for keyboard users.
+      await page.waitForFunction((id) => document.activeElement?.closest("[data-order-id]")?.getAttribute("data-order-id") === id, order.id);
+      assert.match(await page.evaluate(() => document.activeElement?.textContent ?? ""), /^Mark shipped/);
+
+      await paid.getByRole("button", { name: /^Mark shipped/ }).click();
+      await page.locator(`.column[data-status="shipped"] [data-order-id="${order.id}"]`).waitFor();
+      await page.locator(`.column[data-status="shipped"] [data-order-id="${order.id}"]`)
+        .getByRole("button", { name: /^Mark delivered/ }).click();
+      const delivered = page.locator(`.column[data-status="delivered"] [data-order-id="${order.id}"]`);
+      await delivered.waitFor();
+      assert.equal(await delivered.getByRole("button").count(), 0, "a delivered order has no further step");
+
+      // Cancelling a pending order takes it off the board.
+      const second = await placeOrder(server, alice, ["PEN-GEL"]);
+      const pending = page.locator(`.column[data-status="pending"] [data-order-id="${second.id}"]`);
+      await pending.getByRole("button", { name: /^Cancel/ }).click();
+      await pending.waitFor({ state: "detached" });
+      assert.equal((await server.api("GET", `/v1/orders/${second.id}`, { token: alice })).status, "cancelled");
+      assert.equal(await page.locator(`[data-order-id="${order.id}"]`).count(), 1, "the card is shown once");
+    });
+
+    test("a page that was offline while orders changed shows every change once, back online", async (t) => {
+      const server = await serverFor(t, backend);
+      const { context, page } = await pageFor(t);
+      await signIn(page, server, "staff@example.com");
+      const staff = await server.token("staff@example.com");
+      await page.waitForFunction((count) => document.querySelectorAll("#board [data-order-id]").length === count,
+        Object.values(await boardFromApi(server, staff)).flat().length);
+
+      await context.setOffline(true);
+      await page.locator('#connection[data-state="offline"]').waitFor();
+      assert.equal(await page.locator("#connection .text").textContent(), "Offline");
+
+      // Meanwhile, other clients: two new orders, orders moved on and cancelled, stock
+      // counted down to its alert threshold.
+      const alice = await server.token("alice@example.com");
+      const first = await placeOrder(server, alice, ["TEE-BLK-M"]);
+      const second = await placeOrder(server, alice, ["TOTE-CNV", "NOTE-A5"]);
+      await server.api("POST", `/v1/orders/${first.id}/status`, { token: staff, body: { status: "paid" } });
+      const { items: bobs } = await server.api("GET", "/v1/orders?status=paid&limit=100", { token: await server.token("bob@example.com") });
+      await server.api("POST", `/v1/orders/${bobs[0].id}/status`, { token: staff, body: { status: "shipped" } });
+      const { items: pendingOrders } = await server.api("GET", "/v1/orders?status=pending&limit=100", { token: staff });
+      const cancelled = pendingOrders.find((/** @type {any} */ o) => o.id !== second.id && o.id !== first.id);
+      await server.api("POST", `/v1/orders/${cancelled.id}/cancel`, { token: staff, body: {} });
+      const { items: catalog } = await server.api("GET", "/v1/products?limit=100", { token: staff });
+      const cap = catalog.find((/** @type {any} */ p) => p.sku === "CAP-NVY");
+      await server.api("POST", `/v1/products/${cap.id}/stock-adjustments`, {
+        token: staff, body: { delta: cap.low_stock_threshold - cap.stock, reason: "count" },
+      });
+      const expected = await boardFromApi(server, staff);
+      const { items: products } = await server.api("GET", "/v1/products?limit=100", { token: staff });
+      const { unread } = await server.api("GET", "/v1/notifications/unread-count", { token: staff });
+      assert.equal(await page.locator(`[data-order-id="${first.id}"]`).count(), 0, "nothing reached the page while it was offline");
+
+      await context.setOffline(false);
+      await waitLive(page);
+
+      await page.waitForFunction((want) => {
+        const ids = (/** @type {string} */ status) => [...document.querySelectorAll(`.column[data-status="${status}"] [data-order-id]`)]
+          .map((card) => card.getAttribute("data-order-id")).sort().join();
+        return Object.entries(want).every(([status, list]) => ids(status) === [...list].sort().join());
+      }, expected);
+      const shown = await boardOf(page);
+      assert.deepEqual(sorted(shown), sorted(expected), "the board equals the database");
+      const all = Object.values(shown).flat();
+      assert.equal(new Set(all).size, all.length, "no order is shown twice");
+      assert.equal(await page.locator(`[data-order-id="${cancelled.id}"]`).count(), 0);
+      const stock = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll("#stock-rows tr")]
+        .map((row) => [row.getAttribute("data-sku"), Number(row.querySelector(".stock-count")?.textContent)])));
+      assert.deepEqual(stock, Object.fromEntries(products.map((/** @type {any} */ p) => [p.sku, p.stock])), "the stock equals the database");
+      assert.equal(await page.locator(`#low-stock [data-product-id="${cap.id}"]`).count(), 1, "the low-stock warning, once");
+      await page.waitForFunction((count) => Number(document.getElementById("unread")?.textContent || 0) === count, unread);
+      const notifications = await page.locator("#notification-list li").evaluateAll((items) => items.map((li) => li.getAttribute("data-notification-id")));
+      assert.equal(new Set(notifications).size, notifications.length, "no notification is listed twice");
+      const status = await page.locator("#connection .text").textContent();
+      assert.match(status ?? "", /^Live · caught up \d+ events?$/, "the indicator tells the catch-up");
+      assert.ok(Number(/\d+/.exec(status ?? "")?.[0]) >= 6, `at least the orders' six changes were caught up: ${status}`);
+    });
+
+    test("a stock adjustment below the threshold shows the low-stock warning at once", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+      const staff = await server.token("staff@example.com");
+      await signIn(page, server, "staff@example.com");
+      const product = await server.api("POST", "/v1/products", {
+        token: staff,
+        body: { sku: "LAMP-DSK", name: "Desk Lamp", unit_amount: 3999, currency: "EUR", stock: 10, low_stock_threshold: 3 },
+      });
+      const row = page.locator(`#stock-rows tr[data-product-id="${product.id}"]`);
+      await row.waitFor();
+      assert.equal(await row.locator(".flag").count(), 0, "not low yet");
+      const unreadBefore = Number(await page.locator("#unread").textContent() || 0);
+
+      await server.api("POST", `/v1/products/${product.id}/stock-adjustments`, {
+        token: staff, body: { delta: -8, reason: "damaged" },
+      });
+
+      const warning = page.locator(`#low-stock [data-product-id="${product.id}"]`);
+      await warning.waitFor();
+      assert.equal(await warning.textContent(), "Low stock: Desk Lamp (LAMP-DSK), 2 left; alert at 3.");
+      assert.equal(await page.getByRole("alert").filter({ hasText: "Desk Lamp" }).count(), 1, "announced as an alert");
+      await row.locator(".flag", { hasText: "Low" }).waitFor();
+      assert.equal(await row.locator(".stock-count").textContent(), "2");
+      // Staff are notified too: the bell counts it, and the panel lists it.
+      await page.waitForFunction((before) => Number(document.getElementById("unread")?.textContent) === before + 1, unreadBefore);
+      await page.getByRole("button", { name: /^Notifications/ }).click();
+      await page.locator("#notification-list li", { hasText: "Low stock: Desk Lamp" }).waitFor();
+
+      // Restocked above the threshold, the warning goes.
+      await server.api("POST", `/v1/products/${product.id}/stock-adjustments`, {
+        token: staff, body: { delta: 5, reason: "restock" },
+      });
+      await warning.waitFor({ state: "detached" });
+      assert.equal(await row.locator(".flag").count(), 0);
+    });
+
+    test("a customer sees their order's status change live, and is notified", async (t) => {
+      const server = await serverFor(t, backend);
+      const { page } = await pageFor(t);
+      await signIn(page, server, "bob@example.com");
+      await page.getByRole("heading", { name: "Your orders" }).waitFor();
+      const bob = await server.token("bob@example.com");
+      const { items: his } = await server.api("GET", "/v1/orders?limit=100", { token: bob });
+      await page.waitForFunction((count) => document.querySelectorAll("#my-orders [data-order-id]").length === count, his.length);
+      assert.equal(await page.locator("#board").isVisible(), false, "a customer has no board");
+
+      const order = await placeOrder(server, bob, ["UMB-CMP"]);
+      const card = page.locator(`#my-orders [data-order-id="${order.id}"]`);
+      await card.locator('.status-badge[data-status="pending"]').waitFor();
+      const unreadBefore = Number(await page.locator("#unread").textContent() || 0);
+
+      const staff = await server.token("staff@example.com");
+      await server.api("POST", `/v1/orders/${order.id}/status`, { token: staff, body: { status: "paid" } });
+
+      await card.locator('.status-badge[data-status="paid"]').waitFor();
+      assert.equal(await card.locator('[aria-current="step"]').textContent(), "paid");
+      await page.waitForFunction((before) => Number(document.getElementById("unread")?.textContent) === before + 1, unreadBefore);
+      await page.getByRole("button", { name: /^Notifications/ }).click();
+      const note = page.locator("#notification-list li", { hasText: "Order paid" }).first();
+      await note.waitFor();
+      await note.getByRole("button", { name: /^Mark read/ }).click();
+      await page.waitForFunction((before) => Number(document.getElementById("unread")?.textContent || 0) === before, unreadBefore);
+      assert.equal(await page.evaluate(() => document.activeElement?.id), "notifications-title", "the focus stays in the panel");
+
+      // Another customer's orders never show.
+      const alice = await server.token("alice@example.com");
+      const hers = await placeOrder(server, alice, ["PIN-ENM"]);
+      await server.api("POST", `/v1/orders/${order.id}/cancel`, { token: bob, body: {} });
+      await card.locator('.status-badge[data-status="cancelled"]').waitFor();
+      assert.equal(await page.locator(`[data-order-id="${hers.id}"]`).count(), 0);
+    });
+
+    test("the pages pass axe's accessibility checks, on a desktop and on a phone", async (t) => {
+      const server = await serverFor(t, backend);
+      for (const [device, viewport] of [["desktop", { width: 1280, height: 860 }], ["phone", { width: 390, height: 844 }]]) {
+        const { page } = await pageFor(t, { viewport: /** @type {any} */ (viewport) });
+        await page.goto(`${server.origin}/app/`);
+        await page.getByRole("heading", { name: "Sign in" }).waitFor();
+        await assertAccessible(page, `the sign-in page (${device})`);
+        await signIn(page, server, "staff@example.com");
+        await page.locator("#stock-rows tr").first().waitFor();
+        await page.locator("#board [data-order-id]").first().waitFor();
+        await assertAccessible(page, `the board (${device})`);
+        await page.getByRole("button", { name: /^Notifications/ }).click();
+        await assertAccessible(page, `the notifications (${device})`);
+        // No horizontal scrolling on a phone.
+        assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), `no sideways scroll (${device})`);
+        await page.getByRole("button", { name: "Sign out" }).click();
+        await signIn(page, server, "carol@example.com");
+        await page.locator("#my-orders [data-order-id]").first().waitFor();
+        await assertAccessible(page, `a customer's orders (${device})`);
+        assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), `no sideways scroll (${device})`);
+      }
+    });
+
+    test("a screenshot of the board is written as an artifact", async (t) => {
+      const server = await serverFor(t, backend);
+      const staff = await server.token("staff@example.com");
+      // A fuller board than the seed's: orders in every column, a product running low.
+      const alice = await server.token("alice@example.com");
+      const carol = await server.token("carol@example.com");
+      for (const [token, skus, steps] of /** @type {[string, string[], string[]][]} */ ([
+        [carol, ["HOOD-GRY-L"], ["paid", "shipped", "delivered"]],
+        [alice, ["BTL-STL", "SOCK-STR"], ["paid", "shipped", "delivered"]],
+        [carol, ["KEY-LTH"], []],
+      ])) {
+        const order = await placeOrder(server, token, skus);
+        for (const status of steps) {
+          await server.api("POST", `/v1/orders/${order.id}/status`, { token: staff, body: { status } });
+        }
+      }
+      const { items: products } = await server.api("GET", "/v1/products?limit=100", { token: staff });
+      const beanie = products.find((/** @type {any} */ p) => p.sku === "BEAN-KNT");
+      await server.api("POST", `/v1/products/${beanie.id}/stock-adjustments`, { token: staff, body: { delta: -6, reason: "count" } });
+
+      const { page } = await pageFor(t);
+      await signIn(page, server, "staff@example.com");
+      const expected = Object.values(await boardFromApi(server, staff)).flat().length;
+      await page.waitForFunction((count) => document.querySelectorAll("#board [data-order-id]").length === count, expected);
+      await page.locator('#low-stock [data-product-id]').first().waitFor();
+      await page.locator("#unread:not([hidden])").waitFor();
+      // The newest order arrives live, as a reader would see it.
+      await placeOrder(server, alice, ["MUG-CER", "NOTE-A5"]);
+      await page.waitForFunction((count) => document.querySelectorAll("#board [data-order-id]").length === count, expected + 1);
+      await page.evaluate(() => /** @type {HTMLElement} */ (document.activeElement)?.blur());
+      await page.locator(".card.fresh").first().evaluate((card) => card.getAnimations().forEach((a) => a.finish()));
+
+      const board = join(ARTIFACTS, `board-${backend.name}.png`);
+      await page.screenshot({ path: board });
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.screenshot({ path: join(ARTIFACTS, `board-phone-${backend.name}.png`), fullPage: true });
+      const png = await readFile(board);
+      assert.equal(png.subarray(1, 4).toString(), "PNG");
+      if (process.env.UPDATE_SCREENSHOT && backend.name === "sqlite") {
+        await copyFile(board, join(REPO, "docs/dashboard.png"));
+      }
+    });
+  });
+}
