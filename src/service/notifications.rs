@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::Actor;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::events::catalog::NotificationRead;
+use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::store::notifications::{self, Notification, Recipients};
 use crate::store::{Tx, now};
 
@@ -53,12 +54,7 @@ pub async fn notify(
 }
 
 fn created_event(n: &Notification) -> NewEvent {
-    NewEvent::new(
-        Topic::Notifications,
-        "notification.created",
-        Audience::User(n.user_id),
-        n,
-    )
+    NewEvent::new(EventData::NotificationCreated(n), Audience::User(n.user_id))
 }
 
 /// Who a broadcast goes to.
@@ -158,7 +154,11 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
     let events = if changed {
-        vec![read_event(user_id, json!({"ids": [id], "read_at": at}))]
+        let read = NotificationRead::One {
+            ids: vec![id],
+            read_at: at,
+        };
+        vec![read_event(user_id, &read)]
     } else {
         Vec::new()
     };
@@ -172,7 +172,11 @@ pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
     let mut tx = state.db.begin().await?;
     let count = notifications::mark_all_read(&mut tx, user_id, at).await?;
     let events = if count > 0 {
-        vec![read_event(user_id, json!({"all": true, "read_at": at}))]
+        let read = NotificationRead::All {
+            all: true,
+            read_at: at,
+        };
+        vec![read_event(user_id, &read)]
     } else {
         Vec::new()
     };
@@ -181,13 +185,8 @@ pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
 }
 
 /// The `notification.read` event, for the reader only.
-fn read_event(user_id: Uuid, data: serde_json::Value) -> NewEvent {
-    NewEvent::new(
-        Topic::Notifications,
-        "notification.read",
-        Audience::User(user_id),
-        data,
-    )
+fn read_event(user_id: Uuid, read: &NotificationRead) -> NewEvent {
+    NewEvent::new(EventData::NotificationRead(read), Audience::User(user_id))
 }
 
 pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> {
