@@ -1,6 +1,7 @@
 //! The REST API, one module per resource, merged into one router whose OpenAPI document
 //! is generated from the handlers' own annotations.
 
+pub mod asyncapi;
 pub mod audit;
 pub mod etag;
 pub mod extract;
@@ -23,9 +24,9 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::AppState;
 use openapi::ApiDoc;
 
-/// Every REST route, `/openapi.json`, and the API docs at `/docs`, served from the binary
+/// Every REST route, `/openapi.json`, the API docs at `/docs`, served from the binary
 /// (Swagger UI is vendored at build time, and its online validator is turned off, so the
-/// page makes no request beyond this server).
+/// page makes no request beyond this server), and `/asyncapi.json`, the live protocol.
 pub fn router() -> Router<AppState> {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
@@ -49,5 +50,7 @@ pub fn router() -> Router<AppState> {
                 .validator_url("none")
                 .try_it_out_enabled(true),
         );
-    router.merge(docs)
+    router
+        .merge(docs)
+        .route("/asyncapi.json", axum::routing::get(asyncapi::serve))
 }

@@ -2,6 +2,7 @@
 //! transaction.
 
 pub mod bus;
+pub mod catalog;
 pub mod outbox;
 pub mod relay;
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::store::events::EventRow;
+pub use catalog::{EventData, EventType};
 
 /// The streams of events. Clients subscribe to the first three; `system` carries what the
 /// hubs themselves act on (a user's sessions revoked) and is never sent to a client.
@@ -93,12 +95,11 @@ impl Audience {
 /// (a password change, logout-all, a role change, disabling). It travels the outbox like
 /// any event, so no instance misses it, even with the bus down.
 pub fn sessions_revoked(user_id: Uuid, token_version: i64) -> NewEvent {
-    NewEvent::new(
-        Topic::System,
-        "user.sessions_revoked",
-        Audience::User(user_id),
-        serde_json::json!({"user_id": user_id, "token_version": token_version}),
-    )
+    let data = catalog::SessionsRevoked {
+        user_id,
+        token_version,
+    };
+    NewEvent::new(EventData::SessionsRevoked(&data), Audience::User(user_id))
 }
 
 /// An event with its place in the stream, as the relay publishes it and hubs route it.
@@ -141,21 +142,24 @@ impl Event {
 /// An event about to be written to the outbox.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub topic: Topic,
-    /// The event type, such as `order.created`.
-    pub kind: &'static str,
+    /// The event type, such as `order.created`; it names the topic too.
+    pub kind: EventType,
     pub audience: Audience,
     /// What a client needs to update its screen without a second request.
     pub data: Value,
 }
 
 impl NewEvent {
-    pub fn new(topic: Topic, kind: &'static str, audience: Audience, data: impl Serialize) -> Self {
+    /// An event of the type its data has.
+    pub fn new(data: EventData<'_>, audience: Audience) -> Self {
         Self {
-            topic,
-            kind,
+            kind: data.event_type(),
             audience,
-            data: serde_json::to_value(data).expect("event data serialises"),
+            data: data.to_value(),
         }
+    }
+
+    pub fn topic(&self) -> Topic {
+        self.kind.topic()
     }
 }

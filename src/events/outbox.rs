@@ -31,8 +31,8 @@ async fn append(tx: &mut Tx, events: &[NewEvent], at: DateTime<Utc>) -> Result<(
             let mut data = Vec::with_capacity(events.len());
             for event in events {
                 let (audience, user) = event.audience.columns();
-                topics.push(event.topic.as_str());
-                kinds.push(event.kind);
+                topics.push(event.topic().as_str());
+                kinds.push(event.kind.as_str());
                 audiences.push(audience);
                 users.push(user);
                 data.push(Json(&event.data));
@@ -60,8 +60,8 @@ async fn append(tx: &mut Tx, events: &[NewEvent], at: DateTime<Utc>) -> Result<(
                     "insert into events (topic, type, audience, user_id, data, created_at) \
                      values ($1, $2, $3, $4, $5, $6)",
                 )
-                .bind(event.topic.as_str())
-                .bind(event.kind)
+                .bind(event.topic().as_str())
+                .bind(event.kind.as_str())
                 .bind(audience)
                 .bind(user)
                 .bind(Json(&event.data))

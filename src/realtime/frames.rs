@@ -30,14 +30,22 @@ pub struct PreparedEvent {
 /// What a mailbox holds: a shared handle, not a copy.
 pub type Frame = Arc<PreparedEvent>;
 
-/// The JSON every client sees (DESIGN.md, "Event envelope").
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// An event, as every client receives it (the same JSON on both transports).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Envelope<'a> {
+    /// Its position in the stream of the deployment: contiguous, in commit order. Keep the
+    /// last one received to resume from it.
     seq: i64,
+    /// The topic it was published on.
     topic: &'a str,
+    /// The event type.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// When the change was committed, in RFC 3339 (UTC, microseconds).
+    #[schema(format = DateTime)]
     at: String,
+    /// What changed: everything a client needs to update its screen without a request.
+    #[schema(value_type = Object)]
     data: &'a serde_json::Value,
 }
 

@@ -5,6 +5,7 @@ pub mod echo;
 pub mod frames;
 pub mod hub;
 pub mod mailbox;
+pub mod protocol;
 pub mod replay;
 pub mod sse;
 pub mod tcp;

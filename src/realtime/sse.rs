@@ -36,6 +36,7 @@ use super::auth::StreamUser;
 use super::frames::{Frame, PreparedEvent, chunk_size_line};
 use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed, Mailbox};
+use super::protocol::ServerMessage;
 use super::replay::{self, Resume};
 use super::tcp::{Unwritten, peer_closed, write_all};
 use super::{Transport, parse_topics};
@@ -289,8 +290,8 @@ impl Stream {
                     match resume {
                         None => {}
                         Some(Resume::Reset) => {
-                            let names: Vec<&str> = self.topics.iter().map(|t| t.as_str()).collect();
-                            let data = serde_json::json!({"type": "reset", "topics": names});
+                            let topics = self.topics.iter().map(|t| t.as_str()).collect();
+                            let data = ServerMessage::Reset { topics }.to_json();
                             // The id moves the browser's Last-Event-ID past the gap.
                             chunk.push_str(&format!(
                                 "id: {live_from}\nevent: reset\ndata: {data}\n\n"

@@ -20,6 +20,8 @@ use bytes::{Buf, BytesMut};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::protocol::CloseCode;
+
 /// The `Sec-WebSocket-Accept` value for a client's key.
 pub fn accept_key(key: &[u8]) -> String {
     let mut sha = Sha1::new();
@@ -64,11 +66,11 @@ pub enum ReadError {
 impl ReadError {
     /// The status code and reason of the Close that answers the error (RFC 6455, 7.4.1);
     /// `None` when there is no one left to tell.
-    pub fn close_frame(&self) -> Option<(u16, &'static str)> {
+    pub fn close_frame(&self) -> Option<(CloseCode, &'static str)> {
         match *self {
-            ReadError::TooBig(why) => Some((1009, why)),
-            ReadError::Protocol(why) => Some((1002, why)),
-            ReadError::NotUtf8(why) => Some((1007, why)),
+            ReadError::TooBig(why) => Some((CloseCode::TooBig, why)),
+            ReadError::Protocol(why) => Some((CloseCode::ProtocolError, why)),
+            ReadError::NotUtf8(why) => Some((CloseCode::NotUtf8, why)),
             ReadError::Gone => None,
         }
     }
@@ -408,9 +410,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// Begins the closing handshake: sends a Close, waits for the client's (reading and
     /// dropping what it sent before it), checks it, and ends the connection; all within
     /// [`CLOSE_GRACE`].
-    pub async fn close(mut self, code: u16, reason: &str) -> Closing {
+    pub async fn close(mut self, code: CloseCode, reason: &str) -> Closing {
         let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-        if self.write(&close_frame(Some(code), reason)).await.is_err() {
+        if self
+            .write(&close_frame(Some(code.value()), reason))
+            .await
+            .is_err()
+        {
             return Closing::Unanswered;
         }
         let reply = tokio::time::timeout_at(deadline, async {
@@ -451,7 +457,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         let Some((code, reason)) = error.close_frame() else {
             return;
         };
-        if self.write(&close_frame(Some(code), reason)).await.is_ok() {
+        if self
+            .write(&close_frame(Some(code.value()), reason))
+            .await
+            .is_ok()
+        {
             // What the client still sends, its Close among it, is read and dropped.
             super::tcp::close_gracefully(&mut self.io, CLOSE_GRACE).await;
         }
@@ -758,7 +768,10 @@ mod tests {
                 "a 64-bit length with its top bit set"
             ))]
         );
-        assert_eq!(read[0].as_ref().unwrap_err().close_frame().unwrap().0, 1002);
+        assert_eq!(
+            read[0].as_ref().unwrap_err().close_frame().unwrap().0,
+            CloseCode::ProtocolError
+        );
         // Each length in its shortest form is read.
         let lengths = [125, 126, 0xFFFF, 0x10000];
         let bytes = lengths
@@ -873,7 +886,7 @@ mod tests {
         );
         assert_eq!(
             flood[0].as_ref().unwrap_err().close_frame().unwrap().0,
-            1009
+            CloseCode::TooBig
         );
     }
 
@@ -960,14 +973,15 @@ mod tests {
             let (mut client, server) = tokio::io::duplex(1024);
             let socket = Socket::new(server, 100);
 
-            let (closing, bytes) = tokio::join!(socket.close(1001, "going away"), async {
-                let mut close = [0u8; 14];
-                client.read_exact(&mut close).await.unwrap();
-                client.write_all(&answer).await.unwrap();
-                let rest = received(&mut client).await;
-                drop(client);
-                [&close[..], &rest].concat()
-            });
+            let (closing, bytes) =
+                tokio::join!(socket.close(CloseCode::GoingAway, "going away"), async {
+                    let mut close = [0u8; 14];
+                    client.read_exact(&mut close).await.unwrap();
+                    client.write_all(&answer).await.unwrap();
+                    let rest = received(&mut client).await;
+                    drop(client);
+                    [&close[..], &rest].concat()
+                });
 
             assert_eq!(closing, expected, "{answer:?}");
             assert_eq!(
@@ -979,7 +993,9 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         client.shutdown().await.unwrap();
         assert_eq!(
-            Socket::new(server, 100).close(1000, "").await,
+            Socket::new(server, 100)
+                .close(CloseCode::GoingAway, "")
+                .await,
             Closing::Unanswered
         );
     }
@@ -1032,7 +1048,10 @@ mod tests {
         socket.send_binary(&[1, 2, 3]).await.unwrap();
         // The client has nothing more to say, so the close does not wait for it.
         client.shutdown().await.unwrap();
-        assert_eq!(socket.close(1001, "bye").await, Closing::Unanswered);
+        assert_eq!(
+            socket.close(CloseCode::GoingAway, "bye").await,
+            Closing::Unanswered
+        );
         let mut bytes = Vec::new();
         client.read_to_end(&mut bytes).await.unwrap();
         assert_eq!(&bytes[..4], &[0x81, 2, b'h', b'i']);

@@ -19,8 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -32,6 +31,7 @@ use super::auth::StreamUser;
 use super::frames::PreparedEvent;
 use super::hub::{Refused, Registration};
 use super::mailbox::{Batch, Closed};
+use super::protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use super::replay::{self, Resume};
 use super::tcp::SharedTcp;
 use super::wire::{Closing, Incoming, ReadError, Socket};
@@ -48,15 +48,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(upgrade))
         // Undocumented: it exists only for the conformance suite.
         .route("/v1/ws/echo", axum::routing::get(super::echo::upgrade))
-}
-
-/// Close codes (DESIGN.md); those of the protocol itself come with [`ReadError`].
-mod code {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const UNAUTHORIZED: u16 = 4001;
-    pub const SLOW_CONSUMER: u16 = 4008;
-    pub const TOO_MANY: u16 = 4029;
 }
 
 /// Opens a WebSocket for live events. Authenticate with `Authorization: Bearer` or
@@ -251,23 +242,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub(super) type WebSocket = Socket<Box<dyn Io>>;
 
-/// What a client may send.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
-    Subscribe {
-        topics: Vec<String>,
-        #[serde(default)]
-        since: Option<i64>,
-    },
-    Unsubscribe {
-        topics: Vec<String>,
-    },
-    Auth {
-        token: String,
-    },
-    Ping,
-}
+/// The message of the error a binary message gets.
+const NOT_TEXT: &str = "messages are JSON text frames";
 
 struct Connection {
     state: AppState,
@@ -302,21 +278,24 @@ impl Connection {
             Err(Refused::TooMany) => {
                 return Either::Right(Box::pin(
                     socket
-                        .close(code::TOO_MANY, "too many connections for this user")
+                        .close(
+                            CloseCode::TooManyConnections,
+                            "too many connections for this user",
+                        )
                         .map(drop),
                 ));
             }
             Err(Refused::ShuttingDown) => {
                 return Either::Right(Box::pin(
                     socket
-                        .close(code::GOING_AWAY, "server shutting down")
+                        .close(CloseCode::GoingAway, "server shutting down")
                         .map(drop),
                 ));
             }
             Err(Refused::Revoked) => {
                 return Either::Right(Box::pin(
                     socket
-                        .close(code::UNAUTHORIZED, "session revoked")
+                        .close(CloseCode::Unauthorized, "session revoked")
                         .map(drop),
                 ));
             }
@@ -349,7 +328,7 @@ enum Woke {
 /// How a connection ended, for its close frame.
 enum End {
     /// The server closes: this Close, then the client's.
-    Close(u16, &'static str),
+    Close(CloseCode, &'static str),
     /// The client closed, with this status code.
     Closed(Option<u16>),
     /// The client sent what ends the connection (a broken frame, say).
@@ -400,15 +379,15 @@ impl Connection {
                 }
                 Woke::Queued(Err(Closed::SlowConsumer)) => {
                     break End::Close(
-                        code::SLOW_CONSUMER,
+                        CloseCode::SlowConsumer,
                         "slow consumer: resume from your last seq",
                     );
                 }
                 Woke::Queued(Err(Closed::Revoked)) => {
-                    break End::Close(code::UNAUTHORIZED, "session revoked");
+                    break End::Close(CloseCode::Unauthorized, "session revoked");
                 }
                 Woke::Queued(Err(Closed::Shutdown)) => {
-                    break End::Close(code::GOING_AWAY, "server shutting down");
+                    break End::Close(CloseCode::GoingAway, "server shutting down");
                 }
                 Woke::Message(message) => {
                     last_heard = Instant::now();
@@ -422,11 +401,9 @@ impl Connection {
                             last_heard = Instant::now();
                         }
                         Ok(Incoming::Binary(_)) => {
-                            if Box::pin(
-                                self.send_error("bad_message", "messages are JSON text frames"),
-                            )
-                            .await
-                            .is_err()
+                            if Box::pin(self.send_error(ErrorCode::BadMessage, NOT_TEXT))
+                                .await
+                                .is_err()
                             {
                                 break End::Gone;
                             }
@@ -442,7 +419,7 @@ impl Connection {
                         Err(error) => break End::Failed(error),
                     }
                 }
-                Woke::Expired => break End::Close(code::UNAUTHORIZED, "token expired"),
+                Woke::Expired => break End::Close(CloseCode::Unauthorized, "token expired"),
                 Woke::Ping => {
                     if last_heard.elapsed() > idle_timeout {
                         break End::Gone;
@@ -498,13 +475,12 @@ impl Connection {
         Ok(())
     }
 
-    async fn send_json(&mut self, value: Value) -> std::io::Result<()> {
-        self.socket.send_text(value.to_string().as_bytes()).await
+    async fn send(&mut self, message: ServerMessage<'_>) -> std::io::Result<()> {
+        self.socket.send_text(message.to_json().as_bytes()).await
     }
 
-    async fn send_error(&mut self, code: &str, message: &str) -> std::io::Result<()> {
-        self.send_json(json!({"type": "error", "code": code, "message": message}))
-            .await
+    async fn send_error(&mut self, code: ErrorCode, message: &str) -> std::io::Result<()> {
+        self.send(ServerMessage::Error { code, message }).await
     }
 
     /// Handles one client message; `Some` ends the connection.
@@ -513,15 +489,15 @@ impl Connection {
             Ok(message) => message,
             Err(e) => {
                 let code = match serde_json::from_str::<Value>(text) {
-                    Err(_) => "bad_message",
+                    Err(_) => ErrorCode::BadMessage,
                     Ok(v)
-                        if v.get("type").and_then(Value::as_str).is_some_and(|t| {
-                            !["subscribe", "unsubscribe", "auth", "ping"].contains(&t)
-                        }) =>
+                        if v.get("type")
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| !ClientMessage::TYPES.contains(&t)) =>
                     {
-                        "unknown_type"
+                        ErrorCode::UnknownType
                     }
-                    Ok(_) => "bad_message",
+                    Ok(_) => ErrorCode::BadMessage,
                 };
                 return self
                     .send_error(code, &e.to_string())
@@ -531,23 +507,27 @@ impl Connection {
             }
         };
         let sent = match message {
-            ClientMessage::Ping => self.send_json(json!({"type": "pong"})).await,
+            ClientMessage::Ping => self.send(ServerMessage::Pong).await,
             ClientMessage::Subscribe { topics, since } => self.subscribe(&topics, since).await,
             ClientMessage::Unsubscribe { topics } => {
                 match parse_topics(topics.iter().map(String::as_str)) {
                     Ok(topics) => {
                         self.registration.unsubscribe(&topics);
                         let now = self.registration.topics();
-                        self.send_json(json!({"type": "unsubscribed", "topics": names(&topics), "subscribed": names(&now)})).await
+                        self.send(ServerMessage::Unsubscribed {
+                            topics: names(&topics),
+                            subscribed: names(&now),
+                        })
+                        .await
                     }
-                    Err(unknown) => self.send_error("unknown_topic", &unknown).await,
+                    Err(unknown) => self.send_error(ErrorCode::UnknownTopic, &unknown).await,
                 }
             }
             ClientMessage::Auth { token } => match authenticate(&self.state, &token).await {
                 // What a connection receives follows from its role, fixed when it opened.
                 Ok(fresh) if fresh.id == self.user.id && fresh.role != self.user.role => {
                     return Some(End::Close(
-                        code::UNAUTHORIZED,
+                        CloseCode::Unauthorized,
                         "your role changed: reconnect with this token",
                     ));
                 }
@@ -555,20 +535,18 @@ impl Connection {
                     self.expires_at = expiry(fresh.expires_at);
                     self.registration.set_token_version(fresh.token_version);
                     self.user = fresh;
-                    self.send_json(
-                        json!({"type": "authenticated", "expires_at": self.user.expires_at}),
-                    )
-                    .await
+                    let expires_at = self.user.expires_at;
+                    self.send(ServerMessage::Authenticated { expires_at }).await
                 }
                 Ok(_) => {
                     return Some(End::Close(
-                        code::POLICY,
+                        CloseCode::PolicyViolation,
                         "a connection cannot change its user",
                     ));
                 }
                 Err(_) => {
                     self.send_error(
-                        "invalid_token",
+                        ErrorCode::InvalidToken,
                         "the token is not valid; the connection keeps its current one",
                     )
                     .await
@@ -584,14 +562,17 @@ impl Connection {
             Ok(topics) if !topics.is_empty() => topics,
             Ok(_) => {
                 return self
-                    .send_error("bad_message", "topics must name at least one topic")
+                    .send_error(ErrorCode::BadMessage, "topics must name at least one topic")
                     .await;
             }
-            Err(unknown) => return self.send_error("unknown_topic", &unknown).await,
+            Err(unknown) => return self.send_error(ErrorCode::UnknownTopic, &unknown).await,
         };
         if since.is_some_and(|s| s < 0) {
             return self
-                .send_error("bad_since", "since must be a seq you received (0 or more)")
+                .send_error(
+                    ErrorCode::BadSince,
+                    "since must be a seq you received (0 or more)",
+                )
                 .await;
         }
         let already = self.registration.topics();
@@ -604,8 +585,10 @@ impl Connection {
         if let Some(since) = since.filter(|_| !new.is_empty()) {
             match replay::plan(&self.state.db, since, live_from).await {
                 Ok(Resume::Reset) => {
-                    self.send_json(json!({"type": "reset", "topics": names(&new)}))
-                        .await?
+                    self.send(ServerMessage::Reset {
+                        topics: names(&new),
+                    })
+                    .await?
                 }
                 Ok(Resume::From(since)) => {
                     if since > live_from {
@@ -620,7 +603,7 @@ impl Connection {
                         self.registration.unsubscribe(&new);
                         return self
                             .send_error(
-                                "replay_failed",
+                                ErrorCode::ReplayFailed,
                                 "the missed events could not be read; resubscribe",
                             )
                             .await;
@@ -631,7 +614,7 @@ impl Connection {
                     self.registration.unsubscribe(&new);
                     return self
                         .send_error(
-                            "replay_failed",
+                            ErrorCode::ReplayFailed,
                             "the missed events could not be read; resubscribe",
                         )
                         .await;
@@ -639,9 +622,10 @@ impl Connection {
             }
         }
         let subscribed = self.registration.topics();
-        self.send_json(
-            json!({"type": "subscribed", "topics": names(&subscribed), "seq": live_from}),
-        )
+        self.send(ServerMessage::Subscribed {
+            topics: names(&subscribed),
+            seq: live_from,
+        })
         .await
     }
 

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::Actor;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::events::catalog::{NotificationDeleted, NotificationRead};
+use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::store::notifications::{self, Notification, READ_VERSION, Recipients};
 use crate::store::{Tx, now};
 
@@ -53,12 +54,7 @@ pub async fn notify(
 }
 
 fn created_event(n: &Notification) -> NewEvent {
-    NewEvent::new(
-        Topic::Notifications,
-        "notification.created",
-        Audience::User(n.user_id),
-        n,
-    )
+    NewEvent::new(EventData::NotificationCreated(n), Audience::User(n.user_id))
 }
 
 /// Who a broadcast goes to.
@@ -158,10 +154,12 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
     let events = if changed {
-        vec![read_event(
-            user_id,
-            json!({"ids": [id], "read_at": at, "version": notification.version}),
-        )]
+        let read = NotificationRead::One {
+            ids: vec![id],
+            read_at: at,
+            version: notification.version,
+        };
+        vec![read_event(user_id, &read)]
     } else {
         Vec::new()
     };
@@ -179,23 +177,21 @@ pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
     let events = if ids.is_empty() {
         Vec::new()
     } else {
-        vec![read_event(
-            user_id,
-            json!({"all": true, "ids": ids, "read_at": at, "version": READ_VERSION}),
-        )]
+        let read = NotificationRead::All {
+            all: true,
+            ids: ids.clone(),
+            read_at: at,
+            version: READ_VERSION,
+        };
+        vec![read_event(user_id, &read)]
     };
     outbox::commit(tx, &events).await?;
     Ok(ids.len() as u64)
 }
 
 /// The `notification.read` event, for the reader only.
-fn read_event(user_id: Uuid, data: serde_json::Value) -> NewEvent {
-    NewEvent::new(
-        Topic::Notifications,
-        "notification.read",
-        Audience::User(user_id),
-        data,
-    )
+fn read_event(user_id: Uuid, read: &NotificationRead) -> NewEvent {
+    NewEvent::new(EventData::NotificationRead(read), Audience::User(user_id))
 }
 
 /// Deletes one of the caller's notifications, telling the caller's other clients.
@@ -205,10 +201,8 @@ pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> 
         return Err(ApiError::not_found("notification"));
     }
     let event = NewEvent::new(
-        Topic::Notifications,
-        "notification.deleted",
+        EventData::NotificationDeleted(&NotificationDeleted { id }),
         Audience::User(user_id),
-        json!({"id": id}),
     );
     outbox::commit(tx, &[event]).await?;
     Ok(())

@@ -13,7 +13,8 @@ use super::products::{low_stock, stock_changed};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::events::catalog::OrderChange;
+use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::store::notifications::Recipients;
 use crate::store::orders::{self, Order, OrderItem, OrderQuery, OrderRow, OrderStatus};
 use crate::store::{Tx, idempotency, now, products};
@@ -129,10 +130,8 @@ pub async fn place(
     let order = Order::new(row, lines);
 
     let mut events = vec![NewEvent::new(
-        Topic::Orders,
-        "order.created",
+        EventData::OrderCreated(&order),
         Audience::UserAndStaff(order.user_id),
-        &order,
     )];
     for product in &taken {
         let quantity = quantities[&product.id];
@@ -282,8 +281,7 @@ pub async fn set_status(
     let Some(row) = orders::transition(&mut tx, id, &[from], to, at).await? else {
         return Err(invalid_transition(&mut tx, id, to).await?);
     };
-    let (order, events) =
-        finish_change(&mut tx, actor, row, from, "order.status_changed", at).await?;
+    let (order, events) = finish_change(&mut tx, actor, row, from, false, at).await?;
     outbox::commit(tx, &events).await?;
     Ok(order)
 }
@@ -322,40 +320,39 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Orde
             stock_changed(p, quantity, "order_cancelled")
         })
         .collect();
-    let (order, change) =
-        finish_change(&mut tx, actor, row, visible.status, "order.cancelled", at).await?;
+    let (order, change) = finish_change(&mut tx, actor, row, visible.status, true, at).await?;
     events.extend(change);
     outbox::commit(tx, &events).await?;
     Ok(order)
 }
 
-/// The owner's notification and the audit entry of a status change; the order and the
-/// events to commit with it.
+/// The owner's notification and the audit entry of a status change (a cancellation when
+/// `cancelled`); the order and the events to commit with it.
 async fn finish_change(
     tx: &mut Tx,
     actor: &Actor,
     row: OrderRow,
     from: OrderStatus,
-    event_type: &'static str,
+    cancelled: bool,
     at: chrono::DateTime<chrono::Utc>,
 ) -> ApiResult<(Order, Vec<NewEvent>)> {
     let order = Order::new(row.clone(), orders::items_tx(tx, row.id).await?);
-    let change = json!({
-        "order_id": order.id,
-        "user_id": order.user_id,
-        "status": order.status,
-        "previous_status": from,
-        "total_amount": order.total_amount,
-        "currency": order.currency,
-        "updated_at": order.updated_at,
-        "version": order.version,
-    });
-    let mut events = vec![NewEvent::new(
-        Topic::Orders,
-        event_type,
-        Audience::UserAndStaff(order.user_id),
-        &change,
-    )];
+    let change = OrderChange {
+        order_id: order.id,
+        user_id: order.user_id,
+        status: order.status,
+        previous_status: from,
+        total_amount: order.total_amount,
+        currency: order.currency.clone(),
+        updated_at: order.updated_at,
+        version: order.version,
+    };
+    let data = if cancelled {
+        EventData::OrderCancelled(&change)
+    } else {
+        EventData::OrderStatusChanged(&change)
+    };
+    let mut events = vec![NewEvent::new(data, Audience::UserAndStaff(order.user_id))];
     let title = format!("Order {}", order.status.as_str());
     let body = format!("Your order {} is now {}.", order.id, order.status.as_str());
     events.extend(
@@ -365,12 +362,12 @@ async fn finish_change(
             Kind::OrderStatus,
             &title,
             &body,
-            change.clone(),
+            json!(change),
             at,
         )
         .await?,
     );
-    let action = if event_type == "order.cancelled" {
+    let action = if cancelled {
         "order.cancel"
     } else {
         "order.status"

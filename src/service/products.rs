@@ -8,14 +8,11 @@ use super::Actor;
 use super::notifications::{Kind, notify};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::events::{Audience, NewEvent, Topic, outbox};
+use crate::events::catalog::{LowStock, ProductDeleted, StockChanged};
+use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::store::notifications::Recipients;
 use crate::store::products::{self, NewProduct, Product, ProductPatch};
 use crate::store::{Tx, now};
-
-fn product_event(kind: &'static str, product: &Product) -> NewEvent {
-    NewEvent::new(Topic::Inventory, kind, Audience::Everyone, product)
-}
 
 /// Adds a product to the catalog.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id))]
@@ -33,7 +30,8 @@ pub async fn create(state: &AppState, actor: &Actor, new: &NewProduct<'_>) -> Ap
             at,
         )
         .await?;
-    outbox::commit(tx, &[product_event("product.created", &product)]).await?;
+    let event = NewEvent::new(EventData::ProductCreated(&product), Audience::Everyone);
+    outbox::commit(tx, &[event]).await?;
     Ok(product)
 }
 
@@ -65,7 +63,8 @@ pub async fn update(
     actor
         .audit(&mut tx, "product.update", "product", id, summary, at)
         .await?;
-    outbox::commit(tx, &[product_event("product.updated", &product)]).await?;
+    let event = NewEvent::new(EventData::ProductUpdated(&product), Audience::Everyone);
+    outbox::commit(tx, &[event]).await?;
     Ok(product)
 }
 
@@ -77,12 +76,13 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Prod
     let product = products::set_deleted(&mut tx, id, true, at)
         .await?
         .ok_or_else(|| ApiError::not_found("product"))?;
-    let event = NewEvent::new(
-        Topic::Inventory,
-        "product.deleted",
-        Audience::Everyone,
-        json!({"id": product.id, "sku": product.sku, "deleted_at": product.deleted_at, "version": product.version}),
-    );
+    let deleted = ProductDeleted {
+        id: product.id,
+        sku: product.sku.clone(),
+        deleted_at: product.deleted_at.unwrap_or(at),
+        version: product.version,
+    };
+    let event = NewEvent::new(EventData::ProductDeleted(&deleted), Audience::Everyone);
     actor
         .audit(
             &mut tx,
@@ -118,7 +118,8 @@ pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Pro
             at,
         )
         .await?;
-    outbox::commit(tx, &[product_event("product.updated", &product)]).await?;
+    let event = NewEvent::new(EventData::ProductUpdated(&product), Audience::Everyone);
+    outbox::commit(tx, &[event]).await?;
     Ok(product)
 }
 
@@ -169,19 +170,15 @@ pub async fn adjust_stock(
 
 /// The `inventory.stock_changed` event of a product whose stock moved by `delta`.
 pub fn stock_changed(product: &Product, delta: i64, reason: &str) -> NewEvent {
-    NewEvent::new(
-        Topic::Inventory,
-        "inventory.stock_changed",
-        Audience::Everyone,
-        json!({
-            "product_id": product.id,
-            "sku": product.sku,
-            "stock": product.stock,
-            "delta": delta,
-            "reason": reason,
-            "version": product.version,
-        }),
-    )
+    let data = StockChanged {
+        product_id: product.id,
+        sku: product.sku.clone(),
+        stock: product.stock,
+        delta,
+        reason: reason.to_owned(),
+        version: product.version,
+    };
+    NewEvent::new(EventData::StockChanged(&data), Audience::Everyone)
 }
 
 /// When stock has just fallen to or below the threshold (it was above it at
@@ -197,20 +194,15 @@ pub async fn low_stock(
     if product.deleted_at.is_some() || product.stock > threshold || previous_stock <= threshold {
         return Ok(Vec::new());
     }
-    let data = json!({
-        "product_id": product.id,
-        "sku": product.sku,
-        "name": product.name,
-        "stock": product.stock,
-        "low_stock_threshold": threshold,
-        "version": product.version,
-    });
-    let mut events = vec![NewEvent::new(
-        Topic::Inventory,
-        "inventory.low_stock",
-        Audience::Staff,
-        &data,
-    )];
+    let data = LowStock {
+        product_id: product.id,
+        sku: product.sku.clone(),
+        name: product.name.clone(),
+        stock: product.stock,
+        low_stock_threshold: threshold,
+        version: product.version,
+    };
+    let mut events = vec![NewEvent::new(EventData::LowStock(&data), Audience::Staff)];
     let title = format!("Low stock: {}", product.name);
     let body = format!(
         "{} ({}) is down to {} (threshold {}).",
@@ -223,7 +215,7 @@ pub async fn low_stock(
             Kind::LowStock,
             &title,
             &body,
-            data,
+            json!(data),
             at,
         )
         .await?,

@@ -7,6 +7,7 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod asyncapi;
 mod audit;
 mod auth_hardening;
 mod browser;
