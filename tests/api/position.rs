@@ -863,7 +863,14 @@ async fn a_list_then_a_stream_from_its_position_equals_the_database_under_writes
         task.await.expect("a writer");
     }
 
-    // Then one last change on each topic, which every follower waits for.
+    // Then one last change on each topic, which every follower waits for. Each marker is
+    // the last change its list sees: the order (which takes stock) before the stock marker.
+    let marker_order: Value = app
+        .order(&ada.access_token, &[(&products[1], 1)])
+        .await
+        .json()
+        .await
+        .unwrap();
     let marker_product = app
         .post(
             &format!("/v1/products/{}/stock-adjustments", products[0]),
@@ -872,12 +879,6 @@ async fn a_list_then_a_stream_from_its_position_equals_the_database_under_writes
         )
         .await;
     assert_eq!(marker_product.status(), StatusCode::OK);
-    let marker_order: Value = app
-        .order(&ada.access_token, &[(&products[1], 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
     let marker_note = app
         .post(
             "/v1/notifications/broadcast",
