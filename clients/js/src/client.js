@@ -65,10 +65,11 @@ export class Tidings {
     this.onTokens = options.onTokens;
     /** @type {TokenPair | null} */
     this.tokens = null;
-    /** @type {Promise<void> | null} */
+    /** @internal @type {Promise<void> | null} */
     this.refreshing = null;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @internal @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
+    /** @internal */
     this.lockName = `tidings-refresh ${this.baseUrl} ${/** @type {any} */ (this.store).prefix ?? ""}`;
     this.ready = Promise.resolve(options.tokens ?? this.store.get(TOKENS)).then((pair) =>
       options.tokens ? this.setTokens(options.tokens) : this.use(/** @type {TokenPair | null} */ (pair)),
@@ -76,8 +77,11 @@ export class Tidings {
     this.live = {
       /**
        * A collection loaded over REST and kept current by live events.
-       * @param {"orders" | "products" | "notifications"} kind
-       * @param {Record<string, string | number | boolean | undefined>} [query]
+       * @template {keyof import("./list.js").Kinds} K
+       * @param {K} kind
+       * @param {Record<string, string | number | boolean | undefined>} [query] the REST list's query;
+       *   `limit` is the page size (every page is loaded)
+       * @returns {LiveList<import("./list.js").Kinds[K]>}
        */
       list: (kind, query) => new LiveList(this, kind, query),
     };
@@ -134,7 +138,7 @@ export class Tidings {
     else this.hub.signedOut();
   }
 
-  /** Takes a pair as the current one without announcing it. @param {TokenPair | null} pair */
+  /** Takes a pair as the current one without announcing it. @internal @param {TokenPair | null} pair */
   use(pair) {
     this.tokens = pair;
     clearTimeout(this.timer);
@@ -157,7 +161,7 @@ export class Tidings {
     }));
   }
 
-  /** @private */
+  /** @internal */
   async rotate() {
     await this.ready;
     const spent = this.tokens?.refresh_token;
@@ -226,6 +230,7 @@ export class Tidings {
 
   /**
    * One HTTP exchange; a status other than 2xx or 304 is thrown as a TidingsError.
+   * @internal
    * @param {string} method @param {string} path @param {unknown} body @param {string | null} token
    * @param {{ headers?: Record<string, string>, signal?: AbortSignal }} [options]
    * @returns {Promise<Response>}

@@ -7,6 +7,11 @@ import { TidingsError } from "./errors.js";
 /** @typedef {import("./client.js").Tidings} Tidings */
 /** @typedef {import("./events.js").TidingsEvent} TidingsEvent */
 /** @typedef {Record<string, any>} Item */
+/**
+ * What each kind of list holds.
+ * @typedef {{ orders: import("./events.js").Order, products: import("./events.js").Product,
+ *   notifications: import("./events.js").Notification }} Kinds
+ */
 
 const KINDS = {
   orders: ["orders", "/v1/orders"],
@@ -20,6 +25,7 @@ const yes = (value) => value === true || value === "true";
 /** A timestamp that sorts as text whatever its digits of fraction. @param {string} at */
 const instant = (at) => at.replace(/(\.\d+)?Z$/, (_, fraction = ".") => `${(fraction + "00000000").slice(0, 10)}Z`);
 
+/** @template [T=Item] */
 export class LiveList {
   /**
    * @param {Tidings} client @param {"orders" | "products" | "notifications"} kind
@@ -39,7 +45,7 @@ export class LiveList {
     this.byId = new Map();
     /** @type {Item[] | null} */
     this.sorted = null;
-    /** @type {Set<(items: Item[]) => void>} */
+    /** @type {Set<(items: T[]) => void>} */
     this.listeners = new Set();
     /** Events for items being fetched, applied once they arrive. @type {Map<string, TidingsEvent[]>} */
     this.fetching = new Map();
@@ -51,12 +57,12 @@ export class LiveList {
     this.ready = this.load();
   }
 
-  /** The collection, in the server's order for this query. @returns {Item[]} */
+  /** The collection, in the server's order for this query. @returns {T[]} */
   get items() {
-    return (this.sorted ??= [...this.byId.values()].sort((a, b) => this.compare(a, b)));
+    return /** @type {T[]} */ (this.sorted ??= [...this.byId.values()].sort((a, b) => this.compare(a, b)));
   }
 
-  /** Calls `listener` with the items after each change; returns a function that stops it. @param {(items: Item[]) => void} listener */
+  /** Calls `listener` with the items after each change; returns a function that stops it. @param {(items: T[]) => void} listener */
   onChange(listener) {
     this.listeners.add(listener);
     return () => void this.listeners.delete(listener);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Server, backends, product, until } from "./helpers.mjs";
 
 /** @typedef {import("../src/index.js").Tidings} Tidings */
-/** @typedef {import("../src/index.js").LiveList} LiveList */
+/** @typedef {import("../src/index.js").LiveList<any>} LiveList */
 
 const ROUNDS = 3;
 
@@ -42,17 +42,20 @@ async function equals(list, expected, omit = []) {
   }
 }
 
-/** Runs `step` over and over until `stop` resolves; refusals of a race (409) are part of it. @param {() => Promise<unknown>} step @param {Promise<void>} stop */
+/** Runs `step`; refusals that racing writers cause (409, or 404 for a deleted product) are part of it. @param {() => Promise<unknown>} step */
+async function attempt(step) {
+  try {
+    await step();
+  } catch (e) {
+    if (![404, 409].includes(/** @type {any} */ (e).status)) throw e;
+  }
+}
+
+/** Runs `step` over and over until `stop` resolves. @param {() => Promise<unknown>} step @param {Promise<void>} stop */
 async function churn(step, stop) {
   let done = false;
   stop.then(() => (done = true));
-  while (!done) {
-    try {
-      await step();
-    } catch (e) {
-      if (/** @type {any} */ (e).status !== 409) throw e;
-    }
-  }
+  while (!done) await attempt(step);
 }
 
 /** @template T @param {T[]} list @returns {T} */
@@ -93,7 +96,7 @@ for (const backend of backends()) {
         const paid = viewer.live.list("orders", { status: "paid", limit: 3 });
         await Promise.all([all.ready, paid.ready]);
         // Writers go on a while after the load, then stop.
-        for (let i = 0; i < 10; i++) await move();
+        for (let i = 0; i < 10; i++) await attempt(move);
         finish();
         await writers;
 
@@ -133,7 +136,7 @@ for (const backend of backends()) {
         const query = { in_stock: true, sort: "-stock", limit: 4 };
         const list = viewer.live.list("products", query);
         await list.ready;
-        for (let i = 0; i < 10; i++) await step();
+        for (let i = 0; i < 10; i++) await attempt(step);
         finish();
         await writers;
         // inventory.stock_changed carries the new stock and version, not updated_at.
@@ -166,7 +169,7 @@ for (const backend of backends()) {
         else if (roll < 0.3) await buyer.delete(`/v1/notifications/${pick(items).id}`).catch(() => {});
         else await buyer.post(`/v1/notifications/${pick(items).id}/read`);
       };
-      for (let i = 0; i < 10; i++) await notify();
+      for (let i = 0; i < 10; i++) await attempt(notify);
 
       for (let round = 0; round < ROUNDS; round++) {
         /** @type {() => void} */
@@ -175,7 +178,7 @@ for (const backend of backends()) {
         const writers = Promise.all([churn(notify, stop), churn(notify, stop), churn(read, stop)]);
         const list = buyer.live.list("notifications", { unread: true, limit: 3 });
         await list.ready;
-        for (let i = 0; i < 10; i++) await notify();
+        for (let i = 0; i < 10; i++) await attempt(notify);
         finish();
         await writers;
         await equals(list, await everything(buyer, "/v1/notifications", { unread: "true" }));

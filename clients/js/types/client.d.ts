@@ -10,19 +10,23 @@ export class Tidings {
     onTokens: ((pair: import("./events.js").TokenPair | null) => void) | undefined;
     /** @type {TokenPair | null} */
     tokens: TokenPair | null;
-    /** @type {Promise<void> | null} */
+    /** @internal @type {Promise<void> | null} */
     refreshing: Promise<void> | null;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @internal @type {ReturnType<typeof setTimeout> | undefined} */
     timer: ReturnType<typeof setTimeout> | undefined;
+    /** @internal */
     lockName: string;
     ready: Promise<void>;
     live: {
         /**
          * A collection loaded over REST and kept current by live events.
-         * @param {"orders" | "products" | "notifications"} kind
-         * @param {Record<string, string | number | boolean | undefined>} [query]
+         * @template {keyof import("./list.js").Kinds} K
+         * @param {K} kind
+         * @param {Record<string, string | number | boolean | undefined>} [query] the REST list's query;
+         *   `limit` is the page size (every page is loaded)
+         * @returns {LiveList<import("./list.js").Kinds[K]>}
          */
-        list: (kind: "orders" | "products" | "notifications", query?: Record<string, string | number | boolean | undefined>) => LiveList;
+        list: <K extends keyof import("./list.js").Kinds>(kind: K, query?: Record<string, string | number | boolean | undefined>) => LiveList<import("./list.js").Kinds[K]>;
     };
     /** @internal */
     hub: Live;
@@ -38,7 +42,7 @@ export class Tidings {
     logout(): Promise<void>;
     /** Takes a pair (from login elsewhere, say), or null to sign out locally. @param {TokenPair | null} pair */
     setTokens(pair: TokenPair | null): Promise<void>;
-    /** Takes a pair as the current one without announcing it. @param {TokenPair | null} pair */
+    /** Takes a pair as the current one without announcing it. @internal @param {TokenPair | null} pair */
     use(pair: TokenPair | null): void;
     /**
      * Trades the refresh token for a new pair. One at a time per client and, through a lock,
@@ -47,8 +51,8 @@ export class Tidings {
      * @returns {Promise<void>}
      */
     refresh(): Promise<void>;
-    /** @private */
-    private rotate;
+    /** @internal */
+    rotate(): Promise<void>;
     /** A current access token (refreshed first when it is about to expire), or null. */
     access(): Promise<string | null>;
     /**
@@ -73,6 +77,7 @@ export class Tidings {
     delete(path: string): Promise<any>;
     /**
      * One HTTP exchange; a status other than 2xx or 304 is thrown as a TidingsError.
+     * @internal
      * @param {string} method @param {string} path @param {unknown} body @param {string | null} token
      * @param {{ headers?: Record<string, string>, signal?: AbortSignal }} [options]
      * @returns {Promise<Response>}

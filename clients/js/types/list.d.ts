@@ -1,4 +1,5 @@
-export class LiveList {
+/** @template [T=Item] */
+export class LiveList<T = Item> {
     /**
      * @param {Tidings} client @param {"orders" | "products" | "notifications"} kind
      * @param {Record<string, string | number | boolean | undefined>} [query]
@@ -15,8 +16,8 @@ export class LiveList {
     byId: Map<string, Item>;
     /** @type {Item[] | null} */
     sorted: Item[] | null;
-    /** @type {Set<(items: Item[]) => void>} */
-    listeners: Set<(items: Item[]) => void>;
+    /** @type {Set<(items: T[]) => void>} */
+    listeners: Set<(items: T[]) => void>;
     /** Events for items being fetched, applied once they arrive. @type {Map<string, TidingsEvent[]>} */
     fetching: Map<string, TidingsEvent[]>;
     /** @type {import("./live.js").Subscription | null} */
@@ -25,10 +26,10 @@ export class LiveList {
     scheduled: boolean;
     /** Settles once the first load is applied (rejects if it failed). */
     ready: Promise<void>;
-    /** The collection, in the server's order for this query. @returns {Item[]} */
-    get items(): Item[];
-    /** Calls `listener` with the items after each change; returns a function that stops it. @param {(items: Item[]) => void} listener */
-    onChange(listener: (items: Item[]) => void): () => undefined;
+    /** The collection, in the server's order for this query. @returns {T[]} */
+    get items(): T[];
+    /** Calls `listener` with the items after each change; returns a function that stops it. @param {(items: T[]) => void} listener */
+    onChange(listener: (items: T[]) => void): () => undefined;
     close(): void;
     /** Loads every page; subscribes (or resumes) after the earliest page's position. */
     load(): Promise<void>;
@@ -53,3 +54,11 @@ export class LiveList {
 export type Tidings = import("./client.js").Tidings;
 export type TidingsEvent = import("./events.js").TidingsEvent;
 export type Item = Record<string, any>;
+/**
+ * What each kind of list holds.
+ */
+export type Kinds = {
+    orders: import("./events.js").Order;
+    products: import("./events.js").Product;
+    notifications: import("./events.js").Notification;
+};
