@@ -293,10 +293,12 @@ export class Live {
     const { topic, seq } = event;
     /** @type {PromiseLike<unknown>[] | undefined} */
     let running;
+    let fresh = false;
     for (const sub of this.subs) {
       const seen = sub.seen.get(topic);
       if (seen === undefined || seq <= seen || !sub.topics.has(topic)) continue;
       sub.seen.set(topic, seq);
+      fresh = true;
       try {
         const result = /** @type {any} */ (sub.handler(event));
         if (typeof result?.then === "function") (running ??= []).push(result.then(undefined, report));
@@ -304,7 +306,7 @@ export class Live {
         report(e);
       }
     }
-    session.passed(topic, seq);
+    session.passed(topic, seq, fresh);
     if (!running) return this.handled(session, event);
     const backlog = (this.backlog = /** @type {Array<[Session, any]>} */ ([]));
     Promise.all(running).then(() => {
@@ -461,10 +463,10 @@ class WsSession {
     this.send({ type: "unsubscribe", topics }, { kind: "unsubscribe" });
   }
 
-  /** @param {string} topic @param {number} seq */
-  passed(topic, seq) {
+  /** @param {string} topic @param {number} seq @param {boolean} fresh whether a subscription had not seen it */
+  passed(topic, seq, fresh) {
     if (this.at.has(topic)) raise(this.at, topic, seq);
-    if (!this.reached) this.caught++;
+    if (!this.reached && fresh) this.caught++;
   }
 
   /** @param {any} msg */
@@ -589,10 +591,10 @@ class SseSession {
     this.live.advance(topic, seq);
   }
 
-  /** @param {string} topic @param {number} seq */
-  passed(topic, seq) {
+  /** @param {string} topic @param {number} seq @param {boolean} fresh */
+  passed(topic, seq, fresh) {
     raise(this.at, topic, seq);
-    if (!this.reached) {
+    if (!this.reached && fresh) {
       this.caught++;
       this.settle();
     }

@@ -154,8 +154,8 @@ declare class WsSession {
     join(sub: Subscription): void;
     /** @param {string[]} topics */
     leave(topics: string[]): void;
-    /** @param {string} topic @param {number} seq */
-    passed(topic: string, seq: number): void;
+    /** @param {string} topic @param {number} seq @param {boolean} fresh whether a subscription had not seen it */
+    passed(topic: string, seq: number, fresh: boolean): void;
     /** @param {any} msg */
     control(msg: any): void;
     authenticate(): void;
@@ -186,8 +186,8 @@ declare class SseSession {
     read(body: ReadableStream<Uint8Array>): Promise<number>;
     /** @param {string} topic @param {number} seq */
     resetTo(topic: string, seq: number): void;
-    /** @param {string} topic @param {number} seq */
-    passed(topic: string, seq: number): void;
+    /** @param {string} topic @param {number} seq @param {boolean} fresh */
+    passed(topic: string, seq: number, fresh: boolean): void;
     /** @param {Subscription} sub */
     join(sub: Subscription): void;
     leave(): void;
