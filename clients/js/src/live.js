@@ -77,6 +77,9 @@ export class Live {
     this.wake = null;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.flushTimer = undefined;
+    // A browser that says it is offline: the connection is let go (a WebSocket may
+    // otherwise linger unnoticed) and taken up again, resuming, once it is back.
+    globalThis.addEventListener?.("offline", () => this.session?.close());
     globalThis.addEventListener?.("online", () => this.wake?.());
   }
 
@@ -399,11 +402,17 @@ class WsSession {
       this.heard = Date.now();
       live.receive(this, JSON.parse(String(m.data)));
     };
-    ws.onclose = (e) => {
+    /** Ends the session once: at the socket's close, or at once when the client lets it go. @param {End} end */
+    this.end = (end) => {
+      if (this.ended) return;
+      this.ended = true;
       clearInterval(beat);
       clearTimeout(this.ackTimer);
-      done({ code: e.code, reason: e.reason, live: this.reached, opened: this.opened });
+      ws.onmessage = null;
+      done({ ...end, live: this.reached, opened: this.opened });
     };
+    this.ended = false;
+    ws.onclose = (e) => this.end({ code: e.code, reason: e.reason });
     ws.onerror = () => {};
   }
 
@@ -508,6 +517,7 @@ class WsSession {
 
   close() {
     this.ws.close(1000);
+    this.end({ code: 1000 });
   }
 }
 

@@ -144,6 +144,9 @@ declare class WsSession {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     ackTimer: ReturnType<typeof setTimeout> | undefined;
     acked: number;
+    /** Ends the session once: at the socket's close, or at once when the client lets it go. @param {End} end */
+    end: (end: End) => void;
+    ended: boolean;
     /** @param {object} message @param {Request} [request] */
     send(message: object, request?: Request): void;
     /** @param {string[]} topics @param {number | undefined} since @param {Subscription[]} subs */
