@@ -149,8 +149,9 @@ export {};
  * @property {"connecting" | "live" | "reconnecting" | "offline" | "stopped"} state
  *   `offline`: nothing to connect for, or the browser is offline; `stopped`: refused for good (see `error`)
  * @property {"websocket" | "sse" | null} transport
- * @property {number} caughtUp events replayed after the last (re)connect before going live
- *   (over SSE, which marks no end of the replay: those that came before the stream first paused)
+ * @property {number} caughtUp events the app had not seen that were replayed after the last
+ *   (re)connect, before going live (over SSE, which marks no end of the replay: those that came
+ *   before the stream first paused)
  * @property {string | null} error why it stopped, or the last problem reported by the server
  */
 

@@ -1,6 +1,6 @@
 // The SDK in real Chromium, loaded from src/ by a plain <script type="module">: two tabs of
 // one origin share a session through localStorage and refresh it under the Web Locks API,
-// with no grace window on the server, while both stay live.
+// with no grace window on the server, while both stay live; and the browser example works.
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -100,6 +100,43 @@ for (const backend of backends()) {
         assert.ok(seen.rotations >= 3, `rotations: ${seen.rotations}`);
         assert.ok(!seen.states.includes("stopped"), `states: ${seen.states}`);
       }
+      assert.deepEqual(errors, []);
+    });
+
+    it("the browser example signs in, shows an order placed elsewhere live, and keeps the session on reload", async (t) => {
+      assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+      const port = await freePort();
+      const origin = `http://127.0.0.1:${port}`;
+      const files = await serveFiles(port);
+      t.after(() => new Promise((ok) => files.close(ok)));
+      const server = await Server.start(backend, { TIDINGS_CORS_ORIGINS: origin });
+      t.after(() => server.stop());
+      const staff = await server.client("staff");
+      const { id } = await product(staff);
+
+      const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+      t.after(() => browser.close());
+      const page = await browser.newPage();
+      /** @type {string[]} */
+      const errors = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(`${origin}/examples/browser.html`);
+      await page.getByLabel("Server").fill(server.url);
+      await page.getByLabel("Email").fill(staff.email);
+      await page.getByLabel("Password").fill(PASSWORD);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      const live = () => page.waitForFunction(() => document.querySelector("#status")?.textContent?.startsWith("live"));
+      await live();
+
+      const order = await staff.post("/v1/orders", { items: [{ product_id: id, quantity: 2 }] });
+      const item = page.getByRole("listitem").filter({ hasText: order.id.slice(-6) });
+      await item.filter({ hasText: "pending" }).waitFor();
+      await staff.post(`/v1/orders/${order.id}/status`, { status: "paid" });
+      await item.filter({ hasText: "paid" }).waitFor();
+
+      await page.reload();
+      await live();
+      await item.filter({ hasText: "paid" }).waitFor();
       assert.deepEqual(errors, []);
     });
   });

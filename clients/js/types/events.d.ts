@@ -188,8 +188,9 @@ export type Status = {
     state: "connecting" | "live" | "reconnecting" | "offline" | "stopped";
     transport: "websocket" | "sse" | null;
     /**
-     * events replayed after the last (re)connect before going live
-     * (over SSE, which marks no end of the replay: those that came before the stream first paused)
+     * events the app had not seen that were replayed after the last
+     * (re)connect, before going live (over SSE, which marks no end of the replay: those that came
+     * before the stream first paused)
      */
     caughtUp: number;
     /**
