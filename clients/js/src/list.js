@@ -57,9 +57,26 @@ export class LiveList {
     this.ready = this.load();
   }
 
-  /** The collection, in the server's order for this query. @returns {T[]} */
+  /**
+   * The collection, in the server's order for this query: orders and notifications newest
+   * first; products by `sort`, then id.
+   * @returns {T[]}
+   */
   get items() {
-    return /** @type {T[]} */ (this.sorted ??= [...this.byId.values()].sort((a, b) => this.compare(a, b)));
+    if (!this.sorted) {
+      // Each item's sort key once, not once per comparison.
+      let key = this.kind === "products" ? String(this.query.sort ?? "created_at") : "-id";
+      const sign = key[0] === "-" ? -1 : 1;
+      key = key.replace(/^-/, "");
+      /** @param {Item} item */
+      const value = (item) =>
+        key === "name" ? item.name.toLowerCase() : key === "price" ? item.unit_amount : key === "created_at" ? instant(item.created_at) : item[key];
+      /** @type {Array<[any, Item]>} */
+      const keyed = [...this.byId.values()].map((item) => [value(item), item]);
+      keyed.sort(([x, a], [y, b]) => sign * (x < y ? -1 : x > y ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      this.sorted = keyed.map(([, item]) => item);
+    }
+    return /** @type {T[]} */ (this.sorted);
   }
 
   /** Calls `listener` with the items after each change; returns a function that stops it. @param {(items: T[]) => void} listener */
@@ -197,19 +214,6 @@ export class LiveList {
       fits("stock", (s) => q.in_stock == null || (yes(q.in_stock) ? s > 0 : s === 0)) &&
       (!search || !("name" in item) || item.name.toLowerCase().includes(search) || item.sku.toLowerCase().includes(search))
     );
-  }
-
-  /** The server's order: orders and notifications newest first; products by `sort`, then id. @param {Item} a @param {Item} b */
-  compare(a, b) {
-    let key = this.kind === "products" ? String(this.query.sort ?? "created_at") : "-id";
-    const sign = key[0] === "-" ? -1 : 1;
-    key = key.replace(/^-/, "");
-    /** @param {Item} item */
-    const value = (item) =>
-      key === "name" ? item.name.toLowerCase() : key === "price" ? item.unit_amount : key === "created_at" ? instant(item.created_at) : item[key];
-    const x = value(a);
-    const y = value(b);
-    return sign * (x < y ? -1 : x > y ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   }
 
   changed() {

@@ -26,7 +26,11 @@ export class LiveList<T = Item> {
     scheduled: boolean;
     /** Settles once the first load is applied (rejects if it failed). */
     ready: Promise<void>;
-    /** The collection, in the server's order for this query. @returns {T[]} */
+    /**
+     * The collection, in the server's order for this query: orders and notifications newest
+     * first; products by `sort`, then id.
+     * @returns {T[]}
+     */
     get items(): T[];
     /** Calls `listener` with the items after each change; returns a function that stops it. @param {(items: T[]) => void} listener */
     onChange(listener: (items: T[]) => void): () => undefined;
@@ -47,8 +51,6 @@ export class LiveList<T = Item> {
     set(item: Item): void;
     /** Whether what is known of an item fits the query's filters (a field not given is no reason to refuse). @param {Item} item */
     matches(item: Item): any;
-    /** The server's order: orders and notifications newest first; products by `sort`, then id. @param {Item} a @param {Item} b */
-    compare(a: Item, b: Item): number;
     changed(): void;
 }
 export type Tidings = import("./client.js").Tidings;
