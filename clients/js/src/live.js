@@ -194,8 +194,10 @@ export class Live {
         this.stop(end.reason || "refused by the server (1008)");
         break;
       } else if (code === 4001) {
-        // Expired or revoked: a new token, then at once; twice in a row, back off.
-        if (++refused > 1) wait = this.delay(attempt++);
+        // Expired or revoked: a fresh token (unless the client already has a newer one),
+        // then at once; refused again before going live, back off.
+        if (end.live) refused = 0;
+        if (refused++ > 0) wait = this.delay(attempt++);
         else if (end.token === this.client.tokens?.access_token) {
           try {
             await this.client.refresh();
@@ -214,7 +216,7 @@ export class Live {
         if (end.opened === false && this.transport === "auto" && !sse) sse = true;
         else wait = this.delay(attempt++);
       }
-      if (code !== 4001 || end.live) refused = code === 4001 ? 1 : 0;
+      if (code !== 4001) refused = 0;
       await this.pause(wait);
     }
     if (!this.stopped) this.setStatus({ state: "offline", transport: null });
@@ -393,7 +395,10 @@ class WsSession {
       // A quiet connection is asked for a pong; one that answers nothing is given up.
       beat = setInterval(() => {
         const quiet = Date.now() - this.heard;
-        if (quiet > 45000) ws.close(4000, "no answer");
+        if (quiet > 45000) {
+          ws.close(4000, "no answer");
+          this.end({ code: 1006, reason: "the server stopped answering" });
+        }
         else if (quiet > 20000) this.send({ type: "ping" }, { kind: "ping" });
       }, 10000);
       /** @type {any} */ (beat).unref?.();
