@@ -38,7 +38,12 @@ const tidings = new Tidings({ baseUrl: process.env.TIDINGS_URL ?? "http://127.0.
 await tidings.ready;
 if (!tidings.tokens) await tidings.login(String(process.env.TIDINGS_EMAIL), String(process.env.TIDINGS_PASSWORD));
 
-tidings.onStatus((s) => console.error(`[${s.state}${s.state === "live" ? `, caught up ${s.caughtUp}` : ""}${s.error ? `: ${s.error}` : ""}]`));
+tidings.onStatus((s) => {
+  console.error(`[${s.state}${s.state === "live" ? `, caught up ${s.caughtUp}` : ""}${s.error ? `: ${s.error}` : ""}]`);
+  // The saved session ended (expired, revoked): sign in again; the subscription carries on.
+  if (s.state === "stopped" && s.error === "signed out" && process.env.TIDINGS_PASSWORD)
+    tidings.login(String(process.env.TIDINGS_EMAIL), process.env.TIDINGS_PASSWORD).catch((e) => console.error(`[${e.message}]`));
+});
 tidings.subscribe(["orders", "inventory", "notifications"], (event) => console.log(JSON.stringify(event)), {
   onReset: (topics) => console.error(`[the server could not resume ${topics.join(", ")}: reload them over REST]`),
 });

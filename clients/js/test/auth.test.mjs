@@ -59,6 +59,20 @@ for (const backend of backends()) {
       await assert.rejects(user.get("/v1/me"), (e) => e instanceof TidingsError && e.status === 401);
     });
 
+    it("a subscription made before signing in waits, stopped, and goes live once signed in", async (t) => {
+      const server = await Server.start(backend);
+      t.after(() => server.stop());
+      const { email } = await server.client("customer");
+      const tidings = new Tidings({ baseUrl: server.url, WebSocket });
+      t.after(() => tidings.close());
+      const stopped = new Promise((ok) => tidings.onStatus((s) => s.state === "stopped" && ok(s.error)));
+      tidings.subscribe("orders", () => {});
+      assert.equal(await stopped, "signed out");
+      const live = new Promise((ok) => tidings.onStatus((s) => s.state === "live" && ok(undefined)));
+      await tidings.login(email, PASSWORD);
+      await live;
+    });
+
     it("turns a problem+json into a TidingsError with its code", async (t) => {
       const server = await Server.start(backend);
       t.after(() => server.stop());
