@@ -53,8 +53,10 @@ export class LiveList {
     this.sub = null;
     this.closed = false;
     this.scheduled = false;
-    /** Settles once the first load is applied (rejects if it failed). */
+    /** Settles once the first load is applied; rejects if it failed (then `reload()`). */
     this.ready = this.load();
+    // Not left unhandled when the app does not await it (Node would end the process).
+    this.ready.catch(() => {});
   }
 
   /**
@@ -124,7 +126,7 @@ export class LiveList {
       });
   }
 
-  /** The server could not resume: the list is loaded again. */
+  /** Loads the list again, retrying every 2 s until it succeeds (the server could not resume, say). */
   reload() {
     this.load().catch((e) => {
       (globalThis.reportError ?? console.error)(e);

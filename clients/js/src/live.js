@@ -109,6 +109,8 @@ export class Live {
       this.session?.join(sub);
       this.start();
     });
+    // A store that failed is reported; an app that awaits `ready` sees it too.
+    sub.ready.catch(report);
     return sub;
   }
 

@@ -24,7 +24,7 @@ export class LiveList<T = Item> {
     sub: import("./live.js").Subscription | null;
     closed: boolean;
     scheduled: boolean;
-    /** Settles once the first load is applied (rejects if it failed). */
+    /** Settles once the first load is applied; rejects if it failed (then `reload()`). */
     ready: Promise<void>;
     /**
      * The collection, in the server's order for this query: orders and notifications newest
@@ -37,7 +37,7 @@ export class LiveList<T = Item> {
     close(): void;
     /** Loads every page; subscribes (or resumes) after the earliest page's position. */
     load(): Promise<void>;
-    /** The server could not resume: the list is loaded again. */
+    /** Loads the list again, retrying every 2 s until it succeeds (the server could not resume, say). */
     reload(): void;
     /** @param {TidingsEvent} event */
     apply(event: TidingsEvent): void;
