@@ -137,7 +137,8 @@ export class Live {
     for (const sub of subs)
       for (const topic of topics) {
         const seen = sub.seen.get(topic);
-        if (seen !== undefined && (since === undefined || seen < since)) since = seen;
+        // -1: everything the stream sends, from a server that gave no position (see `sse`).
+        if (seen !== undefined && seen >= 0 && (since === undefined || seen < since)) since = seen;
       }
     return since;
   }
@@ -260,8 +261,16 @@ export class Live {
 
   /** @returns {Promise<End>} */
   async sse() {
-    const token = await this.client.access();
     const topics = this.topics();
+    // SSE says nothing like `subscribed`: a subscription that has no position yet takes the
+    // stream's current one from a REST read, so that a reconnect resumes from there.
+    const fresh = [...this.subs].filter((sub) => topics.some((t) => sub.topics.has(t) && !sub.seen.has(t)));
+    if (fresh.length) {
+      const { position } = await this.client.request("GET", "/v1/notifications?limit=1");
+      if (position != null)
+        for (const sub of fresh) for (const topic of sub.topics) if (!sub.seen.has(topic)) sub.seen.set(topic, position);
+    }
+    const token = await this.client.access();
     const since = this.since(topics);
     const session = new SseSession(this, topics, since);
     this.session = session;

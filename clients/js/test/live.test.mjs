@@ -88,13 +88,14 @@ for (const backend of backends()) {
       assert.equal(user.status.caughtUp, 4);
     });
 
-    it("resumes after 4008: a consumer that stopped reading is closed and catches up", async (t) => {
+    for (const transport of /** @type {const} */ (["websocket", "sse"]))
+    it(`resumes over ${transport} after 4008: a consumer that stopped reading is closed and catches up`, async (t) => {
       const server = await Server.start(backend, { TIDINGS_QUEUE_BYTES: "4096", TIDINGS_LIVE_SEND_BUFFER: "4096" });
       t.after(() => server.stop());
       const proxy = await Proxy.start(server.port);
       t.after(() => proxy.close());
       const staff = await server.client("staff");
-      const user = await server.client("customer", { baseUrl: proxy.url, transport: "websocket" });
+      const user = await server.client("customer", { baseUrl: proxy.url, transport });
       t.after(() => user.close());
       const { id } = await product(staff);
       const inbox = new Inbox();
@@ -125,7 +126,7 @@ for (const backend of backends()) {
       assert.ok(states.includes("reconnecting"), "it reconnected");
     });
 
-    it("keeps its connection across token expiries by refreshing in band", async (t) => {
+    it("keeps its WebSocket across token expiries by refreshing in band", async (t) => {
       const server = await Server.start(backend, { TIDINGS_ACCESS_TOKEN_TTL: "3s" });
       t.after(() => server.stop());
       const staff = await server.client("staff");
@@ -149,6 +150,31 @@ for (const backend of backends()) {
       }
       assert.ok(rotations - first >= 3, `refreshed ${rotations - first} times`);
       assert.deepEqual(states, [], "the connection never dropped");
+    });
+
+    it("resumes its event stream after each token expiry, missing nothing", async (t) => {
+      const server = await Server.start(backend, { TIDINGS_ACCESS_TOKEN_TTL: "3s" });
+      t.after(() => server.stop());
+      const staff = await server.client("staff");
+      const user = await server.client("customer", { transport: "sse" });
+      t.after(() => user.close());
+      const { id } = await product(staff);
+      const inbox = new Inbox();
+      user.subscribe("inventory", inbox.handler);
+      await status(user, (s) => s.state === "live", "live");
+      /** @type {string[]} */
+      const states = [];
+      user.onStatus((s) => states.push(s.state));
+      // Changes all along three token lifetimes; the server ends the stream at each expiry.
+      const started = Date.now();
+      let changes = 0;
+      while (Date.now() - started < 9000) {
+        await adjust(staff, id, 1);
+        changes++;
+      }
+      await inbox.wait(() => stockOf(inbox, id).length === changes, `${changes} events`);
+      inbox.seqs();
+      assert.ok(states.includes("reconnecting"), "the stream ended at an expiry and was resumed");
     });
 
     it("resumes after the server restarts on the same port, with what changed while it was down", async (t) => {
