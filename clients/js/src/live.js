@@ -31,6 +31,8 @@ export class Subscription {
     this.onReset = options.onReset;
     /** The last seq seen per topic; a topic absent here takes only what comes once subscribed. @type {Map<string, number>} */
     this.seen = new Map();
+    /** Topics whose replay for this subscription has been asked for but not begun (see WsSession.join). @type {Set<string>} */
+    this.parked = new Set();
     this.closed = false;
     /** Settles once the subscription is part of the connection's. @type {Promise<void>} */
     this.ready = Promise.resolve();
@@ -167,17 +169,23 @@ export class Live {
   start() {
     if (this.running || this.stopped || !this.subs.size) return;
     this.running = true;
-    this.run().finally(() => {
-      this.running = false;
-    });
+    this.run();
   }
 
+  /** Connects, and again after each end, while there is anything to connect for. */
   async run() {
     let attempt = 0;
     let sse = this.transport === "sse";
     let refused = 0;
     let everLive = false;
-    while (this.subs.size && !this.stopped) {
+    for (;;) {
+      // Decided in the same turn as `running` is cleared: a subscription made at any
+      // moment either finds this loop going on or starts another.
+      if (!this.subs.size || this.stopped) {
+        this.running = false;
+        if (!this.stopped) this.setStatus({ state: "offline", transport: null });
+        return;
+      }
       this.setStatus({ state: everLive ? "reconnecting" : "connecting", transport: sse ? "sse" : "websocket" });
       /** @type {End} */
       const end = await (sse ? this.sse() : this.ws()).catch((e) => ({
@@ -185,17 +193,19 @@ export class Live {
         reason: this.client.tokens ? e.message : "signed out",
       }));
       this.session = null;
+      // The next connection's first request covers what a parked subscription waited for.
+      for (const sub of this.subs) sub.parked.clear();
       if (end.live) {
         everLive = true;
         attempt = 0;
       }
-      if (this.stopped || !this.subs.size) break;
+      if (this.stopped || !this.subs.size) continue;
       const code = end.code;
       if (code !== 1000) this.setStatus({ error: `${code}${end.reason ? `: ${end.reason}` : ""}` });
       let wait = 0;
       if (code === 1008) {
         this.stop(end.reason || "refused by the server (1008)");
-        break;
+        continue;
       } else if (code === 4001) {
         // Expired or revoked: a fresh token (unless the client already has a newer one),
         // then at once; refused again before going live, back off.
@@ -207,7 +217,7 @@ export class Live {
           } catch {
             if (!this.client.tokens) {
               this.stop("signed out");
-              break;
+              continue;
             }
             wait = this.delay(attempt++);
           }
@@ -222,7 +232,6 @@ export class Live {
       if (code !== 4001) refused = 0;
       await this.pause(wait);
     }
-    if (!this.stopped) this.setStatus({ state: "offline", transport: null });
   }
 
   /** Full jitter: anything from 0 to the capped exponential. @param {number} attempt */
@@ -312,7 +321,7 @@ export class Live {
     let fresh = false;
     for (const sub of this.subs) {
       const seen = sub.seen.get(topic);
-      if (seen === undefined || seq <= seen || !sub.topics.has(topic)) continue;
+      if (seen === undefined || seq <= seen || !sub.topics.has(topic) || sub.parked.has(topic)) continue;
       sub.seen.set(topic, seq);
       fresh = true;
       try {
@@ -473,9 +482,12 @@ class WsSession {
       } else again.push(topic);
     }
     this.request(fresh, this.live.since(fresh, [sub]), [sub]);
-    // Events it needs went by already: those topics are replayed for it (others skip repeats).
+    // Events it needs went by already: those topics are replayed (the others skip repeats).
+    // Until the server confirms the unsubscribe, what still comes of them is the old
+    // subscription's, later than what this one needs first: it takes none of it.
     if (again.length) {
-      this.send({ type: "unsubscribe", topics: again }, { kind: "unsubscribe" });
+      for (const topic of again) sub.parked.add(topic);
+      this.send({ type: "unsubscribe", topics: again }, { kind: "unsubscribe", topics: again, subs: [sub] });
       const subs = [...this.live.subs].filter((s) => again.some((t) => s.topics.has(t)));
       this.request(again, this.live.since(again, subs), subs);
     }
@@ -499,6 +511,7 @@ class WsSession {
     const live = this.live;
     if (msg.type === "reset") return live.reset(msg.topics, this.pending[0]?.subs ?? []);
     const request = this.pending.shift();
+    if (msg.type === "unsubscribed") for (const sub of request?.subs ?? []) for (const t of request?.topics ?? []) sub.parked.delete(t);
     if (msg.type === "subscribed" && request?.topics) {
       const seq = msg.seq;
       this.acks ||= msg.acks === true;
@@ -587,7 +600,7 @@ class SseSession {
       if (done) break;
       buffer += decoder.decode(value, { stream: true });
       let newline;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
+      while ((newline = buffer.indexOf("\n")) >= 0 && !this.abort.signal.aborted) {
         const line = buffer.slice(0, newline).replace(/\r$/, "");
         buffer = buffer.slice(newline + 1);
         if (line === "") {

@@ -281,6 +281,35 @@ for (const backend of backends()) {
       inbox.seqs();
     });
 
+    it("replays for a late subscription in order though the old subscription's events are still arriving", async (t) => {
+      const server = await Server.start(backend);
+      t.after(() => server.stop());
+      const proxy = await Proxy.start(server.port);
+      t.after(() => proxy.close());
+      const staff = await server.client("staff");
+      const user = await server.client("customer", { baseUrl: proxy.url, transport: "websocket" });
+      t.after(() => user.close());
+      const { id } = await product(staff);
+      const early = new Inbox();
+      user.subscribe("inventory", early.handler);
+      await status(user, (s) => s.state === "live", "live");
+      await adjust(staff, id, 2);
+      await early.wait(() => early.events.length === 2, "2 events");
+
+      // Three more are on their way (held in the network) when a subscription from before
+      // the first asks for its replay.
+      proxy.stall();
+      await adjust(staff, id, 3);
+      const late = new Inbox();
+      const sub = user.subscribe("inventory", late.handler, { since: early.events[0].seq - 1 });
+      await sub.ready;
+      proxy.unstall();
+      await early.wait(() => early.events.length === 5, "5 events");
+      await late.wait(() => late.events.length === 5, "the replay of all 5");
+      late.seqs();
+      assert.deepEqual(late.events.map((e) => e.seq), early.events.map((e) => e.seq));
+    });
+
     it("adds and drops topics on one connection, replaying what a late subscription asks for", async (t) => {
       const server = await Server.start(backend);
       t.after(() => server.stop());
