@@ -70,7 +70,12 @@ for (const backend of backends()) {
             w.states = [];
             w.rotations = 0;
             w.stocks = [];
-            const tidings = new Tidings({ baseUrl, store: new LocalStorageStore("shop:"), onTokens: () => w.rotations++ });
+            const tidings = new Tidings({
+              baseUrl,
+              store: new LocalStorageStore("shop:"),
+              onTokens: () => w.rotations++,
+              backoff: { initialMs: 50, maxMs: 1000 },
+            });
             w.tidings = tidings;
             if (signIn) await tidings.login(email, password);
             await tidings.ready;
@@ -88,7 +93,7 @@ for (const backend of backends()) {
       for (let i = 1; i <= 3; i++) {
         await sleep(3000);
         await staff.post(`/v1/products/${id}/stock-adjustments`, { delta: 1, reason: "restock" });
-        for (const tab of tabs) await tab.waitForFunction((n) => /** @type {any} */ (window).stocks.length === n, i);
+        for (const tab of tabs) await tab.waitForFunction((n) => /** @type {any} */ (window).stocks.length === n, i, { timeout: 60000 });
       }
       for (const tab of tabs) {
         const seen = await tab.evaluate(async () => {

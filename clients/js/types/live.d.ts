@@ -129,8 +129,11 @@ export type Session = WsSession | SseSession;
 /** @typedef {WsSession | SseSession} Session */
 /** One WebSocket: its requests awaiting their answers (answered in order), and per topic how far it got. */
 declare class WsSession {
-    /** @param {Live} live @param {WebSocket} ws @param {(end: End) => void} done */
-    constructor(live: Live, ws: WebSocket, done: (end: End) => void);
+    /**
+     * @param {Live} live @param {WebSocket} ws @param {string | undefined} token the access token its ticket was made with
+     * @param {(end: End) => void} done
+     */
+    constructor(live: Live, ws: WebSocket, token: string | undefined, done: (end: End) => void);
     live: Live;
     ws: WebSocket;
     opened: boolean;
