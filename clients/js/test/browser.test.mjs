@@ -1,5 +1,5 @@
 // The SDK in real Chromium, loaded from src/ by a plain <script type="module">: two tabs of
-// one origin share a session through localStorage and refresh it under the Web Locks API,
+// one origin share a session through IndexedDB and refresh it under the Web Locks API,
 // with no grace window on the server, while both stay live; and the browser example works.
 
 import { describe, it } from "node:test";
@@ -34,7 +34,7 @@ async function serveFiles(port) {
 
 for (const backend of backends()) {
   describe(`${backend}: browser`, () => {
-    it("two tabs share one session, refresh it in turn under a lock and both stay live", async (t) => {
+    it("two tabs share one session (IndexedDB), refresh it in turn under a lock and both stay live", async (t) => {
       assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium)`);
       const port = await freePort();
       const origin = `http://127.0.0.1:${port}`;
@@ -66,20 +66,21 @@ for (const backend of backends()) {
         tab.evaluate(
           async ({ baseUrl, email, password, signIn }) => {
             const w = /** @type {any} */ (window);
-            const { Tidings, LocalStorageStore } = w.sdk;
+            const { Tidings, IndexedDbStore } = w.sdk;
             w.states = [];
+            w.log = [];
             w.rotations = 0;
             w.stocks = [];
             const tidings = new Tidings({
               baseUrl,
-              store: new LocalStorageStore("shop:"),
+              store: new IndexedDbStore("shop"),
               onTokens: () => w.rotations++,
               backoff: { initialMs: 50, maxMs: 1000 },
             });
             w.tidings = tidings;
             if (signIn) await tidings.login(email, password);
             await tidings.ready;
-            tidings.onStatus((/** @type {any} */ s) => w.states.push(s.state));
+            tidings.onStatus((/** @type {any} */ s) => (w.states.push(s.state), w.log.push(`${(performance.now() / 1000).toFixed(2)} ${s.state} ${s.error}`)));
             tidings.subscribe("inventory", (/** @type {any} */ e) => e.type === "inventory.stock_changed" && w.stocks.push(e.data.stock));
             await new Promise((ok) => tidings.onStatus((/** @type {any} */ s) => s.state === "live" && ok(undefined)));
             return Boolean(navigator.locks);
@@ -93,7 +94,14 @@ for (const backend of backends()) {
       for (let i = 1; i <= 3; i++) {
         await sleep(3000);
         await staff.post(`/v1/products/${id}/stock-adjustments`, { delta: 1, reason: "restock" });
-        for (const tab of tabs) await tab.waitForFunction((n) => /** @type {any} */ (window).stocks.length === n, i, { timeout: 60000 });
+        for (const tab of tabs)
+          await tab.waitForFunction((n) => /** @type {any} */ (window).stocks.length === n, i, { timeout: 60000 }).catch(async (e) => {
+            const seen = await Promise.all(tabs.map((t) => t.evaluate(() => {
+              const w = /** @type {any} */ (window);
+              return { states: w.states, stocks: w.stocks, status: w.tidings.status, log: w.log };
+            })));
+            throw new Error(`${e.message}: ${JSON.stringify(seen)}`);
+          });
       }
       for (const tab of tabs) {
         const seen = await tab.evaluate(async () => {
