@@ -1,7 +1,7 @@
 // @tidings/client: the JavaScript client of Tidings (README, "Clients"; the public API is
 // what this file exports, with the types of ./events.js).
 export { Tidings } from "./client.js";
-export { MemoryStore, LocalStorageStore } from "./store.js";
+export { MemoryStore, LocalStorageStore, IndexedDbStore } from "./store.js";
 export { TidingsError } from "./errors.js";
 export { LiveList } from "./list.js";
 export { Subscription } from "./live.js";

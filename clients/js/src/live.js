@@ -264,7 +264,7 @@ export class Live {
     url.searchParams.set("ticket", body.ticket);
     if (this.stopped || !this.subs.size) return { code: 1000 };
     return new Promise((done) => {
-      this.session = new WsSession(this, new WS(url.href), (end) => done({ ...end, token }));
+      this.session = new WsSession(this, new WS(url.href), token, (end) => done({ ...end, token }));
     });
   }
 
@@ -388,8 +388,11 @@ export class Live {
 
 /** One WebSocket: its requests awaiting their answers (answered in order), and per topic how far it got. */
 class WsSession {
-  /** @param {Live} live @param {WebSocket} ws @param {(end: End) => void} done */
-  constructor(live, ws, done) {
+  /**
+   * @param {Live} live @param {WebSocket} ws @param {string | undefined} token the access token its ticket was made with
+   * @param {(end: End) => void} done
+   */
+  constructor(live, ws, token, done) {
     this.live = live;
     this.ws = ws;
     this.opened = false;
@@ -412,6 +415,8 @@ class WsSession {
       this.opened = true;
       const topics = live.topics();
       this.request(topics, live.since(topics), [...live.subs], true);
+      // Refreshed while it opened: the connection would otherwise end with the older token.
+      if (live.client.tokens?.access_token !== token) this.authenticate();
       // A quiet connection is asked for a pong; one that answers nothing is given up.
       beat = setInterval(() => {
         const quiet = Date.now() - this.heard;

@@ -43,3 +43,51 @@ export class LocalStorageStore {
     else this.storage.setItem(this.prefix + key, JSON.stringify(value));
   }
 }
+
+/**
+ * Keeps everything in IndexedDB. Tabs that share one session should use this store: a
+ * write committed in one tab is seen by a read in another that follows it, which the
+ * refresh lock relies on. (`localStorage` reaches other tabs a moment later, so a tab can
+ * still read a refresh token another has just spent; the server's
+ * TIDINGS_REFRESH_REUSE_GRACE answers that second use, see README "Clients".)
+ */
+export class IndexedDbStore {
+  /** @param {string} [name] the database's name */
+  constructor(name = "tidings") {
+    this.prefix = `idb:${name}`;
+    /** @type {Promise<IDBDatabase>} */
+    this.db = done(
+      Object.assign(indexedDB.open(name, 1), {
+        /** @this {IDBOpenDBRequest} */
+        onupgradeneeded() {
+          this.result.createObjectStore("kv");
+        },
+      }),
+    );
+  }
+  /** @param {string} key */
+  async get(key) {
+    const db = await this.db;
+    return (await done(db.transaction("kv").objectStore("kv").get(key))) ?? null;
+  }
+  /** @param {string} key @param {unknown} value */
+  async set(key, value) {
+    const tx = (await this.db).transaction("kv", "readwrite");
+    const kv = tx.objectStore("kv");
+    if (value == null) kv.delete(key);
+    else kv.put(value, key);
+    // Committed, not just queued: another tab's next read sees it.
+    await new Promise((ok, fail) => {
+      tx.oncomplete = ok;
+      tx.onerror = tx.onabort = () => fail(tx.error);
+    });
+  }
+}
+
+/** @template T @param {IDBRequest<T>} request @returns {Promise<T>} */
+function done(request) {
+  return new Promise((ok, fail) => {
+    request.onsuccess = () => ok(request.result);
+    request.onerror = () => fail(request.error);
+  });
+}

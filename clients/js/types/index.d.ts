@@ -24,4 +24,4 @@ export type TokenPair = import("./events.js").TokenPair;
 export type Response = import("./events.js").Response;
 export type Problem = import("./events.js").Problem;
 export type Store = import("./store.js").Store;
-export { MemoryStore, LocalStorageStore } from "./store.js";
+export { MemoryStore, LocalStorageStore, IndexedDbStore } from "./store.js";

@@ -19,6 +19,8 @@ export class Subscription {
     onReset: ((topics: string[]) => void) | undefined;
     /** The last seq seen per topic; a topic absent here takes only what comes once subscribed. @type {Map<string, number>} */
     seen: Map<string, number>;
+    /** Topics whose replay for this subscription has been asked for but not begun (see WsSession.join). @type {Set<string>} */
+    parked: Set<string>;
     closed: boolean;
     /** Settles once the subscription is part of the connection's. @type {Promise<void>} */
     ready: Promise<void>;
@@ -80,6 +82,7 @@ export class Live {
     /** @param {string} error */
     stop(error: string): void;
     start(): void;
+    /** Connects, and again after each end, while there is anything to connect for. */
     run(): Promise<void>;
     /** Full jitter: anything from 0 to the capped exponential. @param {number} attempt */
     delay(attempt: number): number;
@@ -126,8 +129,11 @@ export type Session = WsSession | SseSession;
 /** @typedef {WsSession | SseSession} Session */
 /** One WebSocket: its requests awaiting their answers (answered in order), and per topic how far it got. */
 declare class WsSession {
-    /** @param {Live} live @param {WebSocket} ws @param {(end: End) => void} done */
-    constructor(live: Live, ws: WebSocket, done: (end: End) => void);
+    /**
+     * @param {Live} live @param {WebSocket} ws @param {string | undefined} token the access token its ticket was made with
+     * @param {(end: End) => void} done
+     */
+    constructor(live: Live, ws: WebSocket, token: string | undefined, done: (end: End) => void);
     live: Live;
     ws: WebSocket;
     opened: boolean;
