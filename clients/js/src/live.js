@@ -31,8 +31,12 @@ export class Subscription {
     this.onReset = options.onReset;
     /** The last seq seen per topic; a topic absent here takes only what comes once subscribed. @type {Map<string, number>} */
     this.seen = new Map();
-    /** Topics whose replay for this subscription has been asked for but not begun (see WsSession.join). @type {Set<string>} */
-    this.parked = new Set();
+    /**
+     * Per topic, how many replays asked for this subscription have not begun (see
+     * WsSession.join); while any has not, it takes no event of the topic.
+     * @type {Map<string, number>}
+     */
+    this.parked = new Map();
     this.closed = false;
     /** Settles once the subscription is part of the connection's. @type {Promise<void>} */
     this.ready = Promise.resolve();
@@ -321,7 +325,7 @@ export class Live {
     let fresh = false;
     for (const sub of this.subs) {
       const seen = sub.seen.get(topic);
-      if (seen === undefined || seq <= seen || !sub.topics.has(topic) || sub.parked.has(topic)) continue;
+      if (seen === undefined || seq <= seen || !sub.topics.has(topic) || sub.parked.get(topic)) continue;
       sub.seen.set(topic, seq);
       fresh = true;
       try {
@@ -491,7 +495,7 @@ class WsSession {
     // Until the server confirms the unsubscribe, what still comes of them is the old
     // subscription's, later than what this one needs first: it takes none of it.
     if (again.length) {
-      for (const topic of again) sub.parked.add(topic);
+      for (const topic of again) sub.parked.set(topic, (sub.parked.get(topic) ?? 0) + 1);
       this.send({ type: "unsubscribe", topics: again }, { kind: "unsubscribe", topics: again, subs: [sub] });
       const subs = [...this.live.subs].filter((s) => again.some((t) => s.topics.has(t)));
       this.request(again, this.live.since(again, subs), subs);
@@ -516,7 +520,8 @@ class WsSession {
     const live = this.live;
     if (msg.type === "reset") return live.reset(msg.topics, this.pending[0]?.subs ?? []);
     const request = this.pending.shift();
-    if (msg.type === "unsubscribed") for (const sub of request?.subs ?? []) for (const t of request?.topics ?? []) sub.parked.delete(t);
+    if (msg.type === "unsubscribed")
+      for (const sub of request?.subs ?? []) for (const t of request?.topics ?? []) sub.parked.set(t, (sub.parked.get(t) ?? 1) - 1);
     if (msg.type === "subscribed" && request?.topics) {
       const seq = msg.seq;
       this.acks ||= msg.acks === true;

@@ -19,8 +19,12 @@ export class Subscription {
     onReset: ((topics: string[]) => void) | undefined;
     /** The last seq seen per topic; a topic absent here takes only what comes once subscribed. @type {Map<string, number>} */
     seen: Map<string, number>;
-    /** Topics whose replay for this subscription has been asked for but not begun (see WsSession.join). @type {Set<string>} */
-    parked: Set<string>;
+    /**
+     * Per topic, how many replays asked for this subscription have not begun (see
+     * WsSession.join); while any has not, it takes no event of the topic.
+     * @type {Map<string, number>}
+     */
+    parked: Map<string, number>;
     closed: boolean;
     /** Settles once the subscription is part of the connection's. @type {Promise<void>} */
     ready: Promise<void>;
