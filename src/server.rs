@@ -23,7 +23,9 @@ pub use pending::Limits;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -72,7 +74,7 @@ pub struct DirectUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 impl DirectUpgrade {
     /// The socket to come; `None` if already taken.
     pub fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
-        self.0.lock().expect("upgrade lock").take()
+        self.0.lock().take()
     }
 }
 

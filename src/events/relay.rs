@@ -66,7 +66,7 @@ pub async fn run(
         publisher,
         config,
         stats,
-        unpublished: std::sync::Mutex::new(None),
+        unpublished: parking_lot::Mutex::new(None),
     };
     match relay.db.clone() {
         Db::Postgres(pool) => relay.run_postgres(pool, shutdown).await,
@@ -82,7 +82,7 @@ struct Relay {
     /// The last event of a batch the bus did not take, published again (alone) until it
     /// does: hubs that see it fill what they missed from the database, rather than wait
     /// for the next event or their safety poll.
-    unpublished: std::sync::Mutex<Option<Event>>,
+    unpublished: parking_lot::Mutex<Option<Event>>,
 }
 
 impl Relay {
@@ -174,7 +174,7 @@ impl Relay {
     /// How long to wait for a commit before looking anyway: the poll, or soon while the
     /// bus owes hubs an event.
     fn next_poll(&self) -> Duration {
-        if self.unpublished.lock().expect("relay lock").is_some() {
+        if self.unpublished.lock().is_some() {
             RETRY_UNPUBLISHED.min(self.config.poll)
         } else {
             self.config.poll
@@ -183,11 +183,11 @@ impl Relay {
 
     /// Numbers and publishes every committed event, a batch at a time.
     async fn drain(&self) {
-        let retry = self.unpublished.lock().expect("relay lock").clone();
+        let retry = self.unpublished.lock().clone();
         if let Some(event) = retry
             && self.publisher.publish(vec![event]).await
         {
-            *self.unpublished.lock().expect("relay lock") = None;
+            *self.unpublished.lock() = None;
         }
         loop {
             let events = match stream::claim(&self.db, self.config.batch).await {
@@ -214,7 +214,7 @@ impl Relay {
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             let last = events.last().cloned();
             let published = self.publisher.publish(events).await;
-            *self.unpublished.lock().expect("relay lock") = if published { None } else { last };
+            *self.unpublished.lock() = if published { None } else { last };
             if !full {
                 return;
             }

@@ -9,8 +9,10 @@
 //! idle WebSocket writes to its socket there and then (see `mailbox`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -251,18 +253,13 @@ impl Hub {
         token_version: i64,
         transport: Transport,
     ) -> Result<Registration, Refused> {
-        let mut registry = self.registry.write().expect("hub lock");
+        let mut registry = self.registry.write();
         if self.closing.load(Ordering::Acquire) {
             return Err(Refused::ShuttingDown);
         }
         // Under the registry's write lock, so a revocation is either remembered here or
         // applied to the registered connection: never neither.
-        let revoked = self
-            .revoked
-            .lock()
-            .expect("revoked lock")
-            .get(&user_id)
-            .copied();
+        let revoked = self.revoked.lock().get(&user_id).copied();
         if revoked.is_some_and(|(version, _)| version > token_version) {
             return Err(Refused::Revoked);
         }
@@ -292,13 +289,13 @@ impl Hub {
 
     /// Live connections on this instance.
     pub fn connections(&self) -> usize {
-        self.registry.read().expect("hub lock").conns.len()
+        self.registry.read().conns.len()
     }
 
     /// Live connections of `transport` on this instance (a scan, as [`Hub::queued_bytes`]
     /// is: for a metrics scrape, not the hot path).
     pub fn connections_by(&self, transport: Transport) -> usize {
-        let registry = self.registry.read().expect("hub lock");
+        let registry = self.registry.read();
         registry
             .conns
             .values()
@@ -308,7 +305,7 @@ impl Hub {
 
     /// Bytes queued over all connections.
     pub fn queued_bytes(&self) -> usize {
-        let registry = self.registry.read().expect("hub lock");
+        let registry = self.registry.read();
         registry
             .conns
             .values()
@@ -321,7 +318,7 @@ impl Hub {
     pub async fn drain(&self, batch: usize, pause: Duration) {
         self.closing.store(true, Ordering::Release);
         let mailboxes: Vec<Arc<Mailbox>> = {
-            let registry = self.registry.read().expect("hub lock");
+            let registry = self.registry.read();
             registry.conns.values().map(|c| c.mailbox.clone()).collect()
         };
         for (i, chunk) in mailboxes.chunks(batch.max(1)).enumerate() {
@@ -360,7 +357,7 @@ impl Hub {
                 self.push_pending();
             }
             let targets = {
-                let registry = self.registry.read().expect("hub lock");
+                let registry = self.registry.read();
                 let targets = if event.topic == Topic::System {
                     self.apply_system(&registry, event);
                     Vec::new()
@@ -375,10 +372,7 @@ impl Hub {
             };
             if !targets.is_empty() {
                 let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
-                self.pending
-                    .lock()
-                    .expect("pending lock")
-                    .add(frames, targets);
+                self.pending.lock().add(frames, targets);
             }
             self.stats.events.fetch_add(run as u64, Ordering::Relaxed);
             rest = later;
@@ -389,11 +383,7 @@ impl Hub {
     fn push_some(&self) -> bool {
         let lag = Lag::histograms();
         let mut tally = Tally::default();
-        let more =
-            self.pending
-                .lock()
-                .expect("pending lock")
-                .push_some(YIELD_EVERY, &mut tally, &lag);
+        let more = self.pending.lock().push_some(YIELD_EVERY, &mut tally, &lag);
         self.record(tally);
         more
     }
@@ -446,7 +436,7 @@ impl Hub {
             return;
         };
         {
-            let mut revoked = self.revoked.lock().expect("revoked lock");
+            let mut revoked = self.revoked.lock();
             revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
             let entry = revoked.entry(user).or_insert((version, Instant::now()));
             *entry = (entry.0.max(version), Instant::now());
@@ -601,7 +591,7 @@ impl Registration {
     /// from which delivery is live: every later event of these topics will be queued, and
     /// earlier ones are the caller's to replay from the database.
     pub fn subscribe(&self, topics: &[Topic]) -> i64 {
-        let mut registry = self.hub.registry.write().expect("hub lock");
+        let mut registry = self.hub.registry.write();
         let live_from = self.hub.last_seq();
         let Registry {
             conns,
@@ -635,7 +625,7 @@ impl Registration {
 
     /// Stops delivery of these topics.
     pub fn unsubscribe(&self, topics: &[Topic]) {
-        let mut registry = self.hub.registry.write().expect("hub lock");
+        let mut registry = self.hub.registry.write();
         let Registry {
             conns,
             topics: indexes,
@@ -654,7 +644,7 @@ impl Registration {
 
     /// The topics this connection receives.
     pub fn topics(&self) -> Vec<Topic> {
-        let registry = self.hub.registry.read().expect("hub lock");
+        let registry = self.hub.registry.read();
         registry
             .conns
             .get(&self.id)
@@ -664,7 +654,7 @@ impl Registration {
 
     /// A fresh token was presented in-band: revocations up to its version spare it.
     pub fn set_token_version(&self, version: i64) {
-        let registry = self.hub.registry.read().expect("hub lock");
+        let registry = self.hub.registry.read();
         if let Some(conn) = registry.conns.get(&self.id) {
             conn.token_version.store(version, Ordering::Release);
         }
@@ -713,7 +703,7 @@ fn remove_from(index: &mut TopicIndex, id: ConnId, user: Uuid) {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut registry = self.hub.registry.write().expect("hub lock");
+        let mut registry = self.hub.registry.write();
         let Some(conn) = registry.conns.remove(&self.id) else {
             return;
         };
@@ -778,7 +768,7 @@ mod tests {
             at: chrono::Utc::now(),
             data: serde_json::json!({"user_id": user, "token_version": version}),
         };
-        let registry = hub.registry.read().expect("hub lock");
+        let registry = hub.registry.read();
         hub.apply_system(&registry, &event);
     }
 
@@ -807,6 +797,39 @@ mod tests {
             hub.connect(Uuid::now_v7(), false, 1, Transport::WebSocket)
                 .is_ok()
         );
+    }
+
+    /// A panic while a lock of the hub is held (a bug anywhere in the hot path) poisons
+    /// nothing: parking_lot's locks have no poisoning, so later registrations, their drops
+    /// (a panic in a `Drop` while unwinding would abort the process) and fan-outs go on.
+    #[tokio::test]
+    async fn a_panic_under_the_hubs_locks_does_not_take_the_hub_down() {
+        let hub = hub();
+        let user = Uuid::now_v7();
+        let first = hub
+            .connect(user, false, 1, Transport::WebSocket)
+            .expect("open");
+        let panicking = Arc::clone(&hub);
+        let panicked = std::thread::spawn(move || {
+            let _registry = panicking.registry.write();
+            let _pending = panicking.pending.lock();
+            let _revoked = panicking.revoked.lock();
+            panic!("a bug while the hub's locks are held");
+        })
+        .join();
+        assert!(panicked.is_err());
+
+        drop(first);
+        assert_eq!(hub.connections(), 0);
+        let second = hub
+            .connect(user, false, 1, Transport::EventStream)
+            .expect("open");
+        assert_eq!(hub.connections(), 1);
+        revoke(&hub, user, 2);
+        assert!(matches!(
+            second.mailbox().take().await,
+            Err(Closed::Revoked)
+        ));
     }
 
     #[tokio::test]

@@ -15,7 +15,9 @@
 //! thousands of connections.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -125,7 +127,7 @@ impl Mailbox {
     /// way with a batch of events for everyone. All of them, or (past the limit) none and
     /// the mailbox closes.
     pub fn push_all(&self, frames: &[Frame]) -> Pushed {
-        let mut state = self.state.lock().expect("mailbox lock");
+        let mut state = self.state.lock();
         if state.closed.is_some() {
             return Pushed::Closed;
         }
@@ -170,7 +172,7 @@ impl Mailbox {
 
     /// Closes the mailbox for `reason` (the first reason wins); queued frames are dropped.
     pub fn close(&self, reason: Closed) {
-        let mut state = self.state.lock().expect("mailbox lock");
+        let mut state = self.state.lock();
         if state.closed.is_none() {
             state.closed = Some(reason);
             state.drop_queue();
@@ -188,7 +190,7 @@ impl Mailbox {
             // Registered before the check, so a push between the check and the wait is seen.
             let notified = self.ready.notified();
             {
-                let mut state = self.state.lock().expect("mailbox lock");
+                let mut state = self.state.lock();
                 if let Some(reason) = state.closed {
                     state.idle = false;
                     return Err(reason);
@@ -217,7 +219,7 @@ impl Mailbox {
     /// Takes the socket back from the hub, for a write of the writer's own. Returns the rest
     /// of a frame the hub began, which must go out first.
     pub fn claim(&self) -> Option<Bytes> {
-        let mut state = self.state.lock().expect("mailbox lock");
+        let mut state = self.state.lock();
         state.idle = false;
         if state.written == 0 {
             return None;
@@ -236,13 +238,13 @@ impl Mailbox {
     /// where the hub was): they are not written again.
     pub fn skip_through(&self, topic: Topic, seq: i64) {
         if let Some(slot) = topic.index() {
-            self.state.lock().expect("mailbox lock").skip_through[slot] = seq;
+            self.state.lock().skip_through[slot] = seq;
         }
     }
 
     /// Bytes queued now (for metrics).
     pub fn queued_bytes(&self) -> usize {
-        self.state.lock().expect("mailbox lock").bytes
+        self.state.lock().bytes
     }
 }
 
