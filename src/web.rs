@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, REFERRER_POLICY,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -115,16 +115,9 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
 /// `*`.
 fn holds(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let ours = etag.to_str().expect("our ETags are ASCII");
-    headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim())
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+    crate::api::etag::none_match(headers, |tag| tag.strip_prefix("W/").unwrap_or(tag) == ours)
 }
 
-/// The policy, and no guessing of types or leaking of URLs, on every answer below `/app`.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
@@ -138,6 +131,8 @@ async fn security_headers(mut response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::header::IF_NONE_MATCH;
+
     use super::*;
 
     #[test]

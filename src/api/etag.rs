@@ -20,15 +20,21 @@ fn parse(tag: &str) -> Option<i64> {
         .ok()
 }
 
-/// A 200 with the resource and its ETag, or a bodiless 304 when the client holds it.
-pub fn conditional<T: Serialize>(headers: &HeaderMap, version: i64, body: &T) -> Response {
-    let fresh = headers
+/// Whether `If-None-Match` is `*` or lists an entity tag that `ours` matches, compared
+/// weakly (RFC 9110, 13.1.2): the client holds the current representation.
+pub fn none_match(headers: &HeaderMap, ours: impl Fn(&str) -> bool) -> bool {
+    headers
         .get_all(IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == "*" || parse(tag) == Some(version));
-    if fresh {
+        .map(str::trim)
+        .any(|tag| tag == "*" || ours(tag))
+}
+
+/// A 200 with the resource and its ETag, or a bodiless 304 when the client holds it.
+pub fn conditional<T: Serialize>(headers: &HeaderMap, version: i64, body: &T) -> Response {
+    if none_match(headers, |tag| parse(tag) == Some(version)) {
         return (StatusCode::NOT_MODIFIED, [(ETAG, etag(version))]).into_response();
     }
     tagged(StatusCode::OK, version, body)
