@@ -428,7 +428,7 @@ pub struct Config {
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<String>,
     /// Caps on connections not yet authenticated.
-    pub pending: crate::server::Limits,
+    pub pending: crate::net::server::Limits,
 }
 
 /// A setting that could not be used: which one, and why.
@@ -598,7 +598,7 @@ impl Settings {
             drain_batch: parse_number("TIDINGS_DRAIN_BATCH", &self.drain_batch, 1..=1_000_000)?,
             drain_pause: parse_duration("TIDINGS_DRAIN_PAUSE", &self.drain_pause)?,
             cors_origins: parse_origins(&self.cors_origins)?,
-            pending: crate::server::Limits {
+            pending: crate::net::server::Limits {
                 total: parse_number(
                     "TIDINGS_MAX_PENDING_CONNECTIONS",
                     &self.max_pending_connections,
@@ -609,7 +609,7 @@ impl Settings {
                     &self.max_pending_per_ip,
                     0..=10_000_000,
                 )?,
-                shed_after: crate::server::Limits::DEFAULT_SHED_AFTER,
+                shed_after: crate::net::server::Limits::DEFAULT_SHED_AFTER,
             },
         })
     }

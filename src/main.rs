@@ -15,8 +15,12 @@ pub static malloc_conf: &[u8; 57] = b"narenas:1,tcache:false,dirty_decay_ms:0,mu
 
 use anyhow::Context;
 use clap::Parser;
+use tidings::app::seed;
 use tidings::config::{Cli, Command, Config, UserCommand};
-use tidings::{Application, auth, domain, store, telemetry};
+use tidings::service::accounts::tokens::TokenKeys;
+use tidings::service::accounts::{self, Accounts, password};
+use tidings::telemetry;
+use tidings::{Application, domain, store};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -103,10 +107,10 @@ async fn user_tokens(
         .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
     let db = store::Db::connect(config).await?;
     db.migrate().await?;
-    let mut keys = auth::tokens::TokenKeys::load(config)?;
+    let mut keys = TokenKeys::load(config)?;
     keys.access_ttl = ttl;
     let password = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let hash = auth::password::hash(password).await?;
+    let hash = password::hash(password).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for start in (0..count).step_by(500) {
         let mut tx = db.begin().await?;
@@ -152,13 +156,12 @@ async fn create_user(config: &Config, email: &str, role: &str) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("the password {e}"))?;
     let db = store::Db::connect(config).await?;
     db.migrate().await?;
-    let tokens = auth::tokens::TokenKeys::load(config)?;
-    let state = tidings::AppState::offline(config.clone(), db, tokens);
-    let user = auth::service::register(&state, &email, &password, role)
+    let accounts = Accounts::new(db, config)?;
+    let user = accounts::register(&accounts, &email, &password, role)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("created {} ({}) with id {}", user.email, user.role, user.id);
-    state.db.close().await;
+    accounts.db.close().await;
     Ok(())
 }
 
@@ -171,9 +174,8 @@ async fn seed(config: &Config) -> anyhow::Result<()> {
     };
     let db = store::Db::connect(config).await?;
     db.migrate().await?;
-    let tokens = auth::tokens::TokenKeys::load(config)?;
-    let state = tidings::AppState::offline(config.clone(), db, tokens);
-    let seeded = tidings::seed::run(&state, &password).await?;
+    let accounts = Accounts::new(db, config)?;
+    let seeded = seed::run(&accounts, &password).await?;
     println!(
         "seeded {} users, {} products, {} orders into {}",
         seeded.users,
@@ -182,7 +184,7 @@ async fn seed(config: &Config) -> anyhow::Result<()> {
         config.database_url.redacted()
     );
     if seeded.users > 0 {
-        let who: Vec<String> = tidings::seed::USERS
+        let who: Vec<String> = seed::USERS
             .iter()
             .map(|(email, role)| format!("{email} ({role})"))
             .collect();
@@ -191,6 +193,6 @@ async fn seed(config: &Config) -> anyhow::Result<()> {
             println!("their password: {password}");
         }
     }
-    state.db.close().await;
+    accounts.db.close().await;
     Ok(())
 }

@@ -24,7 +24,7 @@ async fn tidings() -> (String, tempfile::TempDir) {
     let app = tidings::Application::build(config).await.unwrap();
     let email = Email::parse(ADMIN).unwrap();
     let password = NewPassword::parse(PASSWORD.into(), Some(&email)).unwrap();
-    tidings::auth::service::register(app.state(), &email, &password, Role::Admin)
+    tidings::service::accounts::register(&app.state().accounts(), &email, &password, Role::Admin)
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr());

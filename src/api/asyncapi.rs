@@ -18,11 +18,11 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::AppState;
 use crate::config::Config;
 use crate::events::{EventType, Topic};
+use crate::http::AppState;
+use crate::live::tickets::TICKET_TTL_SECS;
 use crate::realtime::RealtimeConfig;
-use crate::realtime::auth::TICKET_TTL_SECS;
 use crate::realtime::frames::Envelope;
 use crate::realtime::protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 

@@ -8,13 +8,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Json, Query};
 use super::openapi;
 use super::pagination::{Page, PageParams};
-use crate::AppState;
-use crate::auth::CurrentUser;
 use crate::domain::{Role, text};
 use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::http::AppState;
+use crate::http::extract::{Json, Query};
+use crate::service::accounts::CurrentUser;
 use crate::store::audit::{self, AuditEntry, AuditQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -6,14 +6,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::Json;
 use super::users::UserView;
-use crate::AppState;
-use crate::auth::ratelimit::ClientIp;
-use crate::auth::service::{self, TokenPair};
-use crate::auth::{CurrentUser, NoStore, no_store};
 use crate::domain::{Email, NewPassword};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::http::AppState;
+use crate::http::auth::{NoStore, no_store};
+use crate::http::extract::Json;
+use crate::http::ratelimit::ClientIp;
+use crate::service::accounts::CurrentUser;
+use crate::service::accounts::{self, TokenPair};
 use crate::store::users;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -70,6 +71,6 @@ async fn change_password(
     // Counted before the current password is checked: a stolen access token is no oracle.
     state.limiter.check(ip, &user.email)?;
     Ok(no_store(Json(
-        service::change_password(&state, &user, body.current_password, &new).await?,
+        accounts::change_password(&state.accounts(), &user, body.current_password, &new).await?,
     )))
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
+use crate::http::AppState;
 use crate::realtime::Transport;
 use crate::telemetry::prometheus;
 

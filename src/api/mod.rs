@@ -1,10 +1,11 @@
-//! The REST API, one module per resource, merged into one router whose OpenAPI document
-//! is generated from the handlers' own annotations.
+//! The REST API, one module per resource (accounts under `auth` and `me`), merged into one
+//! router whose OpenAPI document is generated from the handlers' own annotations, with the
+//! live endpoints' routes mounted beside them; and the dashboard, served from the binary.
 
 pub mod asyncapi;
 pub mod audit;
-pub mod etag;
-pub mod extract;
+pub mod auth;
+pub mod dashboard;
 pub mod health;
 pub mod me;
 pub mod metrics;
@@ -12,7 +13,6 @@ pub mod notifications;
 pub mod openapi;
 pub mod orders;
 pub mod pagination;
-pub mod position;
 pub mod products;
 pub mod users;
 
@@ -21,7 +21,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::AppState;
+use crate::http::AppState;
 use openapi::ApiDoc;
 
 /// Every REST route, `/openapi.json`, the API docs at `/docs`, served from the binary
@@ -30,16 +30,16 @@ use openapi::ApiDoc;
 pub fn router() -> Router<AppState> {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
-        .merge(crate::auth::routes::router())
+        .merge(auth::router())
         .merge(me::router())
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())
         .merge(notifications::router())
         .merge(audit::router())
-        .merge(crate::realtime::auth::router())
-        .merge(crate::realtime::ws::router())
-        .merge(crate::realtime::sse::router())
+        .merge(crate::live::tickets::router())
+        .merge(crate::live::ws::router())
+        .merge(crate::live::sse::router())
         .merge(metrics::router())
         .split_for_parts();
     openapi::complete(&mut openapi);

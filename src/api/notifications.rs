@@ -8,15 +8,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Json, Path, Query};
 use super::openapi;
 use super::pagination::{Page, PageParams};
-use super::position::{self, Position};
-use crate::AppState;
-use crate::auth::CurrentUser;
 use crate::domain::{Role, text};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::http::AppState;
+use crate::http::extract::{Json, Path, Query};
+use crate::http::position::{self, Position};
 use crate::service::Actor;
+use crate::service::accounts::CurrentUser;
 use crate::service::notifications::{
     self as service, BroadcastAudience, Kind, MAX_BROADCAST_USERS,
 };
@@ -113,7 +113,7 @@ async fn mark_read(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Notification>> {
-    Ok(Json(service::mark_read(&state, user.id, id).await?))
+    Ok(Json(service::mark_read(&state.db, user.id, id).await?))
 }
 
 /// How many notifications were marked read.
@@ -131,7 +131,7 @@ async fn mark_all_read(
     user: CurrentUser,
 ) -> ApiResult<Json<Marked>> {
     Ok(Json(Marked {
-        marked: service::mark_all_read(&state, user.id).await?,
+        marked: service::mark_all_read(&state.db, user.id).await?,
     }))
 }
 
@@ -148,7 +148,7 @@ async fn delete(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    service::delete(&state, user.id, id).await?;
+    service::delete(&state.db, user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -224,7 +224,7 @@ async fn broadcast(
         return Err(ApiError::validation(errors));
     }
     let recipients = service::broadcast(
-        &state,
+        &state.db,
         &actor,
         body.title.trim(),
         body.body.trim(),
@@ -276,6 +276,6 @@ async fn put_preferences(
         .into_iter()
         .filter(|k| body.muted.contains(k))
         .collect();
-    service::set_muted(&state, user.id, &muted).await?;
+    service::set_muted(&state.db, user.id, &muted).await?;
     Ok(Json(Preferences { muted }))
 }

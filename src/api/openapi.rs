@@ -79,7 +79,7 @@ pub fn complete(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 /// The resources whose every read answers with `Tidings-Position` (see
-/// [`super::position`]): those that live events describe.
+/// [`crate::http::position`]): those that live events describe.
 const POSITIONED: [&str; 3] = ["/v1/products", "/v1/orders", "/v1/notifications"];
 
 fn positioned(path: &str) -> bool {
@@ -94,7 +94,7 @@ fn document_position(operation: &mut Operation) {
     for (status, response) in operation.responses.responses.iter_mut() {
         if let (RefOr::T(response), "200" | "304") = (response, status.as_str()) {
             response.headers.insert(
-                super::position::HEADER.to_string(),
+                crate::http::position::HEADER.to_string(),
                 RefOr::T(position_header()),
             );
         }
@@ -296,11 +296,11 @@ pub fn delta(max: i64) -> Schema {
         .into()
 }
 
-/// An `If-Match` value, as [`super::etag::if_match`] reads it.
+/// An `If-Match` value, as [`crate::http::etag::if_match`] reads it.
 fn if_match() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some(super::etag::IF_MATCH_PATTERN))
+        .pattern(Some(crate::http::etag::IF_MATCH_PATTERN))
         .examples(["\"1\""])
         .build()
 }

@@ -10,16 +10,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::etag;
-use super::extract::{Json, Path, Query, Repeated, at_most_one, whole};
 use super::openapi;
 use super::pagination::{Page, PageParams};
-use super::position::{self, Position};
-use crate::AppState;
-use crate::auth::CurrentUser;
 use crate::domain::Role;
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::http::AppState;
+use crate::http::etag;
+use crate::http::extract::{Json, Path, Query, Repeated, at_most_one, whole};
+use crate::http::position::{self, Position};
 use crate::service::Actor;
+use crate::service::accounts::CurrentUser;
 use crate::service::orders::{self as service, IdempotencyKey, Placed};
 use crate::store::orders::{Order, OrderQuery, OrderStatus};
 
@@ -122,7 +122,7 @@ async fn place(
         .map(|i| (i.product_id, i.quantity))
         .collect();
     Ok(
-        match service::place(&state, &actor, &items, key.as_ref()).await? {
+        match service::place(&state.db, &actor, &items, key.as_ref()).await? {
             Placed::Created(order) => {
                 let mut response = etag::tagged(StatusCode::CREATED, order.version, &order);
                 if let Ok(location) = format!("/v1/orders/{}", order.id).parse() {
@@ -195,7 +195,13 @@ async fn list(
     };
     let (position, rows) = position::before(
         &state.db,
-        service::list(&state, &user, query, request.after, request.fetch_limit()),
+        service::list(
+            &state.db,
+            &user,
+            query,
+            request.after,
+            request.fetch_limit(),
+        ),
     )
     .await?;
     Ok((
@@ -219,7 +225,7 @@ async fn get_one(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (position, order) = position::before(&state.db, service::get(&state, &user, id)).await?;
+    let (position, order) = position::before(&state.db, service::get(&state.db, &user, id)).await?;
     Ok((position, etag::conditional(&headers, order.version, &order)).into_response())
 }
 
@@ -268,7 +274,7 @@ async fn set_status(
     Json(body): Json<StatusChange>,
 ) -> ApiResult<Response> {
     actor.user.require(Role::Staff)?;
-    let order = service::set_status(&state, &actor, id, body.status.into()).await?;
+    let order = service::set_status(&state.db, &actor, id, body.status.into()).await?;
     Ok(etag::tagged(StatusCode::OK, order.version, &order))
 }
 
@@ -286,6 +292,6 @@ async fn cancel(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Response> {
-    let order = service::cancel(&state, &actor, id).await?;
+    let order = service::cancel(&state.db, &actor, id).await?;
     Ok(etag::tagged(StatusCode::OK, order.version, &order))
 }

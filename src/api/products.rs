@@ -10,15 +10,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::etag;
-use super::extract::{Json, Path, Query, from_value, present, whole, whole_opt};
 use super::openapi;
 use super::pagination::{Page, PageParams};
-use super::position::{self, Position};
-use crate::AppState;
-use crate::auth::CurrentUser;
 use crate::domain::{Currency, Role, Sku, text};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::http::AppState;
+use crate::http::etag;
+use crate::http::extract::{Json, Path, Query, from_value, present, whole, whole_opt};
+use crate::http::position::{self, Position};
+use crate::service::accounts::CurrentUser;
 use crate::service::{Actor, products as service};
 use crate::store::products::{
     self, NewProduct, Product, ProductCursor, ProductPatch, ProductQuery, SortKey,
@@ -306,7 +306,7 @@ async fn create(
         stock: body.stock,
         low_stock_threshold: body.low_stock_threshold,
     };
-    let product = service::create(&state, &actor, &new).await?;
+    let product = service::create(&state.db, &actor, &new).await?;
     let mut response = etag::tagged(StatusCode::CREATED, product.version, &product);
     if let Ok(location) = format!("/v1/products/{}", product.id).parse() {
         response.headers_mut().insert(header::LOCATION, location);
@@ -479,7 +479,7 @@ async fn update(
         low_stock_threshold: body.low_stock_threshold,
     };
     let summary = json!(body);
-    let product = service::update(&state, &actor, id, &patch, summary, if_match).await?;
+    let product = service::update(&state.db, &actor, id, &patch, summary, if_match).await?;
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }
 
@@ -498,7 +498,7 @@ async fn delete(
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     actor.user.require(Role::Staff)?;
-    service::delete(&state, &actor, id).await?;
+    service::delete(&state.db, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -518,7 +518,7 @@ async fn restore(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Response> {
     actor.user.require(Role::Staff)?;
-    let product = service::restore(&state, &actor, id).await?;
+    let product = service::restore(&state.db, &actor, id).await?;
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }
 
@@ -551,6 +551,7 @@ async fn adjust_stock(
     }
     check_text(&mut errors, "reason", &body.reason, 200, true);
     done(errors, ())?;
-    let product = service::adjust_stock(&state, &actor, id, body.delta, body.reason.trim()).await?;
+    let product =
+        service::adjust_stock(&state.db, &actor, id, body.delta, body.reason.trim()).await?;
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }

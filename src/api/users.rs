@@ -3,21 +3,21 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Json, Path, Query, present};
 use super::pagination::{Page, PageParams};
-use crate::AppState;
-use crate::auth::CurrentUser;
 use crate::domain::Role;
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
-use crate::events::{self, outbox};
+use crate::http::AppState;
+use crate::http::extract::{Json, Path, Query, present};
+use crate::service::accounts::CurrentUser;
+
 use crate::service::Actor;
-use crate::store::{now, refresh_tokens, users};
+use crate::service::accounts;
+use crate::store::users;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,26 +113,6 @@ async fn update(
             "give a role or disabled to change",
         )]));
     }
-    if id == admin.id {
-        // An admin demoting or disabling themself could leave nobody to administer.
-        return Err(ApiError::conflict(
-            "cannot_modify_self",
-            "admins cannot change their own role or disable themselves",
-        ));
-    }
-    let mut tx = state.db.begin().await?;
-    let user = users::update_access(&mut tx, id, body.role, body.disabled)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    if user.disabled {
-        refresh_tokens::revoke_all_for_user(&mut tx, id).await?;
-    }
-    // The role rides in live connections too: they close, and reconnect with a new token.
-    let revoked = events::sessions_revoked(id, user.token_version);
-    actor
-        .audit(&mut tx, "user.update", "user", id, json!(body), now())
-        .await?;
-    outbox::commit(tx, &[revoked]).await?;
-    tracing::info!(role = %user.role, disabled = user.disabled, "user access changed");
+    let user = accounts::set_access(&state.db, &actor, id, body.role, body.disabled).await?;
     Ok(Json(UserView::from(user)))
 }

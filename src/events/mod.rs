@@ -5,6 +5,7 @@ pub mod bus;
 pub mod catalog;
 pub mod outbox;
 pub mod relay;
+pub mod stream;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Event;
 use super::bus::Publisher;
-use crate::store::{Db, stream};
+use crate::events::stream;
+use crate::store::Db;
 
 /// The advisory lock key of the relay ("tidings" in ASCII).
 const LOCK_KEY: i64 = 0x0074_6964_696e_6773;

@@ -62,7 +62,7 @@ impl PreparedEvent {
         let sse = format!("id: {}\nevent: {}\ndata: {json}\n\n", event.seq, event.kind);
         let size_line = chunk_size_line(sse.len());
         let sse_chunk = Bytes::from([size_line.as_str(), &sse, "\r\n"].concat());
-        let ws_frame = super::wire::text_frame(json.as_bytes());
+        let ws_frame = crate::net::wire::text_frame(json.as_bytes());
         Arc::new(PreparedEvent {
             seq: event.seq,
             topic: event.topic,

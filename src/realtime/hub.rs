@@ -22,8 +22,9 @@ use super::Transport;
 use super::frames::{Frame, PreparedEvent};
 use super::mailbox::{Closed, Mailbox, Pushed};
 use crate::events::bus::BusHealth;
+use crate::events::stream;
 use crate::events::{Audience, Event, Topic};
-use crate::store::{Db, stream};
+use crate::store::Db;
 
 /// Events read from the database per query when catching up.
 const CATCH_UP_BATCH: i64 = 1000;

@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 
 use super::Transport;
 use super::frames::Frame;
-use super::tcp::write_now;
 use crate::events::Topic;
+use crate::net::tcp::write_now;
 
 /// What became of pushed frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +324,7 @@ mod tests {
     /// A connected pair on loopback: the server's end shared as a WebSocket's is, and the
     /// client's.
     async fn pair() -> (Arc<TcpStream>, TcpStream) {
-        let (server, client) = super::super::tcp::tests::pair().await;
+        let (server, client) = crate::net::tcp::tests::pair().await;
         (Arc::new(server), client)
     }
 
@@ -384,7 +384,7 @@ mod tests {
         let batch = mailbox.take().await.unwrap();
         assert_eq!((batch.frames.len(), batch.written), (1, 0));
         let mut expected = first.ws_frame.to_vec();
-        let mut writer = super::super::tcp::SharedTcp(server.clone());
+        let mut writer = crate::net::tcp::SharedTcp(server.clone());
         writer.write_all(&first.ws_frame).await.unwrap();
 
         // The writer waits: pushes go straight to the socket until it is full.
@@ -455,7 +455,7 @@ mod tests {
             client.read_to_end(&mut received).await.unwrap();
             received
         });
-        let mut writer = super::super::tcp::SharedTcp(server);
+        let mut writer = crate::net::tcp::SharedTcp(server);
         writer.write_all(&rest).await.unwrap();
         writer.shutdown().await.unwrap();
         assert!(reader.await.unwrap() == big.ws_frame, "the frame whole");

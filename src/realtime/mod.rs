@@ -1,16 +1,12 @@
-//! Live delivery to clients: the hub, WebSocket and SSE endpoints, stream tickets, replay.
+//! The live engine: the hub (who is connected, and the fan-out of each event to them),
+//! mailboxes, pre-encoded frames, replay from the outbox, and the live protocol's
+//! messages. The endpoints that drive it are in [`crate::live`].
 
-pub mod auth;
-pub mod echo;
 pub mod frames;
 pub mod hub;
 pub mod mailbox;
 pub mod protocol;
 pub mod replay;
-pub mod sse;
-pub mod tcp;
-pub mod wire;
-pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;

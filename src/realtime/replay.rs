@@ -1,8 +1,9 @@
 //! Resuming a stream: what a client missed, read from the database.
 
-use crate::auth::CurrentUser;
+use crate::events::stream;
 use crate::events::{Event, Topic};
-use crate::store::{Db, stream};
+use crate::service::accounts::CurrentUser;
+use crate::store::Db;
 
 /// Events read per query while replaying.
 pub const PAGE: i64 = 500;

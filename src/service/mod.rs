@@ -1,18 +1,15 @@
 //! Services: each operation opens one transaction, writes the change, its outbox events and
 //! (for staff and admins) its audit entry, and commits them together.
 
+pub mod accounts;
 pub mod notifications;
 pub mod orders;
 pub mod products;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::AppState;
-use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::service::accounts::CurrentUser;
 use crate::store::{Tx, audit};
 
 /// The caller of a write: who they are and the request's id, for the audit log.
@@ -20,23 +17,6 @@ use crate::store::{Tx, audit};
 pub struct Actor {
     pub user: CurrentUser,
     pub request_id: Option<String>,
-}
-
-impl FromRequestParts<AppState> for Actor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let user = CurrentUser::from_request_parts(parts, state).await?;
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(Actor { user, request_id })
-    }
 }
 
 impl Actor {

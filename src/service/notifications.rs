@@ -5,12 +5,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Actor;
-use crate::AppState;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::events::catalog::{NotificationDeleted, NotificationRead};
 use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::store::notifications::{self, Notification, READ_VERSION, Recipients};
-use crate::store::{Tx, now};
+use crate::store::{Db, Tx, now};
 
 /// The kinds of notification; each can be muted per user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -73,7 +72,7 @@ pub const MAX_BROADCAST_USERS: usize = 1000;
 /// Sends a notification to a group of users (admin). Returns how many received it.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id))]
 pub async fn broadcast(
-    state: &AppState,
+    db: &Db,
     actor: &Actor,
     title: &str,
     body: &str,
@@ -105,7 +104,7 @@ pub async fn broadcast(
         }
     };
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     if let Recipients::Users(ids) = &recipients {
         let known = notifications::existing_users(&mut tx, ids).await?;
         if known.len() != ids.len() {
@@ -147,9 +146,9 @@ pub async fn broadcast(
 }
 
 /// Marks one of the caller's notifications read.
-pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<Notification> {
+pub async fn mark_read(db: &Db, user_id: Uuid, id: Uuid) -> ApiResult<Notification> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let (notification, changed) = notifications::mark_read(&mut tx, user_id, id, at)
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
@@ -168,9 +167,9 @@ pub async fn mark_read(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<N
 }
 
 /// Marks all of the caller's notifications read; how many were unread.
-pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
+pub async fn mark_all_read(db: &Db, user_id: Uuid) -> ApiResult<u64> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let ids = notifications::mark_all_read(&mut tx, user_id, at).await?;
     // `ids` says which: "all" alone would also take in a notification that the update did
     // not see (committed meanwhile) but that a client received before this event.
@@ -195,8 +194,8 @@ fn read_event(user_id: Uuid, read: &NotificationRead) -> NewEvent {
 }
 
 /// Deletes one of the caller's notifications, telling the caller's other clients.
-pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> {
-    let mut tx = state.db.begin().await?;
+pub async fn delete(db: &Db, user_id: Uuid, id: Uuid) -> ApiResult<()> {
+    let mut tx = db.begin().await?;
     if !notifications::delete(&mut tx, user_id, id).await? {
         return Err(ApiError::not_found("notification"));
     }
@@ -209,9 +208,9 @@ pub async fn delete(state: &AppState, user_id: Uuid, id: Uuid) -> ApiResult<()> 
 }
 
 /// Replaces the caller's muted kinds.
-pub async fn set_muted(state: &AppState, user_id: Uuid, muted: &[Kind]) -> ApiResult<()> {
+pub async fn set_muted(db: &Db, user_id: Uuid, muted: &[Kind]) -> ApiResult<()> {
     let kinds: Vec<&str> = muted.iter().map(|k| k.as_str()).collect();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     notifications::set_muted_kinds(&mut tx, user_id, &kinds).await?;
     tx.commit().await?;
     Ok(())

@@ -10,14 +10,13 @@ use uuid::Uuid;
 use super::Actor;
 use super::notifications::{Kind, notify};
 use super::products::{low_stock, stock_changed};
-use crate::AppState;
-use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::events::catalog::OrderChange;
 use crate::events::{Audience, EventData, NewEvent, outbox};
+use crate::service::accounts::CurrentUser;
 use crate::store::notifications::Recipients;
 use crate::store::orders::{self, Order, OrderItem, OrderQuery, OrderRow, OrderStatus};
-use crate::store::{Tx, idempotency, now, products};
+use crate::store::{Db, Tx, idempotency, now, products};
 
 /// An `Idempotency-Key` and the hash of the request body it was sent with.
 #[derive(Debug)]
@@ -42,7 +41,7 @@ pub const MAX_QUANTITY: i64 = 10_000;
 /// them from the catalog, all or nothing.
 #[tracing::instrument(skip_all, fields(user = %actor.user.id))]
 pub async fn place(
-    state: &AppState,
+    db: &Db,
     actor: &Actor,
     items: &[(Uuid, i64)],
     key: Option<&IdempotencyKey>,
@@ -73,7 +72,7 @@ pub async fn place(
     let items: Vec<(Uuid, i64)> = merged.into_iter().collect();
 
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     if let Some(key) = key
         && let Some(stored) = idempotency::find(&mut tx, actor.user.id, &key.key).await?
     {
@@ -164,7 +163,7 @@ pub async fn place(
             // A concurrent request with the same key committed first: ours is dropped
             // (rolled back) and theirs is the answer.
             drop(tx);
-            let mut tx = state.db.begin().await?;
+            let mut tx = db.begin().await?;
             let stored = idempotency::find(&mut tx, actor.user.id, &key.key)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("an idempotency key vanished after a conflict"))?;
@@ -240,8 +239,8 @@ async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ApiResult<ApiError> {
 }
 
 /// An order the caller may see: their own, or any for staff. Anyone else gets 404.
-pub async fn get(state: &AppState, user: &CurrentUser, id: Uuid) -> ApiResult<Order> {
-    match orders::find(&state.db, id).await? {
+pub async fn get(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Order> {
+    match orders::find(db, id).await? {
         Some(order) if order.user_id == user.id || user.role.is_staff() => Ok(order),
         _ => Err(ApiError::not_found("order")),
     }
@@ -249,7 +248,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: Uuid) -> ApiResult<Or
 
 /// Orders the caller may see, newest first.
 pub async fn list(
-    state: &AppState,
+    db: &Db,
     user: &CurrentUser,
     mut query: OrderQuery,
     before: Option<Uuid>,
@@ -258,17 +257,12 @@ pub async fn list(
     if !user.role.is_staff() {
         query.user_id = Some(user.id);
     }
-    Ok(orders::list(&state.db, &query, before, limit).await?)
+    Ok(orders::list(db, &query, before, limit).await?)
 }
 
 /// Moves an order one step along pending → paid → shipped → delivered (staff).
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, order = %id, to = to.as_str()))]
-pub async fn set_status(
-    state: &AppState,
-    actor: &Actor,
-    id: Uuid,
-    to: OrderStatus,
-) -> ApiResult<Order> {
+pub async fn set_status(db: &Db, actor: &Actor, id: Uuid, to: OrderStatus) -> ApiResult<Order> {
     let Some(from) = to.previous() else {
         return Err(ApiError::validation(vec![FieldError::new(
             "status",
@@ -277,7 +271,7 @@ pub async fn set_status(
         )]));
     };
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let Some(row) = orders::transition(&mut tx, id, &[from], to, at).await? else {
         return Err(invalid_transition(&mut tx, id, to).await?);
     };
@@ -288,9 +282,9 @@ pub async fn set_status(
 
 /// Cancels an order before it ships and returns its stock: the owner, or staff.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, order = %id))]
-pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Order> {
+pub async fn cancel(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Order> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     // Locked: the status it had is the cancellation's `previous_status`.
     let visible = orders::lock_row(&mut tx, id)
         .await?

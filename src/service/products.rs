@@ -6,19 +6,18 @@ use uuid::Uuid;
 
 use super::Actor;
 use super::notifications::{Kind, notify};
-use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::events::catalog::{LowStock, ProductDeleted, StockChanged};
 use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::store::notifications::Recipients;
 use crate::store::products::{self, NewProduct, Product, ProductPatch};
-use crate::store::{Tx, now};
+use crate::store::{Db, Tx, now};
 
 /// Adds a product to the catalog.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id))]
-pub async fn create(state: &AppState, actor: &Actor, new: &NewProduct<'_>) -> ApiResult<Product> {
+pub async fn create(db: &Db, actor: &Actor, new: &NewProduct<'_>) -> ApiResult<Product> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let product = products::insert(&mut tx, new, at).await?;
     actor
         .audit(
@@ -38,7 +37,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: &NewProduct<'_>) -> Ap
 /// Changes a product; with `if_match`, only if it is still at that version (else 412).
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
 pub async fn update(
-    state: &AppState,
+    db: &Db,
     actor: &Actor,
     id: Uuid,
     patch: &ProductPatch<'_>,
@@ -46,7 +45,7 @@ pub async fn update(
     if_match: Option<i64>,
 ) -> ApiResult<Product> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let Some(product) = products::update(&mut tx, id, patch, if_match, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
             Some(p) if p.deleted_at.is_none() => ApiError::new(
@@ -70,9 +69,9 @@ pub async fn update(
 
 /// Soft-deletes a product; it stays in past orders and can be restored.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
-pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Product> {
+pub async fn delete(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Product> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let product = products::set_deleted(&mut tx, id, true, at)
         .await?
         .ok_or_else(|| ApiError::not_found("product"))?;
@@ -99,9 +98,9 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Prod
 
 /// Brings a deleted product back.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
-pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Product> {
+pub async fn restore(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Product> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let Some(product) = products::set_deleted(&mut tx, id, false, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
             Some(_) => ApiError::conflict("not_deleted", "the product is not deleted"),
@@ -127,14 +126,14 @@ pub async fn restore(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Pro
 /// may hold (409 either way).
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id, delta))]
 pub async fn adjust_stock(
-    state: &AppState,
+    db: &Db,
     actor: &Actor,
     id: Uuid,
     delta: i64,
     reason: &str,
 ) -> ApiResult<Product> {
     let at = now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let Some(product) = products::adjust_stock(&mut tx, id, delta, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
             Some(p) if p.deleted_at.is_none() && delta < 0 => ApiError::conflict(

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Db, Tx};
-use crate::{on_pool, on_tx};
+use crate::store::{on_pool, on_tx};
 
 /// One recorded write by staff or an admin.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Db;
-use crate::on_pool;
+use crate::store::on_pool;
 
 /// The columns of [`EventRow`], for every query that reads the outbox.
 macro_rules! event_columns {

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Tx;
-use crate::on_tx;
+use crate::store::on_tx;
 
 /// A stored answer.
 #[derive(Debug, sqlx::FromRow)]

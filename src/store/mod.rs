@@ -13,7 +13,6 @@ pub mod notifications;
 pub mod orders;
 pub mod products;
 pub mod refresh_tokens;
-pub mod stream;
 pub mod users;
 
 use std::sync::Arc;
@@ -82,7 +81,6 @@ impl std::ops::DerefMut for SqliteTx {
 
 /// Runs the same sqlx expression inside a transaction of either backend; `$conn` is bound to
 /// the backend's `&mut Connection`.
-#[macro_export]
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
         match $tx {
@@ -99,7 +97,6 @@ macro_rules! on_tx {
 }
 
 /// Runs the same sqlx expression on a pool of either backend, outside any transaction.
-#[macro_export]
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -108,6 +105,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+// Macros by path (`crate::store::on_tx`), like any other item of the store.
+pub(crate) use {on_pool, on_tx};
 
 /// The current time at the precision both backends keep (microseconds), so that a value
 /// written and read back compares equal, and SQLite's text timestamps sort correctly.

@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Db, Tx, placeholders};
-use crate::{on_pool, on_tx};
+use crate::store::{on_pool, on_tx};
 
 /// A notification, as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -8,7 +8,7 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{Db, Tx, placeholders};
-use crate::{on_pool, on_tx};
+use crate::store::{on_pool, on_tx};
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

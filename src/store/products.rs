@@ -7,7 +7,7 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{Db, Tx};
-use crate::{on_pool, on_tx};
+use crate::store::{on_pool, on_tx};
 
 /// A product of the catalog, as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Tx, now};
-use crate::on_tx;
+use crate::store::on_tx;
 
 /// A stored refresh token.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Db, Tx, now};
 use crate::domain::{Email, Role};
-use crate::{on_pool, on_tx};
+use crate::store::{on_pool, on_tx};
 
 /// A user as stored, without the password hash.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -9,7 +9,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use tidings::domain::Role;
-use tidings::server::Limits;
+use tidings::net::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -264,7 +264,7 @@ impl TestApp {
     pub async fn user_with_role(&self, email: &str, role: Role) -> Tokens {
         let email_value = Email::parse(email).unwrap();
         let password = NewPassword::parse(PASSWORD.into(), Some(&email_value)).unwrap();
-        tidings::auth::service::register(&self.state, &email_value, &password, role)
+        tidings::service::accounts::register(&self.state.accounts(), &email_value, &password, role)
             .await
             .expect("the user is created");
         self.login_ok(email).await

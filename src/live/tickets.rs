@@ -13,11 +13,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
-use crate::api::extract::Json;
-use crate::auth::{CurrentUser, NoStore, no_store};
 use crate::error::{ApiError, ApiResult, ProblemDoc};
-use crate::store::{stream, users};
+use crate::events::stream;
+use crate::http::AppState;
+use crate::http::auth::{NoStore, no_store};
+use crate::http::extract::Json;
+use crate::service::accounts::CurrentUser;
+use crate::store::users;
 
 /// How long a ticket may wait to be used.
 pub const TICKET_TTL_SECS: i64 = 30;

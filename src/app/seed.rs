@@ -4,9 +4,8 @@
 use anyhow::Context;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::{CurrentUser, service as accounts};
 use crate::domain::{Email, NewPassword, Role};
+use crate::service::accounts::{self, Accounts, CurrentUser};
 use crate::service::{Actor, orders, products};
 use crate::store::orders::OrderStatus;
 use crate::store::products::{NewProduct, ProductQuery};
@@ -50,18 +49,18 @@ pub struct Seeded {
 }
 
 /// Seeds what is missing; running it again adds nothing twice.
-pub async fn run(state: &AppState, password: &str) -> anyhow::Result<Seeded> {
+pub async fn run(accounts: &Accounts, password: &str) -> anyhow::Result<Seeded> {
     let mut seeded = Seeded::default();
     let mut people = Vec::new();
     for (email, role) in USERS {
         let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{email} {e}"))?;
-        let user = match users::credentials_by_email(&state.db, &email).await? {
+        let user = match users::credentials_by_email(&accounts.db, &email).await? {
             Some(existing) => existing.user,
             None => {
                 let password = NewPassword::parse(password.to_owned(), Some(&email))
                     .map_err(|e| anyhow::anyhow!("the password {e}"))?;
                 seeded.users += 1;
-                accounts::register(state, &email, &password, role)
+                accounts::register(accounts, &email, &password, role)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?
             }
@@ -80,7 +79,7 @@ pub async fn run(state: &AppState, password: &str) -> anyhow::Result<Seeded> {
     let staff = people[1].clone();
 
     let existing = crate::store::products::list(
-        &state.db,
+        &accounts.db,
         &ProductQuery {
             include_deleted: true,
             ..Default::default()
@@ -104,7 +103,7 @@ pub async fn run(state: &AppState, password: &str) -> anyhow::Result<Seeded> {
             stock,
             low_stock_threshold,
         };
-        let product = products::create(state, &staff, &new)
+        let product = products::create(&accounts.db, &staff, &new)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         catalog.push(product.id);
@@ -119,7 +118,7 @@ pub async fn run(state: &AppState, password: &str) -> anyhow::Result<Seeded> {
                     (catalog[(n * 3 + k) % catalog.len()], 1 + k as i64),
                     (catalog[(n * 5 + k + 7) % catalog.len()], 1),
                 ];
-                let placed = orders::place(state, customer, &items, None)
+                let placed = orders::place(&accounts.db, customer, &items, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let orders::Placed::Created(order) = placed else {
@@ -127,7 +126,7 @@ pub async fn run(state: &AppState, password: &str) -> anyhow::Result<Seeded> {
                 };
                 seeded.orders += 1;
                 for status in [OrderStatus::Paid, OrderStatus::Shipped].iter().take(n) {
-                    orders::set_status(state, &staff, order.id, *status)
+                    orders::set_status(&accounts.db, &staff, order.id, *status)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }

@@ -20,8 +20,6 @@ use bytes::{Buf, BytesMut};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::protocol::CloseCode;
-
 /// The `Sec-WebSocket-Accept` value for a client's key.
 pub fn accept_key(key: &[u8]) -> String {
     let mut sha = Sha1::new();
@@ -66,14 +64,27 @@ pub enum ReadError {
 impl ReadError {
     /// The status code and reason of the Close that answers the error (RFC 6455, 7.4.1);
     /// `None` when there is no one left to tell.
-    pub fn close_frame(&self) -> Option<(CloseCode, &'static str)> {
+    pub fn close_frame(&self) -> Option<(u16, &'static str)> {
         match *self {
-            ReadError::TooBig(why) => Some((CloseCode::TooBig, why)),
-            ReadError::Protocol(why) => Some((CloseCode::ProtocolError, why)),
-            ReadError::NotUtf8(why) => Some((CloseCode::NotUtf8, why)),
+            ReadError::TooBig(why) => Some((status::TOO_BIG, why)),
+            ReadError::Protocol(why) => Some((status::PROTOCOL_ERROR, why)),
+            ReadError::NotUtf8(why) => Some((status::NOT_UTF8, why)),
             ReadError::Gone => None,
         }
     }
+}
+
+/// The status codes of a Close (RFC 6455, 7.4.1) this layer sends itself; the live
+/// protocol's own (`realtime::protocol::CloseCode`) use the same numbers.
+pub mod status {
+    /// The server is going away.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame that breaks the protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message or close reason that is not UTF-8.
+    pub const NOT_UTF8: u16 = 1007;
+    /// A message too big to take.
+    pub const TOO_BIG: u16 = 1009;
 }
 
 const TEXT_NOT_UTF8: ReadError = ReadError::NotUtf8("a text message that is not UTF-8");
@@ -410,13 +421,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// Begins the closing handshake: sends a Close, waits for the client's (reading and
     /// dropping what it sent before it), checks it, and ends the connection; all within
     /// [`CLOSE_GRACE`].
-    pub async fn close(mut self, code: CloseCode, reason: &str) -> Closing {
+    pub async fn close(mut self, code: u16, reason: &str) -> Closing {
         let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-        if self
-            .write(&close_frame(Some(code.value()), reason))
-            .await
-            .is_err()
-        {
+        if self.write(&close_frame(Some(code), reason)).await.is_err() {
             return Closing::Unanswered;
         }
         let reply = tokio::time::timeout_at(deadline, async {
@@ -457,11 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         let Some((code, reason)) = error.close_frame() else {
             return;
         };
-        if self
-            .write(&close_frame(Some(code.value()), reason))
-            .await
-            .is_ok()
-        {
+        if self.write(&close_frame(Some(code), reason)).await.is_ok() {
             // What the client still sends, its Close among it, is read and dropped.
             super::tcp::close_gracefully(&mut self.io, CLOSE_GRACE).await;
         }
@@ -770,7 +773,7 @@ mod tests {
         );
         assert_eq!(
             read[0].as_ref().unwrap_err().close_frame().unwrap().0,
-            CloseCode::ProtocolError
+            status::PROTOCOL_ERROR
         );
         // Each length in its shortest form is read.
         let lengths = [125, 126, 0xFFFF, 0x10000];
@@ -886,7 +889,7 @@ mod tests {
         );
         assert_eq!(
             flood[0].as_ref().unwrap_err().close_frame().unwrap().0,
-            CloseCode::TooBig
+            status::TOO_BIG
         );
     }
 
@@ -974,7 +977,7 @@ mod tests {
             let socket = Socket::new(server, 100);
 
             let (closing, bytes) =
-                tokio::join!(socket.close(CloseCode::GoingAway, "going away"), async {
+                tokio::join!(socket.close(status::GOING_AWAY, "going away"), async {
                     let mut close = [0u8; 14];
                     client.read_exact(&mut close).await.unwrap();
                     client.write_all(&answer).await.unwrap();
@@ -993,9 +996,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         client.shutdown().await.unwrap();
         assert_eq!(
-            Socket::new(server, 100)
-                .close(CloseCode::GoingAway, "")
-                .await,
+            Socket::new(server, 100).close(status::GOING_AWAY, "").await,
             Closing::Unanswered
         );
     }
@@ -1049,7 +1050,7 @@ mod tests {
         // The client has nothing more to say, so the close does not wait for it.
         client.shutdown().await.unwrap();
         assert_eq!(
-            socket.close(CloseCode::GoingAway, "bye").await,
+            socket.close(status::GOING_AWAY, "bye").await,
             Closing::Unanswered
         );
         let mut bytes = Vec::new();

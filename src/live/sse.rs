@@ -8,7 +8,7 @@
 //!
 //! A stream opened on a fresh connection (nearly all) gets the socket from the accept
 //! loop, and the hub writes live events to it as WebSockets' are, each event one HTTP
-//! chunk, while the stream's task waits ([`super::mailbox`]); on a connection hyper serves
+//! chunk, while the stream's task waits ([`crate::realtime::mailbox`]); on a connection hyper serves
 //! the stream is a response body.
 
 use std::convert::Infallible;
@@ -32,20 +32,20 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::StreamUser;
-use super::frames::{Frame, PreparedEvent, chunk_size_line};
-use super::hub::{Refused, Registration};
-use super::mailbox::{Batch, Closed, Mailbox};
-use super::protocol::ServerMessage;
-use super::replay::{self, Resume};
-use super::tcp::{Unwritten, peer_closed, write_all};
-use super::{Transport, parse_topics};
-use crate::AppState;
-use crate::api::extract::{Query, Repeated, at_most_one};
-use crate::auth::CurrentUser;
+use super::tickets::StreamUser;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::events::Topic;
-use crate::server::DirectUpgrade;
+use crate::http::AppState;
+use crate::http::extract::{Query, Repeated, at_most_one};
+use crate::net::server::DirectUpgrade;
+use crate::net::tcp::{Unwritten, peer_closed, write_all};
+use crate::realtime::frames::{Frame, PreparedEvent, chunk_size_line};
+use crate::realtime::hub::{Refused, Registration};
+use crate::realtime::mailbox::{Batch, Closed, Mailbox};
+use crate::realtime::protocol::ServerMessage;
+use crate::realtime::replay::{self, Resume};
+use crate::realtime::{Transport, parse_topics};
+use crate::service::accounts::CurrentUser;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
@@ -181,7 +181,7 @@ async fn events(
         Some(socket) => {
             // `then`, not one async block: the task holds the stream once, not once waiting
             // for the socket and again writing to it.
-            super::live_runtime().spawn(socket.then(move |upgraded| {
+            crate::realtime::live_runtime().spawn(socket.then(move |upgraded| {
                 // Onto the live runtime's reactor, where this task runs.
                 match upgraded.map(|(socket, _)| socket.into_std().and_then(TcpStream::from_std)) {
                     Ok(Ok(socket)) => Either::Left(stream.write_to(Arc::new(socket))),
@@ -431,7 +431,7 @@ async fn write_outputs(
 fn written<'a>(frames: impl ExactSizeIterator<Item = &'a Frame>) {
     metrics::counter!("tidings_deliveries_written_total", "transport" => "sse")
         .increment(frames.len() as u64);
-    super::frames::record_delivery_lag(frames, "sse");
+    crate::realtime::frames::record_delivery_lag(frames, "sse");
 }
 
 /// Shuts down the writing side: the client sees the stream end.

@@ -3,7 +3,7 @@
 //! One task per connection owns the socket: it writes what the hub queued (all of it at
 //! once, in one write), reads client messages, pings, and closes the connection when the
 //! token expires, the user's sessions are revoked, the queue overflows or the server
-//! shuts down, each with its close code. The framing is [`super::wire`].
+//! shuts down, each with its close code. The framing is [`crate::net::wire`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,21 +27,21 @@ use tokio::time::{Instant, sleep_until};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::StreamUser;
-use super::frames::PreparedEvent;
-use super::hub::{Refused, Registration};
-use super::mailbox::{Batch, Closed};
-use super::protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
-use super::replay::{self, Resume};
-use super::tcp::SharedTcp;
-use super::wire::{Closing, Incoming, ReadError, Socket};
-use super::{Transport, parse_topics};
-use crate::AppState;
-use crate::api::extract::at_most_one;
-use crate::auth::{CurrentUser, authenticate};
+use super::tickets::StreamUser;
 use crate::error::{ApiError, ProblemDoc, problem_response};
 use crate::events::Topic;
-use crate::server::{DirectUpgrade, Upgraded};
+use crate::http::AppState;
+use crate::http::extract::at_most_one;
+use crate::net::server::{DirectUpgrade, Upgraded};
+use crate::net::tcp::SharedTcp;
+use crate::net::wire::{Closing, Incoming, ReadError, Socket};
+use crate::realtime::frames::PreparedEvent;
+use crate::realtime::hub::{Refused, Registration};
+use crate::realtime::mailbox::{Batch, Closed};
+use crate::realtime::protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
+use crate::realtime::replay::{self, Resume};
+use crate::realtime::{Transport, parse_topics};
+use crate::service::accounts::{CurrentUser, authenticate};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -70,7 +70,7 @@ async fn upgrade(
     let (switching, socket) = take_connection(&state, &mut request, accept)?;
     // `then`, not one async block: the task holds either the upgrade or the connection,
     // never both, so an idle connection's task is no larger than its loop.
-    super::live_runtime().spawn(socket.then(move |socket| match socket {
+    crate::realtime::live_runtime().spawn(socket.then(move |socket| match socket {
         Some((socket, stream)) => Connection::open(state, user, socket, stream),
         None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
     }));
@@ -226,7 +226,7 @@ pub(super) fn handshake(method: &Method, headers: &HeaderMap) -> Result<String, 
             "`Sec-WebSocket-Key` must be 16 bytes in base64",
         ));
     }
-    Ok(super::wire::accept_key(key.as_bytes()))
+    Ok(crate::net::wire::accept_key(key.as_bytes()))
 }
 
 /// Where the socket comes from: the accept loop's own live path, or a hyper upgrade (a
@@ -279,7 +279,7 @@ impl Connection {
                 return Either::Right(Box::pin(
                     socket
                         .close(
-                            CloseCode::TooManyConnections,
+                            CloseCode::TooManyConnections.value(),
                             "too many connections for this user",
                         )
                         .map(drop),
@@ -288,14 +288,14 @@ impl Connection {
             Err(Refused::ShuttingDown) => {
                 return Either::Right(Box::pin(
                     socket
-                        .close(CloseCode::GoingAway, "server shutting down")
+                        .close(CloseCode::GoingAway.value(), "server shutting down")
                         .map(drop),
                 ));
             }
             Err(Refused::Revoked) => {
                 return Either::Right(Box::pin(
                     socket
-                        .close(CloseCode::Unauthorized, "session revoked")
+                        .close(CloseCode::Unauthorized.value(), "session revoked")
                         .map(drop),
                 ));
             }
@@ -442,7 +442,7 @@ impl Connection {
             }
             match end {
                 End::Close(code, reason) => {
-                    if let Closing::Broken(error) = self.socket.close(code, reason).await {
+                    if let Closing::Broken(error) = self.socket.close(code.value(), reason).await {
                         tracing::debug!(?error, "a client answered a close with a broken frame");
                     }
                 }
@@ -469,7 +469,7 @@ impl Connection {
             &f.ws_frame[from..]
         });
         self.socket.send_frames(frames).await?;
-        super::frames::record_delivery_lag(&batch.frames, "ws");
+        crate::realtime::frames::record_delivery_lag(&batch.frames, "ws");
         metrics::counter!("tidings_deliveries_written_total", "transport" => "ws")
             .increment(batch.frames.len() as u64);
         Ok(())
@@ -523,35 +523,37 @@ impl Connection {
                     Err(unknown) => self.send_error(ErrorCode::UnknownTopic, &unknown).await,
                 }
             }
-            ClientMessage::Auth { token } => match authenticate(&self.state, &token).await {
-                // What a connection receives follows from its role, fixed when it opened.
-                Ok(fresh) if fresh.id == self.user.id && fresh.role != self.user.role => {
-                    return Some(End::Close(
-                        CloseCode::Unauthorized,
-                        "your role changed: reconnect with this token",
-                    ));
+            ClientMessage::Auth { token } => {
+                match authenticate(&self.state.db, &self.state.tokens, &token).await {
+                    // What a connection receives follows from its role, fixed when it opened.
+                    Ok(fresh) if fresh.id == self.user.id && fresh.role != self.user.role => {
+                        return Some(End::Close(
+                            CloseCode::Unauthorized,
+                            "your role changed: reconnect with this token",
+                        ));
+                    }
+                    Ok(fresh) if fresh.id == self.user.id => {
+                        self.expires_at = expiry(fresh.expires_at);
+                        self.registration.set_token_version(fresh.token_version);
+                        self.user = fresh;
+                        let expires_at = self.user.expires_at;
+                        self.send(ServerMessage::Authenticated { expires_at }).await
+                    }
+                    Ok(_) => {
+                        return Some(End::Close(
+                            CloseCode::PolicyViolation,
+                            "a connection cannot change its user",
+                        ));
+                    }
+                    Err(_) => {
+                        self.send_error(
+                            ErrorCode::InvalidToken,
+                            "the token is not valid; the connection keeps its current one",
+                        )
+                        .await
+                    }
                 }
-                Ok(fresh) if fresh.id == self.user.id => {
-                    self.expires_at = expiry(fresh.expires_at);
-                    self.registration.set_token_version(fresh.token_version);
-                    self.user = fresh;
-                    let expires_at = self.user.expires_at;
-                    self.send(ServerMessage::Authenticated { expires_at }).await
-                }
-                Ok(_) => {
-                    return Some(End::Close(
-                        CloseCode::PolicyViolation,
-                        "a connection cannot change its user",
-                    ));
-                }
-                Err(_) => {
-                    self.send_error(
-                        ErrorCode::InvalidToken,
-                        "the token is not valid; the connection keeps its current one",
-                    )
-                    .await
-                }
-            },
+            }
         };
         sent.err().map(|_| End::Gone)
     }

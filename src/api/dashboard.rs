@@ -115,7 +115,7 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
 /// `*`.
 fn holds(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let ours = etag.to_str().expect("our ETags are ASCII");
-    crate::api::etag::none_match(headers, |tag| tag.strip_prefix("W/").unwrap_or(tag) == ours)
+    crate::http::etag::none_match(headers, |tag| tag.strip_prefix("W/").unwrap_or(tag) == ours)
 }
 
 async fn security_headers(mut response: Response) -> Response {

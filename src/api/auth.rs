@@ -7,14 +7,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ratelimit::ClientIp;
-use super::service::{self, TokenPair};
-use super::{CurrentUser, NoStore, no_store};
-use crate::AppState;
-use crate::api::extract::Json;
 use crate::api::users::UserView;
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::http::AppState;
+use crate::http::auth::{NoStore, no_store};
+use crate::http::extract::Json;
+use crate::http::ratelimit::ClientIp;
+use crate::service::accounts::CurrentUser;
+use crate::service::accounts::{self, TokenPair};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,7 +57,7 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     state.limiter.check(ip, &body.email)?;
     let (email, password) = validate_new_account(&body.email, body.password)?;
-    let user = service::register(&state, &email, &password, Role::Customer).await?;
+    let user = accounts::register(&state.accounts(), &email, &password, Role::Customer).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
 }
 
@@ -101,7 +102,7 @@ async fn login(
         ApiError::unauthorized("invalid_credentials", "the email or password is wrong")
     })?;
     Ok(no_store(Json(
-        service::login(&state, &email, body.password).await?,
+        accounts::login(&state.accounts(), &email, body.password).await?,
     )))
 }
 
@@ -120,7 +121,7 @@ async fn refresh(
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<NoStore<Json<TokenPair>>> {
     Ok(no_store(Json(
-        service::refresh(&state, &body.refresh_token).await?,
+        accounts::refresh(&state.accounts(), &body.refresh_token).await?,
     )))
 }
 
@@ -133,7 +134,7 @@ async fn logout(
     State(state): State<AppState>,
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<StatusCode> {
-    service::logout(&state, &body.refresh_token).await?;
+    accounts::logout(&state.accounts(), &body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -145,6 +146,6 @@ async fn logout(
     ))]
 #[tracing::instrument(skip_all)]
 async fn logout_all(State(state): State<AppState>, user: CurrentUser) -> ApiResult<StatusCode> {
-    service::logout_all(&state, &user).await?;
+    accounts::logout_all(&state.accounts(), &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }

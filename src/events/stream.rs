@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::events::{EventRow, event_columns};
-use super::{Db, Tx, placeholders};
 use crate::events::{Event, Topic};
-use crate::{on_pool, on_tx};
+use crate::store::events::{EventRow, event_columns};
+use crate::store::{Db, Tx, placeholders};
+use crate::store::{on_pool, on_tx};
 
 fn sequenced(rows: Vec<EventRow>) -> Vec<Event> {
     rows.into_iter().filter_map(Event::from_row).collect()

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::realtime::tcp::{SharedTcp, bound_send_buffer};
+use crate::net::tcp::{SharedTcp, bound_send_buffer};
 use pending::{Admission, Pending, Slot};
 
 /// How long a client may take to send its request head.
@@ -293,7 +293,7 @@ async fn connection(
 fn plain_problem(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
     let mut problem = crate::error::problem_response(status, code, detail, &[]);
     if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
-        problem.headers_mut().insert(crate::REQUEST_ID, id);
+        problem.headers_mut().insert(crate::net::REQUEST_ID, id);
     }
     problem
 }
@@ -434,7 +434,7 @@ async fn write_body(stream: &mut TcpStream, head: Vec<u8>, body: Body, write_tim
     out.extend_from_slice(&body);
     if write_within(stream, &out, write_timeout).await {
         // What the client still sends (a body, say) must not reset the answer away.
-        crate::realtime::tcp::close_gracefully(stream, CLOSE_GRACE).await;
+        crate::net::tcp::close_gracefully(stream, CLOSE_GRACE).await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! only (the Autobahn|Testsuite run of `.ci/autobahn/`), whose cases need a peer that
 //! echoes. It exists only when `TIDINGS_WS_ECHO` is on. It takes no token and never
 //! reaches the hub, but opens the way `/v1/ws` does (the accept loop's own path or
-//! hyper's) and speaks through the same [`super::wire::Socket`], so what the suite checks
+//! hyper's) and speaks through the same [`crate::net::wire::Socket`], so what the suite checks
 //! is the framing `/v1/ws` uses.
 
 use std::time::Duration;
@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 
-use super::wire::{Incoming, ReadError};
 use super::ws::{WebSocket, handshake, take_connection};
-use crate::AppState;
+use crate::http::AppState;
+use crate::net::wire::{Incoming, ReadError};
 
 /// Upgrades to an echoing WebSocket, when echo mode is on; otherwise the route is not
 /// there (404).
@@ -32,7 +32,7 @@ pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Res
         Err(e) => return e.into_response(),
     };
     let idle = state.realtime.config.idle_timeout;
-    super::live_runtime().spawn(socket.then(move |socket| async move {
+    crate::realtime::live_runtime().spawn(socket.then(move |socket| async move {
         if let Some((socket, _)) = socket {
             echo(socket, idle).await;
         }

@@ -1,18 +1,102 @@
-//! Account operations. Each owns its transaction; handlers validate and call these.
+//! Accounts: registration, login, refresh tokens, password changes, and who a request's
+//! access token says the caller is. Each operation owns its transaction; handlers validate
+//! and call these.
+
+pub mod password;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{CurrentUser, tokens};
-use crate::AppState;
+use self::password::Hasher;
+use self::tokens::TokenKeys;
+use crate::config::Config;
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{self, outbox};
+use crate::service::Actor;
 use crate::store::refresh_tokens::RefreshToken;
 use crate::store::users::User;
-use crate::store::{Tx, refresh_tokens, users};
+use crate::store::{Db, Tx, now, refresh_tokens, users};
+
+/// What the account operations need: the database, the password hasher and the token keys.
+#[derive(Clone)]
+pub struct Accounts {
+    pub db: Db,
+    pub hasher: Arc<Hasher>,
+    pub tokens: Arc<TokenKeys>,
+    /// How long a rotated refresh token may still be presented (a client's retry after a
+    /// lost response) and get the pair it was rotated into.
+    pub refresh_reuse_grace: Duration,
+}
+
+impl Accounts {
+    /// The accounts of a server or a command: the hasher sized and the token keys loaded
+    /// (or generated into the data directory) as the settings say.
+    pub fn new(db: Db, config: &Config) -> anyhow::Result<Accounts> {
+        Ok(Accounts {
+            db,
+            hasher: Arc::new(Hasher::new(
+                config.hash_concurrency,
+                config.hash_queue_timeout,
+            )),
+            tokens: Arc::new(TokenKeys::load(config)?),
+            refresh_reuse_grace: config.refresh_reuse_grace,
+        })
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: Uuid,
+    pub email: String,
+    /// The role as stored now (a role change also bumps the token version).
+    pub role: Role,
+    /// The token version the request's token was issued under.
+    pub token_version: i64,
+    /// When the presented access token expires (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+impl CurrentUser {
+    /// 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> ApiResult<()> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("this needs the {role} role")))
+        }
+    }
+}
+
+/// Checks an access token and that it still stands: the user exists, is enabled, and has
+/// not bumped their token version since it was issued.
+pub async fn authenticate(db: &Db, tokens: &TokenKeys, token: &str) -> ApiResult<CurrentUser> {
+    let claims = tokens.verify(token)?;
+    let revoked = || {
+        ApiError::unauthorized(
+            "token_revoked",
+            "the access token has been revoked; log in again",
+        )
+    };
+    let user = users::find(db, claims.sub).await?.ok_or_else(revoked)?;
+    if user.disabled || user.token_version != claims.tv {
+        return Err(revoked());
+    }
+    Ok(CurrentUser {
+        id: user.id,
+        email: user.email,
+        role: user.role,
+        token_version: user.token_version,
+        expires_at: claims.exp,
+    })
+}
 
 /// What login, refresh and a password change answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -28,13 +112,13 @@ pub struct TokenPair {
 /// Creates an account.
 #[tracing::instrument(skip_all, fields(role = %role))]
 pub async fn register(
-    state: &AppState,
+    accounts: &Accounts,
     email: &Email,
     password: &NewPassword,
     role: Role,
 ) -> ApiResult<User> {
-    let hash = state.hasher.hash(password.as_str().to_owned()).await?;
-    let mut tx = state.db.begin().await?;
+    let hash = accounts.hasher.hash(password.as_str().to_owned()).await?;
+    let mut tx = accounts.db.begin().await?;
     let user = users::insert(&mut tx, email, &hash, role).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user registered");
@@ -43,15 +127,15 @@ pub async fn register(
 
 /// Checks a password and starts a new refresh-token family.
 #[tracing::instrument(skip_all)]
-pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResult<TokenPair> {
+pub async fn login(accounts: &Accounts, email: &Email, password: String) -> ApiResult<TokenPair> {
     let invalid =
         || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
-    let Some(credentials) = users::credentials_by_email(&state.db, email).await? else {
+    let Some(credentials) = users::credentials_by_email(&accounts.db, email).await? else {
         // Spend the same time as a real check, so response times do not reveal accounts.
-        state.hasher.verify_dummy(password).await?;
+        accounts.hasher.verify_dummy(password).await?;
         return Err(invalid());
     };
-    if !state
+    if !accounts
         .hasher
         .verify(password, credentials.password_hash)
         .await?
@@ -66,8 +150,8 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
             "this account is disabled",
         ));
     }
-    let mut tx = state.db.begin().await?;
-    let pair = issue_pair(state, &mut tx, &user, Uuid::now_v7()).await?;
+    let mut tx = accounts.db.begin().await?;
+    let pair = issue_pair(accounts, &mut tx, &user, Uuid::now_v7()).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user logged in");
     Ok(pair)
@@ -78,9 +162,9 @@ pub async fn login(state: &AppState, email: &Email, password: String) -> ApiResu
 /// (`TIDINGS_REFRESH_REUSE_GRACE`): two tabs of one browser refreshing at once both get
 /// the pair the first one got (see [`successor_in_grace`]).
 #[tracing::instrument(skip_all)]
-pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPair> {
+pub async fn refresh(accounts: &Accounts, refresh_token: &str) -> ApiResult<TokenPair> {
     let hash = tokens::hash_refresh_token(refresh_token);
-    let mut tx = state.db.begin().await?;
+    let mut tx = accounts.db.begin().await?;
     let invalid =
         || ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid");
     let Some(found) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
@@ -101,12 +185,12 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
     if stored.rotated_at.is_some() {
         if let Some(user) = &user
             && let Some(successor) =
-                successor_in_grace(state, &mut tx, &stored, refresh_token).await?
+                successor_in_grace(accounts, &mut tx, &stored, refresh_token).await?
         {
             // Nothing was written; this ends the lock on the user's row.
             tx.commit().await?;
             tracing::info!(user_id = %user.id, family_id = %stored.family_id, "a refresh token was refreshed again within the grace window; its successor is returned");
-            return token_pair(state, user, successor);
+            return token_pair(accounts, user, successor);
         }
         return reused(tx, &stored).await;
     }
@@ -122,7 +206,7 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> ApiResult<TokenPa
             "the account is disabled",
         ));
     };
-    let pair = issue_pair(state, &mut tx, &user, stored.family_id).await?;
+    let pair = issue_pair(accounts, &mut tx, &user, stored.family_id).await?;
     let seal = tokens::seal_successor(refresh_token, &pair.refresh_token)?;
     if !refresh_tokens::mark_rotated(&mut tx, stored.id, &seal).await? {
         return reused(tx, &stored).await;
@@ -141,12 +225,12 @@ const MAX_GRACE_HOPS: usize = 4;
 /// caller. `None` (a reuse) when the window has passed, the seal is missing (rotated before
 /// it was kept) or any token on the way is revoked or expired.
 async fn successor_in_grace(
-    state: &AppState,
+    accounts: &Accounts,
     tx: &mut Tx,
     stored: &RefreshToken,
     token: &str,
 ) -> ApiResult<Option<String>> {
-    let grace = chrono::Duration::from_std(state.config.refresh_reuse_grace)
+    let grace = chrono::Duration::from_std(accounts.refresh_reuse_grace)
         .context("the refresh grace window is out of range")?;
     let now = Utc::now();
     let (mut current, mut token) = (stored.clone(), token.to_owned());
@@ -199,9 +283,9 @@ async fn reused(mut tx: Tx, stored: &RefreshToken) -> ApiResult<TokenPair> {
 /// Ends the session a refresh token belongs to. Unknown tokens are ignored: logging out
 /// twice is not an error.
 #[tracing::instrument(skip_all)]
-pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
+pub async fn logout(accounts: &Accounts, refresh_token: &str) -> ApiResult<()> {
     let hash = tokens::hash_refresh_token(refresh_token);
-    let mut tx = state.db.begin().await?;
+    let mut tx = accounts.db.begin().await?;
     if let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? {
         // In turn with a refresh of the same session (see `refresh`), whose new token
         // this then revokes as well.
@@ -214,8 +298,8 @@ pub async fn logout(state: &AppState, refresh_token: &str) -> ApiResult<()> {
 
 /// Ends every session of the user: refresh tokens are revoked and access tokens refused.
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
-pub async fn logout_all(state: &AppState, user: &CurrentUser) -> ApiResult<()> {
-    let mut tx = state.db.begin().await?;
+pub async fn logout_all(accounts: &Accounts, user: &CurrentUser) -> ApiResult<()> {
+    let mut tx = accounts.db.begin().await?;
     let updated = users::bump_token_version(&mut tx, user.id).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
     let revoked = events::sessions_revoked(user.id, updated.token_version);
@@ -227,17 +311,17 @@ pub async fn logout_all(state: &AppState, user: &CurrentUser) -> ApiResult<()> {
 /// working; the caller gets a fresh pair to stay logged in.
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 pub async fn change_password(
-    state: &AppState,
+    accounts: &Accounts,
     user: &CurrentUser,
     current: String,
     new: &NewPassword,
 ) -> ApiResult<TokenPair> {
-    let credentials = users::credentials_by_id(&state.db, user.id)
+    let credentials = users::credentials_by_id(&accounts.db, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     // Both hashes are computed before the transaction: argon2 takes tens of milliseconds,
     // and SQLite's write lock would be held all that time.
-    if !state
+    if !accounts
         .hasher
         .verify(current, credentials.password_hash)
         .await?
@@ -248,35 +332,69 @@ pub async fn change_password(
             "the current password is wrong",
         ));
     }
-    let hash = state.hasher.hash(new.as_str().to_owned()).await?;
-    let mut tx = state.db.begin().await?;
+    let hash = accounts.hasher.hash(new.as_str().to_owned()).await?;
+    let mut tx = accounts.db.begin().await?;
     let updated = users::set_password(&mut tx, user.id, &hash).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
     let revoked = events::sessions_revoked(user.id, updated.token_version);
-    let pair = issue_pair(state, &mut tx, &updated, Uuid::now_v7()).await?;
+    let pair = issue_pair(accounts, &mut tx, &updated, Uuid::now_v7()).await?;
     outbox::commit(tx, &[revoked]).await?;
     tracing::info!("password changed");
     Ok(pair)
 }
 
 async fn issue_pair(
-    state: &AppState,
+    accounts: &Accounts,
     tx: &mut Tx,
     user: &User,
     family_id: Uuid,
 ) -> ApiResult<TokenPair> {
     let (refresh_token, hash) = tokens::new_refresh_token();
-    let expires_at = Utc::now() + state.tokens.refresh_ttl;
+    let expires_at = Utc::now() + accounts.tokens.refresh_ttl;
     refresh_tokens::insert(tx, user.id, family_id, &hash, expires_at).await?;
-    token_pair(state, user, refresh_token)
+    token_pair(accounts, user, refresh_token)
 }
 
 /// A refresh token with a fresh access token.
-fn token_pair(state: &AppState, user: &User, refresh_token: String) -> ApiResult<TokenPair> {
+fn token_pair(accounts: &Accounts, user: &User, refresh_token: String) -> ApiResult<TokenPair> {
     Ok(TokenPair {
-        access_token: state.tokens.issue(user)?,
+        access_token: accounts.tokens.issue(user)?,
         refresh_token,
         token_type: "Bearer",
-        expires_in: state.tokens.access_ttl.as_secs(),
+        expires_in: accounts.tokens.access_ttl.as_secs(),
     })
+}
+
+/// Changes a user's role or disables them, for an admin other than that user. Either ends
+/// the user's sessions: the role rides in access tokens and live connections too, which
+/// close and reconnect with a new token.
+pub async fn set_access(
+    db: &Db,
+    admin: &Actor,
+    id: Uuid,
+    role: Option<Role>,
+    disabled: Option<bool>,
+) -> ApiResult<User> {
+    if id == admin.user.id {
+        // An admin demoting or disabling themself could leave nobody to administer.
+        return Err(ApiError::conflict(
+            "cannot_modify_self",
+            "admins cannot change their own role or disable themselves",
+        ));
+    }
+    let mut tx = db.begin().await?;
+    let user = users::update_access(&mut tx, id, role, disabled)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if user.disabled {
+        refresh_tokens::revoke_all_for_user(&mut tx, id).await?;
+    }
+    let revoked = events::sessions_revoked(id, user.token_version);
+    let change = serde_json::json!({ "role": role, "disabled": disabled });
+    admin
+        .audit(&mut tx, "user.update", "user", id, change, now())
+        .await?;
+    outbox::commit(tx, &[revoked]).await?;
+    tracing::info!(role = %user.role, disabled = user.disabled, "user access changed");
+    Ok(user)
 }

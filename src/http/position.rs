@@ -8,7 +8,8 @@ use std::future::Future;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponseParts, ResponseParts};
 
-use crate::store::{Db, stream};
+use crate::events::stream;
+use crate::store::Db;
 
 /// The header every read of products, orders and notifications answers with.
 pub const HEADER: HeaderName = HeaderName::from_static("tidings-position");
