@@ -2,7 +2,7 @@
 //
 // The dashboard's files (web/app/) and the SDK's (clients/js/src/, served at /app/sdk/) are
 // compiled into the binary: this writes a table of them, each with its content type and an
-// `include_bytes!`, to `$OUT_DIR/web_assets.rs` (see src/web.rs), and reruns when a file in
+// `include_bytes!`, to `$OUT_DIR/web_assets.rs` (see src/api/dashboard.rs), and reruns when a file in
 // either folder is added, changed or removed.
 //
 // It also decides, when the integration tests are built, which of them can run here, so

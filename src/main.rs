@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 /// jemalloc, tuned for many idle connections: one arena, no thread caches, and freed pages
 /// returned at once. Per live connection this halves resident memory against glibc's
-/// allocator (../shared/DEPENDENCIES.md, measured in README "Benchmarks").
+/// allocator (ARCHITECTURE.md, "Memory per live connection"; docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -4,7 +4,7 @@
 //!
 //! Why: a live connection lives for hours and spends that time idle. hyper keeps an 8 KiB
 //! read buffer and an 8 KiB write buffer per HTTP/1 connection for its whole life, which is
-//! most of the memory of an idle SSE stream (../shared/DEPENDENCIES.md, "Memory per live
+//! most of the memory of an idle SSE stream (ARCHITECTURE.md, "Memory per live
 //! connection"). So the loop reads the request head itself (with `httparse`, into a small
 //! buffer); a live-stream request goes through the same axum router as every other request
 //! (authentication, validation and errors are the handlers'), and its answer's head is

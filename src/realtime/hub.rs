@@ -130,6 +130,13 @@ struct Pending {
     /// Pushes made since the hub last caught up: the number of `pushes[0]`.
     made: usize,
     /// The number of each connection's last push, by the mailbox's address.
+    ///
+    /// An address names one mailbox for as long as its entry can match: an entry matches
+    /// only while its push is still queued (`number >= made`), and the queued push holds
+    /// the mailbox's `Arc`, so the allocation cannot be freed and reused by another
+    /// mailbox meanwhile. A stale entry (its push made) never matches, even if a new
+    /// mailbox comes to live at that address; all of them go when the queue empties.
+    /// Addresses rather than ids keep the hot path free of a lookup per target.
     last_push: HashMap<usize, usize>,
 }
 
@@ -137,7 +144,8 @@ impl Pending {
     /// Queues `frames` for each of `targets`, after whatever is queued for it already.
     fn add(&mut self, frames: Vec<Frame>, targets: Vec<Arc<Mailbox>>) {
         let fresh: Arc<[Frame]> = frames.into();
-        // What each pending push's frames became with these after them, by address.
+        // What each pending push's frames became with these after them, by address (each
+        // is held by a queued push for the whole call, so no two share one).
         let mut merged: HashMap<usize, Arc<[Frame]>> = HashMap::new();
         for mailbox in targets {
             let key = Arc::as_ptr(&mailbox) as usize;
