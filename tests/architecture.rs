@@ -117,6 +117,45 @@ fn every_module_uses_only_the_layers_below_it() {
     );
 }
 
+/// The layers that know nothing of HTTP: they name no status and take no request, so that
+/// a command, a test or another edge (a queue consumer, push delivery) can call them.
+const BELOW_HTTP: [&str; 5] = ["domain", "store", "events", "service", "realtime"];
+
+#[test]
+fn the_layers_below_http_know_nothing_of_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for layer in BELOW_HTTP {
+        rust_files(&src.join(layer), &mut files);
+    }
+    files.sort();
+    let mut found = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).expect("a readable source file");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if ["axum::", "hyper::", "StatusCode"]
+                .iter()
+                .any(|http| code.contains(http))
+            {
+                found.push(format!(
+                    "{}:{}: {}",
+                    file.strip_prefix(&src).unwrap().display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "{} should not speak HTTP (a service returns a ServiceError; http::problem maps it \
+         to a status):\n{}",
+        BELOW_HTTP.join(", "),
+        found.join("\n")
+    );
+}
+
 #[test]
 fn the_reader_sees_crate_paths_in_every_form() {
     assert_eq!(named_modules("use crate::store::Db;"), ["store"]);

@@ -11,9 +11,10 @@ use uuid::Uuid;
 use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::domain::{Role, text};
-use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::error::ProblemDoc;
 use crate::http::AppState;
 use crate::http::extract::{Json, Query};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
 use crate::store::audit::{self, AuditEntry, AuditQuery};
 

@@ -9,10 +9,11 @@ use utoipa_axum::routes;
 
 use crate::api::users::UserView;
 use crate::domain::{Email, NewPassword, Role};
-use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::error::{FieldError, ProblemDoc};
 use crate::http::AppState;
 use crate::http::auth::{NoStore, no_store};
 use crate::http::extract::Json;
+use crate::http::problem::{ApiError, ApiResult};
 use crate::http::ratelimit::ClientIp;
 use crate::service::accounts::CurrentUser;
 use crate::service::accounts::{self, TokenPair};

@@ -11,10 +11,11 @@ use uuid::Uuid;
 use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::domain::{Role, text};
-use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::error::{FieldError, ProblemDoc};
 use crate::http::AppState;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::position::{self, Position};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::service::Actor;
 use crate::service::accounts::CurrentUser;
 use crate::service::notifications::{

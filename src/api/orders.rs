@@ -13,11 +13,12 @@ use uuid::Uuid;
 use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::error::{FieldError, ProblemDoc};
 use crate::http::AppState;
 use crate::http::etag;
 use crate::http::extract::{Json, Path, Query, Repeated, at_most_one, whole};
 use crate::http::position::{self, Position};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::service::Actor;
 use crate::service::accounts::CurrentUser;
 use crate::service::orders::{self as service, IdempotencyKey, Placed};
@@ -131,6 +132,7 @@ async fn place(
                 response
             }
             Placed::Replayed { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
                 let mut response = (status, axum::Json(body)).into_response();
                 response
                     .headers_mut()

@@ -6,7 +6,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::FieldError;
+use crate::http::problem::{ApiError, ApiResult};
 
 /// Most items one page may hold.
 pub const MAX_LIMIT: u32 = 100;

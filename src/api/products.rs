@@ -13,11 +13,12 @@ use uuid::Uuid;
 use super::openapi;
 use super::pagination::{Page, PageParams};
 use crate::domain::{Currency, Role, Sku, text};
-use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::error::{FieldError, ProblemDoc};
 use crate::http::AppState;
 use crate::http::etag;
 use crate::http::extract::{Json, Path, Query, from_value, present, whole, whole_opt};
 use crate::http::position::{self, Position};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
 use crate::service::{Actor, products as service};
 use crate::store::products::{

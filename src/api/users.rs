@@ -10,9 +10,10 @@ use uuid::Uuid;
 
 use super::pagination::{Page, PageParams};
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult, FieldError, ProblemDoc};
+use crate::error::{FieldError, ProblemDoc};
 use crate::http::AppState;
 use crate::http::extract::{Json, Path, Query, present};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
 
 use crate::service::Actor;

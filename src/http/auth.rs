@@ -8,9 +8,9 @@ use axum::http::request::Parts;
 
 use axum::http::{HeaderName, HeaderValue, header};
 
-use crate::error::{ApiError, ApiResult};
 use crate::http::AppState;
 use crate::http::extract::{Repeated, at_most_one};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::net::REQUEST_ID;
 use crate::service::Actor;
 use crate::service::accounts::{CurrentUser, authenticate};
@@ -41,7 +41,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
-        authenticate(&state.db, &state.tokens, token).await
+        Ok(authenticate(&state.db, &state.tokens, token).await?)
     }
 }
 

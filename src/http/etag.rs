@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::{ApiError, ApiResult};
+use crate::http::problem::{ApiError, ApiResult};
 
 /// The strong ETag of a resource version.
 pub fn etag(version: i64) -> HeaderValue {

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::FieldError;
+use crate::http::problem::{ApiError, ApiResult};
 
 /// A header sent more than once where once is the most that makes sense: which of them
 /// would count is anyone's guess, a proxy's included.

@@ -7,6 +7,7 @@ pub mod etag;
 pub mod extract;
 pub mod middleware;
 pub mod position;
+pub mod problem;
 pub mod ratelimit;
 pub mod state;
 

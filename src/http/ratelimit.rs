@@ -10,8 +10,8 @@ use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::error::ApiError;
 use crate::http::AppState;
+use crate::http::problem::ApiError;
 
 /// Keys are dropped once their bucket is full again, whenever the store grows past this.
 const PRUNE_ABOVE: usize = 10_000;

@@ -33,10 +33,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::tickets::StreamUser;
-use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::error::ProblemDoc;
 use crate::events::Topic;
 use crate::http::AppState;
 use crate::http::extract::{Query, Repeated, at_most_one};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::net::server::DirectUpgrade;
 use crate::net::tcp::{Unwritten, peer_closed, write_all};
 use crate::realtime::frames::{Frame, PreparedEvent, chunk_size_line};

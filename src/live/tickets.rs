@@ -13,11 +13,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::error::ProblemDoc;
 use crate::events::stream;
 use crate::http::AppState;
 use crate::http::auth::{NoStore, no_store};
 use crate::http::extract::Json;
+use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
 use crate::store::users;
 

@@ -28,10 +28,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::tickets::StreamUser;
-use crate::error::{ApiError, ProblemDoc, problem_response};
+use crate::error::{ProblemDoc, problem_response};
 use crate::events::Topic;
 use crate::http::AppState;
 use crate::http::extract::at_most_one;
+use crate::http::problem::ApiError;
 use crate::net::server::{DirectUpgrade, Upgraded};
 use crate::net::tcp::SharedTcp;
 use crate::net::wire::{Closing, Incoming, ReadError, Socket};

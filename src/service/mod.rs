@@ -2,6 +2,7 @@
 //! (for staff and admins) its audit entry, and commits them together.
 
 pub mod accounts;
+pub mod error;
 pub mod notifications;
 pub mod orders;
 pub mod products;
@@ -9,6 +10,7 @@ pub mod products;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use self::error::{ServiceError, ServiceResult};
 use crate::service::accounts::CurrentUser;
 use crate::store::{Tx, audit};
 

@@ -5,9 +5,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Actor;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::FieldError;
 use crate::events::catalog::{NotificationDeleted, NotificationRead};
 use crate::events::{Audience, EventData, NewEvent, outbox};
+use crate::service::error::{ServiceError, ServiceResult};
 use crate::store::notifications::{self, Notification, READ_VERSION, Recipients};
 use crate::store::{Db, Tx, now};
 
@@ -77,12 +78,12 @@ pub async fn broadcast(
     title: &str,
     body: &str,
     audience: &BroadcastAudience,
-) -> ApiResult<usize> {
+) -> ServiceResult<usize> {
     let recipients = match audience {
         BroadcastAudience::Group(g) if g == "all" => Recipients::All,
         BroadcastAudience::Group(g) if g == "staff" => Recipients::Staff,
         BroadcastAudience::Group(_) => {
-            return Err(ApiError::validation(vec![FieldError::new(
+            return Err(ServiceError::validation(vec![FieldError::new(
                 "audience",
                 "invalid",
                 "must be \"all\", \"staff\" or a list of user ids",
@@ -91,7 +92,7 @@ pub async fn broadcast(
         BroadcastAudience::Users(ids) => {
             // Counted as sent, as the document states it, before repeats are dropped.
             if ids.is_empty() || ids.len() > MAX_BROADCAST_USERS {
-                return Err(ApiError::validation(vec![FieldError::new(
+                return Err(ServiceError::validation(vec![FieldError::new(
                     "audience",
                     "invalid",
                     format!("a list of 1 to {MAX_BROADCAST_USERS} user ids"),
@@ -113,7 +114,7 @@ pub async fn broadcast(
                 .filter(|id| !known.contains(id))
                 .map(Uuid::to_string)
                 .collect();
-            return Err(ApiError::validation(vec![FieldError::new(
+            return Err(ServiceError::validation(vec![FieldError::new(
                 "audience",
                 "unknown_user",
                 format!("no such users: {}", unknown.join(", ")),
@@ -146,12 +147,12 @@ pub async fn broadcast(
 }
 
 /// Marks one of the caller's notifications read.
-pub async fn mark_read(db: &Db, user_id: Uuid, id: Uuid) -> ApiResult<Notification> {
+pub async fn mark_read(db: &Db, user_id: Uuid, id: Uuid) -> ServiceResult<Notification> {
     let at = now();
     let mut tx = db.begin().await?;
     let (notification, changed) = notifications::mark_read(&mut tx, user_id, id, at)
         .await?
-        .ok_or_else(|| ApiError::not_found("notification"))?;
+        .ok_or_else(|| ServiceError::not_found("notification"))?;
     let events = if changed {
         let read = NotificationRead::One {
             ids: vec![id],
@@ -167,7 +168,7 @@ pub async fn mark_read(db: &Db, user_id: Uuid, id: Uuid) -> ApiResult<Notificati
 }
 
 /// Marks all of the caller's notifications read; how many were unread.
-pub async fn mark_all_read(db: &Db, user_id: Uuid) -> ApiResult<u64> {
+pub async fn mark_all_read(db: &Db, user_id: Uuid) -> ServiceResult<u64> {
     let at = now();
     let mut tx = db.begin().await?;
     let ids = notifications::mark_all_read(&mut tx, user_id, at).await?;
@@ -194,10 +195,10 @@ fn read_event(user_id: Uuid, read: &NotificationRead) -> NewEvent {
 }
 
 /// Deletes one of the caller's notifications, telling the caller's other clients.
-pub async fn delete(db: &Db, user_id: Uuid, id: Uuid) -> ApiResult<()> {
+pub async fn delete(db: &Db, user_id: Uuid, id: Uuid) -> ServiceResult<()> {
     let mut tx = db.begin().await?;
     if !notifications::delete(&mut tx, user_id, id).await? {
-        return Err(ApiError::not_found("notification"));
+        return Err(ServiceError::not_found("notification"));
     }
     let event = NewEvent::new(
         EventData::NotificationDeleted(&NotificationDeleted { id }),
@@ -208,7 +209,7 @@ pub async fn delete(db: &Db, user_id: Uuid, id: Uuid) -> ApiResult<()> {
 }
 
 /// Replaces the caller's muted kinds.
-pub async fn set_muted(db: &Db, user_id: Uuid, muted: &[Kind]) -> ApiResult<()> {
+pub async fn set_muted(db: &Db, user_id: Uuid, muted: &[Kind]) -> ServiceResult<()> {
     let kinds: Vec<&str> = muted.iter().map(|k| k.as_str()).collect();
     let mut tx = db.begin().await?;
     notifications::set_muted_kinds(&mut tx, user_id, &kinds).await?;

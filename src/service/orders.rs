@@ -3,17 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Actor;
 use super::notifications::{Kind, notify};
 use super::products::{low_stock, stock_changed};
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::FieldError;
 use crate::events::catalog::OrderChange;
 use crate::events::{Audience, EventData, NewEvent, outbox};
 use crate::service::accounts::CurrentUser;
+use crate::service::error::{ServiceError, ServiceResult};
 use crate::store::notifications::Recipients;
 use crate::store::orders::{self, Order, OrderItem, OrderQuery, OrderRow, OrderStatus};
 use crate::store::{Db, Tx, idempotency, now, products};
@@ -30,9 +30,14 @@ pub struct IdempotencyKey {
 pub enum Placed {
     /// A new order.
     Created(Order),
-    /// A retry: the first answer to this idempotency key, as it was sent.
-    Replayed { status: StatusCode, body: Value },
+    /// A retry: the first answer to this idempotency key, as it was sent (its HTTP
+    /// status, as the table keeps it, and its body).
+    Replayed { status: u16, body: Value },
 }
+
+/// The answer an idempotency key keeps for a placed order: its HTTP status, `201 Created`,
+/// which a retry with the key gets again.
+const CREATED: u16 = 201;
 
 /// Most units of one product one order may take, its lines of that product together.
 pub const MAX_QUANTITY: i64 = 10_000;
@@ -45,7 +50,7 @@ pub async fn place(
     actor: &Actor,
     items: &[(Uuid, i64)],
     key: Option<&IdempotencyKey>,
-) -> ApiResult<Placed> {
+) -> ServiceResult<Placed> {
     // The same product twice is one line; sorted by id, the order of its items is stable.
     let mut merged: BTreeMap<Uuid, i64> = BTreeMap::new();
     for (product_id, quantity) in items {
@@ -67,7 +72,7 @@ pub async fn place(
         })
         .collect();
     if !over.is_empty() {
-        return Err(ApiError::validation(over));
+        return Err(ServiceError::validation(over));
     }
     let items: Vec<(Uuid, i64)> = merged.into_iter().collect();
 
@@ -86,7 +91,7 @@ pub async fn place(
     }
     let currency = &taken[0].currency;
     if taken.iter().any(|p| &p.currency != currency) {
-        return Err(ApiError::validation(vec![FieldError::new(
+        return Err(ServiceError::validation(vec![FieldError::new(
             "items",
             "mixed_currencies",
             "every item of an order must be priced in the same currency",
@@ -154,7 +159,7 @@ pub async fn place(
             actor.user.id,
             &key.key,
             &key.request_hash,
-            StatusCode::CREATED.as_u16(),
+            CREATED,
             &body,
             at,
         )
@@ -174,31 +179,26 @@ pub async fn place(
     Ok(Placed::Created(order))
 }
 
-fn quantity_error(message: &str) -> ApiError {
-    ApiError::validation(vec![FieldError::new("items", "out_of_range", message)])
+fn quantity_error(message: &str) -> ServiceError {
+    ServiceError::validation(vec![FieldError::new("items", "out_of_range", message)])
 }
 
-fn replay(stored: idempotency::StoredResponse, key: &IdempotencyKey) -> ApiResult<Placed> {
+fn replay(stored: idempotency::StoredResponse, key: &IdempotencyKey) -> ServiceResult<Placed> {
     if stored.request_hash != key.request_hash {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request body",
-        ));
+        return Err(ServiceError::Unprocessable {
+            code: "idempotency_key_reused",
+            detail: "this Idempotency-Key was used with a different request body".into(),
+        });
     }
-    let status = u16::try_from(stored.response_status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
     Ok(Placed::Replayed {
-        status,
+        status: u16::try_from(stored.response_status).unwrap_or(CREATED),
         body: stored.response_body.0,
     })
 }
 
 /// The error for an order some of whose items could not be taken: unknown or deleted
 /// products are a 422, short stock a 409 naming each short item.
-async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ApiResult<ApiError> {
+async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ServiceResult<ServiceError> {
     let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
     let known: BTreeMap<Uuid, (i64, bool)> = products::stock_of(tx, &ids)
         .await?
@@ -211,7 +211,7 @@ async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ApiResult<ApiError> {
         .map(|(id, _)| FieldError::new("items", "unknown_product", format!("no product {id}")))
         .collect();
     if !unknown.is_empty() {
-        return Ok(ApiError::validation(unknown));
+        return Ok(ServiceError::validation(unknown));
     }
     let short: Vec<FieldError> = items
         .iter()
@@ -226,23 +226,18 @@ async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ApiResult<ApiError> {
             })
         })
         .collect();
-    Ok(match ApiError::validation(short) {
-        ApiError::Problem { errors, .. } => ApiError::Problem {
-            status: StatusCode::CONFLICT,
-            code: "insufficient_stock",
-            detail: "some items are short of stock; nothing was ordered".into(),
-            errors,
-            retry_after: None,
-        },
-        other => other,
+    Ok(ServiceError::Conflict {
+        code: "insufficient_stock",
+        detail: "some items are short of stock; nothing was ordered".into(),
+        errors: short,
     })
 }
 
 /// An order the caller may see: their own, or any for staff. Anyone else gets 404.
-pub async fn get(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Order> {
+pub async fn get(db: &Db, user: &CurrentUser, id: Uuid) -> ServiceResult<Order> {
     match orders::find(db, id).await? {
         Some(order) if order.user_id == user.id || user.role.is_staff() => Ok(order),
-        _ => Err(ApiError::not_found("order")),
+        _ => Err(ServiceError::not_found("order")),
     }
 }
 
@@ -253,7 +248,7 @@ pub async fn list(
     mut query: OrderQuery,
     before: Option<Uuid>,
     limit: i64,
-) -> ApiResult<Vec<Order>> {
+) -> ServiceResult<Vec<Order>> {
     if !user.role.is_staff() {
         query.user_id = Some(user.id);
     }
@@ -262,9 +257,9 @@ pub async fn list(
 
 /// Moves an order one step along pending → paid → shipped → delivered (staff).
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, order = %id, to = to.as_str()))]
-pub async fn set_status(db: &Db, actor: &Actor, id: Uuid, to: OrderStatus) -> ApiResult<Order> {
+pub async fn set_status(db: &Db, actor: &Actor, id: Uuid, to: OrderStatus) -> ServiceResult<Order> {
     let Some(from) = to.previous() else {
-        return Err(ApiError::validation(vec![FieldError::new(
+        return Err(ServiceError::validation(vec![FieldError::new(
             "status",
             "invalid",
             "must be paid, shipped or delivered (cancel with POST /v1/orders/{id}/cancel)",
@@ -282,14 +277,14 @@ pub async fn set_status(db: &Db, actor: &Actor, id: Uuid, to: OrderStatus) -> Ap
 
 /// Cancels an order before it ships and returns its stock: the owner, or staff.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, order = %id))]
-pub async fn cancel(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Order> {
+pub async fn cancel(db: &Db, actor: &Actor, id: Uuid) -> ServiceResult<Order> {
     let at = now();
     let mut tx = db.begin().await?;
     // Locked: the status it had is the cancellation's `previous_status`.
     let visible = orders::lock_row(&mut tx, id)
         .await?
         .filter(|o| o.user_id == actor.user.id || actor.user.role.is_staff())
-        .ok_or_else(|| ApiError::not_found("order"))?;
+        .ok_or_else(|| ServiceError::not_found("order"))?;
     let Some(row) = orders::transition(
         &mut tx,
         id,
@@ -329,7 +324,7 @@ async fn finish_change(
     from: OrderStatus,
     cancelled: bool,
     at: chrono::DateTime<chrono::Utc>,
-) -> ApiResult<(Order, Vec<NewEvent>)> {
+) -> ServiceResult<(Order, Vec<NewEvent>)> {
     let order = Order::new(row.clone(), orders::items_tx(tx, row.id).await?);
     let change = OrderChange {
         order_id: order.id,
@@ -379,9 +374,9 @@ async fn finish_change(
     Ok((order, events))
 }
 
-async fn invalid_transition(tx: &mut Tx, id: Uuid, to: OrderStatus) -> ApiResult<ApiError> {
+async fn invalid_transition(tx: &mut Tx, id: Uuid, to: OrderStatus) -> ServiceResult<ServiceError> {
     Ok(match orders::find_row_tx(tx, id).await? {
-        Some(order) => ApiError::conflict(
+        Some(order) => ServiceError::conflict(
             "invalid_transition",
             format!(
                 "an order that is {} cannot become {}",
@@ -389,6 +384,6 @@ async fn invalid_transition(tx: &mut Tx, id: Uuid, to: OrderStatus) -> ApiResult
                 to.as_str()
             ),
         ),
-        None => ApiError::not_found("order"),
+        None => ServiceError::not_found("order"),
     })
 }

@@ -6,16 +6,16 @@ use uuid::Uuid;
 
 use super::Actor;
 use super::notifications::{Kind, notify};
-use crate::error::{ApiError, ApiResult};
 use crate::events::catalog::{LowStock, ProductDeleted, StockChanged};
 use crate::events::{Audience, EventData, NewEvent, outbox};
+use crate::service::error::{ServiceError, ServiceResult};
 use crate::store::notifications::Recipients;
 use crate::store::products::{self, NewProduct, Product, ProductPatch};
 use crate::store::{Db, Tx, now};
 
 /// Adds a product to the catalog.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id))]
-pub async fn create(db: &Db, actor: &Actor, new: &NewProduct<'_>) -> ApiResult<Product> {
+pub async fn create(db: &Db, actor: &Actor, new: &NewProduct<'_>) -> ServiceResult<Product> {
     let at = now();
     let mut tx = db.begin().await?;
     let product = products::insert(&mut tx, new, at).await?;
@@ -43,20 +43,19 @@ pub async fn update(
     patch: &ProductPatch<'_>,
     summary: serde_json::Value,
     if_match: Option<i64>,
-) -> ApiResult<Product> {
+) -> ServiceResult<Product> {
     let at = now();
     let mut tx = db.begin().await?;
     let Some(product) = products::update(&mut tx, id, patch, if_match, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
-            Some(p) if p.deleted_at.is_none() => ApiError::new(
-                axum::http::StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                format!(
+            Some(p) if p.deleted_at.is_none() => ServiceError::Stale {
+                code: "version_mismatch",
+                detail: format!(
                     "the product changed meanwhile (now at version {})",
                     p.version
                 ),
-            ),
-            _ => ApiError::not_found("product"),
+            },
+            _ => ServiceError::not_found("product"),
         });
     };
     actor
@@ -69,12 +68,12 @@ pub async fn update(
 
 /// Soft-deletes a product; it stays in past orders and can be restored.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
-pub async fn delete(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Product> {
+pub async fn delete(db: &Db, actor: &Actor, id: Uuid) -> ServiceResult<Product> {
     let at = now();
     let mut tx = db.begin().await?;
     let product = products::set_deleted(&mut tx, id, true, at)
         .await?
-        .ok_or_else(|| ApiError::not_found("product"))?;
+        .ok_or_else(|| ServiceError::not_found("product"))?;
     let deleted = ProductDeleted {
         id: product.id,
         sku: product.sku.clone(),
@@ -98,13 +97,13 @@ pub async fn delete(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Product> {
 
 /// Brings a deleted product back.
 #[tracing::instrument(skip_all, fields(actor = %actor.user.id, product = %id))]
-pub async fn restore(db: &Db, actor: &Actor, id: Uuid) -> ApiResult<Product> {
+pub async fn restore(db: &Db, actor: &Actor, id: Uuid) -> ServiceResult<Product> {
     let at = now();
     let mut tx = db.begin().await?;
     let Some(product) = products::set_deleted(&mut tx, id, false, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
-            Some(_) => ApiError::conflict("not_deleted", "the product is not deleted"),
-            None => ApiError::not_found("product"),
+            Some(_) => ServiceError::conflict("not_deleted", "the product is not deleted"),
+            None => ServiceError::not_found("product"),
         });
     };
     actor
@@ -131,16 +130,16 @@ pub async fn adjust_stock(
     id: Uuid,
     delta: i64,
     reason: &str,
-) -> ApiResult<Product> {
+) -> ServiceResult<Product> {
     let at = now();
     let mut tx = db.begin().await?;
     let Some(product) = products::adjust_stock(&mut tx, id, delta, at).await? else {
         return Err(match products::find_tx(&mut tx, id).await? {
-            Some(p) if p.deleted_at.is_none() && delta < 0 => ApiError::conflict(
+            Some(p) if p.deleted_at.is_none() && delta < 0 => ServiceError::conflict(
                 "insufficient_stock",
                 format!("only {} in stock; cannot take {}", p.stock, -delta),
             ),
-            Some(p) if p.deleted_at.is_none() => ApiError::conflict(
+            Some(p) if p.deleted_at.is_none() => ServiceError::conflict(
                 "stock_limit",
                 format!(
                     "{} in stock; adding {delta} would pass the most a product may hold, {}",
@@ -148,7 +147,7 @@ pub async fn adjust_stock(
                     products::MAX_STOCK
                 ),
             ),
-            _ => ApiError::not_found("product"),
+            _ => ServiceError::not_found("product"),
         });
     };
     let mut events = vec![stock_changed(&product, delta, reason)];

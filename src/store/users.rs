@@ -39,7 +39,7 @@ macro_rules! user_columns {
     };
 }
 
-/// Inserts a user. A taken email is a unique violation, answered as 409 by `ApiError`.
+/// Inserts a user. A taken email is a unique violation, which `ServiceError` calls a conflict.
 pub async fn insert(
     tx: &mut Tx,
     email: &Email,

@@ -17,9 +17,9 @@ use self::password::Hasher;
 use self::tokens::TokenKeys;
 use crate::config::Config;
 use crate::domain::{Email, NewPassword, Role};
-use crate::error::{ApiError, ApiResult};
 use crate::events::{self, outbox};
 use crate::service::Actor;
+use crate::service::error::{ServiceError, ServiceResult};
 use crate::store::refresh_tokens::RefreshToken;
 use crate::store::users::User;
 use crate::store::{Db, Tx, now, refresh_tokens, users};
@@ -66,21 +66,24 @@ pub struct CurrentUser {
 
 impl CurrentUser {
     /// 403 unless the caller has at least `role`.
-    pub fn require(&self, role: Role) -> ApiResult<()> {
+    pub fn require(&self, role: Role) -> ServiceResult<()> {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("this needs the {role} role")))
+            Err(ServiceError::forbidden(
+                "forbidden",
+                format!("this needs the {role} role"),
+            ))
         }
     }
 }
 
 /// Checks an access token and that it still stands: the user exists, is enabled, and has
 /// not bumped their token version since it was issued.
-pub async fn authenticate(db: &Db, tokens: &TokenKeys, token: &str) -> ApiResult<CurrentUser> {
+pub async fn authenticate(db: &Db, tokens: &TokenKeys, token: &str) -> ServiceResult<CurrentUser> {
     let claims = tokens.verify(token)?;
     let revoked = || {
-        ApiError::unauthorized(
+        ServiceError::unauthorized(
             "token_revoked",
             "the access token has been revoked; log in again",
         )
@@ -116,7 +119,7 @@ pub async fn register(
     email: &Email,
     password: &NewPassword,
     role: Role,
-) -> ApiResult<User> {
+) -> ServiceResult<User> {
     let hash = accounts.hasher.hash(password.as_str().to_owned()).await?;
     let mut tx = accounts.db.begin().await?;
     let user = users::insert(&mut tx, email, &hash, role).await?;
@@ -127,9 +130,13 @@ pub async fn register(
 
 /// Checks a password and starts a new refresh-token family.
 #[tracing::instrument(skip_all)]
-pub async fn login(accounts: &Accounts, email: &Email, password: String) -> ApiResult<TokenPair> {
+pub async fn login(
+    accounts: &Accounts,
+    email: &Email,
+    password: String,
+) -> ServiceResult<TokenPair> {
     let invalid =
-        || ApiError::unauthorized("invalid_credentials", "the email or password is wrong");
+        || ServiceError::unauthorized("invalid_credentials", "the email or password is wrong");
     let Some(credentials) = users::credentials_by_email(&accounts.db, email).await? else {
         // Spend the same time as a real check, so response times do not reveal accounts.
         accounts.hasher.verify_dummy(password).await?;
@@ -144,8 +151,7 @@ pub async fn login(accounts: &Accounts, email: &Email, password: String) -> ApiR
     }
     let user = credentials.user;
     if user.disabled {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
+        return Err(ServiceError::forbidden(
             "account_disabled",
             "this account is disabled",
         ));
@@ -162,11 +168,11 @@ pub async fn login(accounts: &Accounts, email: &Email, password: String) -> ApiR
 /// (`TIDINGS_REFRESH_REUSE_GRACE`): two tabs of one browser refreshing at once both get
 /// the pair the first one got (see [`successor_in_grace`]).
 #[tracing::instrument(skip_all)]
-pub async fn refresh(accounts: &Accounts, refresh_token: &str) -> ApiResult<TokenPair> {
+pub async fn refresh(accounts: &Accounts, refresh_token: &str) -> ServiceResult<TokenPair> {
     let hash = tokens::hash_refresh_token(refresh_token);
     let mut tx = accounts.db.begin().await?;
     let invalid =
-        || ApiError::unauthorized("invalid_refresh_token", "the refresh token is not valid");
+        || ServiceError::unauthorized("invalid_refresh_token", "the refresh token is not valid");
     let Some(found) = refresh_tokens::find_by_hash(&mut tx, &hash).await? else {
         return Err(invalid());
     };
@@ -195,13 +201,13 @@ pub async fn refresh(accounts: &Accounts, refresh_token: &str) -> ApiResult<Toke
         return reused(tx, &stored).await;
     }
     if stored.expires_at <= Utc::now() {
-        return Err(ApiError::unauthorized(
+        return Err(ServiceError::unauthorized(
             "refresh_token_expired",
             "the refresh token has expired; log in again",
         ));
     }
     let Some(user) = user else {
-        return Err(ApiError::unauthorized(
+        return Err(ServiceError::unauthorized(
             "refresh_token_revoked",
             "the account is disabled",
         ));
@@ -229,7 +235,7 @@ async fn successor_in_grace(
     tx: &mut Tx,
     stored: &RefreshToken,
     token: &str,
-) -> ApiResult<Option<String>> {
+) -> ServiceResult<Option<String>> {
     let grace = chrono::Duration::from_std(accounts.refresh_reuse_grace)
         .context("the refresh grace window is out of range")?;
     let now = Utc::now();
@@ -262,19 +268,19 @@ async fn successor_in_grace(
     Ok(None)
 }
 
-fn revoked() -> ApiError {
-    ApiError::unauthorized(
+fn revoked() -> ServiceError {
+    ServiceError::unauthorized(
         "refresh_token_revoked",
         "the refresh token has been revoked; log in again",
     )
 }
 
 /// Revokes the family of a token presented again, and says so.
-async fn reused(mut tx: Tx, stored: &RefreshToken) -> ApiResult<TokenPair> {
+async fn reused(mut tx: Tx, stored: &RefreshToken) -> ServiceResult<TokenPair> {
     refresh_tokens::revoke_family(&mut tx, stored.family_id).await?;
     tx.commit().await?;
     tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id, "a rotated refresh token was reused; its family is revoked");
-    Err(ApiError::unauthorized(
+    Err(ServiceError::unauthorized(
         "refresh_token_reused",
         "the refresh token was already used; every session from that login is ended",
     ))
@@ -283,7 +289,7 @@ async fn reused(mut tx: Tx, stored: &RefreshToken) -> ApiResult<TokenPair> {
 /// Ends the session a refresh token belongs to. Unknown tokens are ignored: logging out
 /// twice is not an error.
 #[tracing::instrument(skip_all)]
-pub async fn logout(accounts: &Accounts, refresh_token: &str) -> ApiResult<()> {
+pub async fn logout(accounts: &Accounts, refresh_token: &str) -> ServiceResult<()> {
     let hash = tokens::hash_refresh_token(refresh_token);
     let mut tx = accounts.db.begin().await?;
     if let Some(stored) = refresh_tokens::find_by_hash(&mut tx, &hash).await? {
@@ -298,7 +304,7 @@ pub async fn logout(accounts: &Accounts, refresh_token: &str) -> ApiResult<()> {
 
 /// Ends every session of the user: refresh tokens are revoked and access tokens refused.
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
-pub async fn logout_all(accounts: &Accounts, user: &CurrentUser) -> ApiResult<()> {
+pub async fn logout_all(accounts: &Accounts, user: &CurrentUser) -> ServiceResult<()> {
     let mut tx = accounts.db.begin().await?;
     let updated = users::bump_token_version(&mut tx, user.id).await?;
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
@@ -315,10 +321,10 @@ pub async fn change_password(
     user: &CurrentUser,
     current: String,
     new: &NewPassword,
-) -> ApiResult<TokenPair> {
+) -> ServiceResult<TokenPair> {
     let credentials = users::credentials_by_id(&accounts.db, user.id)
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .ok_or_else(|| ServiceError::not_found("user"))?;
     // Both hashes are computed before the transaction: argon2 takes tens of milliseconds,
     // and SQLite's write lock would be held all that time.
     if !accounts
@@ -326,8 +332,7 @@ pub async fn change_password(
         .verify(current, credentials.password_hash)
         .await?
     {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
+        return Err(ServiceError::forbidden(
             "wrong_password",
             "the current password is wrong",
         ));
@@ -348,7 +353,7 @@ async fn issue_pair(
     tx: &mut Tx,
     user: &User,
     family_id: Uuid,
-) -> ApiResult<TokenPair> {
+) -> ServiceResult<TokenPair> {
     let (refresh_token, hash) = tokens::new_refresh_token();
     let expires_at = Utc::now() + accounts.tokens.refresh_ttl;
     refresh_tokens::insert(tx, user.id, family_id, &hash, expires_at).await?;
@@ -356,7 +361,7 @@ async fn issue_pair(
 }
 
 /// A refresh token with a fresh access token.
-fn token_pair(accounts: &Accounts, user: &User, refresh_token: String) -> ApiResult<TokenPair> {
+fn token_pair(accounts: &Accounts, user: &User, refresh_token: String) -> ServiceResult<TokenPair> {
     Ok(TokenPair {
         access_token: accounts.tokens.issue(user)?,
         refresh_token,
@@ -374,10 +379,10 @@ pub async fn set_access(
     id: Uuid,
     role: Option<Role>,
     disabled: Option<bool>,
-) -> ApiResult<User> {
+) -> ServiceResult<User> {
     if id == admin.user.id {
         // An admin demoting or disabling themself could leave nobody to administer.
-        return Err(ApiError::conflict(
+        return Err(ServiceError::conflict(
             "cannot_modify_self",
             "admins cannot change their own role or disable themselves",
         ));
@@ -385,7 +390,7 @@ pub async fn set_access(
     let mut tx = db.begin().await?;
     let user = users::update_access(&mut tx, id, role, disabled)
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .ok_or_else(|| ServiceError::not_found("user"))?;
     if user.disabled {
         refresh_tokens::revoke_all_for_user(&mut tx, id).await?;
     }

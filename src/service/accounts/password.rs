@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use axum::http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{ApiError, ApiResult};
+use crate::service::error::{ServiceError, ServiceResult};
 
 /// Runs argon2 for the server's requests, at most so many at a time.
 pub struct Hasher {
@@ -55,19 +54,19 @@ impl Hasher {
     }
 
     /// Hashes a password into a PHC string (argon2id, a fresh random salt).
-    pub async fn hash(&self, password: String) -> ApiResult<String> {
+    pub async fn hash(&self, password: String) -> ServiceResult<String> {
         Ok(self.run(move || hash_now(&password)).await??)
     }
 
     /// Checks a password against a stored PHC string.
-    pub async fn verify(&self, password: String, phc: String) -> ApiResult<bool> {
+    pub async fn verify(&self, password: String, phc: String) -> ServiceResult<bool> {
         self.run(move || verify_now(&password, &phc)).await
     }
 
     /// Checks a password against a hash nobody's password matches, so that a login for a
     /// missing account takes as long (and as much of the hasher) as one with a wrong
     /// password.
-    pub async fn verify_dummy(&self, password: String) -> ApiResult<()> {
+    pub async fn verify_dummy(&self, password: String) -> ServiceResult<()> {
         self.run(move || verify_now(&password, dummy_hash()))
             .await?;
         Ok(())
@@ -77,7 +76,7 @@ impl Hasher {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> ApiResult<T> {
+    ) -> ServiceResult<T> {
         let permit =
             match tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
                 .await
@@ -126,14 +125,12 @@ impl Drop for Running {
 }
 
 /// 503 with a Retry-After of the queue's length: by then the line has moved on.
-fn busy(queue_timeout: Duration) -> ApiError {
+fn busy(queue_timeout: Duration) -> ServiceError {
     let retry_after = queue_timeout.as_secs_f64().ceil().max(1.0) as u64;
-    ApiError::Problem {
-        status: StatusCode::SERVICE_UNAVAILABLE,
+    ServiceError::Busy {
         code: "busy",
         detail: format!("too many password checks at once; retry in {retry_after} s"),
-        errors: Vec::new(),
-        retry_after: Some(retry_after),
+        retry_after,
     }
 }
 
