@@ -13,17 +13,56 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{Ref, RefOr};
 use uuid::Uuid;
 
-use super::Topic;
+use super::{Audience, Topic};
 use crate::store::notifications::Notification;
 use crate::store::orders::{Order, OrderStatus};
 use crate::store::products::Product;
+
+/// Who receives the events of a type; each event's [`Audience`] must be of its type's reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every authenticated user.
+    Everyone,
+    /// Staff and admins.
+    Staff,
+    /// The user the event is about (an order's owner), and every staff member and admin.
+    OwnerAndStaff,
+    /// The one user it is for; staff see only their own.
+    Recipient,
+    /// No client: the hubs act on it.
+    Hubs,
+}
+
+impl Reach {
+    /// Whether `audience` is one this reach allows.
+    pub fn admits(self, audience: Audience) -> bool {
+        matches!(
+            (self, audience),
+            (Reach::Everyone, Audience::Everyone)
+                | (Reach::Staff, Audience::Staff)
+                | (Reach::OwnerAndStaff, Audience::UserAndStaff(_))
+                | (Reach::Recipient | Reach::Hubs, Audience::User(_))
+        )
+    }
+
+    /// In words, as the AsyncAPI document says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reach::Everyone => "every authenticated user",
+            Reach::Staff => "staff and admins only",
+            Reach::OwnerAndStaff => "the order's owner; every staff member and admin",
+            Reach::Recipient => "the recipient only (staff too see only their own)",
+            Reach::Hubs => "no client: the hubs act on it",
+        }
+    }
+}
 
 /// Declares the event types once: the [`EventType`] enum with its list and names, and the
 /// [`EventData`] enum that ties each type to the type of its data.
 macro_rules! event_types {
     ($(
         $(#[doc = $doc:literal])*
-        $variant:ident = $name:literal on $topic:ident: $data:ty, to $receivers:literal;
+        $variant:ident = $name:literal on $topic:ident: $data:ty, to $reach:ident;
     )*) => {
         /// An event type, such as `order.created`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,10 +89,15 @@ macro_rules! event_types {
             }
 
             /// Who receives it.
-            pub fn receivers(self) -> &'static str {
+            pub fn reach(self) -> Reach {
                 match self {
-                    $(EventType::$variant => $receivers,)*
+                    $(EventType::$variant => Reach::$reach,)*
                 }
+            }
+
+            /// Who receives it, in words.
+            pub fn receivers(self) -> &'static str {
+                self.reach().describe()
             }
 
             /// What it tells, from its doc comment.
@@ -99,42 +143,42 @@ macro_rules! event_types {
 event_types! {
     /// A product was added to the catalog.
     ProductCreated = "product.created" on Inventory: Product,
-        to "every authenticated user";
+        to Everyone;
     /// A product changed (any field but its stock), or a deleted product was restored.
     ProductUpdated = "product.updated" on Inventory: Product,
-        to "every authenticated user";
+        to Everyone;
     /// A product was deleted (a soft delete: it stays in past orders and can be restored).
     ProductDeleted = "product.deleted" on Inventory: ProductDeleted,
-        to "every authenticated user";
+        to Everyone;
     /// A product's stock moved: adjusted by staff, taken by an order, returned by a
     /// cancellation.
     StockChanged = "inventory.stock_changed" on Inventory: StockChanged,
-        to "every authenticated user";
+        to Everyone;
     /// A product's stock has just fallen to or below its threshold.
     LowStock = "inventory.low_stock" on Inventory: LowStock,
-        to "staff and admins only";
+        to Staff;
     /// An order was placed.
     OrderCreated = "order.created" on Orders: Order,
-        to "the order's owner; every staff member and admin";
+        to OwnerAndStaff;
     /// An order moved one step along pending → paid → shipped → delivered.
     OrderStatusChanged = "order.status_changed" on Orders: OrderChange,
-        to "the order's owner; every staff member and admin";
+        to OwnerAndStaff;
     /// An order was cancelled; its stock was returned.
     OrderCancelled = "order.cancelled" on Orders: OrderChange,
-        to "the order's owner; every staff member and admin";
+        to OwnerAndStaff;
     /// A notification was created for the user.
     NotificationCreated = "notification.created" on Notifications: Notification,
-        to "the recipient only (staff too see only their own)";
+        to Recipient;
     /// One, or all, of the user's notifications were marked read.
     NotificationRead = "notification.read" on Notifications: NotificationRead,
-        to "the recipient only (staff too see only their own)";
+        to Recipient;
     /// One of the user's notifications was deleted.
     NotificationDeleted = "notification.deleted" on Notifications: NotificationDeleted,
-        to "the recipient only (staff too see only their own)";
+        to Recipient;
     /// A user's sessions were revoked: every hub closes the user's connections opened with
     /// an older token. Never sent to a client.
     SessionsRevoked = "user.sessions_revoked" on System: SessionsRevoked,
-        to "no client: the hubs act on it";
+        to Hubs;
 }
 
 /// A [`ToSchema`] type's schema as a reference, its schemas added to `schemas`.
@@ -285,5 +329,38 @@ mod tests {
             "#/components/schemas/SessionsRevoked"
         );
         assert_eq!(schemas[0].0, "SessionsRevoked");
+    }
+
+    #[test]
+    fn each_reach_admits_its_audiences_only() {
+        let someone = Uuid::nil();
+        let audiences = [
+            Audience::Everyone,
+            Audience::Staff,
+            Audience::UserAndStaff(someone),
+            Audience::User(someone),
+        ];
+        let admitted = |reach: Reach| -> Vec<Audience> {
+            audiences.into_iter().filter(|a| reach.admits(*a)).collect()
+        };
+        assert_eq!(admitted(Reach::Everyone), [Audience::Everyone]);
+        assert_eq!(admitted(Reach::Staff), [Audience::Staff]);
+        assert_eq!(
+            admitted(Reach::OwnerAndStaff),
+            [Audience::UserAndStaff(someone)]
+        );
+        assert_eq!(admitted(Reach::Recipient), [Audience::User(someone)]);
+        assert_eq!(EventType::LowStock.reach(), Reach::Staff);
+        assert_eq!(EventType::OrderCreated.reach(), Reach::OwnerAndStaff);
+    }
+
+    #[test]
+    #[should_panic(expected = "user.sessions_revoked goes to no client")]
+    fn an_event_for_the_wrong_audience_is_never_made() {
+        let data = SessionsRevoked {
+            user_id: Uuid::nil(),
+            token_version: 1,
+        };
+        let _ = crate::events::NewEvent::new(EventData::SessionsRevoked(&data), Audience::Everyone);
     }
 }

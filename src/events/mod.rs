@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::store::events::EventRow;
-pub use catalog::{EventData, EventType};
+pub use catalog::{EventData, EventType, Reach};
 
 /// The streams of events. Clients subscribe to the first three; `system` carries what the
 /// hubs themselves act on (a user's sessions revoked) and is never sent to a client.
@@ -152,9 +152,22 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// An event of the type its data has.
+    ///
+    /// # Panics
+    ///
+    /// If `audience` is not of the type's [`Reach`](catalog::Reach): an order event for
+    /// everyone would show every customer everyone's orders. A bug, caught by any test
+    /// that makes the event; a request that hit it in production gets a 500, not a leak.
     pub fn new(data: EventData<'_>, audience: Audience) -> Self {
+        let kind = data.event_type();
+        assert!(
+            kind.reach().admits(audience),
+            "{} goes to {}, not to {audience:?}",
+            kind.as_str(),
+            kind.receivers()
+        );
         Self {
-            kind: data.event_type(),
+            kind,
             audience,
             data: data.to_value(),
         }

@@ -769,13 +769,14 @@ mod tests {
     }
 
     fn revoke(hub: &Hub, user: Uuid, version: i64) {
+        let revoked = crate::events::sessions_revoked(user, version);
         let event = Event {
             seq: 1,
-            topic: Topic::System,
-            kind: "user.sessions_revoked".into(),
-            audience: crate::events::Audience::User(user),
+            topic: revoked.topic(),
+            kind: revoked.kind.as_str().into(),
+            audience: revoked.audience,
             at: chrono::Utc::now(),
-            data: serde_json::json!({"user_id": user, "token_version": version}),
+            data: revoked.data,
         };
         let registry = hub.registry.read();
         hub.apply_system(&registry, &event);
