@@ -16,6 +16,7 @@ use crate::http::AppState;
 use crate::http::extract::{Json, Query};
 use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
+use crate::store::Db;
 use crate::store::audit::{self, AuditEntry, AuditQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -52,7 +53,7 @@ pub struct AuditListParams {
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Query(params): Query<AuditListParams>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
@@ -71,6 +72,6 @@ async fn list(
         since: params.since,
         until: params.until,
     };
-    let rows = audit::list(&state.db, &query, request.after, request.fetch_limit()).await?;
+    let rows = audit::list(&db, &query, request.after, request.fetch_limit()).await?;
     Ok(Json(Page::from_rows(rows, &request, |e| e.id, |e| e)))
 }

@@ -16,7 +16,7 @@ use crate::http::problem::{ApiError, ApiResult};
 use crate::http::ratelimit::ClientIp;
 use crate::service::accounts::CurrentUser;
 use crate::service::accounts::{self, TokenPair};
-use crate::store::users;
+use crate::store::{Db, users};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,8 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "No valid access token", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
-async fn me(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<UserView>> {
-    let user = users::find(&state.db, user.id)
+async fn me(State(db): State<Db>, user: CurrentUser) -> ApiResult<Json<UserView>> {
+    let user = users::find(&db, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(UserView::from(user)))

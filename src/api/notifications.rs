@@ -21,6 +21,7 @@ use crate::service::accounts::CurrentUser;
 use crate::service::notifications::{
     self as service, BroadcastAudience, Kind, MAX_BROADCAST_USERS,
 };
+use crate::store::Db;
 use crate::store::notifications::{self, Notification};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -56,7 +57,7 @@ pub struct NotificationListParams {
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Query(params): Query<NotificationListParams>,
 ) -> ApiResult<(Position, Json<Page<Notification>>)> {
@@ -66,9 +67,9 @@ async fn list(
     }
     .parse::<Uuid>()?;
     let (position, rows) = position::before(
-        &state.db,
+        &db,
         notifications::list(
-            &state.db,
+            &db,
             user.id,
             params.unread.unwrap_or(false),
             request.after,
@@ -93,11 +94,11 @@ pub struct UnreadCount {
     responses((status = 200, description = "The count", body = UnreadCount)))]
 #[tracing::instrument(skip_all)]
 async fn unread_count(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
 ) -> ApiResult<(Position, Json<UnreadCount>)> {
     let (position, unread) =
-        position::before(&state.db, notifications::unread_count(&state.db, user.id)).await?;
+        position::before(&db, notifications::unread_count(&db, user.id)).await?;
     Ok((position, Json(UnreadCount { unread })))
 }
 
@@ -110,11 +111,11 @@ async fn unread_count(
     ))]
 #[tracing::instrument(skip_all)]
 async fn mark_read(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Notification>> {
-    Ok(Json(service::mark_read(&state.db, user.id, id).await?))
+    Ok(Json(service::mark_read(&db, user.id, id).await?))
 }
 
 /// How many notifications were marked read.
@@ -127,12 +128,9 @@ pub struct Marked {
 #[utoipa::path(post, path = "/v1/notifications/read-all", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, description = "How many were unread", body = Marked)))]
 #[tracing::instrument(skip_all)]
-async fn mark_all_read(
-    State(state): State<AppState>,
-    user: CurrentUser,
-) -> ApiResult<Json<Marked>> {
+async fn mark_all_read(State(db): State<Db>, user: CurrentUser) -> ApiResult<Json<Marked>> {
     Ok(Json(Marked {
-        marked: service::mark_all_read(&state.db, user.id).await?,
+        marked: service::mark_all_read(&db, user.id).await?,
     }))
 }
 
@@ -145,11 +143,11 @@ async fn mark_all_read(
     ))]
 #[tracing::instrument(skip_all)]
 async fn delete(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    service::delete(&state.db, user.id, id).await?;
+    service::delete(&db, user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -209,7 +207,7 @@ pub struct Recipients {
     ))]
 #[tracing::instrument(skip_all)]
 async fn broadcast(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     Json(body): Json<Broadcast>,
 ) -> ApiResult<(StatusCode, Json<Recipients>)> {
@@ -225,7 +223,7 @@ async fn broadcast(
         return Err(ApiError::validation(errors));
     }
     let recipients = service::broadcast(
-        &state.db,
+        &db,
         &actor,
         body.title.trim(),
         body.body.trim(),
@@ -247,11 +245,8 @@ pub struct Preferences {
 #[utoipa::path(get, path = "/v1/me/notification-preferences", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, description = "The muted kinds", body = Preferences)))]
 #[tracing::instrument(skip_all)]
-async fn get_preferences(
-    State(state): State<AppState>,
-    user: CurrentUser,
-) -> ApiResult<Json<Preferences>> {
-    let stored = notifications::muted_kinds(&state.db, user.id).await?;
+async fn get_preferences(State(db): State<Db>, user: CurrentUser) -> ApiResult<Json<Preferences>> {
+    let stored = notifications::muted_kinds(&db, user.id).await?;
     let muted = Kind::ALL
         .into_iter()
         .filter(|k| stored.iter().any(|s| s == k.as_str()))
@@ -268,7 +263,7 @@ async fn get_preferences(
     ))]
 #[tracing::instrument(skip_all)]
 async fn put_preferences(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Json(body): Json<Preferences>,
 ) -> ApiResult<Json<Preferences>> {
@@ -277,6 +272,6 @@ async fn put_preferences(
         .into_iter()
         .filter(|k| body.muted.contains(k))
         .collect();
-    service::set_muted(&state.db, user.id, &muted).await?;
+    service::set_muted(&db, user.id, &muted).await?;
     Ok(Json(Preferences { muted }))
 }

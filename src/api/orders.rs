@@ -22,6 +22,7 @@ use crate::http::problem::{ApiError, ApiResult};
 use crate::service::Actor;
 use crate::service::accounts::CurrentUser;
 use crate::service::orders::{self as service, IdempotencyKey, Placed};
+use crate::store::Db;
 use crate::store::orders::{Order, OrderQuery, OrderStatus};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -70,7 +71,7 @@ pub struct NewOrder {
     ))]
 #[tracing::instrument(skip_all)]
 async fn place(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     headers: HeaderMap,
     Json(body): Json<NewOrder>,
@@ -123,7 +124,7 @@ async fn place(
         .map(|i| (i.product_id, i.quantity))
         .collect();
     Ok(
-        match service::place(&state.db, &actor, &items, key.as_ref()).await? {
+        match service::place(&db, &actor, &items, key.as_ref()).await? {
             Placed::Created(order) => {
                 let mut response = etag::tagged(StatusCode::CREATED, order.version, &order);
                 if let Ok(location) = format!("/v1/orders/{}", order.id).parse() {
@@ -182,7 +183,7 @@ pub struct OrderListParams {
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Query(params): Query<OrderListParams>,
 ) -> ApiResult<(Position, Json<Page<Order>>)> {
@@ -196,14 +197,8 @@ async fn list(
         status: params.status,
     };
     let (position, rows) = position::before(
-        &state.db,
-        service::list(
-            &state.db,
-            &user,
-            query,
-            request.after,
-            request.fetch_limit(),
-        ),
+        &db,
+        service::list(&db, &user, query, request.after, request.fetch_limit()),
     )
     .await?;
     Ok((
@@ -222,12 +217,12 @@ async fn list(
     ))]
 #[tracing::instrument(skip_all)]
 async fn get_one(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (position, order) = position::before(&state.db, service::get(&state.db, &user, id)).await?;
+    let (position, order) = position::before(&db, service::get(&db, &user, id)).await?;
     Ok((position, etag::conditional(&headers, order.version, &order)).into_response())
 }
 
@@ -270,13 +265,13 @@ impl From<NextStatus> for OrderStatus {
     ))]
 #[tracing::instrument(skip_all)]
 async fn set_status(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     Path(id): Path<Uuid>,
     Json(body): Json<StatusChange>,
 ) -> ApiResult<Response> {
     actor.user.require(Role::Staff)?;
-    let order = service::set_status(&state.db, &actor, id, body.status.into()).await?;
+    let order = service::set_status(&db, &actor, id, body.status.into()).await?;
     Ok(etag::tagged(StatusCode::OK, order.version, &order))
 }
 
@@ -289,11 +284,7 @@ async fn set_status(
         (status = 409, description = "Already shipped, delivered or cancelled", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
-async fn cancel(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<Uuid>,
-) -> ApiResult<Response> {
-    let order = service::cancel(&state.db, &actor, id).await?;
+async fn cancel(State(db): State<Db>, actor: Actor, Path(id): Path<Uuid>) -> ApiResult<Response> {
+    let order = service::cancel(&db, &actor, id).await?;
     Ok(etag::tagged(StatusCode::OK, order.version, &order))
 }

@@ -21,6 +21,7 @@ use crate::http::position::{self, Position};
 use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
 use crate::service::{Actor, products as service};
+use crate::store::Db;
 use crate::store::products::{
     self, NewProduct, Product, ProductCursor, ProductPatch, ProductQuery, SortKey,
 };
@@ -277,7 +278,7 @@ fn done<T>(errors: Vec<FieldError>, value: T) -> ApiResult<T> {
     ))]
 #[tracing::instrument(skip_all)]
 async fn create(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     Json(body): Json<CreateProduct>,
 ) -> ApiResult<Response> {
@@ -307,7 +308,7 @@ async fn create(
         stock: body.stock,
         low_stock_threshold: body.low_stock_threshold,
     };
-    let product = service::create(&state.db, &actor, &new).await?;
+    let product = service::create(&db, &actor, &new).await?;
     let mut response = etag::tagged(StatusCode::CREATED, product.version, &product);
     if let Ok(location) = format!("/v1/products/{}", product.id).parse() {
         response.headers_mut().insert(header::LOCATION, location);
@@ -325,7 +326,7 @@ async fn create(
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Query(params): Query<ProductListParams>,
 ) -> ApiResult<(Position, Json<Page<Product>>)> {
@@ -379,8 +380,8 @@ async fn list(
         sort: Some(sort.key()),
     };
     let (position, rows) = position::before(
-        &state.db,
-        products::list(&state.db, &query, after, request.fetch_limit()),
+        &db,
+        products::list(&db, &query, after, request.fetch_limit()),
     )
     .await?;
     let page = Page::from_rows(
@@ -403,12 +404,12 @@ async fn list(
     ))]
 #[tracing::instrument(skip_all)]
 async fn get_one(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     _user: CurrentUser,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (position, product) = position::before(&state.db, products::find(&state.db, id)).await?;
+    let (position, product) = position::before(&db, products::find(&db, id)).await?;
     let product = product
         .filter(|p| p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("product"))?;
@@ -433,7 +434,7 @@ async fn get_one(
     ))]
 #[tracing::instrument(skip_all)]
 async fn update(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
@@ -480,7 +481,7 @@ async fn update(
         low_stock_threshold: body.low_stock_threshold,
     };
     let summary = json!(body);
-    let product = service::update(&state.db, &actor, id, &patch, summary, if_match).await?;
+    let product = service::update(&db, &actor, id, &patch, summary, if_match).await?;
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }
 
@@ -493,13 +494,9 @@ async fn update(
         (status = 404, description = "No such product, or already deleted", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
-async fn delete(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<Uuid>,
-) -> ApiResult<StatusCode> {
+async fn delete(State(db): State<Db>, actor: Actor, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
     actor.user.require(Role::Staff)?;
-    service::delete(&state.db, &actor, id).await?;
+    service::delete(&db, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -513,13 +510,9 @@ async fn delete(
         (status = 409, description = "Not deleted", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
-async fn restore(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<Uuid>,
-) -> ApiResult<Response> {
+async fn restore(State(db): State<Db>, actor: Actor, Path(id): Path<Uuid>) -> ApiResult<Response> {
     actor.user.require(Role::Staff)?;
-    let product = service::restore(&state.db, &actor, id).await?;
+    let product = service::restore(&db, &actor, id).await?;
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }
 
@@ -536,7 +529,7 @@ async fn restore(
     ))]
 #[tracing::instrument(skip_all)]
 async fn adjust_stock(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     Path(id): Path<Uuid>,
     Json(body): Json<StockAdjustment>,
@@ -552,7 +545,6 @@ async fn adjust_stock(
     }
     check_text(&mut errors, "reason", &body.reason, 200, true);
     done(errors, ())?;
-    let product =
-        service::adjust_stock(&state.db, &actor, id, body.delta, body.reason.trim()).await?;
+    let product = service::adjust_stock(&db, &actor, id, body.delta, body.reason.trim()).await?;
     Ok(etag::tagged(StatusCode::OK, product.version, &product))
 }

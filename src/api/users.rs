@@ -18,7 +18,7 @@ use crate::service::accounts::CurrentUser;
 
 use crate::service::Actor;
 use crate::service::accounts;
-use crate::store::users;
+use crate::store::{Db, users};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,13 +60,13 @@ impl From<users::User> for UserView {
     ))]
 #[tracing::instrument(skip_all)]
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     user: CurrentUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<Json<Page<UserView>>> {
     user.require(Role::Admin)?;
     let request = params.parse::<Uuid>()?;
-    let rows = users::list(&state.db, request.after, request.fetch_limit()).await?;
+    let rows = users::list(&db, request.after, request.fetch_limit()).await?;
     Ok(Json(Page::from_rows(
         rows,
         &request,
@@ -100,7 +100,7 @@ pub struct UserUpdate {
     ))]
 #[tracing::instrument(skip_all, fields(target = %id))]
 async fn update(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     actor: Actor,
     Path(id): Path<Uuid>,
     Json(body): Json<UserUpdate>,
@@ -114,6 +114,6 @@ async fn update(
             "give a role or disabled to change",
         )]));
     }
-    let user = accounts::set_access(&state.db, &actor, id, body.role, body.disabled).await?;
+    let user = accounts::set_access(&db, &actor, id, body.role, body.disabled).await?;
     Ok(Json(UserView::from(user)))
 }
