@@ -433,3 +433,116 @@ pub async fn problem(response: Response) -> Value {
     assert!(body["status"].is_u64(), "a problem has a status: {body}");
     body
 }
+
+/// The body of a response that should have answered `expected`. Any other status fails the
+/// test with the answer's body (a problem's code and detail, usually), so a step that went
+/// wrong names why instead of failing later on a missing field.
+pub async fn json_body(response: Response, expected: StatusCode) -> Value {
+    let status = response.status();
+    // The path alone: queries may carry stream tickets.
+    let path = response.url().path().to_owned();
+    if status != expected {
+        let body = response.text().await.unwrap_or_default();
+        panic!("{path} answered {status}, not {expected}: {body}");
+    }
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{path} answered {status} without a JSON body: {e}"))
+}
+
+/// The steps of the domain that tests take on the way to what they check. Each expects its
+/// success status (see [`json_body`]) and returns the parsed answer; the requests above that
+/// return the `Response` are for checking refusals.
+impl TestApp {
+    /// `GET path`, expecting 200.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        json_body(self.get(path, token).await, StatusCode::OK).await
+    }
+
+    /// Places an order of `(product id, quantity)` lines as `token`, expecting 201.
+    pub async fn place_order(&self, token: &str, items: &[(&str, i64)]) -> Value {
+        json_body(self.order(token, items).await, StatusCode::CREATED).await
+    }
+
+    /// An order as `token` sees it.
+    pub async fn read_order(&self, token: &str, order_id: &str) -> Value {
+        self.get_json(&format!("/v1/orders/{order_id}"), Some(token))
+            .await
+    }
+
+    /// Moves an order to `status` as `staff_token`, expecting 200; returns the order.
+    pub async fn set_status(&self, staff_token: &str, order_id: &str, status: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/orders/{order_id}/status"),
+                &json!({"status": status}),
+                Some(staff_token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Cancels an order as `token`, expecting 200; returns the order.
+    pub async fn cancel_order(&self, token: &str, order_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/orders/{order_id}/cancel"),
+                &json!({}),
+                Some(token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Creates a product from a whole request body as `staff_token`, expecting 201.
+    pub async fn create_product(&self, staff_token: &str, body: &Value) -> Value {
+        let response = self.post("/v1/products", body, Some(staff_token)).await;
+        json_body(response, StatusCode::CREATED).await
+    }
+
+    /// A product as `token` sees it.
+    pub async fn read_product(&self, token: &str, product_id: &str) -> Value {
+        self.get_json(&format!("/v1/products/{product_id}"), Some(token))
+            .await
+    }
+
+    /// Adds `delta` to a product's stock for `reason` as `staff_token`, expecting 200;
+    /// returns the product.
+    pub async fn adjust_stock_for(
+        &self,
+        staff_token: &str,
+        product_id: &str,
+        delta: i64,
+        reason: &str,
+    ) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/products/{product_id}/stock-adjustments"),
+                &json!({"delta": delta, "reason": reason}),
+                Some(staff_token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Marks a notification read as `token`, expecting 200; returns the notification.
+    pub async fn mark_read(&self, token: &str, notification_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/notifications/{notification_id}/read"),
+                &json!({}),
+                Some(token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Marks every notification of `token`'s user read, expecting 200.
+    pub async fn mark_all_read(&self, token: &str) -> Value {
+        let response = self
+            .post("/v1/notifications/read-all", &json!({}), Some(token))
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+}
