@@ -526,6 +526,18 @@ impl TestApp {
         json_body(response, StatusCode::OK).await
     }
 
+    /// Brings a deleted product back as `staff_token`, expecting 200; returns the product.
+    pub async fn restore_product(&self, staff_token: &str, product_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/products/{product_id}/restore"),
+                &json!({}),
+                Some(staff_token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
     /// Marks a notification read as `token`, expecting 200; returns the notification.
     pub async fn mark_read(&self, token: &str, notification_id: &str) -> Value {
         let response = self
