@@ -36,18 +36,8 @@ async fn a_customer_receives_their_own_orders_and_staff_receive_all(backend: Bac
     ada_ws.subscribe(&["orders"], None).await;
     staff_ws.subscribe(&["orders"], None).await;
 
-    let graces: Value = app
-        .order(&grace.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let adas: Value = app
-        .order(&ada.access_token, &[(id(&tee), 2)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let graces = app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
+    let adas = app.place_order(&ada.access_token, &[(id(&tee), 2)]).await;
 
     // Delivery is in seq order: had Grace's order reached Ada, it would come first.
     let first = ada_ws.next_event().await;
@@ -118,18 +108,10 @@ async fn low_stock_alerts_reach_only_staff(backend: Backend) {
     staff_ws.subscribe(&["inventory"], None).await;
 
     // Threshold 2: taking 2 of 3 crosses it.
-    app.post(
-        &format!("/v1/products/{}/stock-adjustments", id(&tee)),
-        &json!({"delta": -2, "reason": "damaged"}),
-        Some(&staff.access_token),
-    )
-    .await;
-    app.post(
-        &format!("/v1/products/{}/stock-adjustments", id(&tee)),
-        &json!({"delta": 10, "reason": "restock"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    app.adjust_stock_for(&staff.access_token, id(&tee), -2, "damaged")
+        .await;
+    app.adjust_stock_for(&staff.access_token, id(&tee), 10, "restock")
+        .await;
 
     let staff_saw = [
         staff_ws.next_event().await,
@@ -311,19 +293,9 @@ async fn sse_streams_follow_the_same_audience_rules(backend: Backend) {
         .sse(&ada.access_token, "orders,notifications", None)
         .await;
 
-    app.order(&grace.access_token, &[(id(&tee), 1)]).await;
-    let adas: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.post(
-        &format!("/v1/orders/{}/status", id(&adas)),
-        &json!({"status": "paid"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
+    let adas = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    app.set_status(&staff.access_token, id(&adas), "paid").await;
 
     let got = [
         ada_sse.next().await.unwrap(),
