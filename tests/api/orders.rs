@@ -320,7 +320,7 @@ async fn customers_see_only_their_own_orders(backend: Backend) {
     let ada = app.customer("ada@example.com").await;
     let grace = app.customer("grace@example.com").await;
     let adas = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
-    app.order(&grace.access_token, &[(id(&tee), 1)]).await;
+    app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
 
     let listed = app.get_json("/v1/orders", Some(&ada.access_token)).await;
     let other = app
