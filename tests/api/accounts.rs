@@ -127,12 +127,7 @@ async fn me_needs_a_valid_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tokens = app.customer("ada@example.com").await;
 
-    let me: Value = app
-        .get("/v1/me", Some(&tokens.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.get_json("/v1/me", Some(&tokens.access_token)).await;
     assert_eq!(me["email"], "ada@example.com");
 
     let missing = app.get("/v1/me", None).await;
