@@ -291,7 +291,7 @@ impl TestApp {
 
     /// The id of the user a token belongs to.
     pub async fn user_id(&self, token: &str) -> uuid::Uuid {
-        let me: Value = self.get("/v1/me", Some(token)).await.json().await.unwrap();
+        let me = self.get_json("/v1/me", Some(token)).await;
         me["id"].as_str().unwrap().parse().unwrap()
     }
 
@@ -313,8 +313,7 @@ impl TestApp {
                 Some(staff_token),
             )
             .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        json_body(response, StatusCode::CREATED).await
     }
 
     /// Adds `delta` to a product's stock as `staff_token`.
@@ -438,17 +437,22 @@ pub async fn problem(response: Response) -> Value {
 /// test with the answer's body (a problem's code and detail, usually), so a step that went
 /// wrong names why instead of failing later on a missing field.
 pub async fn json_body(response: Response, expected: StatusCode) -> Value {
+    typed_body(response, expected).await
+}
+
+/// [`json_body`] read into a type of the answer.
+pub async fn typed_body<T: serde::de::DeserializeOwned>(
+    response: Response,
+    expected: StatusCode,
+) -> T {
     let status = response.status();
     // The path alone: queries may carry stream tickets.
     let path = response.url().path().to_owned();
-    if status != expected {
-        let body = response.text().await.unwrap_or_default();
-        panic!("{path} answered {status}, not {expected}: {body}");
-    }
-    response
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{path} answered {status} without a JSON body: {e}"))
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, expected, "{path} answered {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| {
+        panic!("{path} answered {status} with an unexpected body ({e}): {body}")
+    })
 }
 
 /// The steps of the domain that tests take on the way to what they check. Each expects its
@@ -536,6 +540,18 @@ impl TestApp {
             )
             .await;
         json_body(response, StatusCode::OK).await
+    }
+
+    /// Trades a refresh token for a new pair, expecting 200.
+    pub async fn refresh_ok(&self, refresh_token: &str) -> Tokens {
+        let response = self
+            .post(
+                "/v1/auth/refresh",
+                &json!({"refresh_token": refresh_token}),
+                None,
+            )
+            .await;
+        typed_body(response, StatusCode::OK).await
     }
 
     /// Marks a notification read as `token`, expecting 200; returns the notification.
