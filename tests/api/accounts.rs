@@ -185,16 +185,7 @@ async fn reusing_a_rotated_refresh_token_revokes_its_family(backend: Backend) {
     .await;
     let stolen = app.customer("ada@example.com").await;
     let other_device = app.login_ok("ada@example.com").await;
-    let rotated: crate::helpers::Tokens = app
-        .post(
-            "/v1/auth/refresh",
-            &json!({"refresh_token": stolen.refresh_token}),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rotated = app.refresh_ok(&stolen.refresh_token).await;
 
     let replay = app
         .post(
