@@ -554,6 +554,25 @@ impl TestApp {
         typed_body(response, StatusCode::OK).await
     }
 
+    /// Sends a broadcast of `title` and `body` to `audience` as `admin_token`, expecting
+    /// 201; returns the answer (its recipient count).
+    pub async fn broadcast(
+        &self,
+        admin_token: &str,
+        title: &str,
+        body: &str,
+        audience: Value,
+    ) -> Value {
+        let response = self
+            .post(
+                "/v1/notifications/broadcast",
+                &json!({"title": title, "body": body, "audience": audience}),
+                Some(admin_token),
+            )
+            .await;
+        json_body(response, StatusCode::CREATED).await
+    }
+
     /// Marks a notification read as `token`, expecting 200; returns the notification.
     pub async fn mark_read(&self, token: &str, notification_id: &str) -> Value {
         let response = self

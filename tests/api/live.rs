@@ -68,21 +68,11 @@ async fn notifications_reach_only_their_recipient(backend: Backend) {
     let ada_id = app.user_id(&ada.access_token).await.to_string();
     let grace_id = app.user_id(&grace.access_token).await.to_string();
     for (who, title) in [(&ada_id, "for ada"), (&grace_id, "for grace")] {
-        let response = app
-            .post(
-                "/v1/notifications/broadcast",
-                &json!({"title": title, "body": "b", "audience": [who]}),
-                Some(&admin.access_token),
-            )
+        app.broadcast(&admin.access_token, title, "b", json!([who]))
             .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
     }
-    app.post(
-        "/v1/notifications/broadcast",
-        &json!({"title": "for staff", "body": "b", "audience": "staff"}),
-        Some(&admin.access_token),
-    )
-    .await;
+    app.broadcast(&admin.access_token, "for staff", "b", json!("staff"))
+        .await;
 
     let for_grace = grace_ws.next_event().await;
     assert_eq!(
