@@ -211,12 +211,8 @@ async fn every_event_about_a_resource_carries_its_version(backend: Backend) {
     app.set_status(&staff.access_token, id(&kept), "paid").await;
     app.cancel_order(&ada.access_token, id(&cancelled)).await;
     for title in ["one", "two"] {
-        app.post(
-            "/v1/notifications/broadcast",
-            &json!({"title": title, "body": "b", "audience": [ada_id]}),
-            Some(&admin.access_token),
-        )
-        .await;
+        app.broadcast(&admin.access_token, title, "b", json!([ada_id]))
+            .await;
     }
     let notes = app
         .get_json("/v1/notifications", Some(&ada.access_token))
@@ -235,12 +231,7 @@ async fn every_event_about_a_resource_carries_its_version(backend: Backend) {
         &ada.access_token,
     )
     .await;
-    app.post(
-        "/v1/notifications/read-all",
-        &json!({}),
-        Some(&ada.access_token),
-    )
-    .await;
+    app.mark_all_read(&ada.access_token).await;
 
     let events = app.events_after(before).await;
     let mut kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
