@@ -341,14 +341,8 @@ async fn a_deleted_product_is_hidden_from_customers_and_can_be_restored(backend:
         StatusCode::NOT_FOUND
     );
 
-    let restored = app
-        .post(
-            &format!("{path}/restore"),
-            &json!({}),
-            Some(&staff.access_token),
-        )
+    app.restore_product(&staff.access_token, product["id"].as_str().unwrap())
         .await;
-    assert_eq!(restored.status(), StatusCode::OK);
     assert_eq!(
         app.get(&path, Some(&customer.access_token)).await.status(),
         StatusCode::OK
@@ -822,14 +816,8 @@ async fn a_deleted_product_is_gone_from_its_url_for_staff_too(backend: Backend) 
     let read = app.get(&path, Some(&staff.access_token)).await;
     assert_eq!(read.status(), StatusCode::NOT_FOUND);
     problem(read).await;
-    let restored = app
-        .post(
-            &format!("{path}/restore"),
-            &json!({}),
-            Some(&staff.access_token),
-        )
+    app.restore_product(&staff.access_token, product["id"].as_str().unwrap())
         .await;
-    assert_eq!(restored.status(), StatusCode::OK);
     assert_eq!(
         app.get(&path, Some(&staff.access_token)).await.status(),
         StatusCode::OK
