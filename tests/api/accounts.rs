@@ -127,12 +127,7 @@ async fn me_needs_a_valid_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tokens = app.customer("ada@example.com").await;
 
-    let me: Value = app
-        .get("/v1/me", Some(&tokens.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.get_json("/v1/me", Some(&tokens.access_token)).await;
     assert_eq!(me["email"], "ada@example.com");
 
     let missing = app.get("/v1/me", None).await;
@@ -190,16 +185,7 @@ async fn reusing_a_rotated_refresh_token_revokes_its_family(backend: Backend) {
     .await;
     let stolen = app.customer("ada@example.com").await;
     let other_device = app.login_ok("ada@example.com").await;
-    let rotated: crate::helpers::Tokens = app
-        .post(
-            "/v1/auth/refresh",
-            &json!({"refresh_token": stolen.refresh_token}),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rotated = app.refresh_ok(&stolen.refresh_token).await;
 
     let replay = app
         .post(

@@ -17,7 +17,7 @@ backend_tests!(
 );
 
 async fn user_id(app: &TestApp, token: &str) -> String {
-    let me: Value = app.get("/v1/me", Some(token)).await.json().await.unwrap();
+    let me = app.get_json("/v1/me", Some(token)).await;
     me["id"].as_str().unwrap().to_owned()
 }
 
@@ -44,12 +44,7 @@ async fn an_admin_changes_a_role_and_the_old_token_stops_working(backend: Backen
         StatusCode::UNAUTHORIZED
     );
     let fresh = app.login_ok("ada@example.com").await;
-    let me: Value = app
-        .get("/v1/me", Some(&fresh.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.get_json("/v1/me", Some(&fresh.access_token)).await;
     assert_eq!(me["role"], "staff");
 }
 
@@ -67,12 +62,7 @@ async fn only_an_admin_changes_roles(backend: Backend) {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(problem(response).await["code"], "forbidden");
     }
-    let me: Value = app
-        .get("/v1/me", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.get_json("/v1/me", Some(&ada.access_token)).await;
     assert_eq!(me["role"], "customer");
 }
 
@@ -184,12 +174,7 @@ async fn users_are_listed_in_pages_for_admins_only(backend: Backend) {
     let mut emails = Vec::new();
     let mut path = "/v1/users?limit=2".to_owned();
     loop {
-        let page: Value = app
-            .get(&path, Some(&admin.access_token))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page = app.get_json(&path, Some(&admin.access_token)).await;
         assert!(page["items"].as_array().unwrap().len() <= 2);
         emails.extend(
             page["items"]

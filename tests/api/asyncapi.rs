@@ -503,21 +503,11 @@ async fn every_message_the_server_sends_is_one_the_document_describes(backend: B
     assert_eq!(patched.status(), StatusCode::OK);
     // Threshold 2: stock 3 to 1 is low stock, and a notification to staff.
     app.adjust_stock(&staff.access_token, tee_id, -2).await;
-    let notifications: Value = app
-        .get("/v1/notifications", Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let low = notifications["items"][0]["id"].as_str().unwrap();
-    let read = app
-        .post(
-            &format!("/v1/notifications/{low}/read"),
-            &json!({}),
-            Some(&staff.access_token),
-        )
+    let notifications = app
+        .get_json("/v1/notifications", Some(&staff.access_token))
         .await;
-    assert_eq!(read.status(), StatusCode::OK);
+    let low = notifications["items"][0]["id"].as_str().unwrap();
+    app.mark_read(&staff.access_token, low).await;
     let broadcast = app
         .post(
             "/v1/notifications/broadcast",
@@ -526,53 +516,20 @@ async fn every_message_the_server_sends_is_one_the_document_describes(backend: B
         )
         .await;
     assert_eq!(broadcast.status(), StatusCode::CREATED);
-    let read_all = app
-        .post(
-            "/v1/notifications/read-all",
-            &json!({}),
-            Some(&staff.access_token),
-        )
-        .await;
-    assert_eq!(read_all.status(), StatusCode::OK);
+    app.mark_all_read(&staff.access_token).await;
     let deleted = app
         .delete(&format!("/v1/notifications/{low}"), &staff.access_token)
         .await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let order: Value = app
-        .order(&ada.access_token, &[(tee_id, 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app.place_order(&ada.access_token, &[(tee_id, 1)]).await;
     let order_id = order["id"].as_str().unwrap();
-    let paid = app
-        .post(
-            &format!("/v1/orders/{order_id}/status"),
-            &json!({"status": "paid"}),
-            Some(&staff.access_token),
-        )
-        .await;
-    assert_eq!(paid.status(), StatusCode::OK);
-    let cancelled = app
-        .post(
-            &format!("/v1/orders/{order_id}/cancel"),
-            &json!({}),
-            Some(&ada.access_token),
-        )
-        .await;
-    assert_eq!(cancelled.status(), StatusCode::OK);
+    app.set_status(&staff.access_token, order_id, "paid").await;
+    app.cancel_order(&ada.access_token, order_id).await;
     assert_eq!(
         app.delete(&product, &staff.access_token).await.status(),
         StatusCode::NO_CONTENT
     );
-    let restored = app
-        .post(
-            &format!("{product}/restore"),
-            &json!({}),
-            Some(&staff.access_token),
-        )
-        .await;
-    assert_eq!(restored.status(), StatusCode::OK);
+    app.restore_product(&staff.access_token, tee_id).await;
 
     let wanted: BTreeSet<&str> = client_event_types().iter().map(|t| t.as_str()).collect();
     let mut seen = BTreeSet::new();

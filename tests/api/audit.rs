@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tidings::domain::Role;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, TestApp, json_body, problem};
 
 backend_tests!(
     product_writes_are_recorded_with_actor_target_summary_and_request_id,
@@ -41,14 +41,12 @@ async fn send(
 /// Every entry matching `query` (such as `?action=product.create`), newest first.
 async fn audit(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
     let separator = if query.is_empty() { "?" } else { "&" };
-    let response = app
-        .get(
+    let page = app
+        .get_json(
             &format!("/v1/admin/audit{query}{separator}limit=100"),
             Some(admin),
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let page: Value = response.json().await.unwrap();
     assert!(page["next"].is_null(), "fewer than 100 in these tests");
     page["items"].as_array().unwrap().clone()
 }
@@ -96,8 +94,7 @@ async fn product_writes_are_recorded_with_actor_target_summary_and_request_id(ba
         "req-create",
     )
     .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let product: Value = created.json().await.unwrap();
+    let product = json_body(created, StatusCode::CREATED).await;
     let product_id = product["id"].as_str().unwrap();
     let path = format!("/v1/products/{product_id}");
     let updated = send(
@@ -162,12 +159,9 @@ async fn order_status_user_update_and_broadcast_are_recorded(backend: Backend) {
     let bob = app.customer("bob@example.com").await;
     let bob_id = app.user_id(&bob.access_token).await.to_string();
     let product = app.product(&staff.access_token, "TEA-1", 450, 10).await;
-    let placed: Value = app
-        .order(&ada.access_token, &[(product["id"].as_str().unwrap(), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let placed = app
+        .place_order(&ada.access_token, &[(product["id"].as_str().unwrap(), 1)])
+        .await;
     let order_id = placed["id"].as_str().unwrap();
 
     let paid = send(
@@ -265,14 +259,8 @@ async fn a_customers_own_order_is_not_recorded(backend: Backend) {
     let product = app.product(&staff.access_token, "TEA-1", 450, 10).await;
     let product_id = product["id"].as_str().unwrap();
 
-    let placed = app.order(&ada.access_token, &[(product_id, 2)]).await;
-    let placed_order: Value = placed.json().await.unwrap();
-    let cancelled = app
-        .post(
-            &format!("/v1/orders/{}/cancel", placed_order["id"].as_str().unwrap()),
-            &json!({}),
-            Some(&ada.access_token),
-        )
+    let placed = app.place_order(&ada.access_token, &[(product_id, 2)]).await;
+    app.cancel_order(&ada.access_token, placed["id"].as_str().unwrap())
         .await;
     let preferences = app
         .put(
@@ -282,7 +270,6 @@ async fn a_customers_own_order_is_not_recorded(backend: Backend) {
         )
         .await;
 
-    assert_eq!(cancelled.status(), StatusCode::OK);
     assert_eq!(preferences.status(), StatusCode::OK);
     let entries = audit(&app, &admin.access_token, "").await;
     assert_eq!(actions(&entries), ["product.create"]);
@@ -292,9 +279,9 @@ async fn a_customers_own_order_is_not_recorded(backend: Backend) {
             .is_empty()
     );
     // A staff member's own order is a staff write, and is recorded.
-    let staff_order = app.order(&staff.access_token, &[(product_id, 1)]).await;
-    assert_eq!(staff_order.status(), StatusCode::CREATED);
-    let staff_order: Value = staff_order.json().await.unwrap();
+    let staff_order = app
+        .place_order(&staff.access_token, &[(product_id, 1)])
+        .await;
     let entries = audit(&app, &admin.access_token, "?action=order.create").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["target_id"], staff_order["id"]);
@@ -448,9 +435,7 @@ async fn the_log_is_paged_newest_first(backend: Backend) {
     let mut pages = Vec::new();
     let mut path = "/v1/admin/audit?limit=2".to_owned();
     loop {
-        let response = app.get(&path, Some(&admin.access_token)).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let page: Value = response.json().await.unwrap();
+        let page = app.get_json(&path, Some(&admin.access_token)).await;
         let items = page["items"].as_array().unwrap().clone();
         pages.push(items);
         match page["next"].as_str() {

@@ -8,7 +8,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tidings::store::Db;
 
-use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, problem};
+use crate::helpers::{Backend, PASSWORD, TestApp, Tokens, problem, typed_body};
 use crate::{backend_tests, postgres_tests};
 
 backend_tests!(
@@ -252,9 +252,10 @@ async fn register_refuses_a_password_of_spaces(backend: Backend) {
 /// Both tabs refresh the same token at once; a refresh answer as JSON.
 async fn both_tabs_refresh(first: &TestApp, second: &TestApp, token: &str) -> (Tokens, Tokens) {
     let (a, b) = tokio::join!(refresh(first, token), refresh(second, token));
-    assert_eq!(a.status(), StatusCode::OK);
-    assert_eq!(b.status(), StatusCode::OK);
-    (a.json().await.unwrap(), b.json().await.unwrap())
+    (
+        typed_body(a, StatusCode::OK).await,
+        typed_body(b, StatusCode::OK).await,
+    )
 }
 
 async fn two_tabs_refreshing_one_token_at_once_get_the_same_pair_and_stay_logged_in(
@@ -297,21 +298,12 @@ async fn a_repeated_refresh_after_the_first_tab_refreshed_again_gets_the_newest_
 ) {
     let app = TestApp::spawn(backend).await;
     let login = app.customer("ada@example.com").await;
-    let first: Tokens = refresh(&app, &login.refresh_token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let second: Tokens = refresh(&app, &first.refresh_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first = app.refresh_ok(&login.refresh_token).await;
+    let second = app.refresh_ok(&first.refresh_token).await;
 
     let late = refresh(&app, &login.refresh_token).await;
 
-    assert_eq!(late.status(), StatusCode::OK);
-    let late: Tokens = late.json().await.unwrap();
+    let late: Tokens = typed_body(late, StatusCode::OK).await;
     assert_eq!(
         late.refresh_token, second.refresh_token,
         "the live token, not a rotated one"
@@ -327,11 +319,7 @@ async fn a_repeated_refresh_after_the_first_tab_refreshed_again_gets_the_newest_
 async fn a_refresh_repeated_after_the_grace_window_revokes_the_family(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let login = app.customer("ada@example.com").await;
-    let rotated: Tokens = refresh(&app, &login.refresh_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rotated = app.refresh_ok(&login.refresh_token).await;
     let long_ago = tidings::store::now() - app.config.refresh_reuse_grace - Duration::from_secs(1);
     let age = "update refresh_tokens set rotated_at = $1 where rotated_at is not null";
     match &app.state.db {

@@ -105,12 +105,7 @@ async fn user_tokens_prints_working_tokens_and_reuses_users(backend: Backend) {
     for (n, line) in first.iter().enumerate() {
         assert_eq!(line.len(), 3, "{line:?}");
         assert_eq!(line[1], format!("lt-{n}@example.com"));
-        let me: Value = app
-            .get("/v1/me", Some(&line[2]))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let me = app.get_json("/v1/me", Some(&line[2])).await;
         assert_eq!(me["id"].as_str(), Some(line[0].as_str()));
         assert_eq!(me["role"], "staff");
     }
@@ -147,27 +142,14 @@ async fn seed_fills_a_demo_shop_once(backend: Backend) {
         String::from_utf8_lossy(&second.stdout).starts_with("seeded 0 users, 0 products, 0 orders")
     );
     let alice = app.login_ok("alice@example.com").await;
-    let orders: Value = app
-        .get("/v1/orders", Some(&alice.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let orders = app.get_json("/v1/orders", Some(&alice.access_token)).await;
     assert_eq!(orders["items"].as_array().unwrap().len(), 2);
-    let products: Value = app
-        .get("/v1/products?limit=100", Some(&alice.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let products = app
+        .get_json("/v1/products?limit=100", Some(&alice.access_token))
+        .await;
     assert_eq!(products["items"].as_array().unwrap().len(), 16);
     let admin = app.login_ok("admin@example.com").await;
-    let users: Value = app
-        .get("/v1/users", Some(&admin.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let users = app.get_json("/v1/users", Some(&admin.access_token)).await;
     assert_eq!(users["items"].as_array().unwrap().len(), 5);
 }
 

@@ -291,7 +291,7 @@ impl TestApp {
 
     /// The id of the user a token belongs to.
     pub async fn user_id(&self, token: &str) -> uuid::Uuid {
-        let me: Value = self.get("/v1/me", Some(token)).await.json().await.unwrap();
+        let me = self.get_json("/v1/me", Some(token)).await;
         me["id"].as_str().unwrap().parse().unwrap()
     }
 
@@ -313,8 +313,7 @@ impl TestApp {
                 Some(staff_token),
             )
             .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        json_body(response, StatusCode::CREATED).await
     }
 
     /// Adds `delta` to a product's stock as `staff_token`.
@@ -432,4 +431,165 @@ pub async fn problem(response: Response) -> Value {
     assert!(body["code"].is_string(), "a problem has a code: {body}");
     assert!(body["status"].is_u64(), "a problem has a status: {body}");
     body
+}
+
+/// The body of a response that should have answered `expected`. Any other status fails the
+/// test with the answer's body (a problem's code and detail, usually), so a step that went
+/// wrong names why instead of failing later on a missing field.
+pub async fn json_body(response: Response, expected: StatusCode) -> Value {
+    typed_body(response, expected).await
+}
+
+/// [`json_body`] read into a type of the answer.
+pub async fn typed_body<T: serde::de::DeserializeOwned>(
+    response: Response,
+    expected: StatusCode,
+) -> T {
+    let status = response.status();
+    // The path alone: queries may carry stream tickets.
+    let path = response.url().path().to_owned();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, expected, "{path} answered {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| {
+        panic!("{path} answered {status} with an unexpected body ({e}): {body}")
+    })
+}
+
+/// The steps of the domain that tests take on the way to what they check. Each expects its
+/// success status (see [`json_body`]) and returns the parsed answer; the requests above that
+/// return the `Response` are for checking refusals.
+impl TestApp {
+    /// `GET path`, expecting 200.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        json_body(self.get(path, token).await, StatusCode::OK).await
+    }
+
+    /// Places an order of `(product id, quantity)` lines as `token`, expecting 201.
+    pub async fn place_order(&self, token: &str, items: &[(&str, i64)]) -> Value {
+        json_body(self.order(token, items).await, StatusCode::CREATED).await
+    }
+
+    /// An order as `token` sees it.
+    pub async fn read_order(&self, token: &str, order_id: &str) -> Value {
+        self.get_json(&format!("/v1/orders/{order_id}"), Some(token))
+            .await
+    }
+
+    /// Moves an order to `status` as `staff_token`, expecting 200; returns the order.
+    pub async fn set_status(&self, staff_token: &str, order_id: &str, status: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/orders/{order_id}/status"),
+                &json!({"status": status}),
+                Some(staff_token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Cancels an order as `token`, expecting 200; returns the order.
+    pub async fn cancel_order(&self, token: &str, order_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/orders/{order_id}/cancel"),
+                &json!({}),
+                Some(token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Creates a product from a whole request body as `staff_token`, expecting 201.
+    pub async fn create_product(&self, staff_token: &str, body: &Value) -> Value {
+        let response = self.post("/v1/products", body, Some(staff_token)).await;
+        json_body(response, StatusCode::CREATED).await
+    }
+
+    /// A product as `token` sees it.
+    pub async fn read_product(&self, token: &str, product_id: &str) -> Value {
+        self.get_json(&format!("/v1/products/{product_id}"), Some(token))
+            .await
+    }
+
+    /// Adds `delta` to a product's stock for `reason` as `staff_token`, expecting 200;
+    /// returns the product.
+    pub async fn adjust_stock_for(
+        &self,
+        staff_token: &str,
+        product_id: &str,
+        delta: i64,
+        reason: &str,
+    ) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/products/{product_id}/stock-adjustments"),
+                &json!({"delta": delta, "reason": reason}),
+                Some(staff_token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Brings a deleted product back as `staff_token`, expecting 200; returns the product.
+    pub async fn restore_product(&self, staff_token: &str, product_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/products/{product_id}/restore"),
+                &json!({}),
+                Some(staff_token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Trades a refresh token for a new pair, expecting 200.
+    pub async fn refresh_ok(&self, refresh_token: &str) -> Tokens {
+        let response = self
+            .post(
+                "/v1/auth/refresh",
+                &json!({"refresh_token": refresh_token}),
+                None,
+            )
+            .await;
+        typed_body(response, StatusCode::OK).await
+    }
+
+    /// Sends a broadcast of `title` and `body` to `audience` as `admin_token`, expecting
+    /// 201; returns the answer (its recipient count).
+    pub async fn broadcast(
+        &self,
+        admin_token: &str,
+        title: &str,
+        body: &str,
+        audience: Value,
+    ) -> Value {
+        let response = self
+            .post(
+                "/v1/notifications/broadcast",
+                &json!({"title": title, "body": body, "audience": audience}),
+                Some(admin_token),
+            )
+            .await;
+        json_body(response, StatusCode::CREATED).await
+    }
+
+    /// Marks a notification read as `token`, expecting 200; returns the notification.
+    pub async fn mark_read(&self, token: &str, notification_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/v1/notifications/{notification_id}/read"),
+                &json!({}),
+                Some(token),
+            )
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
+
+    /// Marks every notification of `token`'s user read, expecting 200.
+    pub async fn mark_all_read(&self, token: &str) -> Value {
+        let response = self
+            .post("/v1/notifications/read-all", &json!({}), Some(token))
+            .await;
+        json_body(response, StatusCode::OK).await
+    }
 }

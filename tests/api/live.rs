@@ -36,18 +36,8 @@ async fn a_customer_receives_their_own_orders_and_staff_receive_all(backend: Bac
     ada_ws.subscribe(&["orders"], None).await;
     staff_ws.subscribe(&["orders"], None).await;
 
-    let graces: Value = app
-        .order(&grace.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let adas: Value = app
-        .order(&ada.access_token, &[(id(&tee), 2)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let graces = app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
+    let adas = app.place_order(&ada.access_token, &[(id(&tee), 2)]).await;
 
     // Delivery is in seq order: had Grace's order reached Ada, it would come first.
     let first = ada_ws.next_event().await;
@@ -78,21 +68,11 @@ async fn notifications_reach_only_their_recipient(backend: Backend) {
     let ada_id = app.user_id(&ada.access_token).await.to_string();
     let grace_id = app.user_id(&grace.access_token).await.to_string();
     for (who, title) in [(&ada_id, "for ada"), (&grace_id, "for grace")] {
-        let response = app
-            .post(
-                "/v1/notifications/broadcast",
-                &json!({"title": title, "body": "b", "audience": [who]}),
-                Some(&admin.access_token),
-            )
+        app.broadcast(&admin.access_token, title, "b", json!([who]))
             .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
     }
-    app.post(
-        "/v1/notifications/broadcast",
-        &json!({"title": "for staff", "body": "b", "audience": "staff"}),
-        Some(&admin.access_token),
-    )
-    .await;
+    app.broadcast(&admin.access_token, "for staff", "b", json!("staff"))
+        .await;
 
     let for_grace = grace_ws.next_event().await;
     assert_eq!(
@@ -118,18 +98,10 @@ async fn low_stock_alerts_reach_only_staff(backend: Backend) {
     staff_ws.subscribe(&["inventory"], None).await;
 
     // Threshold 2: taking 2 of 3 crosses it.
-    app.post(
-        &format!("/v1/products/{}/stock-adjustments", id(&tee)),
-        &json!({"delta": -2, "reason": "damaged"}),
-        Some(&staff.access_token),
-    )
-    .await;
-    app.post(
-        &format!("/v1/products/{}/stock-adjustments", id(&tee)),
-        &json!({"delta": 10, "reason": "restock"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    app.adjust_stock_for(&staff.access_token, id(&tee), -2, "damaged")
+        .await;
+    app.adjust_stock_for(&staff.access_token, id(&tee), 10, "restock")
+        .await;
 
     let staff_saw = [
         staff_ws.next_event().await,
@@ -311,19 +283,9 @@ async fn sse_streams_follow_the_same_audience_rules(backend: Backend) {
         .sse(&ada.access_token, "orders,notifications", None)
         .await;
 
-    app.order(&grace.access_token, &[(id(&tee), 1)]).await;
-    let adas: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.post(
-        &format!("/v1/orders/{}/status", id(&adas)),
-        &json!({"status": "paid"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
+    let adas = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    app.set_status(&staff.access_token, id(&adas), "paid").await;
 
     let got = [
         ada_sse.next().await.unwrap(),

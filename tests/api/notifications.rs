@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tidings::domain::Role;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, PASSWORD, TestApp, problem};
+use crate::helpers::{Backend, PASSWORD, TestApp, json_body, problem};
 
 backend_tests!(
     a_status_change_notifies_the_order_owner_only,
@@ -42,11 +42,8 @@ async fn notifications(app: &TestApp, token: &str) -> Vec<Value> {
 
 /// One page of `GET /v1/notifications{query}`.
 async fn page(app: &TestApp, token: &str, query: &str) -> Value {
-    let response = app
-        .get(&format!("/v1/notifications{query}"), Some(token))
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
+    app.get_json(&format!("/v1/notifications{query}"), Some(token))
+        .await
 }
 
 fn of_kind<'a>(items: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -58,9 +55,9 @@ fn titles(items: &[Value]) -> Vec<&str> {
 }
 
 async fn unread_count(app: &TestApp, token: &str) -> i64 {
-    let response = app.get("/v1/notifications/unread-count", Some(token)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
+    let body = app
+        .get_json("/v1/notifications/unread-count", Some(token))
+        .await;
     body["unread"].as_i64().unwrap()
 }
 
@@ -75,9 +72,11 @@ async fn broadcast(app: &TestApp, token: &str, title: &str, audience: Value) -> 
 
 /// Broadcasts as an admin, expecting 201, and returns the recipient count.
 async fn broadcast_ok(app: &TestApp, admin: &str, title: &str, audience: Value) -> u64 {
-    let response = broadcast(app, admin, title, audience).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(
+        broadcast(app, admin, title, audience).await,
+        StatusCode::CREATED,
+    )
+    .await;
     body["recipients"].as_u64().unwrap()
 }
 
@@ -120,21 +119,12 @@ async fn a_status_change_notifies_the_order_owner_only(backend: Backend) {
     let grace = app.customer("grace@example.com").await;
     let product = app.product(&staff.access_token, "TEA-1", 450, 50).await;
     let product_id = product["id"].as_str().unwrap();
-    let placed = app.order(&ada.access_token, &[(product_id, 1)]).await;
-    assert_eq!(placed.status(), StatusCode::CREATED);
-    let order: Value = placed.json().await.unwrap();
+    let order = app.place_order(&ada.access_token, &[(product_id, 1)]).await;
     let order_id = order["id"].as_str().unwrap();
     let last_event = app.last_event_id().await;
 
-    let response = app
-        .post(
-            &format!("/v1/orders/{order_id}/status"),
-            &json!({"status": "paid"}),
-            Some(&staff.access_token),
-        )
-        .await;
+    app.set_status(&staff.access_token, order_id, "paid").await;
 
-    assert_eq!(response.status(), StatusCode::OK);
     let mine = notifications(&app, &ada.access_token).await;
     assert_eq!(mine.len(), 1, "{mine:?}");
     let notification = &mine[0];
@@ -235,9 +225,8 @@ async fn an_order_that_takes_stock_to_the_threshold_notifies_staff_only(backend:
     let product_id = product["id"].as_str().unwrap();
 
     // 4 → 1: below the threshold in one step.
-    let placed = app.order(&ada.access_token, &[(product_id, 3)]).await;
+    app.place_order(&ada.access_token, &[(product_id, 3)]).await;
 
-    assert_eq!(placed.status(), StatusCode::CREATED);
     for token in [&staff.access_token, &admin.access_token] {
         let items = notifications(&app, token).await;
         let low = of_kind(&items, "low_stock");
@@ -259,9 +248,8 @@ async fn a_second_decrement_below_the_threshold_does_not_notify_again(backend: B
     adjust_stock(&app, &staff.access_token, product_id, -2).await; // 4 → 2: crosses
 
     adjust_stock(&app, &staff.access_token, product_id, -1).await; // 2 → 1
-    let placed = app.order(&ada.access_token, &[(product_id, 1)]).await; // 1 → 0
+    app.place_order(&ada.access_token, &[(product_id, 1)]).await; // 1 → 0
 
-    assert_eq!(placed.status(), StatusCode::CREATED);
     let items = notifications(&app, &staff.access_token).await;
     assert_eq!(of_kind(&items, "low_stock").len(), 1, "{items:?}");
     // Restocked above the threshold, it notifies again when it next falls to it.
@@ -381,14 +369,7 @@ async fn the_unread_filter_and_count_see_only_unread_notifications(backend: Back
     assert_eq!(unread_count(&app, &ada.access_token).await, 3);
     let all = notifications(&app, &ada.access_token).await;
     let middle = all[1]["id"].as_str().unwrap();
-    let read = app
-        .post(
-            &format!("/v1/notifications/{middle}/read"),
-            &json!({}),
-            Some(&ada.access_token),
-        )
-        .await;
-    assert_eq!(read.status(), StatusCode::OK);
+    app.mark_read(&ada.access_token, middle).await;
 
     let unread = page(&app, &ada.access_token, "?unread=true").await;
     let count = unread_count(&app, &ada.access_token).await;
@@ -424,19 +405,14 @@ async fn marking_a_notification_read_sets_read_at_once(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let path = format!("/v1/notifications/{id}/read");
 
-    let response = app.post(&path, &json!({}), Some(&ada.access_token)).await;
+    let read = app.mark_read(&ada.access_token, &id).await;
 
-    assert_eq!(response.status(), StatusCode::OK);
-    let read: Value = response.json().await.unwrap();
     assert_eq!(read["id"], id.as_str());
     assert!(read["read_at"].is_string(), "{read}");
     assert_eq!(unread_count(&app, &ada.access_token).await, 0);
     // Again: still 200, and the first read_at stands.
-    let again = app.post(&path, &json!({}), Some(&ada.access_token)).await;
-    assert_eq!(again.status(), StatusCode::OK);
-    let again: Value = again.json().await.unwrap();
+    let again = app.mark_read(&ada.access_token, &id).await;
     assert_eq!(again["read_at"], read["read_at"]);
     let listed = notifications(&app, &ada.access_token).await;
     assert_eq!(listed[0]["read_at"], read["read_at"]);
@@ -512,23 +488,10 @@ async fn read_all_marks_every_unread_notification_of_the_caller_only(backend: Ba
         .as_str()
         .unwrap()
         .to_owned();
-    app.post(
-        &format!("/v1/notifications/{first}/read"),
-        &json!({}),
-        Some(&ada.access_token),
-    )
-    .await;
+    app.mark_read(&ada.access_token, &first).await;
 
-    let response = app
-        .post(
-            "/v1/notifications/read-all",
-            &json!({}),
-            Some(&ada.access_token),
-        )
-        .await;
+    let body = app.mark_all_read(&ada.access_token).await;
 
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"marked": 2}));
     assert_eq!(unread_count(&app, &ada.access_token).await, 0);
     assert!(
@@ -538,16 +501,7 @@ async fn read_all_marks_every_unread_notification_of_the_caller_only(backend: Ba
             .all(|n| n["read_at"].is_string())
     );
     assert_eq!(unread_count(&app, &grace.access_token).await, 3);
-    let again: Value = app
-        .post(
-            "/v1/notifications/read-all",
-            &json!({}),
-            Some(&ada.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again = app.mark_all_read(&ada.access_token).await;
     assert_eq!(again, json!({"marked": 0}));
 }
 
@@ -605,12 +559,9 @@ async fn notifications_need_a_token(backend: Backend) {
 async fn preferences_start_empty_and_are_replaced_by_put(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ada = app.customer("ada@example.com").await;
-    let initial: Value = app
-        .get("/v1/me/notification-preferences", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let initial = app
+        .get_json("/v1/me/notification-preferences", Some(&ada.access_token))
+        .await;
     assert_eq!(initial, json!({"muted": []}));
 
     let response = set_muted(
@@ -620,39 +571,29 @@ async fn preferences_start_empty_and_are_replaced_by_put(backend: Backend) {
     )
     .await;
 
-    assert_eq!(response.status(), StatusCode::OK);
-    let put: Value = response.json().await.unwrap();
+    let put = json_body(response, StatusCode::OK).await;
     assert_eq!(
         muted_kinds(&put),
         ["broadcast", "low_stock"],
         "deduplicated"
     );
-    let got: Value = app
-        .get("/v1/me/notification-preferences", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got = app
+        .get_json("/v1/me/notification-preferences", Some(&ada.access_token))
+        .await;
     assert_eq!(muted_kinds(&got), ["broadcast", "low_stock"]);
     assert_eq!(put, got, "PUT answers what GET will");
     // A PUT replaces the whole set.
     let replaced = set_muted(&app, &ada.access_token, json!(["order_status"])).await;
     assert_eq!(replaced.status(), StatusCode::OK);
-    let got: Value = app
-        .get("/v1/me/notification-preferences", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got = app
+        .get_json("/v1/me/notification-preferences", Some(&ada.access_token))
+        .await;
     assert_eq!(got, json!({"muted": ["order_status"]}));
     let cleared = set_muted(&app, &ada.access_token, json!([])).await;
     assert_eq!(cleared.status(), StatusCode::OK);
-    let got: Value = app
-        .get("/v1/me/notification-preferences", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got = app
+        .get_json("/v1/me/notification-preferences", Some(&ada.access_token))
+        .await;
     assert_eq!(got, json!({"muted": []}));
 }
 
@@ -680,18 +621,11 @@ async fn a_muted_broadcast_skips_that_user(backend: Backend) {
     // Other kinds still reach her.
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let product = app.product(&staff.access_token, "TEA-1", 450, 50).await;
-    let placed: Value = app
-        .order(&ada.access_token, &[(product["id"].as_str().unwrap(), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.post(
-        &format!("/v1/orders/{}/status", placed["id"].as_str().unwrap()),
-        &json!({"status": "paid"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    let placed = app
+        .place_order(&ada.access_token, &[(product["id"].as_str().unwrap(), 1)])
+        .await;
+    app.set_status(&staff.access_token, placed["id"].as_str().unwrap(), "paid")
+        .await;
     let items = notifications(&app, &ada.access_token).await;
     assert_eq!(of_kind(&items, "order_status").len(), 1, "{items:?}");
 }
@@ -732,12 +666,9 @@ async fn an_unknown_notification_kind_is_a_422_problem(backend: Backend) {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body = problem(response).await;
     assert_eq!(body["status"], 422);
-    let got: Value = app
-        .get("/v1/me/notification-preferences", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got = app
+        .get_json("/v1/me/notification-preferences", Some(&ada.access_token))
+        .await;
     assert_eq!(got, json!({"muted": ["broadcast"]}), "unchanged");
     let not_a_list = app
         .put(
@@ -799,8 +730,7 @@ async fn a_broadcast_to_all_reaches_every_enabled_user(backend: Backend) {
         )
         .await;
 
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::CREATED).await;
     assert_eq!(body, json!({"recipients": 4}), "everyone but disabled bob");
     for token in [
         &admin.access_token,
@@ -931,9 +861,7 @@ async fn a_broadcast_reaches_thirty_registered_users(backend: Backend) {
     let emails: Vec<String> = (0..30).map(|i| format!("user{i:02}@example.com")).collect();
     let mut ids = Vec::new();
     for email in &emails {
-        let response = app.register(email, PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let user: Value = response.json().await.unwrap();
+        let user = json_body(app.register(email, PASSWORD).await, StatusCode::CREATED).await;
         ids.push(user["id"].as_str().unwrap().to_owned());
     }
 

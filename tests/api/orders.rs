@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tidings::domain::Role;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, TestApp, json_body, problem};
 
 backend_tests!(
     an_order_takes_the_stock_and_is_priced_from_the_catalog,
@@ -36,12 +36,7 @@ async fn a_cancellation_racing_a_payment_names_the_status_it_ended(backend: Back
     let ada = app.customer("ada@example.com").await;
     let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
     for _ in 0..10 {
-        let order: Value = app
-            .order(&ada.access_token, &[(id(&tee), 1)])
-            .await
-            .json()
-            .await
-            .unwrap();
+        let order = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
         let before = app.last_event_id().await;
 
         let (pay, cancel) = (
@@ -72,15 +67,7 @@ async fn a_cancellation_racing_a_payment_names_the_status_it_ended(backend: Back
 }
 
 async fn stock(app: &TestApp, token: &str, product: &Value) -> i64 {
-    let now: Value = app
-        .get(
-            &format!("/v1/products/{}", product["id"].as_str().unwrap()),
-            Some(token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let now = app.read_product(token, id(product)).await;
     now["stock"].as_i64().unwrap()
 }
 
@@ -130,15 +117,7 @@ async fn an_order_takes_the_stock_and_is_priced_from_the_catalog(backend: Backen
     );
     assert_eq!(stock(&app, &staff.access_token, &tee).await, 7);
     assert_eq!(stock(&app, &staff.access_token, &mug).await, 1);
-    let read: Value = app
-        .get(
-            &format!("/v1/orders/{}", id(&order)),
-            Some(&ada.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read = app.read_order(&ada.access_token, id(&order)).await;
     assert_eq!(read, order);
 }
 
@@ -162,12 +141,7 @@ async fn an_order_short_of_one_item_takes_nothing_and_names_the_short_item(backe
     assert_eq!(short[0]["message"], "3 requested, 2 in stock");
     assert_eq!(stock(&app, &staff.access_token, &plenty).await, 50);
     assert_eq!(stock(&app, &staff.access_token, &scarce).await, 2);
-    let orders: Value = app
-        .get("/v1/orders", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let orders = app.get_json("/v1/orders", Some(&ada.access_token)).await;
     assert!(orders["items"].as_array().unwrap().is_empty());
 }
 
@@ -235,12 +209,7 @@ async fn a_retried_order_with_the_same_idempotency_key_is_placed_once(backend: B
     let (first, retry): (Value, Value) = (first.json().await.unwrap(), retry.json().await.unwrap());
     assert_eq!(first, retry);
     assert_eq!(stock(&app, &staff.access_token, &tee).await, 8);
-    let orders: Value = app
-        .get("/v1/orders", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let orders = app.get_json("/v1/orders", Some(&ada.access_token)).await;
     assert_eq!(orders["items"].as_array().unwrap().len(), 1);
     // Keys belong to their user: another customer's same key is a new order.
     let grace = app.customer("grace@example.com").await;
@@ -261,8 +230,7 @@ async fn concurrent_retries_with_one_idempotency_key_place_one_order(backend: Ba
 
     let mut ids = Vec::new();
     for response in responses {
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let order: Value = response.json().await.unwrap();
+        let order = json_body(response, StatusCode::CREATED).await;
         ids.push(order["id"].as_str().unwrap().to_owned());
     }
     ids.dedup();
@@ -351,38 +319,25 @@ async fn customers_see_only_their_own_orders(backend: Backend) {
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
     let grace = app.customer("grace@example.com").await;
-    let adas: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.order(&grace.access_token, &[(id(&tee), 1)]).await;
+    let adas = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
 
-    let listed: Value = app
-        .get("/v1/orders", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = app.get_json("/v1/orders", Some(&ada.access_token)).await;
     let other = app
         .get(
             &format!("/v1/orders/{}", id(&adas)),
             Some(&grace.access_token),
         )
         .await;
-    let filtered: Value = app
-        .get(
+    let filtered = app
+        .get_json(
             &format!(
                 "/v1/orders?user_id={}",
                 app.user_id(&grace.access_token).await
             ),
             Some(&ada.access_token),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
 
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed["items"][0]["id"], adas["id"]);
@@ -400,30 +355,11 @@ async fn staff_see_every_order_and_filter_by_status_and_user(backend: Backend) {
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
     let grace = app.customer("grace@example.com").await;
-    let first: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let second: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let third: Value = app
-        .order(&grace.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.post(
-        &format!("/v1/orders/{}/status", id(&first)),
-        &json!({"status": "paid"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    let first = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    let second = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    let third = app.place_order(&grace.access_token, &[(id(&tee), 1)]).await;
+    app.set_status(&staff.access_token, id(&first), "paid")
+        .await;
 
     let ids = |page: &Value| -> Vec<String> {
         page["items"]
@@ -433,48 +369,31 @@ async fn staff_see_every_order_and_filter_by_status_and_user(backend: Backend) {
             .map(|o| o["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let all: Value = app
-        .get("/v1/orders", Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let paid: Value = app
-        .get("/v1/orders?status=paid", Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let adas: Value = app
-        .get(
+    let all = app.get_json("/v1/orders", Some(&staff.access_token)).await;
+    let paid = app
+        .get_json("/v1/orders?status=paid", Some(&staff.access_token))
+        .await;
+    let adas = app
+        .get_json(
             &format!(
                 "/v1/orders?user_id={}",
                 app.user_id(&ada.access_token).await
             ),
             Some(&staff.access_token),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let page1: Value = app
-        .get("/v1/orders?limit=2", Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let page2: Value = app
-        .get(
+        .await;
+    let page1 = app
+        .get_json("/v1/orders?limit=2", Some(&staff.access_token))
+        .await;
+    let page2 = app
+        .get_json(
             &format!(
                 "/v1/orders?limit=2&cursor={}",
                 page1["next"].as_str().unwrap()
             ),
             Some(&staff.access_token),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
 
     assert_eq!(
         ids(&all),
@@ -497,12 +416,7 @@ async fn staff_move_an_order_one_step_at_a_time(backend: Backend) {
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
-    let order: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
     let path = format!("/v1/orders/{}/status", id(&order));
 
     let skipped = app
@@ -515,11 +429,9 @@ async fn staff_move_an_order_one_step_at_a_time(backend: Backend) {
     assert_eq!(skipped.status(), StatusCode::CONFLICT);
     assert_eq!(problem(skipped).await["code"], "invalid_transition");
     for status in ["paid", "shipped", "delivered"] {
-        let response = app
-            .post(&path, &json!({"status": status}), Some(&staff.access_token))
+        let moved = app
+            .set_status(&staff.access_token, id(&order), status)
             .await;
-        assert_eq!(response.status(), StatusCode::OK, "{status}");
-        let moved: Value = response.json().await.unwrap();
         assert_eq!(moved["status"], status);
     }
     let backwards = app
@@ -542,15 +454,7 @@ async fn staff_move_an_order_one_step_at_a_time(backend: Backend) {
         )
         .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    let read: Value = app
-        .get(
-            &format!("/v1/orders/{}", id(&order)),
-            Some(&ada.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read = app.read_order(&ada.access_token, id(&order)).await;
     assert_eq!(
         (read["status"].as_str(), read["version"].as_i64()),
         (Some("delivered"), Some(4))
@@ -562,12 +466,7 @@ async fn customers_cannot_change_an_order_status(backend: Backend) {
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
-    let order: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
 
     let response = app
         .post(
@@ -586,44 +485,14 @@ async fn the_owner_cancels_a_pending_order_and_its_stock_returns(backend: Backen
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
-    let order: Value = app
-        .order(&ada.access_token, &[(id(&tee), 4)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let paid: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.post(
-        &format!("/v1/orders/{}/status", id(&paid)),
-        &json!({"status": "paid"}),
-        Some(&staff.access_token),
-    )
-    .await;
+    let order = app.place_order(&ada.access_token, &[(id(&tee), 4)]).await;
+    let paid = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    app.set_status(&staff.access_token, id(&paid), "paid").await;
 
-    let response = app
-        .post(
-            &format!("/v1/orders/{}/cancel", id(&order)),
-            &json!({}),
-            Some(&ada.access_token),
-        )
-        .await;
-    let by_staff = app
-        .post(
-            &format!("/v1/orders/{}/cancel", id(&paid)),
-            &json!({}),
-            Some(&staff.access_token),
-        )
-        .await;
+    let cancelled = app.cancel_order(&ada.access_token, id(&order)).await;
+    app.cancel_order(&staff.access_token, id(&paid)).await;
 
-    assert_eq!(response.status(), StatusCode::OK);
-    let cancelled: Value = response.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
-    assert_eq!(by_staff.status(), StatusCode::OK);
     assert_eq!(stock(&app, &staff.access_token, &tee).await, 10);
     let twice = app
         .post(
@@ -641,19 +510,10 @@ async fn an_order_cannot_be_cancelled_once_shipped(backend: Backend) {
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
-    let order: Value = app
-        .order(&ada.access_token, &[(id(&tee), 2)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app.place_order(&ada.access_token, &[(id(&tee), 2)]).await;
     for status in ["paid", "shipped"] {
-        app.post(
-            &format!("/v1/orders/{}/status", id(&order)),
-            &json!({"status": status}),
-            Some(&staff.access_token),
-        )
-        .await;
+        app.set_status(&staff.access_token, id(&order), status)
+            .await;
     }
 
     for token in [&ada.access_token, &staff.access_token] {
@@ -676,12 +536,7 @@ async fn another_customer_cannot_cancel_an_order(backend: Backend) {
     let tee = app.product(&staff.access_token, "TEE", 100, 10).await;
     let ada = app.customer("ada@example.com").await;
     let grace = app.customer("grace@example.com").await;
-    let order: Value = app
-        .order(&ada.access_token, &[(id(&tee), 2)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app.place_order(&ada.access_token, &[(id(&tee), 2)]).await;
 
     let response = app
         .post(
@@ -692,15 +547,7 @@ async fn another_customer_cannot_cancel_an_order(backend: Backend) {
         .await;
 
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let read: Value = app
-        .get(
-            &format!("/v1/orders/{}", id(&order)),
-            Some(&ada.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read = app.read_order(&ada.access_token, id(&order)).await;
     assert_eq!(read["status"], "pending");
 }
 
@@ -724,22 +571,12 @@ async fn the_quantity_cap_holds_for_a_product_s_lines_together(backend: Backend)
     assert_eq!(errors.len(), 1, "{body}");
     assert_eq!(errors[0]["field"], format!("items[{}]", id(&tee)));
     assert_eq!(errors[0]["code"], "out_of_range");
-    let unchanged: Value = app
-        .get(
-            &format!("/v1/products/{}", id(&tee)),
-            Some(&ada.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let unchanged = app.read_product(&ada.access_token, id(&tee)).await;
     assert_eq!(unchanged["stock"], 5_000_000);
     // Lines that add up to the cap exactly are one line of 10,000.
     let placed = app
-        .order(&ada.access_token, &[(id(&tee), 4_000), (id(&tee), 6_000)])
+        .place_order(&ada.access_token, &[(id(&tee), 4_000), (id(&tee), 6_000)])
         .await;
-    assert_eq!(placed.status(), StatusCode::CREATED);
-    let placed: Value = placed.json().await.unwrap();
     assert_eq!(placed["items"][0]["quantity"], 10_000);
 }
 

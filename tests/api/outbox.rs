@@ -1,7 +1,7 @@
 //! The outbox: every change writes exactly its events, in its own transaction.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tidings::domain::Role;
 use tidings::store::events::EventRow;
 
@@ -74,18 +74,15 @@ async fn an_order_writes_its_creation_its_stock_changes_and_a_low_stock_alert(ba
     let ada_id = app.user_id(&ada.access_token).await;
     let before = app.last_event_id().await;
 
-    let order: Value = app
-        .order(
+    let order = app
+        .place_order(
             &ada.access_token,
             &[
                 (tee["id"].as_str().unwrap(), 4),
                 (mug["id"].as_str().unwrap(), 1),
             ],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
 
     let events = app.events_after(before).await;
     let mut stock_events: Vec<&EventRow> = events
@@ -159,22 +156,13 @@ async fn a_status_change_writes_the_change_and_the_owners_notification(backend: 
     let tee = app.product(&staff.access_token, "TEE", 1000, 50).await;
     let ada = app.customer("ada@example.com").await;
     let ada_id = app.user_id(&ada.access_token).await;
-    let order: Value = app
-        .order(&ada.access_token, &[(tee["id"].as_str().unwrap(), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app
+        .place_order(&ada.access_token, &[(tee["id"].as_str().unwrap(), 1)])
+        .await;
     let before = app.last_event_id().await;
 
-    let response = app
-        .post(
-            &format!("/v1/orders/{}/status", order["id"].as_str().unwrap()),
-            &json!({"status": "paid"}),
-            Some(&staff.access_token),
-        )
+    app.set_status(&staff.access_token, order["id"].as_str().unwrap(), "paid")
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
 
     let events = app.events_after(before).await;
     assert_eq!(
@@ -213,20 +201,13 @@ async fn a_cancellation_writes_the_returned_stock_and_the_cancellation(backend: 
     let tee = app.product(&staff.access_token, "TEE", 1000, 50).await;
     let ada = app.customer("ada@example.com").await;
     let ada_id = app.user_id(&ada.access_token).await;
-    let order: Value = app
-        .order(&ada.access_token, &[(tee["id"].as_str().unwrap(), 3)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = app
+        .place_order(&ada.access_token, &[(tee["id"].as_str().unwrap(), 3)])
+        .await;
     let before = app.last_event_id().await;
 
-    app.post(
-        &format!("/v1/orders/{}/cancel", order["id"].as_str().unwrap()),
-        &json!({}),
-        Some(&ada.access_token),
-    )
-    .await;
+    app.cancel_order(&ada.access_token, order["id"].as_str().unwrap())
+        .await;
 
     let events = app.events_after(before).await;
     assert_eq!(
@@ -261,19 +242,16 @@ async fn product_changes_write_their_events(backend: Backend) {
 
     app.patch(&path, &json!({"unit_amount": 1200}), &staff.access_token)
         .await;
-    app.post(
-        &format!("{path}/stock-adjustments"),
-        &json!({"delta": -5, "reason": "damaged"}),
-        Some(&staff.access_token),
+    app.adjust_stock_for(
+        &staff.access_token,
+        tee["id"].as_str().unwrap(),
+        -5,
+        "damaged",
     )
     .await;
     app.delete(&path, &staff.access_token).await;
-    app.post(
-        &format!("{path}/restore"),
-        &json!({}),
-        Some(&staff.access_token),
-    )
-    .await;
+    app.restore_product(&staff.access_token, tee["id"].as_str().unwrap())
+        .await;
 
     let events = app.events_after(before).await;
     assert_eq!(
@@ -337,14 +315,11 @@ async fn a_change_that_is_rolled_back_leaves_no_event(backend: Backend) {
     assert_eq!(below_zero.status(), StatusCode::CONFLICT);
     assert_eq!(duplicate.status(), StatusCode::CONFLICT);
     assert!(app.events_after(before).await.is_empty());
-    let read: Value = app
-        .get(
+    let read = app
+        .get_json(
             &format!("/v1/products/{}", plenty["id"].as_str().unwrap()),
             Some(&staff.access_token),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(read["stock"], 50);
 }

@@ -42,7 +42,7 @@ fn position_of(response: &reqwest::Response) -> i64 {
 }
 
 async fn openapi(app: &TestApp) -> Value {
-    app.get("/openapi.json", None).await.json().await.unwrap()
+    app.get_json("/openapi.json", None).await
 }
 
 /// The paths of the document's reads of products, orders and notifications.
@@ -66,20 +66,9 @@ async fn every_read_answers_with_the_seq_of_the_last_change(backend: Backend) {
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let ada = app.customer("ada@example.com").await;
     let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
-    let order: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let paid = app
-        .post(
-            &format!("/v1/orders/{}/status", id(&order)),
-            &json!({"status": "paid"}),
-            Some(&staff.access_token),
-        )
+    let order = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    app.set_status(&staff.access_token, id(&order), "paid")
         .await;
-    assert_eq!(paid.status(), StatusCode::OK);
     // The last change writes one event; once a stream has it, the relay numbered it.
     let mut ws = app.ws(&staff.access_token).await;
     ws.subscribe(&["inventory"], Some(0)).await;
@@ -214,52 +203,20 @@ async fn every_event_about_a_resource_carries_its_version(backend: Backend) {
     app.patch(&tee_path, &json!({"name": "Tee"}), &staff.access_token)
         .await;
     app.delete(&tee_path, &staff.access_token).await;
-    app.post(
-        &format!("{tee_path}/restore"),
-        &json!({}),
-        Some(&staff.access_token),
-    )
-    .await;
+    app.restore_product(&staff.access_token, id(&tee)).await;
     // Threshold 2: 5 - 3 crosses it (inventory.low_stock).
     app.adjust_stock(&staff.access_token, id(&tee), -3).await;
-    let kept: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cancelled: Value = app
-        .order(&ada.access_token, &[(id(&tee), 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.post(
-        &format!("/v1/orders/{}/status", id(&kept)),
-        &json!({"status": "paid"}),
-        Some(&staff.access_token),
-    )
-    .await;
-    app.post(
-        &format!("/v1/orders/{}/cancel", id(&cancelled)),
-        &json!({}),
-        Some(&ada.access_token),
-    )
-    .await;
+    let kept = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    let cancelled = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    app.set_status(&staff.access_token, id(&kept), "paid").await;
+    app.cancel_order(&ada.access_token, id(&cancelled)).await;
     for title in ["one", "two"] {
-        app.post(
-            "/v1/notifications/broadcast",
-            &json!({"title": title, "body": "b", "audience": [ada_id]}),
-            Some(&admin.access_token),
-        )
-        .await;
+        app.broadcast(&admin.access_token, title, "b", json!([ada_id]))
+            .await;
     }
-    let notes: Value = app
-        .get("/v1/notifications", Some(&ada.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let notes = app
+        .get_json("/v1/notifications", Some(&ada.access_token))
+        .await;
     let notes: Vec<String> = notes["items"]
         .as_array()
         .unwrap()
@@ -267,26 +224,14 @@ async fn every_event_about_a_resource_carries_its_version(backend: Backend) {
         .map(|n| id(n).to_owned())
         .collect();
     assert_eq!(notes.len(), 4, "two order statuses, two broadcasts");
-    let read = app
-        .post(
-            &format!("/v1/notifications/{}/read", notes[0]),
-            &json!({}),
-            Some(&ada.access_token),
-        )
-        .await;
-    let read: Value = read.json().await.unwrap();
+    let read = app.mark_read(&ada.access_token, &notes[0]).await;
     assert_eq!(read["version"], 2, "a read notification is at version 2");
     app.delete(
         &format!("/v1/notifications/{}", notes[1]),
         &ada.access_token,
     )
     .await;
-    app.post(
-        "/v1/notifications/read-all",
-        &json!({}),
-        Some(&ada.access_token),
-    )
-    .await;
+    app.mark_all_read(&ada.access_token).await;
 
     let events = app.events_after(before).await;
     let mut kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
@@ -709,12 +654,9 @@ async fn a_list_then_a_stream_from_its_position_equals_the_database_under_writes
             while w.step() {
                 i += 1;
                 let (from, to) = steps[i % steps.len()];
-                let open: Value = app
-                    .get(&format!("/v1/orders?status={from}&limit=5"), Some(&token))
-                    .await
-                    .json()
-                    .await
-                    .unwrap();
+                let open = app
+                    .get_json(&format!("/v1/orders?status={from}&limit=5"), Some(&token))
+                    .await;
                 if let Some(order) = open["items"].as_array().unwrap().first() {
                     // A cancel may win the race: 409.
                     let moved = app
@@ -812,12 +754,9 @@ async fn a_list_then_a_stream_from_its_position_equals_the_database_under_writes
                         .await;
                     continue;
                 }
-                let unread: Value = app
-                    .get("/v1/notifications?unread=true&limit=5", Some(&token))
-                    .await
-                    .json()
-                    .await
-                    .unwrap();
+                let unread = app
+                    .get_json("/v1/notifications?unread=true&limit=5", Some(&token))
+                    .await;
                 if let Some(note) = unread["items"].as_array().unwrap().last() {
                     if i.is_multiple_of(3) {
                         app.delete(&format!("/v1/notifications/{}", id(note)), &token)
@@ -865,12 +804,9 @@ async fn a_list_then_a_stream_from_its_position_equals_the_database_under_writes
 
     // Then one last change on each topic, which every follower waits for. Each marker is
     // the last change its list sees: the order (which takes stock) before the stock marker.
-    let marker_order: Value = app
-        .order(&ada.access_token, &[(&products[1], 1)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let marker_order = app
+        .place_order(&ada.access_token, &[(&products[1], 1)])
+        .await;
     let marker_product = app
         .post(
             &format!("/v1/products/{}/stock-adjustments", products[0]),

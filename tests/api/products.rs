@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tidings::domain::Role;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, TestApp, json_body, problem};
 
 backend_tests!(
     staff_create_a_product_with_its_etag_and_location,
@@ -81,12 +81,7 @@ async fn values_a_database_cannot_hold_are_4xx_problems(backend: Backend) {
         audit.status()
     );
 
-    let unchanged: Value = app
-        .get(&format!("/v1/products/{id}"), Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let unchanged = app.read_product(&staff.access_token, id).await;
     assert_eq!(unchanged["stock"], 5);
     assert_eq!(app.get("/livez", None).await.status(), StatusCode::OK);
 }
@@ -166,12 +161,7 @@ async fn customers_cannot_change_the_catalog(backend: Backend) {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         problem(response).await;
     }
-    let unchanged: Value = app
-        .get(&format!("/v1/products/{id}"), Some(token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let unchanged = app.read_product(token, id).await;
     assert_eq!(unchanged["version"], 1);
 }
 
@@ -281,12 +271,7 @@ async fn if_match_with_a_stale_etag_is_412_and_changes_nothing(backend: Backend)
 
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(problem(stale).await["code"], "version_mismatch");
-    let current: Value = app
-        .get(&path, Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let current = app.get_json(&path, Some(&staff.access_token)).await;
     assert_eq!(
         (current["name"].as_str(), current["version"].as_i64()),
         (Some("First"), Some(2))
@@ -326,12 +311,9 @@ async fn a_deleted_product_is_hidden_from_customers_and_can_be_restored(backend:
         app.get(&path, Some(&customer.access_token)).await.status(),
         StatusCode::NOT_FOUND
     );
-    let listed: Value = app
-        .get("/v1/products", Some(&customer.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = app
+        .get_json("/v1/products", Some(&customer.access_token))
+        .await;
     assert!(listed["items"].as_array().unwrap().is_empty());
     let forbidden = app
         .get(
@@ -340,15 +322,12 @@ async fn a_deleted_product_is_hidden_from_customers_and_can_be_restored(backend:
         )
         .await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
-    let staff_view: Value = app
-        .get(
+    let staff_view = app
+        .get_json(
             "/v1/products?include_deleted=true",
             Some(&staff.access_token),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert!(staff_view["items"][0]["deleted_at"].is_string());
     let ordered = app
         .order(
@@ -362,14 +341,8 @@ async fn a_deleted_product_is_hidden_from_customers_and_can_be_restored(backend:
         StatusCode::NOT_FOUND
     );
 
-    let restored = app
-        .post(
-            &format!("{path}/restore"),
-            &json!({}),
-            Some(&staff.access_token),
-        )
+    app.restore_product(&staff.access_token, product["id"].as_str().unwrap())
         .await;
-    assert_eq!(restored.status(), StatusCode::OK);
     assert_eq!(
         app.get(&path, Some(&customer.access_token)).await.status(),
         StatusCode::OK
@@ -389,21 +362,12 @@ async fn stock_adjustments_never_take_stock_below_zero(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
     let product = app.product(&staff.access_token, "A-1", 100, 5).await;
-    let path = format!(
-        "/v1/products/{}/stock-adjustments",
-        product["id"].as_str().unwrap()
-    );
+    let product_id = product["id"].as_str().unwrap();
+    let path = format!("/v1/products/{product_id}/stock-adjustments");
 
-    let added: Value = app
-        .post(
-            &path,
-            &json!({"delta": 10, "reason": "restock"}),
-            Some(&staff.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let added = app
+        .adjust_stock_for(&staff.access_token, product_id, 10, "restock")
+        .await;
     assert_eq!(added["stock"], 15);
     let too_many = app
         .post(
@@ -414,16 +378,9 @@ async fn stock_adjustments_never_take_stock_below_zero(backend: Backend) {
         .await;
     assert_eq!(too_many.status(), StatusCode::CONFLICT);
     assert_eq!(problem(too_many).await["code"], "insufficient_stock");
-    let taken: Value = app
-        .post(
-            &path,
-            &json!({"delta": -15, "reason": "damaged"}),
-            Some(&staff.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let taken = app
+        .adjust_stock_for(&staff.access_token, product_id, -15, "damaged")
+        .await;
     assert_eq!(taken["stock"], 0);
     for bad in [
         json!({"delta": 0, "reason": "x"}),
@@ -471,15 +428,9 @@ async fn concurrent_stock_adjustments_are_atomic(backend: Backend) {
             .count(),
         15
     );
-    let now: Value = app
-        .get(
-            &format!("/v1/products/{}", product["id"].as_str().unwrap()),
-            Some(&staff.access_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let now = app
+        .read_product(&staff.access_token, product["id"].as_str().unwrap())
+        .await;
     assert_eq!(now["stock"], 0);
     assert_eq!(now["version"], 11);
 }
@@ -617,12 +568,9 @@ async fn bad_list_parameters_are_422_problems(backend: Backend) {
         &[("A", "a", 1, 1), ("B", "b", 2, 2)],
     )
     .await;
-    let page: Value = app
-        .get("/v1/products?limit=1&sort=price", Some(&staff.access_token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page = app
+        .get_json("/v1/products?limit=1&sort=price", Some(&staff.access_token))
+        .await;
     let cursor = page["next"].as_str().unwrap();
 
     for query in [
@@ -787,9 +735,7 @@ async fn stock_adjustments_never_take_stock_past_the_product_maximum(backend: Ba
     assert_eq!(problem(second).await["code"], "stock_limit");
     assert_eq!(third.status(), StatusCode::CONFLICT);
     // Up to the maximum exactly is fine.
-    let last = adjust(910_002).await;
-    assert_eq!(last.status(), StatusCode::OK);
-    let last: Value = last.json().await.unwrap();
+    let last = json_body(adjust(910_002).await, StatusCode::OK).await;
     assert_eq!(last["stock"], 1_000_000_000);
     assert_eq!(last["version"], 3);
 }
@@ -836,15 +782,12 @@ async fn whole_numbers_written_with_a_fraction_are_integers(backend: Backend) {
     let staff = app.user_with_role("staff@example.com", Role::Staff).await;
 
     let created = app
-        .post(
-            "/v1/products",
+        .create_product(
+            &staff.access_token,
             &json!({"sku": "A-1", "name": "Tee", "unit_amount": 517.0, "currency": "EUR", "stock": 2e1}),
-            Some(&staff.access_token),
         )
         .await;
 
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let created: Value = created.json().await.unwrap();
     assert_eq!(
         (created["unit_amount"].as_i64(), created["stock"].as_i64()),
         (Some(517), Some(20))
@@ -873,14 +816,8 @@ async fn a_deleted_product_is_gone_from_its_url_for_staff_too(backend: Backend) 
     let read = app.get(&path, Some(&staff.access_token)).await;
     assert_eq!(read.status(), StatusCode::NOT_FOUND);
     problem(read).await;
-    let restored = app
-        .post(
-            &format!("{path}/restore"),
-            &json!({}),
-            Some(&staff.access_token),
-        )
+    app.restore_product(&staff.access_token, product["id"].as_str().unwrap())
         .await;
-    assert_eq!(restored.status(), StatusCode::OK);
     assert_eq!(
         app.get(&path, Some(&staff.access_token)).await.status(),
         StatusCode::OK
