@@ -114,7 +114,12 @@ fn after_help() -> String {
     } in &ENV_ONLY
     {
         let meaning = meaning.split(" ([").next().unwrap_or(meaning);
-        help.push_str(&format!("\n  {var:<19} {meaning} (default {default})"));
+        let default = if default.starts_with("unset") {
+            default.to_string()
+        } else {
+            format!("default {default}")
+        };
+        help.push_str(&format!("\n  {var:<19} {meaning}; {default}"));
     }
     help.replace('`', "")
 }
