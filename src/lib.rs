@@ -107,8 +107,8 @@ const DEGRADED_POLL: Duration = Duration::from_millis(100);
 
 /// The `retry:` hint sent to EventSource clients: how long a browser waits before it
 /// reconnects a dropped stream. Short enough that a restart or a move to another
-/// instance goes unnoticed, long enough not to hammer a server that is starting up; the
-/// SDK and browsers add their own backoff on repeated failures.
+/// instance goes almost unnoticed, long enough that a server starting up is not hammered
+/// by every browser at once.
 const SSE_RETRY: Duration = Duration::from_secs(2);
 
 /// How long a browser may cache a CORS preflight answer: it spares a preflight per
