@@ -1,14 +1,17 @@
 //! Settings, read once at start from the command line and the environment, and validated.
 //!
-//! Every setting is taken as text first and parsed here, so that a bad value stops the
-//! server with one line naming the variable and what is wrong with it, never a panic or a
-//! page of usage text.
+//! [`Config`] is their one definition: each field is a flag, an environment variable, a
+//! default, a typed value parser and the help text that `tidings --help` and README.md's
+//! settings table (see [`settings_table`]) show. A bad value stops the server with one
+//! line naming the variable, the flag and what is wrong with it, never a panic or a page
+//! of usage text ([`ConfigError::from_clap`]); checks that span settings are in
+//! [`Config::validate`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 /// The command line of the `tidings` binary.
 #[derive(Debug, Parser)]
@@ -16,15 +19,7 @@ use clap::{Args, Parser, Subcommand};
     name = "tidings",
     version,
     about = "A real-time commerce backend",
-    after_help = "Every setting above is also an environment variable (shown in brackets). \
-                  These are environment variables only:\n  \
-                  TIDINGS_JWT_SECRET  the HS256 signing key, at least 32 bytes, the same on every \
-                  instance (no flag, so that it never shows in a process list; generated into \
-                  the data directory when unset)\n  \
-                  TIDINGS_PASSWORD    the password for `user create` and `seed` (else a prompt, \
-                  or a generated one for seed)\n  \
-                  RUST_LOG            the log filter, e.g. info or tidings=debug,sqlx=warn \
-                  (default info,sqlx=warn,tower_http=info)"
+    after_help = after_help()
 )]
 pub struct Cli {
     /// What to do; `serve` when omitted.
@@ -32,7 +27,7 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Settings shared by every subcommand.
     #[command(flatten)]
-    pub settings: Settings,
+    pub settings: Config,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,265 +75,376 @@ pub enum UserCommand {
     },
 }
 
-/// Raw settings as given; [`Settings::validate`] turns them into a [`Config`].
+/// The settings that are environment variables only, for `--help` and the README's table.
+struct EnvOnly {
+    var: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+}
+
+const ENV_ONLY: [EnvOnly; 3] = [
+    EnvOnly {
+        var: "TIDINGS_JWT_SECRET",
+        default: "unset: generated into `$TIDINGS_DATA_DIR/jwt-secret`",
+        meaning: "the HS256 signing key, at least 32 bytes, the same on every instance \
+                  (no flag, so that it never shows in a process list)",
+    },
+    EnvOnly {
+        var: "TIDINGS_PASSWORD",
+        default: "unset: a prompt (`seed`: generated and printed)",
+        meaning: "the password of the users made by `tidings user create` and `tidings seed`",
+    },
+    EnvOnly {
+        var: "RUST_LOG",
+        default: "`info,sqlx=warn,tower_http=info`",
+        meaning: "the log filter, e.g. `info` or `tidings=debug,sqlx=warn` \
+                  ([`EnvFilter`](https://docs.rs/tracing-subscriber/latest/tracing_subscriber/filter/struct.EnvFilter.html) syntax)",
+    },
+];
+
+fn after_help() -> String {
+    let mut help = String::from(
+        "Every setting above is also an environment variable (shown in brackets). \
+         These are environment variables only:",
+    );
+    for EnvOnly {
+        var,
+        default,
+        meaning,
+    } in &ENV_ONLY
+    {
+        let meaning = meaning.split(" ([").next().unwrap_or(meaning);
+        let default = if default.starts_with("unset") {
+            default.to_string()
+        } else {
+            format!("default {default}")
+        };
+        help.push_str(&format!("\n  {var:<19} {meaning}; {default}"));
+    }
+    help.replace('`', "")
+}
+
+/// The settings, as the flags and environment variables define them; [`Config::validate`]
+/// completes and checks them. Each field's doc comment is its help text in `--help` and in
+/// README.md's settings table, so it is written for whoever runs the server.
 #[derive(Debug, Clone, Args)]
-pub struct Settings {
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "TIDINGS_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    pub listen: String,
-    /// Directory for the SQLite database and the generated signing key.
-    #[arg(
-        long,
-        env = "TIDINGS_DATA_DIR",
-        default_value = "./data",
-        global = true
-    )]
-    pub data_dir: String,
-    /// postgres://… or sqlite:…; a SQLite file in the data directory when unset.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Largest number of pooled database connections.
-    #[arg(
-        long,
-        env = "TIDINGS_DB_MAX_CONNECTIONS",
-        default_value = "10",
-        global = true
-    )]
-    pub db_max_connections: String,
-    /// How long a request waits for a database connection before failing.
-    #[arg(
-        long,
-        env = "TIDINGS_DB_ACQUIRE_TIMEOUT",
-        default_value = "5s",
-        global = true
-    )]
-    pub db_acquire_timeout: String,
-    /// redis://…; the in-process bus when unset.
-    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Lifetime of an access token.
-    #[arg(
-        long,
-        env = "TIDINGS_ACCESS_TOKEN_TTL",
-        default_value = "15m",
-        global = true
-    )]
-    pub access_token_ttl: String,
-    /// Lifetime of a refresh token.
-    #[arg(
-        long,
-        env = "TIDINGS_REFRESH_TOKEN_TTL",
-        default_value = "30days",
-        global = true
-    )]
-    pub refresh_token_ttl: String,
-    /// `text` (readable) or `json`.
-    #[arg(
-        long,
-        env = "TIDINGS_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
-    pub log_format: String,
-    /// Longest time a REST request may take before it is answered with 408.
-    #[arg(
-        long,
-        env = "TIDINGS_REQUEST_TIMEOUT",
-        default_value = "30s",
-        global = true
-    )]
-    pub request_timeout: String,
-    /// Largest request body accepted, in bytes.
-    #[arg(
-        long,
-        env = "TIDINGS_BODY_LIMIT",
-        default_value = "65536",
-        global = true
-    )]
-    pub body_limit: String,
-    /// Attempts at a route that checks a password (login, register, password change)
-    /// allowed per client IP per minute (0 turns the limit off).
-    #[arg(
-        long,
-        env = "TIDINGS_AUTH_RATE_PER_IP",
-        default_value = "30",
-        global = true
-    )]
-    pub auth_rate_per_ip: String,
-    /// Attempts at a route that checks a password allowed per account (the email given, or
-    /// the caller's) per minute (0 turns it off).
-    #[arg(
-        long,
-        env = "TIDINGS_AUTH_RATE_PER_EMAIL",
-        default_value = "10",
-        global = true
-    )]
-    pub auth_rate_per_email: String,
-    /// Password hashes (argon2, 19 MiB each) run at once; `auto` is the cores available.
-    #[arg(
-        long,
-        env = "TIDINGS_HASH_CONCURRENCY",
-        default_value = "auto",
-        global = true
-    )]
-    pub hash_concurrency: String,
-    /// How long a request waits for a turn to hash before it is answered 503.
-    #[arg(
-        long,
-        env = "TIDINGS_HASH_QUEUE_TIMEOUT",
-        default_value = "5s",
-        global = true
-    )]
-    pub hash_queue_timeout: String,
-    /// A refresh token refreshed again this soon after its rotation (two tabs at once) gets
-    /// the same successor instead of revoking its family; 0 turns this off.
-    #[arg(
-        long,
-        env = "TIDINGS_REFRESH_REUSE_GRACE",
-        default_value = "10s",
-        global = true
-    )]
-    pub refresh_reuse_grace: String,
-    /// The Redis pub/sub channel of the bus (instances of one deployment share it).
-    #[arg(
-        long,
-        env = "TIDINGS_REDIS_CHANNEL",
-        default_value = "tidings:events",
-        global = true
-    )]
+pub struct Config {
+    /// address to listen on: `IP:port` or `host:port` (`0.0.0.0:8080` for every interface)
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080", global = true,
+        value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// directory for the SQLite file and the generated JWT key (created if absent)
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./data", global = true,
+        value_parser = parse_data_dir)]
+    pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL, or `sqlite:PATH`; unset, the SQLite file
+    /// `$TIDINGS_DATA_DIR/tidings.db`
+    #[arg(id = "database-url", long = "database-url", value_name = "DATABASE_URL",
+        env = "DATABASE_URL", global = true,
+        hide_env_values = true, default_value = "", hide_default_value = true,
+        value_parser = parse_database_url)]
+    database_url_setting: std::option::Option<DatabaseUrl>,
+    /// The database to use: `DATABASE_URL`, or the SQLite file in `data_dir` (set by
+    /// [`Config::validate`]).
+    #[arg(skip = DatabaseUrl::Sqlite(PathBuf::new()))]
+    pub database_url: DatabaseUrl,
+    /// largest number of pooled database connections
+    #[arg(long, env = "TIDINGS_DB_MAX_CONNECTIONS", default_value = "10", global = true,
+        value_parser = between(1u32, 10_000))]
+    pub db_max_connections: u32,
+    /// how long a request waits for a pooled connection
+    #[arg(long, env = "TIDINGS_DB_ACQUIRE_TIMEOUT", default_value = "5s", global = true,
+        value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// `redis://…` (or `rediss://…`) to fan events out across instances; unset, an
+    /// in-process bus
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true,
+        default_value = "", hide_default_value = true, value_parser = parse_redis_url)]
+    pub redis_url: std::option::Option<String>,
+    /// The JWT signing key from `TIDINGS_JWT_SECRET`, if given (no flag, so that it never
+    /// shows in a process list); otherwise one is kept in `data_dir`. Set by
+    /// [`Config::validate`].
+    #[arg(skip)]
+    pub jwt_secret: Option<Vec<u8>>,
+    /// access token lifetime (`30s`, `15m`, `2h`, …)
+    #[arg(long, env = "TIDINGS_ACCESS_TOKEN_TTL", default_value = "15m", global = true,
+        value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+    /// refresh token lifetime
+    #[arg(long, env = "TIDINGS_REFRESH_TOKEN_TTL", default_value = "30days", global = true,
+        value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+    /// longest a REST request may take (then 408)
+    #[arg(long, env = "TIDINGS_REQUEST_TIMEOUT", default_value = "30s", global = true,
+        value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// largest request body in bytes, up to 64 MiB (then 413)
+    #[arg(long, env = "TIDINGS_BODY_LIMIT", default_value = "65536", global = true,
+        value_parser = between(1024usize, 64 << 20))]
+    pub body_limit: usize,
+    /// attempts per client IP per minute at the routes that check a password (login,
+    /// register, password change); `0` turns it off
+    #[arg(long, env = "TIDINGS_AUTH_RATE_PER_IP", default_value = "30", global = true,
+        value_parser = between(0u32, 1_000_000))]
+    pub auth_rate_per_ip: u32,
+    /// attempts per account (the email given, or the caller's) per minute at those routes,
+    /// counted together; `0` turns it off
+    #[arg(long, env = "TIDINGS_AUTH_RATE_PER_EMAIL", default_value = "10", global = true,
+        value_parser = between(0u32, 1_000_000))]
+    pub auth_rate_per_email: u32,
+    /// password hashes (argon2id, 19 MiB each) computed at once; `auto` is the cores
+    /// available
+    #[arg(long, env = "TIDINGS_HASH_CONCURRENCY", default_value = "auto", global = true,
+        value_parser = parse_hash_concurrency)]
+    pub hash_concurrency: usize,
+    /// how long a login, registration or password change waits for a turn to hash before
+    /// it is answered `503 busy` with `Retry-After`
+    #[arg(long, env = "TIDINGS_HASH_QUEUE_TIMEOUT", default_value = "5s", global = true,
+        value_parser = parse_duration)]
+    pub hash_queue_timeout: Duration,
+    /// a refresh token presented again this soon after its rotation (two tabs refreshing at
+    /// once) gets the same successor instead of revoking its family; `0` turns it off
+    #[arg(long, env = "TIDINGS_REFRESH_REUSE_GRACE", default_value = "10s", global = true,
+        value_parser = parse_duration_or_zero)]
+    pub refresh_reuse_grace: Duration,
+    /// take the client IP from the last `X-Forwarded-For` entry (only behind your own proxy)
+    #[arg(long, env = "TIDINGS_TRUST_FORWARDED_FOR", default_value = "false", global = true,
+        action = ArgAction::Set, value_parser = parse_bool)]
+    pub trust_forwarded_for: bool,
+    /// connections not yet authenticated (reading their first request, or REST keep-alive),
+    /// in all; over it the oldest one idle for 2 s is closed, else new clients wait in the
+    /// kernel's backlog; `0` turns it off
+    #[arg(long, env = "TIDINGS_MAX_PENDING_CONNECTIONS", default_value = "10000",
+        global = true, value_parser = between(0usize, 10_000_000))]
+    max_pending_connections: usize,
+    /// the same, from one address (an IPv6 /64 counts as one); over it the oldest idle one
+    /// from that address is closed, else the newcomer gets `503` with `Retry-After`; `0`
+    /// turns it off
+    #[arg(long, env = "TIDINGS_MAX_PENDING_PER_IP", default_value = "2000", global = true,
+        value_parser = between(0usize, 10_000_000))]
+    max_pending_per_ip: usize,
+    /// The caps on connections not yet authenticated, from the two settings above (set by
+    /// [`Config::validate`]).
+    #[arg(skip = crate::net::server::Limits {
+        total: 0,
+        per_ip: 0,
+        shed_after: crate::net::server::Limits::DEFAULT_SHED_AFTER,
+    })]
+    pub pending: crate::net::server::Limits,
+    /// browser origins allowed to call the API and open streams, comma-separated
+    /// (`https://shop.example.com`)
+    #[arg(long, env = "TIDINGS_CORS_ORIGINS", default_value = "", global = true,
+        value_parser = parse_origins)]
+    pub cors_origins: std::vec::Vec<String>,
+    /// the bus's Redis channel; one per deployment
+    #[arg(long, env = "TIDINGS_REDIS_CHANNEL", default_value = "tidings:events",
+        global = true, value_parser = parse_redis_channel)]
     pub redis_channel: String,
-    /// Bytes a live connection's queue may hold before it is closed as a slow consumer.
-    #[arg(
-        long,
-        env = "TIDINGS_QUEUE_BYTES",
-        default_value = "1048576",
-        global = true
-    )]
-    pub queue_bytes: String,
-    /// The kernel's send buffer of a live connection's socket, in bytes (Linux doubles it);
-    /// 0 leaves it to the kernel's autotuning.
-    #[arg(
-        long,
-        env = "TIDINGS_LIVE_SEND_BUFFER",
-        default_value = "131072",
-        global = true
-    )]
-    pub live_send_buffer: String,
-    /// Live connections (WebSocket and SSE) one user may hold on one instance.
-    #[arg(
-        long,
-        env = "TIDINGS_MAX_CONNECTIONS_PER_USER",
-        default_value = "16",
-        global = true
-    )]
-    pub max_connections_per_user: String,
-    /// A client that takes none of what is written to it for this long is dropped (REST
-    /// responses, WebSocket and SSE alike).
-    #[arg(
-        long,
-        env = "TIDINGS_WRITE_TIMEOUT",
-        default_value = "60s",
-        global = true
-    )]
-    pub write_timeout: String,
-    /// How often WebSocket connections are pinged.
-    #[arg(
-        long,
-        env = "TIDINGS_WS_PING_INTERVAL",
-        default_value = "20s",
-        global = true
-    )]
-    pub ws_ping_interval: String,
-    /// A WebSocket peer silent (not even a pong) for this long is dropped.
-    #[arg(
-        long,
-        env = "TIDINGS_WS_IDLE_TIMEOUT",
-        default_value = "60s",
-        global = true
-    )]
-    pub ws_idle_timeout: String,
-    /// Largest WebSocket message a client may send, in bytes (close 1009 beyond).
-    #[arg(
-        long,
-        env = "TIDINGS_WS_MAX_MESSAGE",
-        default_value = "4096",
-        global = true
-    )]
-    pub ws_max_message: String,
-    /// For conformance tests only: adds `GET /v1/ws/echo`, a WebSocket without
-    /// authentication that sends every message back.
-    #[arg(long, env = "TIDINGS_WS_ECHO", default_value = "false", global = true)]
-    pub ws_echo: String,
-    /// How often an idle SSE stream gets a heartbeat comment.
-    #[arg(
-        long,
-        env = "TIDINGS_SSE_HEARTBEAT",
-        default_value = "15s",
-        global = true
-    )]
-    pub sse_heartbeat: String,
-    /// How long events are kept for resuming clients.
-    #[arg(
-        long,
-        env = "TIDINGS_EVENT_RETENTION",
-        default_value = "24h",
-        global = true
-    )]
-    pub event_retention: String,
-    /// How often the relay looks for events when no commit woke it.
-    #[arg(long, env = "TIDINGS_RELAY_POLL", default_value = "1s", global = true)]
-    pub relay_poll: String,
-    /// Live connections closed at once when shutting down…
-    #[arg(
-        long,
-        env = "TIDINGS_DRAIN_BATCH",
-        default_value = "500",
-        global = true
-    )]
-    pub drain_batch: String,
-    /// …and the pause between such batches.
-    #[arg(
-        long,
-        env = "TIDINGS_DRAIN_PAUSE",
-        default_value = "100ms",
-        global = true
-    )]
-    pub drain_pause: String,
-    /// Origins of browser apps allowed to call the API (comma-separated, e.g.
-    /// `https://shop.example.com`); none when empty.
-    #[arg(long, env = "TIDINGS_CORS_ORIGINS", default_value = "", global = true)]
-    pub cors_origins: String,
-    /// Connections not yet authenticated (reading their first request, or REST), in all;
-    /// over it the oldest idle one is closed, or new ones wait (0: no cap).
-    #[arg(
-        long,
-        env = "TIDINGS_MAX_PENDING_CONNECTIONS",
-        default_value = "10000",
-        global = true
-    )]
-    pub max_pending_connections: String,
-    /// …and from one address (IPv6: one /64); over it the oldest idle one is closed, or the
-    /// newcomer is answered 503 (0: no cap).
-    #[arg(
-        long,
-        env = "TIDINGS_MAX_PENDING_PER_IP",
-        default_value = "2000",
-        global = true
-    )]
-    pub max_pending_per_ip: String,
-    /// Take the client IP from the last X-Forwarded-For entry (behind a trusted proxy only).
-    #[arg(
-        long,
-        env = "TIDINGS_TRUST_FORWARDED_FOR",
-        default_value = "false",
-        global = true
-    )]
-    pub trust_forwarded_for: String,
+    /// bytes a live connection may have queued before it is closed as a slow consumer
+    #[arg(long, env = "TIDINGS_QUEUE_BYTES", default_value = "1048576", global = true,
+        value_parser = between(4096usize, 1 << 30))]
+    pub queue_bytes: usize,
+    /// the kernel's send buffer of each live connection's socket, in bytes (Linux holds
+    /// twice this, capped by `net.core.wmem_max`); `0` leaves it to the kernel, which grows
+    /// it to 4 MiB
+    #[arg(long, env = "TIDINGS_LIVE_SEND_BUFFER", default_value = "131072", global = true,
+        value_parser = parse_send_buffer)]
+    pub live_send_buffer: std::option::Option<usize>,
+    /// live connections per user per instance (WebSocket closes with 4029, SSE gets 429)
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_USER", default_value = "16",
+        global = true, value_parser = between(1usize, 1_000_000))]
+    pub max_connections_per_user: usize,
+    /// a client that takes none of what is written to it this long (a response, a
+    /// WebSocket's or an event stream's bytes) is dropped
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", default_value = "60s", global = true,
+        value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// WebSocket heartbeat: how often connections are pinged
+    #[arg(long, env = "TIDINGS_WS_PING_INTERVAL", default_value = "20s", global = true,
+        value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+    /// a WebSocket peer that sends nothing (not even a pong) this long is dropped; longer
+    /// than `TIDINGS_WS_PING_INTERVAL`
+    #[arg(long, env = "TIDINGS_WS_IDLE_TIMEOUT", default_value = "60s", global = true,
+        value_parser = parse_duration)]
+    pub ws_idle_timeout: Duration,
+    /// largest client message in bytes, up to 64 MiB (close 1009 beyond); a message may
+    /// come in at most one frame per 64 bytes of it (64 frames at the default)
+    #[arg(long, env = "TIDINGS_WS_MAX_MESSAGE", default_value = "4096", global = true,
+        value_parser = between(256usize, 64 << 20))]
+    pub ws_max_message: usize,
+    /// for conformance tests only: adds `GET /v1/ws/echo`, a WebSocket without
+    /// authentication that sends every message back (it never reaches the hub); absent
+    /// (404) when off
+    #[arg(long, env = "TIDINGS_WS_ECHO", default_value = "false", global = true,
+        action = ArgAction::Set, value_parser = parse_bool)]
+    pub ws_echo: bool,
+    /// SSE keep-alive comment: how often an idle event stream gets one
+    #[arg(long, env = "TIDINGS_SSE_HEARTBEAT", default_value = "15s", global = true,
+        value_parser = parse_duration)]
+    pub sse_heartbeat: Duration,
+    /// how long events are kept for resuming clients; older resumes get a `reset`
+    #[arg(long, env = "TIDINGS_EVENT_RETENTION", default_value = "24h", global = true,
+        value_parser = parse_duration)]
+    pub event_retention: Duration,
+    /// the relay's safety-net poll (it is woken by every commit); hubs read the database
+    /// every twice this, in case the bus dropped a message
+    #[arg(long, env = "TIDINGS_RELAY_POLL", default_value = "1s", global = true,
+        value_parser = parse_duration)]
+    pub relay_poll: Duration,
+    /// on shutdown, live connections are closed this many at a time…
+    #[arg(long, env = "TIDINGS_DRAIN_BATCH", default_value = "500", global = true,
+        value_parser = between(1usize, 1_000_000))]
+    pub drain_batch: usize,
+    /// …with this pause between
+    #[arg(long, env = "TIDINGS_DRAIN_PAUSE", default_value = "100ms", global = true,
+        value_parser = parse_duration)]
+    pub drain_pause: Duration,
+    /// `text` or `json`
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", global = true,
+        value_parser = parse_log_format)]
+    pub log_format: LogFormat,
+}
+
+/// A setting that could not be used: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}{}: {problem}", flag.as_ref().map(|f| format!(" ({f})")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The environment variable.
+    pub var: String,
+    /// Its flag, if it has one.
+    pub flag: Option<String>,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// The setting a clap error is about, if it is a bad value of one (whether from a flag or
+    /// from the environment): its variable, flag and what is wrong, for one line on stderr.
+    /// Other clap errors (an unknown flag, `--help`) are clap's to print.
+    pub fn from_clap(error: &clap::Error) -> Option<ConfigError> {
+        use clap::CommandFactory;
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        if error.kind() != ErrorKind::ValueValidation {
+            return None;
+        }
+        // "--listen <LISTEN>"
+        let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+        let command = Cli::command();
+        let setting = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))?;
+        Some(ConfigError {
+            var: setting.get_env()?.to_string_lossy().into_owned(),
+            flag: Some(format!("--{long}")),
+            problem: std::error::Error::source(error)?.to_string(),
+        })
+    }
+}
+
+/// The shortest JWT signing key accepted: HS256 wants at least 256 bits.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+impl Config {
+    /// Settings with every default (and whatever the environment sets), not yet validated;
+    /// tests start from these.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["tidings"]).settings
+    }
+
+    /// Completes and checks the settings, reading `TIDINGS_JWT_SECRET` from the environment.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        self.validate_with_secret(std::env::var("TIDINGS_JWT_SECRET").ok())
+    }
+
+    /// [`Config::validate`] with the signing key given explicitly. Each setting's own value
+    /// was checked as it was read; this fills in what derives from several and checks what
+    /// spans several.
+    pub fn validate_with_secret(
+        mut self,
+        jwt_secret: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        self.jwt_secret = match jwt_secret {
+            None => None,
+            Some(s) if s.len() < MIN_JWT_SECRET_LEN => {
+                return Err(ConfigError {
+                    var: "TIDINGS_JWT_SECRET".into(),
+                    flag: None,
+                    problem: format!("must be at least {MIN_JWT_SECRET_LEN} bytes long"),
+                });
+            }
+            Some(s) => Some(s.into_bytes()),
+        };
+        self.database_url = match &self.database_url_setting {
+            Some(url) => url.clone(),
+            None => DatabaseUrl::Sqlite(self.data_dir.join("tidings.db")),
+        };
+        self.pending = crate::net::server::Limits {
+            total: self.max_pending_connections,
+            per_ip: self.max_pending_per_ip,
+            shed_after: crate::net::server::Limits::DEFAULT_SHED_AFTER,
+        };
+        if self.ws_idle_timeout <= self.ws_ping_interval {
+            return Err(ConfigError {
+                var: "TIDINGS_WS_IDLE_TIMEOUT".into(),
+                flag: Some("--ws-idle-timeout".into()),
+                problem: format!(
+                    "{} must be longer than TIDINGS_WS_PING_INTERVAL ({}), or every quiet \
+                     client is dropped between two pings",
+                    humantime::format_duration(self.ws_idle_timeout),
+                    humantime::format_duration(self.ws_ping_interval)
+                ),
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// README.md's settings table, in Markdown: one row per setting, from the flags' and
+/// environment variables' definitions above, then the ones that are environment variables
+/// only. A unit test keeps README.md's copy equal to it.
+pub fn settings_table() -> String {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut table = String::from("| variable | flag | default | meaning |\n|---|---|---|---|\n");
+    let cell = |text: &str| text.replace('|', "\\|");
+    for arg in command.get_arguments() {
+        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let default = match arg.get_default_values() {
+            _ if arg.is_hide_default_value_set() => "unset".to_owned(),
+            [empty] if empty.is_empty() => "empty".to_owned(),
+            values => values
+                .iter()
+                .map(|v| format!("`{}`", v.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let meaning = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        table.push_str(&format!(
+            "| `{}` | `--{long}` | {} | {} |\n",
+            var.to_string_lossy(),
+            cell(&default),
+            cell(&meaning)
+        ));
+    }
+    for EnvOnly {
+        var,
+        default,
+        meaning,
+    } in &ENV_ONLY
+    {
+        table.push_str(&format!(
+            "| `{var}` | | {} | {} |\n",
+            cell(default),
+            cell(meaning)
+        ));
+    }
+    table
 }
 
 /// Where the data lives.
@@ -367,289 +473,38 @@ pub enum LogFormat {
     Json,
 }
 
-/// Validated settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Address the server listens on.
-    pub listen: SocketAddr,
-    /// Directory for the SQLite file and the generated JWT key.
-    pub data_dir: PathBuf,
-    /// The database to use.
-    pub database_url: DatabaseUrl,
-    /// Largest number of pooled database connections.
-    pub db_max_connections: u32,
-    /// How long to wait for a pooled connection.
-    pub db_acquire_timeout: Duration,
-    /// The Redis bus, if any.
-    pub redis_url: Option<String>,
-    /// The JWT signing key from the environment, if given; otherwise one is kept in `data_dir`.
-    pub jwt_secret: Option<Vec<u8>>,
-    /// Lifetime of an access token.
-    pub access_token_ttl: Duration,
-    /// Lifetime of a refresh token.
-    pub refresh_token_ttl: Duration,
-    /// How log lines are written.
-    pub log_format: LogFormat,
-    /// Longest time a REST request may take.
-    pub request_timeout: Duration,
-    /// Largest request body, in bytes.
-    pub body_limit: usize,
-    /// Auth attempts per client IP per minute; 0 is unlimited.
-    pub auth_rate_per_ip: u32,
-    /// Auth attempts per account per minute; 0 is unlimited.
-    pub auth_rate_per_email: u32,
-    /// Password hashes run at once.
-    pub hash_concurrency: usize,
-    /// How long a request waits for its turn to hash.
-    pub hash_queue_timeout: Duration,
-    /// How long after a rotation a refresh token still yields its successor; zero is never.
-    pub refresh_reuse_grace: Duration,
-    /// Whether X-Forwarded-For names the client.
-    pub trust_forwarded_for: bool,
-    /// The bus's Redis channel.
-    pub redis_channel: String,
-    /// A live connection's queue limit, in bytes.
-    pub queue_bytes: usize,
-    /// A live socket's send buffer, in bytes; `None` for the kernel's autotuning.
-    pub live_send_buffer: Option<usize>,
-    pub max_connections_per_user: usize,
-    /// How long a write may wait for a client that takes no bytes.
-    pub write_timeout: Duration,
-    pub ws_ping_interval: Duration,
-    pub ws_idle_timeout: Duration,
-    pub ws_max_message: usize,
-    /// Whether `GET /v1/ws/echo` exists (conformance tests only).
-    pub ws_echo: bool,
-    pub sse_heartbeat: Duration,
-    pub event_retention: Duration,
-    pub relay_poll: Duration,
-    pub drain_batch: usize,
-    pub drain_pause: Duration,
-    /// Browser origins allowed by CORS.
-    pub cors_origins: Vec<String>,
-    /// Caps on connections not yet authenticated.
-    pub pending: crate::net::server::Limits,
-}
-
-/// A setting that could not be used: which one, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {problem}")]
-pub struct ConfigError {
-    /// The environment variable (the flag has the same name in kebab case).
-    pub var: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
-
-fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        problem: problem.into(),
-    }
-}
-
-/// The shortest JWT signing key accepted: HS256 wants at least 256 bits.
-pub const MIN_JWT_SECRET_LEN: usize = 32;
-
-impl Settings {
-    /// Settings with every default, as if nothing was set; tests start from these.
-    pub fn defaults() -> Self {
-        Cli::parse_from(["tidings"]).settings
-    }
-
-    /// Checks every setting, reading `TIDINGS_JWT_SECRET` from the environment (it has no
-    /// flag, so that it never shows in a process list).
-    pub fn validate(&self) -> Result<Config, ConfigError> {
-        self.validate_with_secret(std::env::var("TIDINGS_JWT_SECRET").ok())
-    }
-
-    /// [`Settings::validate`] with the signing key given explicitly.
-    pub fn validate_with_secret(&self, jwt_secret: Option<String>) -> Result<Config, ConfigError> {
-        let listen = parse_listen(&self.listen)?;
-        if self.data_dir.trim().is_empty() {
-            return Err(invalid("TIDINGS_DATA_DIR", "must not be empty"));
-        }
-        let data_dir = PathBuf::from(&self.data_dir);
-        let database_url = match self.database_url.as_deref().map(str::trim) {
-            None | Some("") => DatabaseUrl::Sqlite(data_dir.join("tidings.db")),
-            Some(url) => parse_database_url(url)?,
-        };
-        let redis_url = match self.redis_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Some(url.to_owned())
-            }
-            Some(url) => {
-                return Err(invalid(
-                    "REDIS_URL",
-                    format!(
-                        "{} is not a redis:// or rediss:// URL",
-                        quote(&redact_url(url))
-                    ),
-                ));
-            }
-        };
-        let jwt_secret = match jwt_secret {
-            None => None,
-            Some(s) if s.len() < MIN_JWT_SECRET_LEN => {
-                return Err(invalid(
-                    "TIDINGS_JWT_SECRET",
-                    format!("must be at least {MIN_JWT_SECRET_LEN} bytes long"),
-                ));
-            }
-            Some(s) => Some(s.into_bytes()),
-        };
-        let log_format = match self.log_format.trim().to_ascii_lowercase().as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(invalid(
-                    "TIDINGS_LOG_FORMAT",
-                    format!("{} is not one of text, json", quote(other)),
-                ));
-            }
-        };
-        let db_max_connections = parse_number(
-            "TIDINGS_DB_MAX_CONNECTIONS",
-            &self.db_max_connections,
-            1..=10_000,
-        )?;
-        Ok(Config {
-            listen,
-            data_dir,
-            database_url,
-            db_max_connections,
-            db_acquire_timeout: parse_duration(
-                "TIDINGS_DB_ACQUIRE_TIMEOUT",
-                &self.db_acquire_timeout,
-            )?,
-            redis_url,
-            jwt_secret,
-            access_token_ttl: parse_duration("TIDINGS_ACCESS_TOKEN_TTL", &self.access_token_ttl)?,
-            refresh_token_ttl: parse_duration(
-                "TIDINGS_REFRESH_TOKEN_TTL",
-                &self.refresh_token_ttl,
-            )?,
-            log_format,
-            request_timeout: parse_duration("TIDINGS_REQUEST_TIMEOUT", &self.request_timeout)?,
-            body_limit: parse_number("TIDINGS_BODY_LIMIT", &self.body_limit, 1024..=64 << 20)?,
-            auth_rate_per_ip: parse_number(
-                "TIDINGS_AUTH_RATE_PER_IP",
-                &self.auth_rate_per_ip,
-                0..=1_000_000,
-            )?,
-            auth_rate_per_email: parse_number(
-                "TIDINGS_AUTH_RATE_PER_EMAIL",
-                &self.auth_rate_per_email,
-                0..=1_000_000,
-            )?,
-            hash_concurrency: match self.hash_concurrency.trim() {
-                "auto" => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => parse_number("TIDINGS_HASH_CONCURRENCY", n, 1..=1024)?,
-            },
-            hash_queue_timeout: parse_duration(
-                "TIDINGS_HASH_QUEUE_TIMEOUT",
-                &self.hash_queue_timeout,
-            )?,
-            refresh_reuse_grace: match humantime::parse_duration(self.refresh_reuse_grace.trim()) {
-                Ok(zero) if zero.is_zero() => zero,
-                _ => parse_duration("TIDINGS_REFRESH_REUSE_GRACE", &self.refresh_reuse_grace)?,
-            },
-            trust_forwarded_for: parse_bool(
-                "TIDINGS_TRUST_FORWARDED_FOR",
-                &self.trust_forwarded_for,
-            )?,
-            redis_channel: match self.redis_channel.trim() {
-                "" => return Err(invalid("TIDINGS_REDIS_CHANNEL", "must not be empty")),
-                channel => channel.to_owned(),
-            },
-            queue_bytes: parse_number("TIDINGS_QUEUE_BYTES", &self.queue_bytes, 4096..=1 << 30)?,
-            live_send_buffer: match parse_number(
-                "TIDINGS_LIVE_SEND_BUFFER",
-                &self.live_send_buffer,
-                0..=1 << 30,
-            )? {
-                0 => None,
-                n if n < 4096 => {
-                    return Err(invalid(
-                        "TIDINGS_LIVE_SEND_BUFFER",
-                        "must be 0 (the kernel's autotuning) or at least 4096",
-                    ));
-                }
-                n => Some(n),
-            },
-            max_connections_per_user: parse_number(
-                "TIDINGS_MAX_CONNECTIONS_PER_USER",
-                &self.max_connections_per_user,
-                1..=1_000_000,
-            )?,
-            write_timeout: parse_duration("TIDINGS_WRITE_TIMEOUT", &self.write_timeout)?,
-            ws_ping_interval: parse_duration("TIDINGS_WS_PING_INTERVAL", &self.ws_ping_interval)?,
-            ws_idle_timeout: parse_duration("TIDINGS_WS_IDLE_TIMEOUT", &self.ws_idle_timeout)?,
-            ws_max_message: parse_number(
-                "TIDINGS_WS_MAX_MESSAGE",
-                &self.ws_max_message,
-                256..=64 << 20,
-            )?,
-            ws_echo: parse_bool("TIDINGS_WS_ECHO", &self.ws_echo)?,
-            sse_heartbeat: parse_duration("TIDINGS_SSE_HEARTBEAT", &self.sse_heartbeat)?,
-            event_retention: parse_duration("TIDINGS_EVENT_RETENTION", &self.event_retention)?,
-            relay_poll: parse_duration("TIDINGS_RELAY_POLL", &self.relay_poll)?,
-            drain_batch: parse_number("TIDINGS_DRAIN_BATCH", &self.drain_batch, 1..=1_000_000)?,
-            drain_pause: parse_duration("TIDINGS_DRAIN_PAUSE", &self.drain_pause)?,
-            cors_origins: parse_origins(&self.cors_origins)?,
-            pending: crate::net::server::Limits {
-                total: parse_number(
-                    "TIDINGS_MAX_PENDING_CONNECTIONS",
-                    &self.max_pending_connections,
-                    0..=10_000_000,
-                )?,
-                per_ip: parse_number(
-                    "TIDINGS_MAX_PENDING_PER_IP",
-                    &self.max_pending_per_ip,
-                    0..=10_000_000,
-                )?,
-                shed_after: crate::net::server::Limits::DEFAULT_SHED_AFTER,
-            },
-        })
-    }
-}
-
 /// `IP:port` or `host:port`; a host name is resolved now, and the first of its addresses
 /// is the one listened on (`localhost:8080` is usually `127.0.0.1:8080` or `[::1]:8080`).
-fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
-    const VAR: &str = "TIDINGS_LISTEN";
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     let value = value.trim();
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
     let hint = "expected host:port or IP:port, e.g. 127.0.0.1:8080, [::]:8080 or localhost:8080";
     let Some((host, port)) = value.rsplit_once(':') else {
-        return Err(invalid(
-            VAR,
-            format!("{} has no port ({hint})", quote(value)),
-        ));
+        return Err(format!("{} has no port ({hint})", quote(value)));
     };
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(invalid(
-            VAR,
-            format!("{} is not host:port ({hint})", quote(value)),
-        ));
+        return Err(format!("{} is not host:port ({hint})", quote(value)));
     }
     use std::net::ToSocketAddrs;
     match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(addr)) => Ok(addr),
-        Ok(None) | Err(_) => Err(invalid(
-            VAR,
-            format!(
-                "the host name in {} does not resolve ({hint})",
-                quote(value)
-            ),
+        Ok(None) | Err(_) => Err(format!(
+            "the host name in {} does not resolve ({hint})",
+            quote(value)
         )),
     }
 }
 
-fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
+fn parse_data_dir(value: &str) -> Result<PathBuf, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_origins(value: &str) -> Result<Vec<String>, String> {
     let mut origins = Vec::new();
     for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -659,12 +514,9 @@ fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
                 .nth(1)
                 .is_some_and(|host| !host.is_empty() && !host.contains('/'));
         if !valid {
-            return Err(invalid(
-                "TIDINGS_CORS_ORIGINS",
-                format!(
-                    "{} is not an origin (scheme://host[:port], no path)",
-                    quote(origin)
-                ),
+            return Err(format!(
+                "{} is not an origin (scheme://host[:port], no path)",
+                quote(origin)
             ));
         }
         origins.push(origin.to_owned());
@@ -672,76 +524,115 @@ fn parse_origins(value: &str) -> Result<Vec<String>, ConfigError> {
     Ok(origins)
 }
 
-fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
-    const VAR: &str = "DATABASE_URL";
+/// A `postgres://` or `sqlite:` URL; empty is unset.
+fn parse_database_url(url: &str) -> Result<Option<DatabaseUrl>, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        return Ok(Some(DatabaseUrl::Postgres(url.to_owned())));
     }
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let path = rest.strip_prefix("//").unwrap_or(rest);
         let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() || path == ":memory:" {
-            return Err(invalid(
-                VAR,
-                "a SQLite URL must name a file (e.g. sqlite:./data/tidings.db)",
-            ));
+            return Err("a SQLite URL must name a file (e.g. sqlite:./data/tidings.db)".into());
         }
-        return Ok(DatabaseUrl::Sqlite(Path::new(path).to_owned()));
+        return Ok(Some(DatabaseUrl::Sqlite(Path::new(path).to_owned())));
     }
-    Err(invalid(
-        VAR,
-        format!(
-            "{} is neither a postgres:// nor a sqlite: URL",
-            quote(&redact_url(url))
-        ),
+    Err(format!(
+        "{} is neither a postgres:// nor a sqlite: URL",
+        quote(&redact_url(url))
     ))
 }
 
-fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let duration = humantime::parse_duration(value.trim()).map_err(|e| {
-        invalid(
-            var,
-            format!(
-                "{} is not a duration ({e}; write e.g. 30s, 15m, 2h)",
-                quote(value)
-            ),
-        )
-    })?;
+/// A `redis://` or `rediss://` URL; empty is unset.
+fn parse_redis_url(url: &str) -> Result<Option<String>, String> {
+    match url.trim() {
+        "" => Ok(None),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(Some(url.to_owned()))
+        }
+        url => Err(format!(
+            "{} is not a redis:// or rediss:// URL",
+            quote(&redact_url(url))
+        )),
+    }
+}
+
+fn parse_redis_channel(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "" => Err("must not be empty".into()),
+        channel => Ok(channel.to_owned()),
+    }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{} is not one of text, json", quote(other))),
+    }
+}
+
+/// A duration longer than zero, such as `30s`, `15m` or `2h`.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(value)?;
     if duration.is_zero() {
-        return Err(invalid(var, "must be longer than zero"));
+        return Err("must be longer than zero".into());
     }
     Ok(duration)
 }
 
-fn parse_number<T>(
-    var: &'static str,
-    value: &str,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let n: T = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(var, format!("{} is not a whole number", quote(value))))?;
-    if !range.contains(&n) {
-        return Err(invalid(
-            var,
-            format!("{n} is out of range ({} to {})", range.start(), range.end()),
-        ));
-    }
-    Ok(n)
+fn parse_duration_or_zero(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        format!(
+            "{} is not a duration ({e}; write e.g. 30s, 15m, 2h)",
+            quote(value)
+        )
+    })
 }
 
-fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+/// A whole number from `min` to `max`.
+fn between<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync,
+{
+    move |value| {
+        let n: T = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} is not a whole number", quote(value)))?;
+        if n < min || n > max {
+            return Err(format!("{n} is out of range ({min} to {max})"));
+        }
+        Ok(n)
+    }
+}
+
+/// `auto` (the cores available) or 1 to 1024.
+fn parse_hash_concurrency(value: &str) -> Result<usize, String> {
+    match value.trim() {
+        "auto" => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n => between(1usize, 1024)(n),
+    }
+}
+
+/// `0` (`None`: the kernel's autotuning) or 4096 bytes to 1 GiB.
+fn parse_send_buffer(value: &str) -> Result<Option<usize>, String> {
+    match between(0usize, 1 << 30)(value)? {
+        0 => Ok(None),
+        n if n < 4096 => Err("must be 0 (the kernel's autotuning) or at least 4096".into()),
+        n => Ok(Some(n)),
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(invalid(
-            var,
-            format!("{} is not true or false", quote(value)),
-        )),
+        _ => Err(format!("{} is not true or false", quote(value))),
     }
 }
 
@@ -774,14 +665,18 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
-    fn settings() -> Settings {
-        Settings::defaults()
+    /// The settings read from `args` as `tidings` would read them, and validated.
+    fn read(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("tidings").chain(args.iter().copied()))
+            .map_err(|e| ConfigError::from_clap(&e).unwrap_or_else(|| panic!("{e}")))?;
+        cli.settings.validate_with_secret(None)
     }
 
     #[test]
     fn defaults_are_valid_and_embedded() {
-        let config = settings().validate_with_secret(None).unwrap();
+        let config = read(&[]).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(
             config.database_url,
@@ -789,10 +684,13 @@ mod tests {
         );
         assert_eq!(config.access_token_ttl, Duration::from_secs(900));
         assert!(config.redis_url.is_none());
+        assert!(config.cors_origins.is_empty());
+        assert_eq!(config.pending.total, 10_000);
+        assert_eq!(config.pending.per_ip, 2000);
     }
 
     #[test]
-    fn a_bad_listen_address_names_the_variable() {
+    fn a_bad_listen_address_names_the_variable_and_the_flag() {
         for bad in [
             "nowhere",
             "localhost",
@@ -800,37 +698,52 @@ mod tests {
             ":8080",
             "no-such-host.invalid:8080",
         ] {
-            let mut s = settings();
-            s.listen = bad.into();
-            let err = s.validate_with_secret(None).unwrap_err();
+            let err = read(&["--listen", bad]).unwrap_err();
             assert_eq!(err.var, "TIDINGS_LISTEN");
             assert!(err.problem.contains("host:port"), "{bad}: {err}");
+            let line = err.to_string();
+            assert!(
+                line.starts_with("TIDINGS_LISTEN (--listen): ") && !line.contains('\n'),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn a_host_name_is_listened_on_at_its_address() {
-        let mut s = settings();
-        s.listen = "localhost:8080".into();
-        let listen = s.validate_with_secret(None).unwrap().listen;
+        let listen = read(&["--listen", "localhost:8080"]).unwrap().listen;
         assert!(listen.ip().is_loopback(), "{listen}");
         assert_eq!(listen.port(), 8080);
-        s.listen = "[::]:9000".into();
-        assert_eq!(s.validate_with_secret(None).unwrap().listen.port(), 9000);
+        assert_eq!(
+            read(&["--listen", "[::]:9000"]).unwrap().listen.port(),
+            9000
+        );
+    }
+
+    #[test]
+    fn the_database_is_the_data_directorys_sqlite_file_unless_a_url_is_given() {
+        let config = read(&["--data-dir", "/srv/tidings", "--database-url", ""]).unwrap();
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite(PathBuf::from("/srv/tidings/tidings.db"))
+        );
+        let config = read(&["--database-url", "postgres://db/shop"]).unwrap();
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Postgres("postgres://db/shop".into())
+        );
     }
 
     #[test]
     fn an_unknown_database_scheme_is_refused_without_showing_the_password() {
-        let mut s = settings();
-        s.database_url = Some("mysql://root:hunter2@db/x".into());
-        let err = s.validate_with_secret(None).unwrap_err();
+        let err = read(&["--database-url", "mysql://root:hunter2@db/x"]).unwrap_err();
         assert_eq!(err.var, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
     fn a_short_jwt_secret_is_refused() {
-        let err = settings()
+        let err = Config::defaults()
             .validate_with_secret(Some("short".into()))
             .unwrap_err();
         assert_eq!(err.var, "TIDINGS_JWT_SECRET");
@@ -839,64 +752,126 @@ mod tests {
 
     #[test]
     fn durations_numbers_and_formats_are_checked() {
-        type Change = fn(&mut Settings);
-        let cases: [(Change, &str); 6] = [
+        for (args, var) in [
+            (["--access-token-ttl", "soon"], "TIDINGS_ACCESS_TOKEN_TTL"),
+            (["--access-token-ttl", "0s"], "TIDINGS_ACCESS_TOKEN_TTL"),
+            (["--log-format", "xml"], "TIDINGS_LOG_FORMAT"),
+            (["--db-max-connections", "0"], "TIDINGS_DB_MAX_CONNECTIONS"),
+            (["--body-limit", "100"], "TIDINGS_BODY_LIMIT"),
+            (["--redis-url", "http://x"], "REDIS_URL"),
+            (["--redis-channel", " "], "TIDINGS_REDIS_CHANNEL"),
+            (["--data-dir", ""], "TIDINGS_DATA_DIR"),
             (
-                |s| s.access_token_ttl = "soon".into(),
-                "TIDINGS_ACCESS_TOKEN_TTL",
-            ),
-            (|s| s.log_format = "xml".into(), "TIDINGS_LOG_FORMAT"),
-            (
-                |s| s.db_max_connections = "0".into(),
-                "TIDINGS_DB_MAX_CONNECTIONS",
-            ),
-            (|s| s.redis_url = Some("http://x".into()), "REDIS_URL"),
-            (
-                |s| s.cors_origins = "https://ok.example, shop.example".into(),
+                ["--cors-origins", "https://ok.example, shop.example"],
                 "TIDINGS_CORS_ORIGINS",
             ),
             (
-                |s| s.max_pending_per_ip = "many".into(),
+                ["--max-pending-per-ip", "many"],
                 "TIDINGS_MAX_PENDING_PER_IP",
             ),
-        ];
-        for (change, var) in cases {
-            let mut s = settings();
-            change(&mut s);
-            assert_eq!(s.validate_with_secret(None).unwrap_err().var, var);
+            (["--ws-echo", "maybe"], "TIDINGS_WS_ECHO"),
+        ] {
+            let err = read(&args).unwrap_err();
+            assert_eq!(err.var, var, "{args:?}: {err}");
+            assert_eq!(err.flag.as_deref(), Some(args[0]));
         }
     }
 
     #[test]
+    fn values_are_read_into_their_types() {
+        let config = read(&[
+            "--log-format",
+            " JSON ",
+            "--ws-echo",
+            "on",
+            "--cors-origins",
+            "https://a.example, http://b.example:8080",
+            "--drain-pause",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.ws_echo);
+        assert_eq!(
+            config.cors_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
+        assert_eq!(config.drain_pause, Duration::from_millis(250));
+    }
+
+    #[test]
     fn hashing_and_refresh_settings_have_their_defaults_and_zero_grace_is_off() {
-        let config = settings().validate_with_secret(None).unwrap();
+        let config = read(&[]).unwrap();
         assert!(config.hash_concurrency >= 1);
         assert_eq!(config.refresh_reuse_grace, Duration::from_secs(10));
-        let mut s = settings();
-        (s.hash_concurrency, s.refresh_reuse_grace) = ("3".into(), "0s".into());
-        let config = s.validate_with_secret(None).unwrap();
+        let config = read(&["--hash-concurrency", "3", "--refresh-reuse-grace", "0s"]).unwrap();
         assert_eq!(config.hash_concurrency, 3);
         assert_eq!(config.refresh_reuse_grace, Duration::ZERO);
-        s.hash_concurrency = "0".into();
         assert_eq!(
-            s.validate_with_secret(None).unwrap_err().var,
+            read(&["--hash-concurrency", "0"]).unwrap_err().var,
             "TIDINGS_HASH_CONCURRENCY"
         );
     }
 
     #[test]
     fn a_live_send_buffer_is_a_size_or_0_for_the_kernels_autotuning() {
-        let mut s = settings();
+        assert_eq!(read(&[]).unwrap().live_send_buffer, Some(128 * 1024));
         assert_eq!(
-            s.validate_with_secret(None).unwrap().live_send_buffer,
-            Some(128 * 1024)
+            read(&["--live-send-buffer", "0"]).unwrap().live_send_buffer,
+            None
         );
-        s.live_send_buffer = "0".into();
-        assert_eq!(s.validate_with_secret(None).unwrap().live_send_buffer, None);
-        s.live_send_buffer = "100".into();
         assert_eq!(
-            s.validate_with_secret(None).unwrap_err().var,
+            read(&["--live-send-buffer", "100"]).unwrap_err().var,
             "TIDINGS_LIVE_SEND_BUFFER"
+        );
+    }
+
+    #[test]
+    fn a_websocket_idle_timeout_must_outlast_the_ping_interval() {
+        let err = read(&["--ws-ping-interval", "30s", "--ws-idle-timeout", "30s"]).unwrap_err();
+        assert_eq!(err.var, "TIDINGS_WS_IDLE_TIMEOUT");
+        assert!(err.problem.contains("TIDINGS_WS_PING_INTERVAL"), "{err}");
+        read(&["--ws-ping-interval", "30s", "--ws-idle-timeout", "31s"]).unwrap();
+    }
+
+    #[test]
+    fn every_flag_is_also_an_environment_variable_with_help() {
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let var = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} has no env"));
+            let expected = match long {
+                "database-url" => "DATABASE_URL".to_owned(),
+                "redis-url" => "REDIS_URL".to_owned(),
+                _ => format!("TIDINGS_{}", long.replace('-', "_").to_ascii_uppercase()),
+            };
+            assert_eq!(var.to_str(), Some(expected.as_str()));
+            assert!(arg.get_help().is_some(), "--{long} has no help");
+        }
+    }
+
+    #[test]
+    fn the_readme_settings_table_is_the_generated_one() {
+        const BEGIN: &str = "<!-- settings table: generated from src/config.rs -->\n";
+        const END: &str = "<!-- end of settings table -->";
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find(BEGIN)
+            .expect("README.md marks its settings table")
+            + BEGIN.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("README.md ends its settings table");
+        let table = settings_table();
+        assert!(
+            readme[start..end] == table,
+            "README.md's settings table is not the one the settings define; replace it \
+             with:\n\n{table}"
         );
     }
 

@@ -16,14 +16,24 @@ pub static malloc_conf: &[u8; 57] = b"narenas:1,tcache:false,dirty_decay_ms:0,mu
 use anyhow::Context;
 use clap::Parser;
 use tidings::app::seed;
-use tidings::config::{Cli, Command, Config, UserCommand};
+use tidings::config::{Cli, Command, Config, ConfigError, UserCommand};
 use tidings::service::accounts::tokens::TokenKeys;
 use tidings::service::accounts::{self, Accounts, password};
 use tidings::telemetry;
 use tidings::{Application, domain, store};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match ConfigError::from_clap(&e) {
+            Some(bad_setting) => {
+                say_error(format_args!("{bad_setting}"));
+                return ExitCode::from(2);
+            }
+            // --help, --version, an unknown flag or subcommand: clap says it best.
+            None => e.exit(),
+        },
+    };
     let config = match cli.settings.validate() {
         Ok(config) => config,
         Err(e) => {

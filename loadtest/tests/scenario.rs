@@ -4,7 +4,7 @@
 use std::process::Stdio;
 
 use serde_json::Value;
-use tidings::config::{DatabaseUrl, Settings};
+use tidings::config::{Config, DatabaseUrl};
 use tidings::domain::{Email, NewPassword, Role};
 
 const ADMIN: &str = "loadtest-admin@example.com";
@@ -13,7 +13,7 @@ const PASSWORD: &str = "load test admin password";
 /// Tidings on a SQLite file of its own, with sign-up limits off (the tester registers users).
 async fn tidings() -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Settings::defaults()
+    let mut config = Config::defaults()
         .validate_with_secret(Some("loadtest-secret-".repeat(3)))
         .unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();

@@ -40,11 +40,23 @@ use crate::realtime::{Realtime, RealtimeConfig};
 use crate::service::accounts::Accounts;
 use crate::store::Db;
 
+/// How often a hub reads the database for events while the bus is down (Redis
+/// unreachable): live delivery then lags by at most this, for one indexed read per tick
+/// per instance. A constant, not a setting: it only matters during an outage, and 100 ms
+/// keeps delivery prompt at a negligible cost.
+const DEGRADED_POLL: Duration = Duration::from_millis(100);
+
+/// The `retry:` hint sent to EventSource clients: how long a browser waits before it
+/// reconnects a dropped stream. Short enough that a restart or a move to another
+/// instance goes almost unnoticed, long enough that a server starting up is not hammered
+/// by every browser at once.
+const SSE_RETRY: Duration = Duration::from_secs(2);
+
 fn hub_config(config: &Config) -> HubConfig {
     HubConfig {
         mailbox_bytes: config.queue_bytes,
         max_connections_per_user: config.max_connections_per_user,
-        degraded_poll: Duration::from_millis(100),
+        degraded_poll: DEGRADED_POLL,
         // The relay's safety net, doubled: a hub reads what the relay may have missed
         // publishing (Redis dropping a message) without racing it.
         safety_poll: config.relay_poll * 2,
@@ -58,7 +70,7 @@ fn realtime_config(config: &Config) -> RealtimeConfig {
         write_timeout: config.write_timeout,
         max_message_bytes: config.ws_max_message,
         sse_heartbeat: config.sse_heartbeat,
-        sse_retry: Duration::from_secs(2),
+        sse_retry: SSE_RETRY,
         drain_batch: config.drain_batch,
         drain_pause: config.drain_pause,
     }
@@ -185,11 +197,11 @@ impl Application {
         );
         let relay_stats = Arc::new(RelayStats::default());
         let relay_config = RelayConfig {
-            batch: 1000,
+            batch: relay::BATCH,
             poll: config.relay_poll,
-            standby_retry: Duration::from_secs(1),
+            standby_retry: relay::STANDBY_RETRY,
             retention: config.event_retention,
-            prune_every: Duration::from_secs(60),
+            prune_every: relay::PRUNE_EVERY,
         };
         let tasks = vec![
             hub_thread

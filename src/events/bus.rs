@@ -70,6 +70,11 @@ impl std::fmt::Debug for Publisher {
 /// How long the relay waits for Redis to take a batch before going on without it.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// The publishing connection's limit on connecting to Redis, on an answer, and on the
+/// pause between its reconnection attempts: a Redis that is down makes publishing fail
+/// fast (the events wait in the database), and one back is used again within 2 s.
+const PUBLISHER_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Publisher {
     /// Publishes a batch; whether the bus took it. A failure loses nothing: hubs find the
     /// events in the database.
@@ -148,10 +153,10 @@ impl Bus {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(PUBLISHER_TIMEOUT))
+            .set_response_timeout(Some(PUBLISHER_TIMEOUT))
             .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
+            .set_max_delay(PUBLISHER_TIMEOUT);
         let connection =
             redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
                 .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
@@ -199,7 +204,7 @@ async fn subscribe(
     health: BusHealth,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let connected = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -224,7 +229,7 @@ async fn subscribe(
         };
         tracing::info!(%channel, "subscribed to the Redis bus");
         health.set(true);
-        backoff = Duration::from_millis(100);
+        backoff = FIRST_BACKOFF;
         // Both at once: pings go on while a batch waits for room in the hub's queue.
         let lost = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -283,10 +288,17 @@ async fn silence(mut pings: redis::aio::PubSubSink) -> &'static str {
     }
 }
 
-/// Sleeps for the backoff (doubling it, up to 5 s); true if shutdown came first.
+/// The first wait before subscribing to Redis again; it doubles with each failure…
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// …up to this: a Redis back after an outage is noticed within 5 s, while a Redis that
+/// stays down costs one connection attempt per 5 s (hubs read the database meanwhile).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Sleeps for the backoff (doubling it, up to [`MAX_BACKOFF`]); true if shutdown came first.
 async fn wait(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
     let sleep = *backoff;
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = tokio::time::sleep(sleep) => false,

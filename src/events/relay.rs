@@ -54,6 +54,24 @@ pub struct RelayStats {
 /// How soon the relay publishes again an event the bus did not take.
 const RETRY_UNPUBLISHED: Duration = Duration::from_millis(200);
 
+/// How soon the relay tries again after the database failed to give it events: soon
+/// enough that a blip delays events barely, seldom enough not to flood a failing database.
+const RETRY_CLAIM: Duration = Duration::from_millis(200);
+
+/// Most events numbered in one transaction: a backlog (after an outage, or a burst) is
+/// numbered and published in a few large steps, while one transaction stays short enough
+/// not to hold the relay's lock on the outbox for long.
+pub const BATCH: i64 = 1000;
+
+/// How often a standby instance tries to become the relay: the longest events wait
+/// (beyond `TIDINGS_RELAY_POLL`) when the active relay's instance goes away.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// How often events older than `TIDINGS_EVENT_RETENTION` are deleted. Retention is hours,
+/// so a minute's slack in pruning is invisible, and one indexed delete a minute is cheap;
+/// not a setting because no deployment needs it different.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs the relay until shutdown.
 pub async fn run(
     db: Db,
@@ -195,7 +213,7 @@ impl Relay {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, "the relay could not claim events; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(RETRY_CLAIM).await;
                     return;
                 }
             };

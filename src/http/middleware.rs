@@ -12,6 +12,11 @@ use crate::http::extract::{Repeated, at_most_one};
 use crate::http::position;
 use crate::net::REQUEST_ID;
 
+/// How long a browser may cache a CORS preflight answer: it spares a preflight per
+/// request, and a changed `TIDINGS_CORS_ORIGINS` still reaches browsers within 10 minutes
+/// (Chromium caps it at 2 hours anyway).
+const CORS_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// CORS for the configured browser origins: the API's methods and headers, and the
 /// response headers a browser app needs to read (ETags, Location, Retry-After, ids, the
 /// stream position of a read).
@@ -48,7 +53,7 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             HeaderName::from_static("idempotent-replayed"),
             position::HEADER,
         ])
-        .max_age(Duration::from_secs(600))
+        .max_age(CORS_PREFLIGHT_MAX_AGE)
 }
 
 /// A client's own `x-request-id` is kept (to follow a request across services) if it is

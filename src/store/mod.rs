@@ -33,6 +33,12 @@ use crate::config::{Config, DatabaseUrl};
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The shortest a SQLite connection waits for another's write lock before failing with
+/// "database is locked" (longer if `TIDINGS_DB_ACQUIRE_TIMEOUT` is): SQLite has one
+/// writer at a time, and a burst of writes queues behind it for that long rather than
+/// failing requests.
+const MIN_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pool of connections to whichever database is configured.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -196,7 +202,7 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
-                    .busy_timeout(acquire.max(Duration::from_secs(5)));
+                    .busy_timeout(acquire.max(MIN_SQLITE_BUSY_TIMEOUT));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(acquire)

@@ -176,6 +176,22 @@ async fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
 }
 
 #[tokio::test]
+async fn a_bad_flag_value_is_one_line_naming_the_flag_and_its_variable() {
+    for (args, var) in [
+        (["--body-limit", "12"], "TIDINGS_BODY_LIMIT"),
+        // Below the ping interval (20 s): checked across settings, after each one's own.
+        (["--ws-idle-timeout", "5s"], "TIDINGS_WS_IDLE_TIMEOUT"),
+    ] {
+        let output = tidings().args(args).output().await.unwrap();
+
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(var) && stderr.contains(args[0]), "{stderr}");
+    }
+}
+
+#[tokio::test]
 async fn help_names_the_settings_that_have_no_flag() {
     let output = tidings().arg("--help").output().await.unwrap();
 

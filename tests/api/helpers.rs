@@ -6,7 +6,7 @@ use reqwest::{Client, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use tidings::config::{Config, DatabaseUrl, Settings};
+use tidings::config::{Config, DatabaseUrl};
 use tidings::domain::{Email, NewPassword, Role};
 use tidings::{AppState, Application};
 
@@ -123,7 +123,7 @@ impl TestApp {
     /// Starts the app with the default settings as changed by `tweak`.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut config = Settings::defaults()
+        let mut config = Config::defaults()
             .validate_with_secret(Some("test-secret-".repeat(4)))
             .expect("the default settings are valid");
         config.listen = "127.0.0.1:0".parse().unwrap();
