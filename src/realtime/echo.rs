@@ -32,11 +32,14 @@ pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Res
         Err(e) => return e.into_response(),
     };
     let idle = state.realtime.config.idle_timeout;
-    super::live_runtime().spawn(socket.then(move |socket| async move {
-        if let Some((socket, _)) = socket {
-            echo(socket, idle).await;
-        }
-    }));
+    super::spawn_connection(
+        &state.realtime.tasks,
+        socket.then(move |socket| async move {
+            if let Some((socket, _)) = socket {
+                echo(socket, idle).await;
+            }
+        }),
+    );
     switching
 }
 
