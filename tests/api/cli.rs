@@ -394,7 +394,9 @@ async fn sigterm_stops_the_server_gracefully() {
 
 /// The process-level twin of `shutdown::shutdown_returns_only_after_every_live_connection_has_closed`:
 /// the binary exits on SIGTERM only once its live connections are closed, so that none is
-/// cut off without its Close or the end of its stream by the process ending.
+/// cut off without its Close or the end of its stream by the process ending. One
+/// WebSocket client never answers the Close: the process waits the closing handshake's
+/// grace for it before it exits.
 #[tokio::test]
 async fn sigterm_exits_only_after_every_live_connection_has_closed() {
     use futures::{SinkExt, StreamExt};
@@ -426,7 +428,7 @@ async fn sigterm_exits_only_after_every_live_connection_has_closed() {
         tokio::time::timeout(PATIENCE, what)
     }
     let mut websockets = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let mut request = format!("ws://{address}/v1/ws")
             .into_client_request()
             .unwrap();
@@ -459,6 +461,8 @@ async fn sigterm_exits_only_after_every_live_connection_has_closed() {
         streams.push(stream);
     }
 
+    let mut silent = websockets.pop().unwrap();
+    let terminated = std::time::Instant::now();
     server.terminate();
 
     // tungstenite answers a Close on the read after the one that returned it: until the
@@ -493,6 +497,15 @@ async fn sigterm_exits_only_after_every_live_connection_has_closed() {
         .expect("the server exits once its connections are closed")
         .unwrap();
     assert!(status.success(), "{status}");
+    assert!(
+        terminated.elapsed() >= tidings::realtime::wire::CLOSE_GRACE,
+        "the server exited {:?} after SIGTERM, without waiting for the silent client's answer",
+        terminated.elapsed()
+    );
+    match within(silent.next()).await.expect("the Close") {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("the silent client got no Close: {other:?}"),
+    }
 }
 
 #[tokio::test]
