@@ -487,30 +487,30 @@ impl Application {
         };
         let stop = CancellationToken::new();
         let stopper = stop.clone();
+        let (drained, deadline) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             drain.await;
+            let _ = drained.send(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             stopper.cancel();
         });
-        let drained = stop.clone();
-        let (served, deadline) = tokio::join!(
-            server::serve(
-                self.listener,
-                app,
-                stop,
-                SHUTDOWN_GRACE,
-                write_timeout,
-                self.state.config.live_send_buffer,
-                self.state.config.pending,
-            ),
-            async move {
-                drained.cancelled().await;
-                tokio::time::Instant::now() + SHUTDOWN_GRACE
-            },
-        );
-        served.context("the server failed")?;
-        // Every mailbox is closed: each live task writes its close and ends, and the hub
-        // writes to none of their sockets any more. The accept loop has stopped, so no
-        // task is added after this (one answered meanwhile was refused, and is counted).
+        server::serve(
+            self.listener,
+            app,
+            stop,
+            SHUTDOWN_GRACE,
+            write_timeout,
+            self.state.config.live_send_buffer,
+            self.state.config.pending,
+        )
+        .await
+        .context("the server failed")?;
+        // Every mailbox is closed, so each live task writes its close and ends, and the hub
+        // writes to none of their sockets any more. The accept loop's connections have
+        // ended, so no task is added from now on (one that opened during the drain was
+        // refused by the hub, and is waited for too).
+        let deadline = deadline
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
         live.close();
         if tokio::time::timeout_at(deadline, live.wait())
             .await
