@@ -292,11 +292,13 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_RELAY_POLL", default_value = "1s", global = true,
         value_parser = parse_duration)]
     pub relay_poll: Duration,
-    /// on shutdown, live connections are closed this many at a time…
+    /// on shutdown (SIGTERM, SIGINT), live connections are closed this many at a time…
     #[arg(long, env = "TIDINGS_DRAIN_BATCH", default_value = "500", global = true,
         value_parser = between(1usize, 1_000_000))]
     pub drain_batch: usize,
-    /// …with this pause between
+    /// …with this pause between; the process exits once every one has closed (a
+    /// WebSocket's 1001 written and answered, an event stream's end written), or at the
+    /// latest 30 s after the last batch
     #[arg(long, env = "TIDINGS_DRAIN_PAUSE", default_value = "100ms", global = true,
         value_parser = parse_duration)]
     pub drain_pause: Duration,

@@ -113,6 +113,16 @@ pub fn router(state: AppState) -> Router {
         )
 }
 
+/// How long shutdown waits, once the drain has closed every live connection's mailbox, for
+/// requests in flight to finish and for live connections to write their close and end.
+///
+/// Why 30 s: it is Kubernetes' default `terminationGracePeriodSeconds`, after which the
+/// process is killed anyway; and a healthy connection closes in milliseconds, so only a
+/// client that takes no bytes (each write is bounded by `write_timeout`, 60 s by default)
+/// or does not answer a WebSocket Close (waited for 5 s) is waited for at all. What is
+/// still open at the deadline ends by those limits, or with the process.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// A built server: connected, migrated, bound, its relay and hub running.
 pub struct Application {
     listener: TcpListener,
@@ -221,6 +231,7 @@ impl Application {
             bus_kind: bus.kind,
             relay: relay_stats,
             config: realtime_config(&config),
+            tasks: tokio_util::task::TaskTracker::new(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -253,13 +264,17 @@ impl Application {
 
     /// Serves until `shutdown` resolves; then closes live connections in paced batches (so
     /// that clients reconnect elsewhere without a thundering herd), finishes in-flight
-    /// requests, stops the relay and the hub, and closes the pool.
+    /// requests, waits until every live connection has written its close (a WebSocket's
+    /// 1001, an event stream's end) and ended, stops the relay and the hub, and closes the
+    /// pool. Requests and live connections get [`SHUTDOWN_GRACE`] from the end of the
+    /// drain; what is still open then is logged and left to its own time limits.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = router(self.state.clone());
         let realtime = self.state.realtime.clone();
+        let live = realtime.tasks.clone();
         let write_timeout = realtime.config.write_timeout;
         let drain = async move {
             shutdown.await;
@@ -274,21 +289,40 @@ impl Application {
         };
         let stop = CancellationToken::new();
         let stopper = stop.clone();
+        let (drained, deadline) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             drain.await;
+            let _ = drained.send(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             stopper.cancel();
         });
         crate::net::server::serve(
             self.listener,
             app,
             stop,
-            Duration::from_secs(30),
+            SHUTDOWN_GRACE,
             write_timeout,
             self.state.config.live_send_buffer,
             self.state.config.pending,
         )
         .await
         .context("the server failed")?;
+        // Every mailbox is closed, so each live task writes its close and ends, and the hub
+        // writes to none of their sockets any more. The accept loop's connections have
+        // ended, so no task is added from now on (one that opened during the drain was
+        // refused by the hub, and is waited for too).
+        let deadline = deadline
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
+        live.close();
+        if tokio::time::timeout_at(deadline, live.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = live.len(),
+                "live connections still open after the grace period"
+            );
+        }
         self.background.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

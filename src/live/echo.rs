@@ -32,11 +32,14 @@ pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Res
         Err(e) => return e.into_response(),
     };
     let idle = state.realtime.config.idle_timeout;
-    crate::realtime::live_runtime().spawn(socket.then(move |socket| async move {
-        if let Some((socket, _)) = socket {
-            echo(socket, idle).await;
-        }
-    }));
+    crate::realtime::spawn_connection(
+        &state.realtime.tasks,
+        socket.then(move |socket| async move {
+            if let Some((socket, _)) = socket {
+                echo(socket, idle).await;
+            }
+        }),
+    );
     switching
 }
 

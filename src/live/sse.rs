@@ -182,17 +182,29 @@ async fn events(
         Some(socket) => {
             // `then`, not one async block: the task holds the stream once, not once waiting
             // for the socket and again writing to it.
-            crate::realtime::live_runtime().spawn(socket.then(move |upgraded| {
-                // Onto the live runtime's reactor, where this task runs.
-                match upgraded.map(|(socket, _)| socket.into_std().and_then(TcpStream::from_std)) {
-                    Ok(Ok(socket)) => Either::Left(stream.write_to(Arc::new(socket))),
-                    _ => Either::Right(std::future::ready(())),
-                }
-            }));
+            crate::realtime::spawn_connection(
+                &state.realtime.tasks,
+                socket.then(move |upgraded| {
+                    // Onto the live runtime's reactor, where this task runs.
+                    match upgraded
+                        .map(|(socket, _)| socket.into_std().and_then(TcpStream::from_std))
+                    {
+                        Ok(Ok(socket)) => Either::Left(stream.write_to(Arc::new(socket))),
+                        _ => Either::Right(std::future::ready(())),
+                    }
+                }),
+            );
             Body::empty()
         }
-        // hyper's connection (one that served other requests first): through the body.
-        None => Body::from_stream(stream.into_body()),
+        // hyper's connection (one that served other requests first): through the body,
+        // which counts as a live task until hyper drops it.
+        None => {
+            let tracked = state.realtime.tasks.token();
+            Body::from_stream(stream.into_body().map(move |chunk| {
+                let _tracked = &tracked;
+                chunk
+            }))
+        }
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();

@@ -69,12 +69,16 @@ async fn upgrade(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let (switching, socket) = take_connection(&state, &mut request, accept)?;
+    let tasks = state.realtime.tasks.clone();
     // `then`, not one async block: the task holds either the upgrade or the connection,
     // never both, so an idle connection's task is no larger than its loop.
-    crate::realtime::live_runtime().spawn(socket.then(move |socket| match socket {
-        Some((socket, stream)) => Connection::open(state, user, socket, stream),
-        None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
-    }));
+    crate::realtime::spawn_connection(
+        &tasks,
+        socket.then(move |socket| match socket {
+            Some((socket, stream)) => Connection::open(state, user, socket, stream),
+            None => Either::Right(Box::pin(async {}) as BoxFuture<'static, ()>),
+        }),
+    );
     Ok(switching)
 }
 

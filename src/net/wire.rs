@@ -157,7 +157,7 @@ impl Partial {
 
 /// How long a closed connection waits for the client's Close and then for the client to
 /// close its side.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a write waits for a peer that takes no bytes, unless [`Socket::write_limit`]
 /// says otherwise.

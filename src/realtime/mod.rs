@@ -11,6 +11,8 @@ pub mod replay;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use crate::events::Topic;
 use crate::events::bus::BusHealth;
 use crate::events::relay::RelayStats;
@@ -80,6 +82,13 @@ pub fn live_runtime() -> &'static tokio::runtime::Handle {
     .handle()
 }
 
+/// Runs the task of a live connection (a WebSocket's, or an event stream's on a socket of
+/// its own) on the [`live_runtime`], tracked by `tasks`: shutdown waits for every tracked
+/// task to have written its close and ended (see `Application::run_until_stopped`).
+pub fn spawn_connection(tasks: &TaskTracker, task: impl Future<Output = ()> + Send + 'static) {
+    live_runtime().spawn(tasks.track_future(task));
+}
+
 /// Settings of the live side.
 #[derive(Debug, Clone)]
 pub struct RealtimeConfig {
@@ -109,4 +118,7 @@ pub struct Realtime {
     pub bus_kind: &'static str,
     pub relay: Arc<RelayStats>,
     pub config: RealtimeConfig,
+    /// Every live connection's task (or, for an event stream hyper serves, its body),
+    /// whichever path it came by: shutdown closes their mailboxes, then waits for them.
+    pub tasks: TaskTracker,
 }

@@ -9,6 +9,7 @@ use tidings::config::DatabaseUrl;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::clients::PATIENCE;
 use crate::helpers::{Backend, PASSWORD, TestApp};
 use crate::{backend_tests, postgres_tests};
 
@@ -349,16 +350,21 @@ async fn serve(log_level: &str) -> Server {
 impl Server {
     /// Sends SIGTERM and waits for a clean exit.
     async fn stop(&mut self) {
-        let kill = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().unwrap().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        self.terminate();
         let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .expect("the server stops within 10 s")
             .unwrap();
         assert!(status.success(), "{status}");
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
     }
 }
 
@@ -382,6 +388,122 @@ async fn sigterm_stops_the_server_gracefully() {
             .await
             .is_err()
     );
+}
+
+/// The process-level twin of `shutdown::shutdown_returns_only_after_every_live_connection_has_closed`:
+/// the binary exits on SIGTERM only once its live connections are closed, so that none is
+/// cut off without its Close or the end of its stream by the process ending. One
+/// WebSocket client never answers the Close: the process waits the closing handshake's
+/// grace for it before it exits.
+#[tokio::test]
+async fn sigterm_exits_only_after_every_live_connection_has_closed() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let mut server = serve("info").await;
+    let address = server.address.clone();
+    let client = reqwest::Client::new();
+    let credentials = serde_json::json!({"email": "ada@example.com", "password": PASSWORD});
+    client
+        .post(format!("http://{address}/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = client
+        .post(format!("http://{address}/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    fn within<F: Future>(what: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(PATIENCE, what)
+    }
+    let mut websockets = Vec::new();
+    for _ in 0..3 {
+        let mut request = format!("ws://{address}/v1/ws")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let subscribe = r#"{"type":"subscribe","topics":["orders"]}"#;
+        ws.send(Message::Text(subscribe.into())).await.unwrap();
+        match within(ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Text(text))) => assert!(text.contains("subscribed"), "{text}"),
+            other => panic!("expected `subscribed`, got {other:?}"),
+        }
+        websockets.push(ws);
+    }
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!(
+            "GET /v1/events?topics=orders HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // The head is written once the stream is registered.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = within(stream.read_u8()).await.expect("the head in time");
+            head.push(byte.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        streams.push(stream);
+    }
+
+    let mut silent = websockets.pop().unwrap();
+    let terminated = std::time::Instant::now();
+    server.terminate();
+
+    // tungstenite answers a Close on the read after the one that returned it: until the
+    // clients read again, the server's side of each closing handshake is still open.
+    for ws in &mut websockets {
+        let close = loop {
+            match within(ws.next()).await.expect("the Close in time") {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended without a Close: {other:?}"),
+            }
+        };
+        assert_eq!(close, Some(1001), "Going Away");
+    }
+    for mut stream in streams {
+        let mut body = Vec::new();
+        within(stream.read_to_end(&mut body))
+            .await
+            .expect("the stream's end in time")
+            .unwrap();
+        assert!(body.ends_with(b"0\r\n\r\n"), "the body's last chunk came");
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited while WebSocket clients had not answered their Close"
+    );
+    for mut ws in websockets {
+        while let Some(Ok(_)) = within(ws.next()).await.expect("the server ends it in time") {}
+    }
+    let status = within(server.child.wait())
+        .await
+        .expect("the server exits once its connections are closed")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        terminated.elapsed() >= tidings::net::wire::CLOSE_GRACE,
+        "the server exited {:?} after SIGTERM, without waiting for the silent client's answer",
+        terminated.elapsed()
+    );
+    match within(silent.next()).await.expect("the Close") {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("the silent client got no Close: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -80,6 +80,28 @@ impl TestApp {
     /// Opens an SSE stream (`query` its query string) on a connection that first served
     /// a `GET /livez`: hyper's connection, where the stream is a response body.
     pub async fn sse_after_a_request(&self, token: &str, query: &str) -> RawSse {
+        let stream = self.connection_after_a_request().await;
+        self.raw_sse(stream, token, query).await
+    }
+
+    /// Opens a WebSocket on a connection that first served a `GET /livez`: one hyper
+    /// upgrades, not the accept loop.
+    pub async fn ws_after_a_request(&self, token: &str) -> WsClient {
+        let stream = self.connection_after_a_request().await;
+        let mut request = format!("ws://{}/v1/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("the WebSocket opens");
+        WsClient { socket }
+    }
+
+    /// A connection on which a `GET /livez` was answered (and kept alive): hyper's.
+    async fn connection_after_a_request(&self) -> TcpStream {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
@@ -105,7 +127,7 @@ impl TestApp {
             assert!(n > 0, "the server closed the connection after /livez");
             raw.extend_from_slice(&buf[..n]);
         }
-        self.raw_sse(stream, token, query).await
+        stream
     }
 
     /// Sends `GET /v1/events?{query}` on `stream` and reads its head: the stream is then
@@ -234,6 +256,20 @@ impl WsClient {
                 Incoming::Closed(code, _) => return code,
                 Incoming::Json(value) if value.get("seq").is_some() => continue,
                 Incoming::Json(value) => panic!("expected the connection to close, got {value}"),
+            }
+        }
+    }
+
+    /// After the server's Close: answers it (tungstenite sends its answer on the read
+    /// after the one that returned the Close) and reads until the server ends the
+    /// connection, then closes the client's side.
+    pub async fn answer_close(mut self) {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("the server ended the connection in time");
+            if !matches!(next, Some(Ok(_))) {
+                return;
             }
         }
     }

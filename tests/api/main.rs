@@ -27,4 +27,5 @@ mod orders;
 mod outbox;
 mod position;
 mod products;
+mod shutdown;
 mod websocket;
