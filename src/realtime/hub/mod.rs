@@ -7,8 +7,14 @@
 //! pushed into the mailbox of every connection entitled to it, found through an index by
 //! topic and audience, so a per-user event never scans every connection. A push to an
 //! idle WebSocket writes to its socket there and then (see `mailbox`).
+//!
+//! Who is connected is the [`registry`]'s; the pushes in progress are the [`fanout`]'s.
+//! This file is the delivery loop that joins them.
 
-use std::collections::{HashMap, VecDeque};
+mod fanout;
+mod registry;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -18,9 +24,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use self::fanout::{Lag, Pending, Tally};
+use self::registry::{Conn, Registry, receivers};
+pub use self::registry::{ConnId, Registration};
 use super::Transport;
 use super::frames::{Frame, PreparedEvent};
-use super::mailbox::{Closed, Mailbox, Pushed};
+use super::mailbox::{Closed, Mailbox};
 use crate::events::bus::BusHealth;
 use crate::events::stream;
 use crate::events::{Audience, Event, Topic};
@@ -31,41 +40,6 @@ const CATCH_UP_BATCH: i64 = 1000;
 
 /// Pushes between two offers of the hub's thread to others (see [`Hub::fan_out`]).
 const YIELD_EVERY: usize = 128;
-
-/// Identifies one connection in the hub.
-pub type ConnId = u64;
-
-/// What the hub knows of a connection.
-#[derive(Debug)]
-struct Conn {
-    user_id: Uuid,
-    is_staff: bool,
-    /// The token version the connection authenticated with; revocations above it close it.
-    token_version: AtomicI64,
-    mailbox: Arc<Mailbox>,
-    topics: Vec<Topic>,
-    transport: Transport,
-}
-
-/// The connections subscribed to one topic, indexed by who may receive what.
-#[derive(Debug, Default)]
-struct TopicIndex {
-    everyone: HashMap<ConnId, Arc<Mailbox>>,
-    staff: HashMap<ConnId, Arc<Mailbox>>,
-    by_user: HashMap<Uuid, HashMap<ConnId, (Arc<Mailbox>, bool)>>,
-}
-
-#[derive(Debug, Default)]
-struct Registry {
-    next_id: ConnId,
-    conns: HashMap<ConnId, Conn>,
-    per_user: HashMap<Uuid, Vec<ConnId>>,
-    topics: [TopicIndex; Topic::SUBSCRIBABLE.len()],
-}
-
-fn slot(topic: Topic) -> usize {
-    topic.index().expect("a subscribable topic")
-}
 
 /// Settings of the hub.
 #[derive(Debug, Clone)]
@@ -78,118 +52,6 @@ pub struct HubConfig {
     pub degraded_poll: Duration,
     /// How often to read the database anyway, as a safety net.
     pub safety_poll: Duration,
-}
-
-/// The delivery lag histograms, by transport, of what the hub writes itself.
-struct Lag([metrics::Histogram; Transport::ALL.len()]);
-
-impl Lag {
-    fn histograms() -> Lag {
-        Lag(Transport::ALL.map(|transport| {
-            metrics::histogram!("tidings_delivery_lag_seconds", "transport" => transport.label())
-        }))
-    }
-}
-
-/// What one routing step queued or wrote, counted once into [`HubStats`].
-#[derive(Default)]
-struct Tally {
-    deliveries: u64,
-    /// Deliveries the hub wrote to the socket itself, by transport.
-    written: [u64; Transport::ALL.len()],
-    slow: u64,
-}
-
-impl Tally {
-    fn count(&mut self, pushed: Pushed, frames: usize) {
-        match pushed {
-            Pushed::Written(transport) => {
-                self.deliveries += frames as u64;
-                self.written[transport as usize] += frames as u64;
-            }
-            Pushed::Partly(transport, written) => {
-                self.deliveries += frames as u64;
-                self.written[transport as usize] += written as u64;
-            }
-            Pushed::Queued => self.deliveries += frames as u64,
-            Pushed::Overflowed => self.slow += 1,
-            Pushed::Closed => {}
-        }
-    }
-}
-
-/// Deliveries routed but not yet pushed: the fan-out in progress. An event routed while
-/// it runs joins the push of each receiving connection it has not reached yet, so under
-/// load the connections at the end of a long fan-out get both events in one write instead
-/// of waiting for a second fan-out. A push made is dropped at once, with the frames only it
-/// held, so a hub that never catches up holds no more than one push per connection.
-#[derive(Debug, Default)]
-struct Pending {
-    /// The pushes still to make, in order: a connection and its frames.
-    pushes: VecDeque<(Arc<Mailbox>, Arc<[Frame]>)>,
-    /// Pushes made since the hub last caught up: the number of `pushes[0]`.
-    made: usize,
-    /// The number of each connection's last push, by the mailbox's address.
-    ///
-    /// An address names one mailbox for as long as its entry can match: an entry matches
-    /// only while its push is still queued (`number >= made`), and the queued push holds
-    /// the mailbox's `Arc`, so the allocation cannot be freed and reused by another
-    /// mailbox meanwhile. A stale entry (its push made) never matches, even if a new
-    /// mailbox comes to live at that address; all of them go when the queue empties.
-    /// Addresses rather than ids keep the hot path free of a lookup per target.
-    last_push: HashMap<usize, usize>,
-}
-
-impl Pending {
-    /// Queues `frames` for each of `targets`, after whatever is queued for it already.
-    fn add(&mut self, frames: Vec<Frame>, targets: Vec<Arc<Mailbox>>) {
-        let fresh: Arc<[Frame]> = frames.into();
-        // What each pending push's frames became with these after them, by address (each
-        // is held by a queued push for the whole call, so no two share one).
-        let mut merged: HashMap<usize, Arc<[Frame]>> = HashMap::new();
-        for mailbox in targets {
-            let key = Arc::as_ptr(&mailbox) as usize;
-            match self.last_push.get(&key) {
-                Some(&number) if number >= self.made => {
-                    let frames = &mut self.pushes[number - self.made].1;
-                    let joined = merged
-                        .entry(Arc::as_ptr(frames).cast::<Frame>() as usize)
-                        .or_insert_with(|| frames.iter().chain(fresh.iter()).cloned().collect());
-                    *frames = joined.clone();
-                }
-                _ => {
-                    self.last_push.insert(key, self.made + self.pushes.len());
-                    self.pushes.push_back((mailbox, fresh.clone()));
-                }
-            }
-        }
-    }
-
-    /// Makes up to `count` of the pushes; false once none is left.
-    fn push_some(&mut self, count: usize, tally: &mut Tally, lag: &Lag) -> bool {
-        for _ in 0..count {
-            let Some((mailbox, frames)) = self.pushes.pop_front() else {
-                break;
-            };
-            self.made += 1;
-            let pushed = mailbox.push_all(&frames);
-            if let Pushed::Written(transport) | Pushed::Partly(transport, _) = pushed {
-                lag.0[transport as usize].record(frames[0].lag_seconds());
-            }
-            tally.count(pushed, frames.len());
-        }
-        if self.pushes.is_empty() {
-            self.made = 0;
-            self.last_push.clear();
-            return false;
-        }
-        if self.last_push.len() > 2 * self.pushes.len() + 4096 {
-            // Connections whose pushes are all made need no entry.
-            let made = self.made;
-            self.last_push.retain(|_, number| *number >= made);
-        }
-        true
-    }
 }
 
 /// Counters the metrics endpoint reads.
@@ -581,151 +443,6 @@ fn take_waiting(batches: &mut mpsc::Receiver<Vec<Event>>, mut events: Vec<Event>
         }
     }
     events
-}
-
-/// A connection's place in the hub; dropping it unregisters the connection.
-#[derive(Debug)]
-pub struct Registration {
-    hub: Arc<Hub>,
-    id: ConnId,
-    mailbox: Arc<Mailbox>,
-}
-
-impl Registration {
-    pub fn mailbox(&self) -> &Arc<Mailbox> {
-        &self.mailbox
-    }
-
-    /// Starts live delivery of these topics (those not yet subscribed). Returns the seq
-    /// from which delivery is live: every later event of these topics will be queued, and
-    /// earlier ones are the caller's to replay from the database.
-    pub fn subscribe(&self, topics: &[Topic]) -> i64 {
-        let mut registry = self.hub.registry.write();
-        let live_from = self.hub.last_seq();
-        let Registry {
-            conns,
-            topics: indexes,
-            ..
-        } = &mut *registry;
-        let Some(conn) = conns.get_mut(&self.id) else {
-            return live_from;
-        };
-        for topic in topics {
-            if conn.topics.contains(topic) {
-                continue;
-            }
-            // What an earlier subscription to the topic left queued is the caller's replay
-            // to send (or was unsubscribed from): only what comes after this is live.
-            conn.mailbox.skip_through(*topic, live_from);
-            let index = &mut indexes[slot(*topic)];
-            index.everyone.insert(self.id, conn.mailbox.clone());
-            if conn.is_staff {
-                index.staff.insert(self.id, conn.mailbox.clone());
-            }
-            index
-                .by_user
-                .entry(conn.user_id)
-                .or_default()
-                .insert(self.id, (conn.mailbox.clone(), conn.is_staff));
-            conn.topics.push(*topic);
-        }
-        live_from
-    }
-
-    /// Stops delivery of these topics.
-    pub fn unsubscribe(&self, topics: &[Topic]) {
-        let mut registry = self.hub.registry.write();
-        let Registry {
-            conns,
-            topics: indexes,
-            ..
-        } = &mut *registry;
-        let Some(conn) = conns.get_mut(&self.id) else {
-            return;
-        };
-        for topic in topics {
-            remove_from(&mut indexes[slot(*topic)], self.id, conn.user_id);
-            // Nothing of the topic still queued goes out after the unsubscription.
-            conn.mailbox.skip_through(*topic, i64::MAX);
-        }
-        conn.topics.retain(|t| !topics.contains(t));
-    }
-
-    /// The topics this connection receives.
-    pub fn topics(&self) -> Vec<Topic> {
-        let registry = self.hub.registry.read();
-        registry
-            .conns
-            .get(&self.id)
-            .map(|c| c.topics.clone())
-            .unwrap_or_default()
-    }
-
-    /// A fresh token was presented in-band: revocations up to its version spare it.
-    pub fn set_token_version(&self, version: i64) {
-        let registry = self.hub.registry.read();
-        if let Some(conn) = registry.conns.get(&self.id) {
-            conn.token_version.store(version, Ordering::Release);
-        }
-    }
-}
-
-/// The mailboxes of the connections entitled to `event` (and to the run of events for
-/// everyone on its topic that it begins).
-fn receivers(registry: &Registry, event: &Event) -> Vec<Arc<Mailbox>> {
-    let index = &registry.topics[slot(event.topic)];
-    let mut targets = Vec::new();
-    match event.audience {
-        Audience::Everyone => targets.extend(index.everyone.values().cloned()),
-        Audience::Staff => targets.extend(index.staff.values().cloned()),
-        Audience::User(user) => {
-            if let Some(conns) = index.by_user.get(&user) {
-                targets.extend(conns.values().map(|(mailbox, _)| mailbox.clone()));
-            }
-        }
-        Audience::UserAndStaff(user) => {
-            targets.extend(index.staff.values().cloned());
-            if let Some(conns) = index.by_user.get(&user) {
-                // The user's staff connections were served with the staff.
-                targets.extend(
-                    conns
-                        .values()
-                        .filter(|(_, is_staff)| !is_staff)
-                        .map(|(mailbox, _)| mailbox.clone()),
-                );
-            }
-        }
-    }
-    targets
-}
-
-fn remove_from(index: &mut TopicIndex, id: ConnId, user: Uuid) {
-    index.everyone.remove(&id);
-    index.staff.remove(&id);
-    if let Some(conns) = index.by_user.get_mut(&user) {
-        conns.remove(&id);
-        if conns.is_empty() {
-            index.by_user.remove(&user);
-        }
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut registry = self.hub.registry.write();
-        let Some(conn) = registry.conns.remove(&self.id) else {
-            return;
-        };
-        for topic in &conn.topics {
-            remove_from(&mut registry.topics[slot(*topic)], self.id, conn.user_id);
-        }
-        if let Some(ids) = registry.per_user.get_mut(&conn.user_id) {
-            ids.retain(|id| *id != self.id);
-            if ids.is_empty() {
-                registry.per_user.remove(&conn.user_id);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
