@@ -16,7 +16,7 @@ use crate::http::extract::Json;
 use crate::http::problem::{ApiError, ApiResult};
 use crate::http::ratelimit::ClientIp;
 use crate::service::accounts::CurrentUser;
-use crate::service::accounts::{self, TokenPair};
+use crate::service::accounts::{self, Accounts, TokenPair};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -118,11 +118,11 @@ async fn login(
     ))]
 #[tracing::instrument(skip_all)]
 async fn refresh(
-    State(state): State<AppState>,
+    State(accounts): State<Accounts>,
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<NoStore<Json<TokenPair>>> {
     Ok(no_store(Json(
-        accounts::refresh(&state.accounts(), &body.refresh_token).await?,
+        accounts::refresh(&accounts, &body.refresh_token).await?,
     )))
 }
 
@@ -132,10 +132,10 @@ async fn refresh(
     responses((status = 204, description = "Logged out (also for an unknown token)")))]
 #[tracing::instrument(skip_all)]
 async fn logout(
-    State(state): State<AppState>,
+    State(accounts): State<Accounts>,
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<StatusCode> {
-    accounts::logout(&state.accounts(), &body.refresh_token).await?;
+    accounts::logout(&accounts, &body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -146,7 +146,7 @@ async fn logout(
         (status = 401, description = "No valid access token", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
-async fn logout_all(State(state): State<AppState>, user: CurrentUser) -> ApiResult<StatusCode> {
-    accounts::logout_all(&state.accounts(), &user).await?;
+async fn logout_all(State(accounts): State<Accounts>, user: CurrentUser) -> ApiResult<StatusCode> {
+    accounts::logout_all(&accounts, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -62,12 +62,6 @@ impl FromRef<AppState> for Db {
     }
 }
 
-impl FromRef<AppState> for Realtime {
-    fn from_ref(state: &AppState) -> Realtime {
-        state.realtime.clone()
-    }
-}
-
 impl FromRef<AppState> for Accounts {
     fn from_ref(state: &AppState) -> Accounts {
         state.accounts()
