@@ -5,7 +5,6 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-
 use axum::http::{HeaderName, HeaderValue, header};
 
 use crate::http::AppState;
