@@ -840,7 +840,11 @@ mod tests {
     #[test]
     fn a_metrics_token_is_long_sendable_and_never_shown() {
         assert!(MetricsToken::parse(String::new()).unwrap().is_none());
-        for bad in ["short-token", "a token with spaces in it", "ä-token-that-is-long-enough"] {
+        for bad in [
+            "short-token",
+            "a token with spaces in it",
+            "ä-token-that-is-long-enough",
+        ] {
             let err = MetricsToken::parse(bad.into()).unwrap_err();
             assert_eq!(err.var, "TIDINGS_METRICS_TOKEN");
             assert!(!err.to_string().contains(bad), "{err}");

@@ -6,7 +6,10 @@
 pub enum Server {
     Pid(u32),
     /// A Prometheus endpoint, and the bearer token it wants, if any.
-    Metrics { url: String, token: Option<String> },
+    Metrics {
+        url: String,
+        token: Option<String>,
+    },
 }
 
 /// One sample of the server process.

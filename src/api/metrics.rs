@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::http::AppState;
 use crate::http::extract::{Repeated, at_most_one};
 use crate::http::problem::ApiError;
-use crate::http::AppState;
 use crate::realtime::Transport;
 use crate::telemetry::prometheus;
 

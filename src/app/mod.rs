@@ -261,9 +261,9 @@ impl Application {
         );
         let admin_listener = match config.admin_listen {
             Some(address) => {
-                let admin = TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("could not listen on {address} (the admin listener)"))?;
+                let admin = TcpListener::bind(address).await.with_context(|| {
+                    format!("could not listen on {address} (the admin listener)")
+                })?;
                 tracing::info!(
                     address = %admin.local_addr()?,
                     "the admin listener serves /metrics, /livez and /readyz"
@@ -305,11 +305,9 @@ impl Application {
 
     /// The admin listener's address, if there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_listener.as_ref().map(|admin| {
-            admin
-                .local_addr()
-                .expect("a bound listener has an address")
-        })
+        self.admin_listener
+            .as_ref()
+            .map(|admin| admin.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn state(&self) -> &AppState {
@@ -372,7 +370,9 @@ impl Application {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the admin listener failed"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "the admin listener's task failed"),
-                Err(_) => tracing::warn!("the admin listener still had requests after the grace period"),
+                Err(_) => {
+                    tracing::warn!("the admin listener still had requests after the grace period")
+                }
             }
         }
         // Every mailbox is closed, so each live task writes its close and ends, and the hub

@@ -44,7 +44,11 @@ async fn the_admin_listener_serves_metrics_and_probes_and_the_public_port_no_met
     let response = get_at(&app, admin, "/metrics", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
-        response.text().await.unwrap().contains("tidings_hub_connections "),
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("tidings_hub_connections "),
         "Prometheus text"
     );
     for probe in ["/livez", "/readyz"] {
@@ -99,7 +103,13 @@ async fn a_metrics_token_is_required_wherever_metrics_are_served(backend: Backen
 
         let right = get_at(app, addr, "/metrics", Some(METRICS_TOKEN)).await;
         assert_eq!(right.status(), StatusCode::OK, "{addr}");
-        assert!(right.text().await.unwrap().contains("tidings_hub_connections "));
+        assert!(
+            right
+                .text()
+                .await
+                .unwrap()
+                .contains("tidings_hub_connections ")
+        );
     }
     // With an admin listener, not on the public port even with the token.
     let public = admin.metrics().await;
