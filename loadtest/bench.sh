@@ -8,6 +8,7 @@
 #   SCALE=0.1      multiply every connection count (try it small first; 1 = the full runs)
 #   SECONDS_PER_RUN=20   how long each run writes
 #   PG_ADMIN_URL   postgres://postgres@127.0.0.1:5432/postgres   REDIS_URL redis://127.0.0.1:6379
+#   BENCH_PORT=18095, BENCH_ADMIN_PORT=BENCH_PORT+1   the server's public port and admin listener
 #   ONLY="idle fanout latency orders routing storm"   a subset of the scenarios
 #   FANOUT_RATES="10 50 100", FANOUT_SSE_RATES="100"   the fan-out runs' change rates
 #   TIDINGS_BIN, TESTER_BIN, NO_BUILD=1   other binaries, unbuilt
@@ -22,6 +23,8 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${BENCH_PORT:-18095}
 DB=tidings_bench
 BASE=http://127.0.0.1:$PORT
+# The server's metrics are on its admin listener, not the public port.
+ADMIN=http://127.0.0.1:${BENCH_ADMIN_PORT:-$((PORT + 1))}
 TARGET=${CARGO_TARGET_DIR:-target}
 # Enough source addresses that 15,000 connections (and the TIME_WAITs of the previous
 # phase) never run out of ephemeral ports.
@@ -40,6 +43,7 @@ redis-cli -u "$REDIS_URL" ping >/dev/null
 export DATABASE_URL=${PG%/*}/$DB
 data=$(mktemp -d)
 export TIDINGS_DATA_DIR=$data TIDINGS_JWT_SECRET=$(head -c 48 /dev/urandom | base64)
+export TIDINGS_ADMIN_LISTEN=${ADMIN#http://}
 export TIDINGS_AUTH_RATE_PER_IP=0 TIDINGS_AUTH_RATE_PER_EMAIL=0 RUST_LOG=warn
 export TIDINGS_MAX_CONNECTIONS_PER_USER=100000 TIDINGS_DB_MAX_CONNECTIONS=${TIDINGS_DB_MAX_CONNECTIONS:-16}
 export LOADTEST_ADMIN_EMAIL=bench-admin@example.com LOADTEST_ADMIN_PASSWORD="bench admin password"
@@ -73,7 +77,7 @@ tester() {
         --tokens "$data/customers.txt" --source-addrs $SOURCES \
         --json "$OUT/$name.json" --html "$OUT/$name.html" "$@" || true
     # The server's own view (relay and delivery lag histograms) of the run.
-    curl -sf $BASE/metrics > "$OUT/$name.metrics" || true
+    curl -sf $ADMIN/metrics > "$OUT/$name.metrics" || true
 }
 
 for scenario in $ONLY; do

@@ -82,12 +82,20 @@ struct EnvOnly {
     meaning: &'static str,
 }
 
-const ENV_ONLY: [EnvOnly; 3] = [
+const ENV_ONLY: [EnvOnly; 4] = [
     EnvOnly {
         var: "TIDINGS_JWT_SECRET",
         default: "unset: generated into `$TIDINGS_DATA_DIR/jwt-secret`",
         meaning: "the HS256 signing key, at least 32 bytes, the same on every instance \
                   (no flag, so that it never shows in a process list)",
+    },
+    EnvOnly {
+        var: "TIDINGS_METRICS_TOKEN",
+        default: "unset",
+        meaning: "a bearer token (at least 16 visible ASCII characters) that `/metrics` then \
+                  requires, wherever it is served; without `TIDINGS_ADMIN_LISTEN` it is what \
+                  puts `/metrics` on the public port (no flag, so that it never shows in a \
+                  process list)",
     },
     EnvOnly {
         var: "TIDINGS_PASSWORD",
@@ -133,6 +141,12 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080", global = true,
         value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// a second address, for operators only (`127.0.0.1:9090`), serving `/metrics`,
+    /// `/livez` and `/readyz`; set, `/metrics` is not on the public port. Unset, `/metrics`
+    /// is on the public port only with `TIDINGS_METRICS_TOKEN`, and not served otherwise
+    #[arg(long, env = "TIDINGS_ADMIN_LISTEN", global = true, default_value = "",
+        hide_default_value = true, value_parser = parse_admin_listen)]
+    pub admin_listen: std::option::Option<SocketAddr>,
     /// directory for the SQLite file and the generated JWT key (created if absent)
     #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./data", global = true,
         value_parser = parse_data_dir)]
@@ -166,6 +180,10 @@ pub struct Config {
     /// [`Config::validate`].
     #[arg(skip)]
     pub jwt_secret: Option<Vec<u8>>,
+    /// The token `/metrics` requires, from `TIDINGS_METRICS_TOKEN` (no flag, for the same
+    /// reason). Set by [`Config::validate`].
+    #[arg(skip)]
+    pub metrics_token: Option<MetricsToken>,
     /// access token lifetime (`30s`, `15m`, `2h`, …)
     #[arg(long, env = "TIDINGS_ACCESS_TOKEN_TTL", default_value = "15m", global = true,
         value_parser = parse_duration)]
@@ -357,8 +375,11 @@ impl Config {
         Cli::parse_from(["tidings"]).settings
     }
 
-    /// Completes and checks the settings, reading `TIDINGS_JWT_SECRET` from the environment.
-    pub fn validate(self) -> Result<Config, ConfigError> {
+    /// Completes and checks the settings, reading `TIDINGS_JWT_SECRET` and
+    /// `TIDINGS_METRICS_TOKEN` from the environment.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        self.metrics_token =
+            MetricsToken::parse(std::env::var("TIDINGS_METRICS_TOKEN").unwrap_or_default())?;
         self.validate_with_secret(std::env::var("TIDINGS_JWT_SECRET").ok())
     }
 
@@ -449,6 +470,49 @@ pub fn settings_table() -> String {
     table
 }
 
+/// The bearer token `/metrics` requires. Never shown: its `Debug` hides it, and it is
+/// compared in constant time ([`MetricsToken::matches`]).
+#[derive(Clone)]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    /// The shortest token accepted: shorter ones are guessed.
+    pub const MIN_LEN: usize = 16;
+
+    /// A token as `TIDINGS_METRICS_TOKEN` gives it; empty is unset. It must be sendable as
+    /// `Authorization: Bearer <token>`: visible ASCII, no spaces.
+    pub fn parse(value: String) -> Result<Option<MetricsToken>, ConfigError> {
+        let problem = if value.is_empty() {
+            return Ok(None);
+        } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            "must be visible ASCII characters without spaces (it is sent in an Authorization header)"
+                .to_owned()
+        } else if value.len() < Self::MIN_LEN {
+            format!("must be at least {} characters long", Self::MIN_LEN)
+        } else {
+            return Ok(Some(MetricsToken(value)));
+        };
+        Err(ConfigError {
+            var: "TIDINGS_METRICS_TOKEN".into(),
+            flag: None,
+            problem,
+        })
+    }
+
+    /// Whether `presented` is this token, in time that does not depend on where they first
+    /// differ (only on their lengths).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(***)")
+    }
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -496,6 +560,14 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
             "the host name in {} does not resolve ({hint})",
             quote(value)
         )),
+    }
+}
+
+/// Like `--listen`; empty is unset.
+fn parse_admin_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    match value.trim() {
+        "" => Ok(None),
+        value => parse_listen(value).map(Some),
     }
 }
 
@@ -750,6 +822,40 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.var, "TIDINGS_JWT_SECRET");
         assert!(!err.to_string().contains("short"));
+    }
+
+    #[test]
+    fn the_admin_listener_is_unset_by_default_and_an_address_when_given() {
+        assert_eq!(read(&[]).unwrap().admin_listen, None);
+        assert_eq!(
+            read(&["--admin-listen", "127.0.0.1:9090"])
+                .unwrap()
+                .admin_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let err = read(&["--admin-listen", "9090"]).unwrap_err();
+        assert_eq!(err.var, "TIDINGS_ADMIN_LISTEN");
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_sendable_and_never_shown() {
+        assert!(MetricsToken::parse(String::new()).unwrap().is_none());
+        for bad in [
+            "short-token",
+            "a token with spaces in it",
+            "ä-token-that-is-long-enough",
+        ] {
+            let err = MetricsToken::parse(bad.into()).unwrap_err();
+            assert_eq!(err.var, "TIDINGS_METRICS_TOKEN");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+        let token = MetricsToken::parse("a-metrics-token-0123".into())
+            .unwrap()
+            .unwrap();
+        assert!(token.matches(b"a-metrics-token-0123"));
+        assert!(!token.matches(b"a-metrics-token-0124"));
+        assert!(!token.matches(b"a-metrics-token-01234"));
+        assert!(!format!("{token:?}").contains("0123"));
     }
 
     #[test]

@@ -5,7 +5,11 @@
 #[derive(Debug, Clone)]
 pub enum Server {
     Pid(u32),
-    Metrics(String),
+    /// A Prometheus endpoint, and the bearer token it wants, if any.
+    Metrics {
+        url: String,
+        token: Option<String>,
+    },
 }
 
 /// One sample of the server process.
@@ -24,8 +28,12 @@ impl Server {
                 memory_kib: pss_kib(*pid)?,
                 cpu_seconds: cpu_seconds(&format!("/proc/{pid}/stat"))?,
             }),
-            Server::Metrics(url) => {
-                let text = client.get(url).send().await.ok()?.text().await.ok()?;
+            Server::Metrics { url, token } => {
+                let mut request = client.get(url);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let text = request.send().await.ok()?.text().await.ok()?;
                 let value = |name: &str| {
                     text.lines()
                         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))

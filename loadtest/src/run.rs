@@ -92,10 +92,12 @@ pub async fn run(s: Scenario) -> anyhow::Result<Summary> {
             base: s.base_url.clone(),
         }
     };
-    let server = o
-        .server_pid
-        .map(Server::Pid)
-        .or_else(|| o.metrics_url.clone().map(Server::Metrics));
+    let server = o.server_pid.map(Server::Pid).or_else(|| {
+        o.metrics_url.clone().map(|url| Server::Metrics {
+            url,
+            token: o.metrics_token.clone(),
+        })
+    });
 
     // Idle holds each transport in turn (the server may not hold both at once); the other
     // scenarios run everything in one phase.

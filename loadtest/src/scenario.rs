@@ -136,6 +136,10 @@ pub struct Options {
     /// The server's Prometheus endpoint, for its process memory and CPU when no PID is given.
     #[arg(long)]
     pub metrics_url: Option<String>,
+    /// Sent as `Authorization: Bearer` to the Prometheus endpoint (Tidings' public port
+    /// serves `/metrics` only with its `TIDINGS_METRICS_TOKEN`).
+    #[arg(long, env = "LOADTEST_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Write every figure to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -198,6 +202,7 @@ impl Options {
             source_addrs,
             server_pid,
             metrics_url,
+            metrics_token,
             json,
             html,
             ws_url,

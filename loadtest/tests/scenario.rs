@@ -4,11 +4,13 @@
 use std::process::Stdio;
 
 use serde_json::Value;
-use tidings::config::{Config, DatabaseUrl};
+use tidings::config::{Config, DatabaseUrl, MetricsToken};
 use tidings::domain::{Email, NewPassword, Role};
 
 const ADMIN: &str = "loadtest-admin@example.com";
 const PASSWORD: &str = "load test admin password";
+/// Tidings' metrics token: its public port serves `/metrics` to bearers of it.
+const METRICS_TOKEN: &str = "loadtest-metrics-token";
 
 /// Tidings on a SQLite file of its own, with sign-up limits off (the tester registers users).
 async fn tidings() -> (String, tempfile::TempDir) {
@@ -21,6 +23,7 @@ async fn tidings() -> (String, tempfile::TempDir) {
     config.database_url = DatabaseUrl::Sqlite(dir.path().join("tidings.db"));
     config.auth_rate_per_ip = 0;
     config.auth_rate_per_email = 0;
+    config.metrics_token = MetricsToken::parse(METRICS_TOKEN.into()).unwrap();
     let app = tidings::Application::build(config).await.unwrap();
     let email = Email::parse(ADMIN).unwrap();
     let password = NewPassword::parse(PASSWORD.into(), Some(&email)).unwrap();
@@ -86,9 +89,17 @@ async fn run_tester<'a>(
 async fn a_small_scenario_counts_every_delivery_and_no_loss() {
     let (base, dir) = tidings().await;
 
-    let (code, report) = loadtest(&base, &[], &dir.path().join("run.json")).await;
+    // The server's CPU read from its /metrics, which wants the token.
+    let metrics = format!("{base}/metrics");
+    let (code, report) = loadtest(
+        &base,
+        &["--metrics-url", &metrics, "--metrics-token", METRICS_TOKEN],
+        &dir.path().join("run.json"),
+    )
+    .await;
 
     assert_eq!(code, Some(0), "{report}");
+    assert!(report["server_cpu_cores"].as_f64().is_some(), "{report}");
     assert_eq!(report["subscribers"], 200);
     assert_eq!(report["lost"], 0);
     assert_eq!(report["duplicates"], 0);

@@ -17,7 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The process is up and serving HTTP.
 #[utoipa::path(get, path = "/livez", tag = "health",
     responses((status = 200, description = "Up", body = Object, example = json!({"status": "ok"}))))]
-async fn livez() -> axum::Json<Value> {
+pub(super) async fn livez() -> axum::Json<Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
@@ -27,7 +27,7 @@ async fn livez() -> axum::Json<Value> {
         (status = 200, description = "Ready, with each check", body = Object),
         (status = 503, description = "Not ready, with each check", body = Object),
     ))]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let database = match state.db.migration_status().await {
         Ok(status) if status.is_current() => json!({
             "status": "up",

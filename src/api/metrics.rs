@@ -1,17 +1,25 @@
 //! `GET /metrics` in the Prometheus text format, and the HTTP metrics middleware.
+//!
+//! Metrics tell whoever reads them how busy the server is and how it is deployed, so they
+//! are not public by default: with `TIDINGS_ADMIN_LISTEN` they are served on that address
+//! only (see [`crate::api::admin`]); without it, on the public port only to bearers of
+//! `TIDINGS_METRICS_TOKEN`; with neither, not at all. Where they are served, a
+//! `TIDINGS_METRICS_TOKEN` that is set is required.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::AppState;
+use crate::http::extract::{Repeated, at_most_one};
+use crate::http::problem::ApiError;
 use crate::realtime::Transport;
 use crate::telemetry::prometheus;
 
@@ -21,9 +29,77 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Metrics for Prometheus: live connections, events relayed and delivered, slow consumers,
 /// queued bytes, relay and delivery lag, bus state, HTTP requests and latencies.
+///
+/// Served on this port only when the server has no admin listener
+/// (`TIDINGS_ADMIN_LISTEN`) and has a metrics token (`TIDINGS_METRICS_TOKEN`), and then only
+/// to a request with `Authorization: Bearer <that token>`; otherwise the path is not
+/// there (404).
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 400, description = "More than one Authorization header", body = crate::error::ProblemDoc),
+        (status = 401, description = "No `Authorization: Bearer` with the metrics token", body = crate::error::ProblemDoc),
+        (status = 404, description = "Metrics are not served on this port", body = crate::error::ProblemDoc),
+    ))]
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.config.admin_listen.is_some() || state.config.metrics_token.is_none() {
+        // Bodiless, so that it gets the same problem as any path no route matches.
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    render(&state)
+}
+
+/// `GET /metrics` on the admin listener: open to whoever reaches that address, unless a
+/// metrics token is set.
+pub async fn admin_metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match authorize(&state, &headers) {
+        Ok(()) => render(&state),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Passes a request that bears the metrics token, or any request when none is set.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.config.metrics_token else {
+        return Ok(());
+    };
+    let header = at_most_one(headers, header::AUTHORIZATION)
+        .map_err(|Repeated| {
+            ApiError::bad_request("ambiguous_authorization", "send one Authorization header")
+        })?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_token",
+                "metrics need an Authorization: Bearer header with the metrics token",
+            )
+        })?;
+    let presented = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
+    if token.matches(presented.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "invalid_token",
+            "this is not the metrics token",
+        ))
+    }
+}
+
+/// The Prometheus text of this instance.
+fn render(state: &AppState) -> Response {
     let realtime = &state.realtime;
     let hub = &realtime.hub;
     let hashes = state.hasher.stats();

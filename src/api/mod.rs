@@ -2,6 +2,7 @@
 //! router whose OpenAPI document is generated from the handlers' own annotations, with the
 //! live endpoints' routes mounted beside them; and the dashboard, served from the binary.
 
+pub mod admin;
 pub mod asyncapi;
 pub mod audit;
 pub mod auth;

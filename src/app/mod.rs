@@ -113,6 +113,22 @@ pub fn router(state: AppState) -> Router {
         )
 }
 
+/// The admin listener's routes (`TIDINGS_ADMIN_LISTEN`), with what every answer needs: a
+/// problem body for a bare error, a time limit. Not counted in the HTTP metrics: those
+/// describe the public port's traffic.
+pub fn admin_router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    api::admin::router().with_state(state).layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(axum::middleware::map_response(problem_for_bare_errors))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            )),
+    )
+}
+
 /// How long shutdown waits, once the drain has closed every live connection's mailbox, for
 /// requests in flight to finish and for live connections to write their close and end.
 ///
@@ -126,6 +142,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A built server: connected, migrated, bound, its relay and hub running.
 pub struct Application {
     listener: TcpListener,
+    /// The admin listener, when `TIDINGS_ADMIN_LISTEN` is set.
+    admin_listener: Option<TcpListener>,
     state: AppState,
     /// Ends the relay, the bus subscription and (through them) the hub.
     background: CancellationToken,
@@ -241,8 +259,35 @@ impl Application {
             database = %config.database_url.redacted(),
             "tidings is listening"
         );
+        let admin_listener = match config.admin_listen {
+            Some(address) => {
+                let admin = TcpListener::bind(address).await.with_context(|| {
+                    format!("could not listen on {address} (the admin listener)")
+                })?;
+                tracing::info!(
+                    address = %admin.local_addr()?,
+                    "the admin listener serves /metrics, /livez and /readyz"
+                );
+                Some(admin)
+            }
+            None if config.metrics_token.is_some() => {
+                tracing::info!(
+                    "/metrics is served on the public port to bearers of TIDINGS_METRICS_TOKEN"
+                );
+                None
+            }
+            None => {
+                tracing::info!(
+                    "/metrics is not served: set TIDINGS_ADMIN_LISTEN to serve it on a private \
+                     address, or TIDINGS_METRICS_TOKEN to serve it on this port to bearers of \
+                     that token"
+                );
+                None
+            }
+        };
         Ok(Application {
             listener,
+            admin_listener,
             state: AppState::new(config, accounts, realtime),
             background,
             tasks,
@@ -256,6 +301,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The admin listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .map(|admin| admin.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn state(&self) -> &AppState {
@@ -295,6 +347,13 @@ impl Application {
             let _ = drained.send(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             stopper.cancel();
         });
+        // The admin listener serves through the drain (metrics show it) and stops with the
+        // accept loop; a scrape in flight then finishes.
+        let admin = self.admin_listener.map(|listener| {
+            let serve = axum::serve(listener, admin_router(self.state.clone()))
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
+            tokio::spawn(async move { serve.await })
+        });
         crate::net::server::serve(
             self.listener,
             app,
@@ -306,6 +365,16 @@ impl Application {
         )
         .await
         .context("the server failed")?;
+        if let Some(admin) = admin {
+            match tokio::time::timeout(SHUTDOWN_GRACE, admin).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the admin listener failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the admin listener's task failed"),
+                Err(_) => {
+                    tracing::warn!("the admin listener still had requests after the grace period")
+                }
+            }
+        }
         // Every mailbox is closed, so each live task writes its close and ends, and the hub
         // writes to none of their sockets any more. The accept loop's connections have
         // ended, so no task is added from now on (one that opened during the drain was

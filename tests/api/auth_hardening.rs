@@ -43,7 +43,7 @@ async fn change_password(app: &TestApp, token: &str, current: &str) -> Response 
 
 /// A value of `/metrics` (a gauge or counter without labels).
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let text = app.metrics().await.text().await.unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("{name} is in /metrics"))

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::backend_tests;
 use crate::clients::PATIENCE;
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, METRICS_TOKEN, TestApp, problem};
 
 backend_tests!(
     a_content_length_over_the_limit_is_a_413_problem_at_once_and_ends_the_connection,
@@ -210,7 +210,9 @@ async fn a_client_that_half_closes_after_its_request_gets_the_whole_answer(backe
     let app = TestApp::spawn(backend).await;
     for path in ["/livez", "/readyz", "/metrics"] {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: tidings\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: tidings\r\nAuthorization: Bearer {METRICS_TOKEN}\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.unwrap();
 
         // Nothing more to send: the client shuts down its side, as `curl -T` or a
@@ -355,7 +357,7 @@ async fn invented_methods_share_one_metrics_label(backend: Backend) {
 
     // The recorder is the process's, shared with tests running alongside: look at which
     // method labels exist, not at the size.
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let metrics = app.metrics().await.text().await.unwrap();
     let methods: BTreeSet<&str> = metrics
         .split("method=\"")
         .skip(1)

@@ -4,14 +4,128 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, METRICS_TOKEN, TestApp, problem};
 
 backend_tests!(
     metrics_report_live_delivery_and_http_requests,
+    the_admin_listener_serves_metrics_and_probes_and_the_public_port_no_metrics,
+    a_metrics_token_is_required_wherever_metrics_are_served,
+    without_an_admin_listener_or_a_token_metrics_are_not_served,
     livez_answers_while_the_process_runs,
     readyz_reports_a_migrated_database,
     readyz_is_503_once_the_database_is_gone
 );
+
+/// `GET path` at `addr`, with `token` as a bearer.
+async fn get_at(
+    app: &TestApp,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app.client.get(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn the_admin_listener_serves_metrics_and_probes_and_the_public_port_no_metrics(
+    backend: Backend,
+) {
+    let mut app = TestApp::spawn_with(backend, |config| {
+        config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.metrics_token = None;
+    })
+    .await;
+    let admin = app.admin.expect("an admin listener");
+    assert_ne!(admin, app.addr);
+
+    let response = get_at(&app, admin, "/metrics", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("tidings_hub_connections "),
+        "Prometheus text"
+    );
+    for probe in ["/livez", "/readyz"] {
+        assert_eq!(
+            get_at(&app, admin, probe, None).await.status(),
+            StatusCode::OK,
+            "{probe}"
+        );
+    }
+    let elsewhere = get_at(&app, admin, "/v1/products", None).await;
+    assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(elsewhere).await["code"], "not_found");
+
+    // On the public port the path is not there, as any path no route matches.
+    let public = app.get("/metrics", None).await;
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(public).await["code"], "not_found");
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+
+    // The admin listener stops with the application.
+    app.shut_down().await;
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}
+
+async fn a_metrics_token_is_required_wherever_metrics_are_served(backend: Backend) {
+    // The test apps have a token and no admin listener: metrics on the public port.
+    let app = TestApp::spawn(backend.clone()).await;
+    let admin = TestApp::spawn_with(backend, |config| {
+        config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin_addr = admin.admin.expect("an admin listener");
+
+    for (app, addr) in [(&app, app.addr), (&admin, admin_addr)] {
+        let missing = get_at(app, addr, "/metrics", None).await;
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "{addr}");
+        assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+        assert_eq!(problem(missing).await["code"], "missing_token");
+
+        let wrong = get_at(app, addr, "/metrics", Some("test-metrics-token-0123456788")).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{addr}");
+        assert_eq!(problem(wrong).await["code"], "invalid_token");
+
+        let basic = app
+            .client
+            .get(format!("http://{addr}/metrics"))
+            .basic_auth("prometheus", Some(METRICS_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(basic.status(), StatusCode::UNAUTHORIZED, "{addr}");
+
+        let right = get_at(app, addr, "/metrics", Some(METRICS_TOKEN)).await;
+        assert_eq!(right.status(), StatusCode::OK, "{addr}");
+        assert!(
+            right
+                .text()
+                .await
+                .unwrap()
+                .contains("tidings_hub_connections ")
+        );
+    }
+    // With an admin listener, not on the public port even with the token.
+    let public = admin.metrics().await;
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+}
+
+async fn without_an_admin_listener_or_a_token_metrics_are_not_served(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.metrics_token = None).await;
+    assert_eq!(app.admin, None);
+
+    for token in [None, Some(METRICS_TOKEN)] {
+        let response = app.get("/metrics", token).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(problem(response).await["code"], "not_found");
+    }
+}
 
 async fn livez_answers_while_the_process_runs(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -66,7 +180,7 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
     ws.next_event().await;
     sse.next().await.unwrap();
 
-    let response = app.get("/metrics", None).await;
+    let response = app.metrics().await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -124,7 +238,7 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
 async fn metrics_once(app: &TestApp, ready: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
     loop {
-        let text = app.get("/metrics", None).await.text().await.unwrap();
+        let text = app.metrics().await.text().await.unwrap();
         if ready(&text) {
             return text;
         }

@@ -6,7 +6,7 @@ use reqwest::{Client, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use tidings::config::{Config, DatabaseUrl};
+use tidings::config::{Config, DatabaseUrl, MetricsToken};
 use tidings::domain::{Email, NewPassword, Role};
 use tidings::{AppState, Application};
 
@@ -101,9 +101,15 @@ impl Backend {
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The metrics token every test app has unless a test takes it away: `/metrics` is then
+/// on the public port, for [`TestApp::metrics`].
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+
 /// A running app with its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the test set `admin_listen`.
+    pub admin: Option<SocketAddr>,
     pub client: Client,
     /// The app's state, for arranging what the HTTP API cannot (such as the first admin).
     pub state: AppState,
@@ -131,6 +137,7 @@ impl TestApp {
         config.db_max_connections = 4;
         config.data_dir = dir.path().to_owned();
         config.database_url = DatabaseUrl::Sqlite(dir.path().join("tidings.db"));
+        config.metrics_token = MetricsToken::parse(METRICS_TOKEN.into()).unwrap();
         let mut postgres = None;
         if let Backend::Postgres(admin_url) = &backend {
             let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
@@ -173,6 +180,7 @@ impl TestApp {
             .await
             .expect("the app builds");
         let addr = app.local_addr();
+        let admin = app.admin_addr();
         let state = app.state().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -180,6 +188,7 @@ impl TestApp {
         }));
         TestApp {
             addr,
+            admin,
             client: Client::new(),
             state,
             config,
@@ -213,6 +222,11 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         request.send().await.expect("the request is sent")
+    }
+
+    /// `GET /metrics` on the public port, with the test apps' metrics token.
+    pub async fn metrics(&self) -> Response {
+        self.get("/metrics", Some(METRICS_TOKEN)).await
     }
 
     pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {

@@ -15,6 +15,8 @@ import { Tidings, MemoryStore } from "../src/index.js";
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
+/** The servers' metrics token: `/metrics` on their port answers only bearers of it. */
+export const METRICS_TOKEN = randomBytes(24).toString("base64url");
 export const BIN = process.env.TIDINGS_BIN ?? resolve(here, "../../../target/debug/tidings");
 export const PASSWORD = "a test password, long enough";
 
@@ -83,6 +85,7 @@ export class Server {
       TIDINGS_AUTH_RATE_PER_IP: "0",
       TIDINGS_AUTH_RATE_PER_EMAIL: "0",
       TIDINGS_HASH_QUEUE_TIMEOUT: "60s",
+      TIDINGS_METRICS_TOKEN: METRICS_TOKEN,
     };
     if (this.backend === "postgres") {
       const base = /** @type {string} */ (process.env.TEST_DATABASE_URL);

@@ -4,7 +4,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Server, Proxy, Inbox, backends, product, status } from "./helpers.mjs";
+import { Server, Proxy, Inbox, backends, product, status, METRICS_TOKEN } from "./helpers.mjs";
 import { Tidings, MemoryStore } from "../src/index.js";
 import WebSocket from "ws";
 
@@ -107,7 +107,7 @@ for (const backend of backends()) {
 
       proxy.stall();
       const slow = async () => {
-        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const text = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
         return Number(/^tidings_hub_slow_consumers_total (\d+)/m.exec(text)?.[1] ?? 0);
       };
       // Big events (a 5,000-character description each) until the server gives up on it.
