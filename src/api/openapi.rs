@@ -341,8 +341,9 @@ pub fn new_password() -> Object {
         .max_length(Some(128))
         .pattern(Some(PATTERN.as_str()))
         .description(Some(
-            "8 to 128 characters; not the email address, nor one of the most common \
-             passwords in any case",
+            "8 to 128 characters, counted with leading and trailing whitespace dropped and \
+             each run of whitespace inside as one; not the email address, nor one of the most \
+             common passwords in any case",
         ))
         .build()
 }

@@ -70,7 +70,11 @@ for (const backend of backends()) {
       await adjust();
       await adjust();
       const second = subscriber(server, staff.email, join(dir, "state.json"));
-      await second.wait(() => second.events.length === 2, "the 2 missed events");
+      // Events come on stdout and the status on stderr: two pipes, read in either order.
+      await second.wait(
+        () => second.events.length >= 2 && second.said.some((s) => s.startsWith("[live")),
+        "the 2 missed events, then live",
+      );
       await second.stop();
       assert.deepEqual(second.events.map((e) => e.data.stock), [1002, 1003]);
       assert.ok(second.said.includes("[live, caught up 2]"), second.said.join(" "));
