@@ -78,7 +78,9 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(index))
         .route("/app/{*path}", get(file))
-        .layer(axum::middleware::map_response(security_headers))
+        // `route_layer`: on this router's routes alone, not on the fallback every router
+        // merged with it shares (a 404 elsewhere is the API's, with the API's policy).
+        .route_layer(axum::middleware::map_response(security_headers))
 }
 
 /// The dashboard's page.

@@ -31,8 +31,8 @@ use crate::events::relay::{self, RelayConfig, RelayStats};
 use crate::events::stream;
 use crate::http::AppState;
 use crate::http::middleware::{
-    cors, drop_unusable_request_id, panic_response, problem_for_bare_errors, request_span,
-    require_host,
+    compression, cors, drop_unusable_request_id, panic_response, problem_for_bare_errors,
+    request_span, require_host, security_headers,
 };
 use crate::net::REQUEST_ID;
 use crate::realtime::hub::{Hub, HubConfig};
@@ -99,6 +99,8 @@ pub fn router(state: AppState) -> Router {
                         .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(security_headers())
+                .layer(compression())
                 .layer(cors)
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))

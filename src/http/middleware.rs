@@ -1,16 +1,22 @@
-//! The middleware every request passes: request ids, the request's span, CORS, the Host
-//! check, problem+json bodies for the router's own errors, and panics answered as 500s.
+//! The middleware every request passes: request ids, the request's span, security headers,
+//! response compression, CORS, the Host check, problem+json bodies for the router's own
+//! errors, and panics answered as 500s.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
-use axum::http::{HeaderName, Request, Response, StatusCode, header};
+use axum::http::{
+    Extensions, HeaderMap, HeaderName, Request, Response, StatusCode, Version, header,
+};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::set_header::response::SetMultipleResponseHeadersLayer;
 
 use crate::error::problem_response;
 use crate::http::extract::{Repeated, at_most_one};
 use crate::http::position;
-use crate::net::REQUEST_ID;
+use crate::net::{REQUEST_ID, SECURITY_HEADERS};
 
 /// How long a browser may cache a CORS preflight answer: it spares a preflight per
 /// request, and a changed `TIDINGS_CORS_ORIGINS` still reaches browsers within 10 minutes
@@ -54,6 +60,46 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             position::HEADER,
         ])
         .max_age(CORS_PREFLIGHT_MAX_AGE)
+}
+
+/// The security headers (`net::SECURITY_HEADERS`, where each is explained) on every
+/// response that has not set its own: the dashboard and the API docs set the policy of
+/// their pages, which is kept.
+pub fn security_headers<B>() -> SetMultipleResponseHeadersLayer<Response<B>> {
+    SetMultipleResponseHeadersLayer::if_not_present(
+        SECURITY_HEADERS.into_iter().map(Into::into).collect(),
+    )
+}
+
+/// The smallest body compressed: below about a kilobyte the bytes saved hardly shorten a
+/// response (it fits a TCP segment either way) and the encoder's work and headers are not
+/// worth it.
+const COMPRESS_FROM_BYTES: u64 = 1024;
+
+/// gzip, Brotli or zstd, as the client's `Accept-Encoding` prefers, for bodies of
+/// [`COMPRESS_FROM_BYTES`] and more (JSON, the API documents, the docs' and dashboard's
+/// files), with `Vary: Accept-Encoding`. ETags are left as they are: they name the
+/// resource's content, whichever coding carries it, and `If-Match` must keep matching the
+/// tag a client read, compressed or not.
+///
+/// Never compressed:
+/// - event streams: each event must reach the client as it is written, and on the direct
+///   path (`net::server`) the stream's task writes the socket itself, past any encoder;
+/// - `101 Switching Protocols`: what follows it is not HTTP;
+/// - images (the docs' icons), already compressed.
+pub fn compression() -> CompressionLayer<impl Predicate> {
+    let not_an_upgrade = |status: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| {
+        status != StatusCode::SWITCHING_PROTOCOLS
+    };
+    let predicate = SizeAbove::new(COMPRESS_FROM_BYTES)
+        .and(NotForContentType::SSE)
+        .and(NotForContentType::IMAGES)
+        .and(not_an_upgrade);
+    CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .zstd(true)
+        .compress_when(predicate)
 }
 
 /// A client's own `x-request-id` is kept (to follow a request across services) if it is

@@ -288,13 +288,14 @@ async fn connection(
     }
 }
 
-/// A problem answered by the accept loop itself, with a request id as every response has
-/// (no request reached the router to be given one).
+/// A problem answered by the accept loop itself, with a request id and the security
+/// headers as every response has (no request reached the router to be given them).
 fn plain_problem(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
     let mut problem = crate::error::problem_response(status, code, detail, &[]);
     if let Ok(id) = header::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
         problem.headers_mut().insert(crate::net::REQUEST_ID, id);
     }
+    problem.headers_mut().extend(crate::net::SECURITY_HEADERS);
     problem
 }
 

@@ -1,4 +1,5 @@
-//! A real browser: a page on another origin opens a plain EventSource with a stream ticket.
+//! A real browser: a page on another origin opens a plain EventSource with a stream ticket;
+//! the API docs render under their page's Content-Security-Policy.
 
 use std::process::Stdio;
 
@@ -10,7 +11,10 @@ use tokio::process::Command;
 use crate::browser_tests;
 use crate::helpers::{Backend, TestApp};
 
-browser_tests!(a_browser_eventsource_on_another_origin_receives_live_events_with_a_ticket);
+browser_tests!(
+    a_browser_eventsource_on_another_origin_receives_live_events_with_a_ticket,
+    the_docs_render_every_operation_under_their_policy,
+);
 
 /// Debian's Chromium (without it when the tests were built, this test is ignored).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -58,26 +62,7 @@ async fn a_browser_eventsource_on_another_origin_receives_live_events_with_a_tic
     tokio::spawn(async move { axum::serve(page_listener, page).await });
     let profile = tempfile::tempdir().unwrap();
 
-    let output = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("{page_origin}/"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("chromium runs");
+    let output = chromium(&profile, &format!("{page_origin}/")).await;
 
     let dom = String::from_utf8_lossy(&output.stdout);
     let received = dom
@@ -93,4 +78,60 @@ async fn a_browser_eventsource_on_another_origin_receives_live_events_with_a_tic
         event["seq"].to_string(),
         "the SSE id is the seq, for Last-Event-ID"
     );
+}
+
+/// Swagger UI in the browser, under the page policy the server sends with it: were a
+/// script, style or request of the page refused, the operations would not all render, and
+/// Chromium logs each refusal.
+async fn the_docs_render_every_operation_under_their_policy(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let profile = tempfile::tempdir().unwrap();
+
+    let output = chromium(&profile, &app.url("/docs/")).await;
+
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !log.contains("Content Security Policy"),
+        "the page broke its policy: {log}"
+    );
+    let document: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        dom.matches(" data-path=\"").count(),
+        operations,
+        "every operation rendered: {dom}"
+    );
+}
+
+/// Loads `url` in headless Chromium (its profile in `profile`), waits until the page is
+/// idle (or 15 s of its virtual time passed), and returns the DOM (stdout) and the page's
+/// console and policy messages (stderr).
+async fn chromium(profile: &tempfile::TempDir, url: &str) -> std::process::Output {
+    Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("chromium runs")
 }

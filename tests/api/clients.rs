@@ -101,7 +101,7 @@ impl TestApp {
     }
 
     /// A connection on which a `GET /livez` was answered (and kept alive): hyper's.
-    async fn connection_after_a_request(&self) -> TcpStream {
+    pub async fn connection_after_a_request(&self) -> TcpStream {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
@@ -132,11 +132,23 @@ impl TestApp {
 
     /// Sends `GET /v1/events?{query}` on `stream` and reads its head: the stream is then
     /// registered with the hub and misses nothing from there on.
-    pub async fn raw_sse(&self, mut stream: TcpStream, token: &str, query: &str) -> RawSse {
+    pub async fn raw_sse(&self, stream: TcpStream, token: &str, query: &str) -> RawSse {
+        self.raw_sse_with(stream, token, query, "").await.1
+    }
+
+    /// [`TestApp::raw_sse`] with `extra_headers` (each line ending in CRLF) in the request;
+    /// also returns the response head, lowercased.
+    pub async fn raw_sse_with(
+        &self,
+        mut stream: TcpStream,
+        token: &str,
+        query: &str,
+        extra_headers: &str,
+    ) -> (String, RawSse) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let request = format!(
-            "GET /v1/events?{query} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            "GET /v1/events?{query} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n{extra_headers}\r\n",
             self.addr
         );
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -155,13 +167,14 @@ impl TestApp {
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("transfer-encoding: chunked"), "{head}");
         assert!(head.contains("\r\ndate: "), "{head}");
-        RawSse {
+        let sse = RawSse {
             stream,
             raw: raw.split_off(end),
             body: String::new(),
             comments: Vec::new(),
             ended: false,
-        }
+        };
+        (head, sse)
     }
 
     /// Opens a WebSocket whose client reads nothing until told to, through a tiny receive

@@ -17,6 +17,7 @@ mod dashboard;
 mod docs;
 mod edge;
 mod errors;
+mod headers;
 mod health;
 mod live;
 mod live_cluster;
