@@ -42,6 +42,17 @@ pub enum Command {
     /// Manage users from the command line.
     #[command(subcommand)]
     User(UserCommand),
+    /// Ask the server at TIDINGS_LISTEN whether it is ready (`GET /readyz`) and exit 0 if
+    /// it is, 1 if it is not or does not answer: a container's HEALTHCHECK, with no curl in
+    /// the image. An unspecified listen address (`0.0.0.0`, `[::]`) is asked on loopback.
+    Healthcheck {
+        /// Ask this URL instead, e.g. `http://10.0.0.5:8080/readyz`.
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the connection and the answer's head together.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-//! The `tidings` command: `serve` (the default), `migrate`, `user create`.
+//! The `tidings` command: `serve` (the default), `migrate`, `seed`, `user`, `healthcheck`.
 
 use std::process::ExitCode;
 
@@ -90,6 +90,81 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             ttl,
         }) => user_tokens(&config, count, &prefix, &role, ttl).await,
         Command::Seed => seed(&config).await,
+        Command::Healthcheck { url, timeout } => {
+            healthcheck(config.listen, url.as_deref(), timeout).await
+        }
+    }
+}
+
+/// Asks `GET /readyz` and prints one line: `ready: …` (exit 0), or an error saying `not
+/// ready: …` (the server answered, not 200) or `down: …` (no connection, or no answer
+/// within `timeout`), which exits 1. Without `url`, the server at `listen` is asked; one
+/// listening on every interface is asked on loopback. hyper's HTTP/1 client, the server's
+/// own HTTP stack: no second client in the binary for one request.
+async fn healthcheck(
+    listen: std::net::SocketAddr,
+    url: Option<&str>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use hyper::StatusCode;
+    use hyper::header::HOST;
+    use hyper_util::rt::TokioIo;
+
+    let url: hyper::Uri = match url {
+        Some(url) => url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?,
+        None => format!("http://{}/readyz", loopback_if_unspecified(listen)).parse()?,
+    };
+    anyhow::ensure!(
+        url.scheme_str() == Some("http"),
+        "--url {url}: only http:// URLs can be asked"
+    );
+    let authority = url
+        .authority()
+        .with_context(|| format!("--url {url}: no host"))?
+        .clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let path = url.path_and_query().map_or("/", |path| path.as_str());
+    let asked = async {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("could not connect to {authority}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(HOST, authority.as_str())
+            .body(String::new())?;
+        anyhow::Ok(sender.send_request(request).await?.status())
+    };
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(StatusCode::OK)) => {
+            println!("ready: {url} answered 200");
+            Ok(())
+        }
+        Ok(Ok(status)) => anyhow::bail!("not ready: {url} answered {status}"),
+        Ok(Err(e)) => anyhow::bail!("down: {url}: {e:#}"),
+        Err(_) => anyhow::bail!(
+            "down: {url} did not answer within {}",
+            humantime::format_duration(timeout)
+        ),
+    }
+}
+
+/// The address to reach a server listening on `listen` at: loopback of the same family
+/// when it listens on every interface (`0.0.0.0`, `[::]`), which is not an address to
+/// connect to.
+fn loopback_if_unspecified(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
+        _ => listen,
     }
 }
 

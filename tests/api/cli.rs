@@ -1,4 +1,5 @@
-//! The `tidings` binary: settings validation, `migrate`, `user create`, graceful shutdown.
+//! The `tidings` binary: settings validation, `migrate`, `user create`, `healthcheck`,
+//! graceful shutdown.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use crate::{backend_tests, postgres_tests};
 backend_tests!(
     user_create_bootstraps_an_admin_who_can_log_in,
     seed_fills_a_demo_shop_once,
-    user_tokens_prints_working_tokens_and_reuses_users
+    user_tokens_prints_working_tokens_and_reuses_users,
+    healthcheck_exits_0_while_the_server_is_ready_and_1_once_it_is_not
 );
 postgres_tests!(a_missing_database_is_named_once);
 
@@ -152,6 +154,87 @@ async fn seed_fills_a_demo_shop_once(backend: Backend) {
     let admin = app.login_ok("admin@example.com").await;
     let users = app.get_json("/v1/users", Some(&admin.access_token)).await;
     assert_eq!(users["items"].as_array().unwrap().len(), 5);
+}
+
+/// What the image's HEALTHCHECK runs: `tidings healthcheck` with the image's environment.
+async fn healthcheck(listen: &str, args: &[&str]) -> std::process::Output {
+    tidings()
+        .arg("healthcheck")
+        .args(args)
+        .env("TIDINGS_LISTEN", listen)
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn healthcheck_exits_0_while_the_server_is_ready_and_1_once_it_is_not(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // As in the image: the server listens on every interface, and is asked on loopback.
+    let every_interface = format!("0.0.0.0:{}", app.addr.port());
+
+    let ready = healthcheck(&every_interface, &[]).await;
+    // Closing the pool is what a lost database looks like from the app: /readyz is 503.
+    // The pool is closed at once; waiting for the connections the relay and the bus hold
+    // to come back would wait for as long as the app runs (on PostgreSQL).
+    let _ = futures::FutureExt::now_or_never(app.state.db.close());
+    let not_ready = healthcheck(&every_interface, &[]).await;
+    let not_ready_by_url = healthcheck(
+        "127.0.0.1:1",
+        &["--url", &format!("http://{}/readyz", app.addr)],
+    )
+    .await;
+
+    let stdout = String::from_utf8_lossy(&ready.stdout);
+    assert_eq!(ready.status.code(), Some(0), "{ready:?}");
+    assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("ready: http://127.0.0.1:") && stdout.contains("200"),
+        "{stdout}"
+    );
+    for output in [not_ready, not_ready_by_url] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("not ready: ") && stderr.contains("503"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn healthcheck_exits_1_when_nothing_answers() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // One that takes connections (the kernel's backlog) but never answers, as a server
+    // that hangs.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+
+    let refused = healthcheck(&format!("127.0.0.1:{port}"), &[]).await;
+    let silent = healthcheck(
+        &hung.local_addr().unwrap().to_string(),
+        &["--timeout", "300ms"],
+    )
+    .await;
+
+    for (output, expected) in [
+        (refused, "refused"),
+        (silent, "did not answer within 300ms"),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("down: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
