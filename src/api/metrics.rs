@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::AppState;
-use crate::http::extract::{Repeated, at_most_one};
+use crate::http::auth::bearer_token;
 use crate::http::problem::ApiError;
 use crate::realtime::Transport;
 use crate::telemetry::prometheus;
@@ -66,28 +66,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.config.metrics_token else {
         return Ok(());
     };
-    let header = at_most_one(headers, header::AUTHORIZATION)
-        .map_err(|Repeated| {
-            ApiError::bad_request("ambiguous_authorization", "send one Authorization header")
-        })?
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing_token",
-                "metrics need an Authorization: Bearer header with the metrics token",
-            )
-        })?;
-    let presented = header
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "invalid_token",
-                "the Authorization header must be `Bearer <token>`",
-            )
-        })?;
+    let presented = bearer_token(
+        headers,
+        "metrics need an Authorization: Bearer header with the metrics token",
+    )?;
     if token.matches(presented.as_bytes()) {
         Ok(())
     } else {

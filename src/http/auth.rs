@@ -5,7 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::http::AppState;
 use crate::http::extract::{Repeated, at_most_one};
@@ -18,30 +18,31 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let header = at_most_one(&parts.headers, AUTHORIZATION)
-            .map_err(|Repeated| {
-                ApiError::bad_request("ambiguous_authorization", "send one Authorization header")
-            })?
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing_token",
-                    "an Authorization: Bearer token is required",
-                )
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "invalid_token",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
+        let token = bearer_token(&parts.headers, "an Authorization: Bearer token is required")?;
         Ok(authenticate(&state.db, &state.tokens, token).await?)
     }
+}
+
+/// The token of the request's one `Authorization: Bearer` header: 400 for several
+/// headers, 401 (`missing`, said as the detail) for none, 401 for another scheme.
+pub fn bearer_token<'a>(headers: &'a HeaderMap, missing: &'static str) -> ApiResult<&'a str> {
+    let header = at_most_one(headers, AUTHORIZATION)
+        .map_err(|Repeated| {
+            ApiError::bad_request("ambiguous_authorization", "send one Authorization header")
+        })?
+        .ok_or_else(|| ApiError::unauthorized("missing_token", missing))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })
 }
 
 impl FromRequestParts<AppState> for Actor {
