@@ -21,7 +21,8 @@ pub(super) async fn livez() -> axum::Json<Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and carries this build's schema; 503 otherwise.
+/// The database answers and carries this build's schema, and the instance is not shutting
+/// down (`"status": "draining"`); 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready, with each check", body = Object),
@@ -46,7 +47,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::
             json!({ "status": "down", "backend": state.db.backend(), "reason": "unreachable" })
         }
     };
-    let ready = database["status"] == "up";
+    // Once SIGTERM has begun the drain, a load balancer or orchestrator should send no new
+    // clients here: they would be refused with 503.
+    let draining = state.realtime.hub.is_closing();
+    let ready = database["status"] == "up" && !draining;
     let code = if ready {
         StatusCode::OK
     } else {
@@ -64,7 +68,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::
         "connections": realtime.hub.connections(),
     });
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "checks": { "database": database, "bus": bus, "relay": relay },
     });
     (code, axum::Json(body))

@@ -8,3 +8,14 @@ pub mod echo;
 pub mod sse;
 pub mod tickets;
 pub mod ws;
+
+/// The answer to a live stream asked for while this instance drains for shutdown: a 503
+/// before anything is switched or streamed, so that a proxy in front retries another
+/// instance.
+fn shutting_down() -> crate::http::problem::ApiError {
+    crate::http::problem::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "this instance is shutting down",
+    )
+}

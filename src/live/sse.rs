@@ -146,11 +146,7 @@ async fn events(
                 "too_many_connections",
                 "too many live connections for this user",
             ),
-            Refused::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "this instance is shutting down",
-            ),
+            Refused::ShuttingDown => super::shutting_down(),
             Refused::Revoked => {
                 ApiError::unauthorized("session_revoked", "the session was revoked; log in again")
             }

@@ -61,6 +61,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 400, description = "Not a WebSocket request", body = ProblemDoc),
         (status = 401, description = "No valid token or ticket", body = ProblemDoc),
         (status = 426, description = "A WebSocket version other than 13", body = ProblemDoc, headers(("sec-websocket-version" = String, description = "13"))),
+        (status = 503, description = "The server is shutting down", body = ProblemDoc),
     ))]
 async fn upgrade(
     State(state): State<AppState>,
@@ -68,6 +69,12 @@ async fn upgrade(
     StreamUser(user): StreamUser,
     mut request: Request,
 ) -> Result<Response, ApiError> {
+    // Refused before the upgrade, so that a proxy passes the request to another instance
+    // (nginx's `proxy_next_upstream http_503`) instead of the client being switched and
+    // then closed with 1001 here again. One that opens during the race is closed so.
+    if state.realtime.hub.is_closing() {
+        return Err(super::shutting_down());
+    }
     let (switching, socket) = take_connection(&state, &mut request, accept)?;
     let tasks = state.realtime.tasks.clone();
     // `then`, not one async block: the task holds either the upgrade or the connection,

@@ -116,6 +116,12 @@ impl Hub {
         self.last_seq.load(Ordering::Acquire)
     }
 
+    /// Whether [`Hub::drain`] has begun: the instance is shutting down and refuses new
+    /// connections.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Registers a connection (with no topics yet).
     pub fn connect(
         self: &Arc<Self>,
