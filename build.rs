@@ -8,27 +8,32 @@
 // It also decides, when the integration tests are built, which of them can run here, so
 // that a test that cannot run is reported as ignored, with the reason, instead of passing
 // without having run: the PostgreSQL tests need `TEST_DATABASE_URL`, the browser tests
-// Debian's Chromium. `TIDINGS_TEST_REQUIRE_POSTGRES` and `TIDINGS_TEST_REQUIRE_BROWSER`
-// (as CI sets them) make a missing one an error instead.
+// Debian's Chromium, the proxy tests Debian's nginx. `TIDINGS_TEST_REQUIRE_POSTGRES`,
+// `TIDINGS_TEST_REQUIRE_BROWSER` and `TIDINGS_TEST_REQUIRE_NGINX` (as CI sets them) make a
+// missing one an error instead.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+const NGINX: &str = "/usr/sbin/nginx";
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
     embed_web_assets();
     println!("cargo::rustc-check-cfg=cfg(tidings_no_postgres)");
     println!("cargo::rustc-check-cfg=cfg(tidings_no_browser)");
+    println!("cargo::rustc-check-cfg=cfg(tidings_no_nginx)");
     for var in [
         "TEST_DATABASE_URL",
         "TIDINGS_TEST_REQUIRE_POSTGRES",
         "TIDINGS_TEST_REQUIRE_BROWSER",
+        "TIDINGS_TEST_REQUIRE_NGINX",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    // The folder, not the file: a file that is missing would rerun this on every build.
+    // The folders, not the files: a file that is missing would rerun this on every build.
     println!("cargo:rerun-if-changed=/usr/bin");
+    println!("cargo:rerun-if-changed=/usr/sbin");
 
     let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty());
     if !postgres {
@@ -44,6 +49,13 @@ fn main() {
             "TIDINGS_TEST_REQUIRE_BROWSER is set but {CHROMIUM} is missing"
         );
         println!("cargo::rustc-cfg=tidings_no_browser");
+    }
+    if !Path::new(NGINX).exists() {
+        assert!(
+            std::env::var_os("TIDINGS_TEST_REQUIRE_NGINX").is_none(),
+            "TIDINGS_TEST_REQUIRE_NGINX is set but {NGINX} is missing"
+        );
+        println!("cargo::rustc-cfg=tidings_no_nginx");
     }
 }
 

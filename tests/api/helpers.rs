@@ -77,6 +77,25 @@ macro_rules! postgres_tests {
     };
 }
 
+/// Declares tests of instances behind a real nginx (Debian's, `/usr/sbin/nginx`), on
+/// PostgreSQL and Redis: ignored, with the reason, when either was missing when the tests
+/// were built.
+#[macro_export]
+macro_rules! proxy_tests {
+    ($($name:ident),* $(,)?) => {
+        mod behind_nginx {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(tidings_no_postgres, ignore = "needs PostgreSQL: build and run the tests with TEST_DATABASE_URL set")]
+                #[cfg_attr(all(not(tidings_no_postgres), tidings_no_nginx), ignore = "needs nginx at /usr/sbin/nginx (apt-get install nginx)")]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::postgres()).await
+                }
+            )*
+        }
+    };
+}
+
 /// Where a test's database lives.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -374,29 +393,33 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop is not async: drop the database from a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let sql = format!(r#"drop database if exists "{name}" with (force)"#);
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
+        if let Some((admin_url, name)) = self.postgres.take() {
+            drop_database(admin_url, name);
+        }
     }
 }
 
-async fn create_database(admin_url: &str, name: &str) {
+/// Drops a test database, from a thread with a runtime of its own (for `Drop`, which is
+/// not async).
+pub fn drop_database(admin_url: String, name: String) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                let sql = format!(r#"drop database if exists "{name}" with (force)"#);
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
+}
+
+pub async fn create_database(admin_url: &str, name: &str) {
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
         .expect("TEST_DATABASE_URL accepts connections");
@@ -407,7 +430,7 @@ async fn create_database(admin_url: &str, name: &str) {
 }
 
 /// The same server URL with another database name.
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, format!("?{query}")),
         None => (url, String::new()),

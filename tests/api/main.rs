@@ -28,5 +28,6 @@ mod orders;
 mod outbox;
 mod position;
 mod products;
+mod proxy;
 mod shutdown;
 mod websocket;
