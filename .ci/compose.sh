@@ -115,17 +115,23 @@ for needs in ("tidings-1", "tidings-2"):
     if services["nginx"]["depends_on"].get(needs, {}).get("condition") != "service_healthy":
         problems.append(f"nginx does not wait for {needs} to be healthy")
 
-# Bind mounts: each source exists, and nginx's are read-only.
+# Bind mounts: each source exists, and nginx's are read-only. (docker-compose 1.29 prints
+# them as SOURCE:TARGET:MODE; Compose v2, where it is installed instead, as mappings.)
 for name, service in services.items():
     for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
+        if isinstance(volume, str):
+            source, target, mode = (volume.split(":") + ["rw"])[:3]
+            read_only = mode == "ro"
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+            read_only = bool(volume.get("read_only"))
         if not source.startswith("/"):
             continue  # a named volume
         if not os.path.exists(source):
             problems.append(f"{name}: mounts {source}, which does not exist")
-        if name == "nginx" and not volume.endswith(":ro"):
+        if name == "nginx" and not read_only:
             problems.append(f"nginx: {source} is not mounted read-only")
-        print(f"{name}: {os.path.relpath(source)} -> {target} ({volume.rsplit(':', 1)[1]})")
+        print(f"{name}: {os.path.relpath(source)} -> {target} ({'ro' if read_only else 'rw'})")
 
 if problems:
     print("\n".join(problems), file=sys.stderr)
