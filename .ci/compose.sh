@@ -7,8 +7,9 @@
 #     unset, naming the variable, and resolves it once both are set, the two instances
 #     alike, with the secret nowhere in the file itself;
 #   - what nginx mounts exists (deploy/nginx.conf, deploy/nginx/) and is mounted read-only,
-#     and nginx accepts that configuration (`nginx -t`, the instances' names replaced by
-#     loopback, which it must resolve);
+#     and nginx accepts that configuration (`nginx -t`, with the instances' names replaced
+#     by 127.0.0.1: nginx resolves them as it reads the file, and they exist only on
+#     compose's network);
 #   - the checks can fail: a broken copy of the file must be rejected by the schema.
 #
 # check-jsonschema comes from PyPI, in a virtualenv of its own, as .ci/hadolint.sh does;
