@@ -21,8 +21,9 @@ pub(super) async fn livez() -> axum::Json<Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and carries this build's schema, and the instance is not shutting
-/// down (`"status": "draining"`); 503 otherwise.
+/// The database answers and is migrated at least as far as this build (further: a newer
+/// version rolling out beside it), and the instance is not shutting down (`"status":
+/// "draining"`); 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready, with each check", body = Object),
@@ -30,7 +31,7 @@ pub(super) async fn livez() -> axum::Json<Value> {
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let database = match state.db.migration_status().await {
-        Ok(status) if status.is_current() => json!({
+        Ok(status) if status.is_ready() => json!({
             "status": "up",
             "backend": state.db.backend(),
             "migration": status.applied,

@@ -253,8 +253,7 @@ impl Application {
             config: realtime_config(&config),
             tasks: tokio_util::task::TaskTracker::new(),
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = crate::net::listen(config.listen)
             .with_context(|| format!("could not listen on {}", config.listen))?;
         tracing::info!(
             address = %listener.local_addr()?,
@@ -263,7 +262,7 @@ impl Application {
         );
         let admin_listener = match config.admin_listen {
             Some(address) => {
-                let admin = TcpListener::bind(address).await.with_context(|| {
+                let admin = crate::net::listen(address).with_context(|| {
                     format!("could not listen on {address} (the admin listener)")
                 })?;
                 tracing::info!(

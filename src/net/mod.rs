@@ -6,7 +6,28 @@ pub mod server;
 pub mod tcp;
 pub mod wire;
 
+use std::net::SocketAddr;
+
 use axum::http::{HeaderName, HeaderValue, header};
+use tokio::net::{TcpListener, TcpSocket};
+
+/// The accept queue asked of the kernel, which caps it at `net.core.somaxconn` (4096 by
+/// default since Linux 5.4). tokio's `TcpListener::bind` asks for 1024 and Rust's standard
+/// library for 128: too few for the reconnections that follow an instance's drain, when
+/// thousands of clients arrive within a second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `address` with an accept queue of [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// tokio's `bind` sets, so a restarted server gets its port back at once).
+pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// The header that carries a request's id: set (or kept) by the HTTP middleware, and
 /// echoed by the front end on the problems it answers itself.

@@ -15,7 +15,7 @@ pub mod products;
 pub mod refresh_tokens;
 pub mod users;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,8 +30,20 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, DatabaseUrl};
 
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| tolerant(sqlx::migrate!("./migrations/postgres")));
+static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| tolerant(sqlx::migrate!("./migrations/sqlite")));
+
+/// A migrator that starts on a database a newer version has migrated further: during a
+/// rolling upgrade the old instances keep running, and restart, beside the new ones (every
+/// migration is written so that the version before it runs on its schema), and a rollback
+/// to the version before needs no new release. The migrations it knows are still checked
+/// against what was applied.
+fn tolerant(mut migrator: Migrator) -> Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// The shortest a SQLite connection waits for another's write lock before failing with
 /// "database is locked" (longer if `TIDINGS_DB_ACQUIRE_TIMEOUT` is): SQLite has one
@@ -133,7 +145,7 @@ pub fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Whether the schema is what this build expects.
+/// How far the schema is migrated, against what this build expects.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationStatus {
     /// Latest migration applied to the database.
@@ -143,8 +155,10 @@ pub struct MigrationStatus {
 }
 
 impl MigrationStatus {
-    pub fn is_current(&self) -> bool {
-        self.applied == Some(self.expected)
+    /// Migrated at least as far as this build: a newer schema is one a newer version,
+    /// rolling out beside this one, has migrated to.
+    pub fn is_ready(&self) -> bool {
+        self.applied.is_some_and(|applied| applied >= self.expected)
     }
 }
 
@@ -228,8 +242,8 @@ impl Db {
     /// Checks that the database answers and is migrated to this build's schema.
     pub async fn migration_status(&self) -> Result<MigrationStatus, sqlx::Error> {
         let migrator = match self {
-            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
-            Db::Sqlite(..) => &SQLITE_MIGRATIONS,
+            Db::Postgres(_) => &*POSTGRES_MIGRATIONS,
+            Db::Sqlite(..) => &*SQLITE_MIGRATIONS,
         };
         let latest = on_pool!(self, pool => {
             sqlx::query_scalar::<_, Option<i64>>(

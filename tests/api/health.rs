@@ -13,6 +13,7 @@ backend_tests!(
     without_an_admin_listener_or_a_token_metrics_are_not_served,
     livez_answers_while_the_process_runs,
     readyz_reports_a_migrated_database,
+    a_schema_migrated_further_by_a_newer_version_keeps_this_one_ready_and_starting,
     readyz_is_503_once_the_database_is_gone
 );
 
@@ -152,6 +153,46 @@ async fn readyz_reports_a_migrated_database(backend: Backend) {
     assert_eq!(body["checks"]["database"]["status"], "up");
     assert_eq!(body["checks"]["database"]["backend"], expected);
     assert!(body["checks"]["database"]["migration"].as_i64().unwrap() >= 1);
+}
+
+/// A rolling upgrade: the first new instance has migrated the database further than this
+/// build knows. This version stays ready (or a proxy that follows readiness would take every
+/// old instance out at once), and one started now (a restart, a rollback) starts.
+async fn a_schema_migrated_further_by_a_newer_version_keeps_this_one_ready_and_starting(
+    backend: Backend,
+) {
+    use tidings::store::Db;
+    let app = TestApp::spawn(backend).await;
+    let ours: Value = app.get_json("/readyz", None).await;
+    let ours = ours["checks"]["database"]["migration"].as_i64().unwrap();
+    let newer = "insert into _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 values ($1, 'a newer version', $2, $3, 0)";
+    let (version, checksum) = (ours + 1, vec![0u8; 48]);
+    match &app.state.db {
+        Db::Postgres(pool) => sqlx::query(newer)
+            .bind(version)
+            .bind(true)
+            .bind(checksum)
+            .execute(pool)
+            .await
+            .map(drop),
+        Db::Sqlite(pool, _) => sqlx::query(newer)
+            .bind(version)
+            .bind(true)
+            .bind(checksum)
+            .execute(pool)
+            .await
+            .map(drop),
+    }
+    .expect("a newer version's migration recorded");
+
+    let ready: Value = app.get_json("/readyz", None).await;
+    assert_eq!(ready["checks"]["database"]["status"], "up", "{ready}");
+    assert_eq!(ready["checks"]["database"]["migration"], version);
+    // Another instance of this build starts on it (it migrates at start), and is ready.
+    let again = app.another_instance().await;
+    let ready: Value = again.get_json("/readyz", None).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
 }
 
 async fn readyz_is_503_once_the_database_is_gone(backend: Backend) {
