@@ -93,12 +93,19 @@ struct EnvOnly {
     meaning: &'static str,
 }
 
-const ENV_ONLY: [EnvOnly; 4] = [
+const ENV_ONLY: [EnvOnly; 5] = [
     EnvOnly {
         var: "TIDINGS_JWT_SECRET",
         default: "unset: generated into `$TIDINGS_DATA_DIR/jwt-secret`",
         meaning: "the HS256 signing key, at least 32 bytes, the same on every instance \
                   (no flag, so that it never shows in a process list)",
+    },
+    EnvOnly {
+        var: "TIDINGS_VAPID_PRIVATE_KEY",
+        default: "unset: generated into `$TIDINGS_DATA_DIR/vapid-private-key`",
+        meaning: "the Web Push (VAPID) signing key: a P-256 private key as base64url of its \
+                  32-byte scalar, the same on every instance (browsers' subscriptions are \
+                  bound to its public key; no flag, so that it never shows in a process list)",
     },
     EnvOnly {
         var: "TIDINGS_METRICS_TOKEN",
@@ -195,6 +202,10 @@ pub struct Config {
     /// reason). Set by [`Config::validate`].
     #[arg(skip)]
     pub metrics_token: Option<MetricsToken>,
+    /// The VAPID private key from `TIDINGS_VAPID_PRIVATE_KEY`, if given (no flag, like the
+    /// JWT key); otherwise one is kept in `data_dir`. Set by [`Config::validate`].
+    #[arg(skip)]
+    pub vapid_private_key: Option<VapidPrivateKey>,
     /// access token lifetime (`30s`, `15m`, `2h`, …)
     #[arg(long, env = "TIDINGS_ACCESS_TOKEN_TTL", default_value = "15m", global = true,
         value_parser = parse_duration)]
@@ -331,6 +342,22 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_DRAIN_PAUSE", default_value = "100ms", global = true,
         value_parser = parse_duration)]
     pub drain_pause: Duration,
+    /// push targets (browsers, apps) one user may register; one more is refused with 409
+    /// `too_many_devices`
+    #[arg(long, env = "TIDINGS_MAX_DEVICES_PER_USER", default_value = "10", global = true,
+        value_parser = between(1usize, 1000))]
+    pub max_devices_per_user: usize,
+    /// who runs this server, for push services (the `sub` of VAPID tokens): a `mailto:`
+    /// address or an `https:` URL; set your own, push services may contact it
+    #[arg(long, env = "TIDINGS_VAPID_SUBJECT", default_value = "mailto:admin@example.com",
+        global = true, value_parser = parse_vapid_subject)]
+    pub vapid_subject: String,
+    /// for tests only: accepts Web Push endpoints on localhost and private addresses, and
+    /// plain `http://`, and lets the push client connect to them (never in production: it
+    /// lets a subscription reach the server's own network)
+    #[arg(long, env = "TIDINGS_PUSH_ALLOW_PRIVATE_ENDPOINTS", default_value = "false",
+        global = true, action = ArgAction::Set, value_parser = parse_bool)]
+    pub push_allow_private_endpoints: bool,
     /// `text` or `json`
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", global = true,
         value_parser = parse_log_format)]
@@ -391,6 +418,9 @@ impl Config {
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         self.metrics_token =
             MetricsToken::parse(std::env::var("TIDINGS_METRICS_TOKEN").unwrap_or_default())?;
+        self.vapid_private_key = VapidPrivateKey::parse(
+            &std::env::var("TIDINGS_VAPID_PRIVATE_KEY").unwrap_or_default(),
+        )?;
         self.validate_with_secret(std::env::var("TIDINGS_JWT_SECRET").ok())
     }
 
@@ -479,6 +509,41 @@ pub fn settings_table() -> String {
         ));
     }
     table
+}
+
+/// The VAPID signing key's 32-byte P-256 scalar. Never shown: its `Debug` hides it.
+#[derive(Clone)]
+pub struct VapidPrivateKey(pub [u8; 32]);
+
+impl VapidPrivateKey {
+    /// A key as `TIDINGS_VAPID_PRIVATE_KEY` gives it (base64url, padded or not); empty is
+    /// unset.
+    pub fn parse(value: &str) -> Result<Option<VapidPrivateKey>, ConfigError> {
+        use base64::Engine;
+        use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .or_else(|_| URL_SAFE.decode(value))
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .filter(|bytes| p256::SecretKey::from_slice(bytes).is_ok())
+            .map(|bytes| Some(VapidPrivateKey(bytes)))
+            .ok_or_else(|| ConfigError {
+                var: "TIDINGS_VAPID_PRIVATE_KEY".into(),
+                flag: None,
+                problem: "must be base64url of a P-256 private key's 32-byte scalar".into(),
+            })
+    }
+}
+
+impl std::fmt::Debug for VapidPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VapidPrivateKey(..)")
+    }
 }
 
 /// The bearer token `/metrics` requires. Never shown: its `Debug` hides it, and it is
@@ -710,6 +775,26 @@ fn parse_send_buffer(value: &str) -> Result<Option<usize>, String> {
         0 => Ok(None),
         n if n < 4096 => Err("must be 0 (the kernel's autotuning) or at least 4096".into()),
         n => Ok(Some(n)),
+    }
+}
+
+/// A `mailto:` address or an `https:` URL, as RFC 8292 asks of a VAPID subject.
+fn parse_vapid_subject(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let ok = match value.split_once(':') {
+        Some(("mailto", address)) => {
+            address.contains('@') && !address.contains(char::is_whitespace)
+        }
+        Some(("https", _)) => url::Url::parse(value).is_ok_and(|u| u.host().is_some()),
+        _ => false,
+    };
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{} is not a mailto: address or an https: URL",
+            quote(value)
+        ))
     }
 }
 

@@ -23,6 +23,8 @@ pub mod store;
 pub mod events;
 // The operations: accounts, products, orders, notifications, each in one transaction.
 pub mod service;
+// Push to devices without a live connection: the providers (Web Push), the VAPID key.
+pub mod push;
 // The live engine: the hub and its fan-out, mailboxes, frames, replay, the protocol.
 pub mod realtime;
 // What every handler shares: state, extractors, middleware.

@@ -7,6 +7,7 @@ pub mod asyncapi;
 pub mod audit;
 pub mod auth;
 pub mod dashboard;
+pub mod devices;
 pub mod health;
 pub mod me;
 pub mod metrics;
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .merge(health::router())
         .merge(auth::router())
         .merge(me::router())
+        .merge(devices::router())
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())

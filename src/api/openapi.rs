@@ -36,6 +36,7 @@ use crate::error::PROBLEM_JSON;
         (name = "products", description = "The catalog and its stock"),
         (name = "orders", description = "Orders"),
         (name = "notifications", description = "Notifications and their preferences"),
+        (name = "push", description = "Web Push: the server's VAPID key"),
         (name = "admin", description = "The audit log (admin)"),
         (name = "live", description = "Live events over WebSocket and Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),

@@ -35,6 +35,7 @@ use crate::http::middleware::{
     request_span, require_host, security_headers,
 };
 use crate::net::REQUEST_ID;
+use crate::push::vapid::VapidKey;
 use crate::realtime::hub::{Hub, HubConfig};
 use crate::realtime::{Realtime, RealtimeConfig};
 use crate::service::accounts::Accounts;
@@ -195,12 +196,13 @@ impl Drop for Pipeline {
 }
 
 impl Application {
-    /// Opens the database, applies migrations, loads the signing key, starts the bus, the
+    /// Opens the database, applies migrations, loads the signing keys, starts the bus, the
     /// hub and the relay, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let accounts = Accounts::new(db.clone(), &config)?;
+        let vapid = Arc::new(VapidKey::load(&config)?);
         let background = CancellationToken::new();
         let pipeline = Pipeline::start("tidings-pipeline")?;
         let hub_thread = Pipeline::start("tidings-hub")?;
@@ -289,7 +291,7 @@ impl Application {
         Ok(Application {
             listener,
             admin_listener,
-            state: AppState::new(config, accounts, realtime),
+            state: AppState::new(config, accounts, realtime, vapid),
             background,
             tasks,
             _pipeline: pipeline,

@@ -1,5 +1,6 @@
 //! Validated values: once parsed at the edge, the rest of the code trusts them.
 
+pub mod device;
 mod email;
 mod password;
 mod role;

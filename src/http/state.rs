@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 
 use crate::config::Config;
 use crate::http::ratelimit::AuthLimiter;
+use crate::push::vapid::VapidKey;
 use crate::realtime::Realtime;
 use crate::service::accounts::Accounts;
 use crate::service::accounts::password::Hasher;
@@ -28,10 +29,17 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The live side: hub, bus health, relay.
     pub realtime: Realtime,
+    /// The Web Push (VAPID) key pair.
+    pub vapid: Arc<VapidKey>,
 }
 
 impl AppState {
-    pub fn new(config: Config, accounts: Accounts, realtime: Realtime) -> Self {
+    pub fn new(
+        config: Config,
+        accounts: Accounts,
+        realtime: Realtime,
+        vapid: Arc<VapidKey>,
+    ) -> Self {
         Self {
             db: accounts.db,
             tokens: accounts.tokens,
@@ -42,6 +50,7 @@ impl AppState {
             hasher: accounts.hasher,
             config: Arc::new(config),
             realtime,
+            vapid,
         }
     }
 

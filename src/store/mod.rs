@@ -7,6 +7,7 @@
 //! itself. Each backend owns its migrations under `migrations/`.
 
 pub mod audit;
+pub mod devices;
 pub mod events;
 pub mod idempotency;
 pub mod notifications;

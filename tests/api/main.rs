@@ -14,6 +14,7 @@ mod browser;
 mod cli;
 mod clients;
 mod dashboard;
+mod devices;
 mod docs;
 mod edge;
 mod errors;
