@@ -3,9 +3,9 @@
 #   - it validates against the Compose Specification's JSON schema, the copy that
 #     check-jsonschema vendors (`vendor.compose-spec`), before and after interpolation;
 #   - a real Compose implementation reads it: Debian's docker-compose (1.29, which needs no
-#     engine for `config`) refuses it while TIDINGS_JWT_SECRET or POSTGRES_PASSWORD is
-#     unset, naming the variable, and resolves it once both are set, the two instances
-#     alike, with the secret nowhere in the file itself;
+#     engine for `config`) refuses it while TIDINGS_JWT_SECRET, TIDINGS_VAPID_PRIVATE_KEY
+#     or POSTGRES_PASSWORD is unset, naming the variable, and resolves it once all are
+#     set, the two instances alike, with no secret in the file itself;
 #   - what nginx mounts exists (deploy/nginx.conf, deploy/nginx/) and is mounted read-only,
 #     and nginx accepts that configuration (`nginx -t`, with the instances' names replaced
 #     by 127.0.0.1: nginx resolves them as it reads the file, and they exist only on
@@ -50,14 +50,18 @@ schema_check compose.yaml
 # An empty env file: a developer's .env must not fill in what the check expects missing.
 : >"$work/empty.env"
 compose() {
-    env -u TIDINGS_JWT_SECRET -u POSTGRES_PASSWORD -u TIDINGS_CORS_ORIGINS "$@" \
+    env -u TIDINGS_JWT_SECRET -u TIDINGS_VAPID_PRIVATE_KEY -u POSTGRES_PASSWORD \
+        -u TIDINGS_CORS_ORIGINS "$@" \
         docker-compose --env-file "$work/empty.env" --project-directory . -f compose.yaml config
 }
 docker-compose version --short
-for missing in TIDINGS_JWT_SECRET POSTGRES_PASSWORD; do
+secrets=(TIDINGS_JWT_SECRET=jwt-placeholder TIDINGS_VAPID_PRIVATE_KEY=vapid-placeholder
+    POSTGRES_PASSWORD=pg-placeholder)
+for missing in TIDINGS_JWT_SECRET TIDINGS_VAPID_PRIVATE_KEY POSTGRES_PASSWORD; do
     set_ones=()
-    [ "$missing" = TIDINGS_JWT_SECRET ] || set_ones+=(TIDINGS_JWT_SECRET=jwt-placeholder)
-    [ "$missing" = POSTGRES_PASSWORD ] || set_ones+=(POSTGRES_PASSWORD=pg-placeholder)
+    for secret in "${secrets[@]}"; do
+        [ "${secret%%=*}" = "$missing" ] || set_ones+=("$secret")
+    done
     if compose "${set_ones[@]}" >"$work/out" 2>&1; then
         echo "compose.yaml was accepted with $missing unset" >&2
         exit 1
@@ -69,9 +73,9 @@ for missing in TIDINGS_JWT_SECRET POSTGRES_PASSWORD; do
     }
     echo "refused with $missing unset: $(grep -o "set $missing in .env[^}]*" "$work/out" | head -n 1)"
 done
-compose TIDINGS_JWT_SECRET=jwt-placeholder POSTGRES_PASSWORD=pg-placeholder >"$work/resolved.yaml"
+compose "${secrets[@]}" >"$work/resolved.yaml"
 schema_check "$work/resolved.yaml" >/dev/null
-echo "resolved with both set, and the result is valid too"
+echo "resolved with all set, and the result is valid too"
 
 # What the resolved file must say; anything else compose.yaml promises is read here too.
 "$venv/bin/python" - "$work/resolved.yaml" <<'EOF'
@@ -91,6 +95,7 @@ if one != two:
 env = one["environment"]
 expected = {
     "TIDINGS_JWT_SECRET": "jwt-placeholder",
+    "TIDINGS_VAPID_PRIVATE_KEY": "vapid-placeholder",
     "DATABASE_URL": "postgres://tidings:pg-placeholder@postgres:5432/tidings",
     "REDIS_URL": "redis://redis:6379",
     "TIDINGS_TRUST_FORWARDED_FOR": "true",
@@ -108,7 +113,7 @@ for name in ("postgres", "redis"):
     if services[name].get("ports"):
         problems.append(f"{name} publishes a port")
 # The secrets are interpolated, never written: each appears in the file only as ${NAME:?…}.
-for name in ("TIDINGS_JWT_SECRET", "POSTGRES_PASSWORD"):
+for name in ("TIDINGS_JWT_SECRET", "TIDINGS_VAPID_PRIVATE_KEY", "POSTGRES_PASSWORD"):
     for line in raw.splitlines():
         if name in line and not line.lstrip().startswith("#") and f"${{{name}:?" not in line:
             problems.append(f"compose.yaml: {name} without ${{{name}:?…}}: {line.strip()}")
