@@ -22,7 +22,8 @@ backend_tests!(
 );
 postgres_tests!(a_missing_database_is_named_once);
 
-fn tidings() -> Command {
+/// The `tidings` binary with a clean environment (only `PATH`), killed if dropped.
+pub(crate) fn tidings() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
     command
         .env_clear()

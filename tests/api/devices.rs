@@ -23,6 +23,7 @@ use tidings::push::{Outcome, PushMessage, PushProvider, Urgency};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::backend_tests;
+use crate::errors::field_errors;
 use crate::helpers::{Backend, TestApp, json_body, problem};
 
 backend_tests!(
@@ -406,24 +407,6 @@ async fn a_user_may_register_only_so_many_devices(backend: Backend) {
     .await;
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(devices(&app, &ada.access_token).await.len(), 2);
-}
-
-/// The field errors of a refused registration: (field, code) pairs.
-async fn field_errors(response: reqwest::Response) -> Vec<(String, String)> {
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body = problem(response).await;
-    assert_eq!(body["code"], "validation_failed", "{body}");
-    body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["field"].as_str().unwrap().to_owned(),
-                e["code"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 async fn endpoints_on_private_addresses_or_plain_http_are_refused(backend: Backend) {

@@ -183,7 +183,7 @@ async fn a_wrong_content_type_is_a_415_problem(backend: Backend) {
 }
 
 /// The `errors` of a 422 `validation_failed` problem, as `(field, code)`.
-async fn field_errors(response: reqwest::Response) -> Vec<(String, String)> {
+pub(crate) async fn field_errors(response: reqwest::Response) -> Vec<(String, String)> {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body = problem(response).await;
     assert_eq!(body["code"], "validation_failed", "{body}");

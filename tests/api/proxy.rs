@@ -123,12 +123,7 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
         clients.push(Client::spawn(&shared, transport, token, start, n));
     }
     within(STEP, "every client connected", async {
-        shared
-            .opened
-            .subscribe()
-            .wait_for(|n| *n >= CLIENTS)
-            .await
-            .unwrap();
+        reaches(&shared.opened, CLIENTS).await;
     })
     .await;
 
@@ -144,12 +139,7 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
     // Delivery through the proxy, to every client on either transport.
     within(STEP, "events delivered to every client", async {
         for client in &clients {
-            client
-                .events
-                .subscribe()
-                .wait_for(|n| *n >= 3)
-                .await
-                .unwrap();
+            reaches(&client.events, 3).await;
         }
     })
     .await;
@@ -165,19 +155,9 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
     a.signal("TERM");
     shared
         .within("a's clients closed and every client open again", async {
-            shared
-                .ended
-                .subscribe()
-                .wait_for(|n| *n >= on_a)
-                .await
-                .unwrap();
+            reaches(&shared.ended, on_a).await;
             let reopened = CLIENTS + on_a;
-            shared
-                .opened
-                .subscribe()
-                .wait_for(|n| *n >= reopened)
-                .await
-                .unwrap();
+            reaches(&shared.opened, reopened).await;
         })
         .await;
     let status = within(STEP, "a exits", a.child.wait()).await.unwrap();
@@ -207,19 +187,9 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
     b.child.wait().await.unwrap();
     shared
         .within("b's clients cut off and every client open again", async {
-            shared
-                .ended
-                .subscribe()
-                .wait_for(|n| *n >= on_a + CLIENTS)
-                .await
-                .unwrap();
+            reaches(&shared.ended, on_a + CLIENTS).await;
             let reopened = 2 * CLIENTS + on_a;
-            shared
-                .opened
-                .subscribe()
-                .wait_for(|n| *n >= reopened)
-                .await
-                .unwrap();
+            reaches(&shared.opened, reopened).await;
         })
         .await;
     let endings = endings_of(&clients, 2);
@@ -227,7 +197,7 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
     assert_eq!(a.connections().await, CLIENTS, "every client is on a");
 
     // Started again, b takes new connections: newcomers (who replay everything from the
-    // start) are sent to it once nginx tries it again (fail_timeout, 2 s).
+    // start) are sent to it, the instance with the fewest (least_conn).
     b.restart(&settings).await;
     within(STEP, "a newcomer on b", async {
         let mut n = CLIENTS;
@@ -239,12 +209,7 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
                 start,
                 n,
             );
-            client
-                .events
-                .subscribe()
-                .wait_for(|n| *n >= 1)
-                .await
-                .unwrap();
+            reaches(&client.events, 1).await;
             clients.push(client);
             n += 1;
             // Newcomers arrive one at a time, as users do.
@@ -324,6 +289,15 @@ async fn two_instances_behind_nginx_lose_nothing_across_sigterm_sigkill_and_rest
         client.task.abort();
     }
     drop((a, b, nginx));
+}
+
+/// Waits until `counter` is at least `n`.
+async fn reaches(counter: &watch::Sender<usize>, n: usize) {
+    counter
+        .subscribe()
+        .wait_for(|count| *count >= n)
+        .await
+        .expect("the counter is held by the test");
 }
 
 /// Awaits `what`, failing the test with `step` if it takes longer than `limit`.
@@ -422,13 +396,10 @@ async fn user_tokens(
     tokens
 }
 
+/// The `tidings` binary with these settings and nothing else of this environment.
 fn tidings(settings: &[(&str, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(settings.iter().map(|(k, v)| (k, v)))
-        .kill_on_drop(true);
+    let mut command = crate::cli::tidings();
+    command.envs(settings.iter().map(|(k, v)| (k, v)));
     command
 }
 
