@@ -358,6 +358,25 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_PUSH_ALLOW_PRIVATE_ENDPOINTS", default_value = "false",
         global = true, action = ArgAction::Set, value_parser = parse_bool)]
     pub push_allow_private_endpoints: bool,
+    /// a notification no app of its user acknowledged (`ack`) within this long after its
+    /// commit is pushed to their devices; a user with no live connection is sent it at once
+    #[arg(long, env = "TIDINGS_PUSH_DELAY", default_value = "10s", global = true,
+        value_parser = parse_duration)]
+    pub push_delay: Duration,
+    /// attempts at one push before it is dead (recorded, not tried again); retries wait
+    /// `TIDINGS_PUSH_RETRY_BASE`, doubling each time (at most an hour), or the provider's
+    /// `Retry-After` if longer
+    #[arg(long, env = "TIDINGS_PUSH_MAX_ATTEMPTS", default_value = "8", global = true,
+        value_parser = between(1u32, 100))]
+    pub push_max_attempts: u32,
+    /// the wait before a failed push is tried the second time
+    #[arg(long, env = "TIDINGS_PUSH_RETRY_BASE", default_value = "2s", global = true,
+        value_parser = parse_duration)]
+    pub push_retry_base: Duration,
+    /// pushes one device may be sent a minute; more wait their turn
+    #[arg(long, env = "TIDINGS_PUSH_DEVICE_RATE", default_value = "60", global = true,
+        value_parser = between(1u32, 100_000))]
+    pub push_device_rate: u32,
     /// `text` or `json`
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", global = true,
         value_parser = parse_log_format)]

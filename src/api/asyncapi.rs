@@ -194,6 +194,14 @@ pub fn document(config: &Config, live: &RealtimeConfig) -> Value {
                 "messages": refs("websocket", &["ping"]),
                 "reply": reply(&["pong"]),
             },
+            "ack": {
+                "action": "receive",
+                "title": "Acknowledge handled events",
+                "summary": "The app has handled every event up to `seq`: the user is not sent \
+                            those by push. Not answered, unless refused (`bad_ack`).",
+                "channel": {"$ref": "#/channels/websocket"},
+                "messages": refs("websocket", &["ack"]),
+            },
             "sendEvents": {
                 "action": "send",
                 "title": "Live events over WebSocket",

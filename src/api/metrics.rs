@@ -113,6 +113,11 @@ fn render(state: &AppState) -> Response {
             f64::from(u8::from(realtime.relay.leader.load(Ordering::Acquire))),
         ),
         (
+            "tidings_push_worker_active",
+            "1 on the instance that runs the delivery worker.",
+            f64::from(u8::from(realtime.push.leader.load(Ordering::Acquire))),
+        ),
+        (
             "tidings_password_hashes_in_progress",
             "Password hashes and checks (argon2, 19 MiB each) running now.",
             hashes.in_progress.load(Ordering::Relaxed) as f64,

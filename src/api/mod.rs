@@ -7,6 +7,7 @@ pub mod asyncapi;
 pub mod audit;
 pub mod auth;
 pub mod dashboard;
+pub mod deliveries;
 pub mod devices;
 pub mod health;
 pub mod me;
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(auth::router())
         .merge(me::router())
         .merge(devices::router())
+        .merge(deliveries::router())
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())

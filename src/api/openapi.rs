@@ -37,7 +37,7 @@ use crate::error::PROBLEM_JSON;
         (name = "orders", description = "Orders"),
         (name = "notifications", description = "Notifications and their preferences"),
         (name = "push", description = "Web Push: the server's VAPID key"),
-        (name = "admin", description = "The audit log (admin)"),
+        (name = "admin", description = "The audit log and the delivery log (admin)"),
         (name = "live", description = "Live events over WebSocket and Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
     ),

@@ -36,7 +36,10 @@ use crate::http::middleware::{
 };
 use crate::net::REQUEST_ID;
 use crate::push::vapid::VapidKey;
+use crate::push::webpush::WebPush;
+use crate::push::worker::{self, Providers, WorkerConfig, WorkerStats};
 use crate::realtime::hub::{Hub, HubConfig};
+use crate::realtime::presence::{self, Presence};
 use crate::realtime::{Realtime, RealtimeConfig};
 use crate::service::accounts::Accounts;
 use crate::store::Db;
@@ -61,6 +64,24 @@ fn hub_config(config: &Config) -> HubConfig {
         // The relay's safety net, doubled: a hub reads what the relay may have missed
         // publishing (Redis dropping a message) without racing it.
         safety_poll: config.relay_poll * 2,
+    }
+}
+
+/// Pushes in flight at once. Each is an HTTPS request to a push service that answers in
+/// tens of milliseconds; 64 keep the worker busy without holding many connections to one
+/// service.
+const PUSH_CONCURRENCY: usize = 64;
+
+fn worker_config(config: &Config) -> WorkerConfig {
+    WorkerConfig {
+        delay: config.push_delay,
+        max_attempts: config.push_max_attempts,
+        retry_base: config.push_retry_base,
+        device_rate_per_minute: config.push_device_rate,
+        concurrency: PUSH_CONCURRENCY,
+        poll: config.relay_poll,
+        standby_retry: relay::STANDBY_RETRY,
+        presence_timeout: presence::HEARTBEAT * 3,
     }
 }
 
@@ -154,6 +175,7 @@ pub struct Application {
     /// Where `tasks` run; stopped when the application is dropped.
     _pipeline: Pipeline,
     _hub_thread: Pipeline,
+    _push_thread: Pipeline,
 }
 
 /// A part of the event pipeline on a thread and runtime of its own: the relay with the bus
@@ -206,6 +228,7 @@ impl Application {
         let background = CancellationToken::new();
         let pipeline = Pipeline::start("tidings-pipeline")?;
         let hub_thread = Pipeline::start("tidings-hub")?;
+        let push_thread = Pipeline::start("tidings-push")?;
         let bus = match &config.redis_url {
             // Built on the pipeline's thread, so that its subscription task runs there.
             Some(url) => {
@@ -235,7 +258,7 @@ impl Application {
             retention: config.event_retention,
             prune_every: relay::PRUNE_EVERY,
         };
-        let tasks = vec![
+        let tasks: Vec<tokio::task::JoinHandle<()>> = vec![
             hub_thread
                 .handle
                 .spawn(hub.clone().run(bus.batches, bus.health.clone())),
@@ -247,11 +270,37 @@ impl Application {
                 background.clone(),
             )),
         ];
+        let presence = Presence::new();
+        let mut tasks = tasks;
+        tasks.push(
+            pipeline.handle.spawn(presence.clone().run(
+                hub.clone(),
+                db.clone(),
+                background.clone(),
+            )),
+        );
+        let providers = Providers {
+            webpush: Some(WebPush::new(
+                vapid.clone(),
+                config.push_allow_private_endpoints,
+            )?),
+        };
+        let worker_stats = Arc::new(WorkerStats::default());
+        tasks.push(push_thread.handle.spawn(worker::run(
+            db.clone(),
+            providers,
+            worker_config(&config),
+            hub.notifications_seen.clone(),
+            worker_stats.clone(),
+            background.clone(),
+        )));
         let realtime = Realtime {
             hub,
             bus_health: bus.health,
             bus_kind: bus.kind,
             relay: relay_stats,
+            presence,
+            push: worker_stats,
             config: realtime_config(&config),
             tasks: tokio_util::task::TaskTracker::new(),
         };
@@ -296,6 +345,7 @@ impl Application {
             tasks,
             _pipeline: pipeline,
             _hub_thread: hub_thread,
+            _push_thread: push_thread,
         })
     }
 

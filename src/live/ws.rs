@@ -520,6 +520,18 @@ impl Connection {
         };
         let sent = match message {
             ClientMessage::Ping => self.send(ServerMessage::Pong).await,
+            ClientMessage::Ack { seq } => {
+                if seq < 1 || seq > self.state.realtime.hub.last_seq() {
+                    self.send_error(
+                        ErrorCode::BadAck,
+                        "an ack names the seq of an event this connection received",
+                    )
+                    .await
+                } else {
+                    self.state.realtime.presence.ack(self.user.id, seq);
+                    Ok(())
+                }
+            }
             ClientMessage::Subscribe { topics, since } => self.subscribe(&topics, since).await,
             ClientMessage::Unsubscribe { topics } => {
                 match parse_topics(topics.iter().map(String::as_str)) {
@@ -639,6 +651,7 @@ impl Connection {
         self.send(ServerMessage::Subscribed {
             topics: names(&subscribed),
             seq: live_from,
+            acks: true,
         })
         .await
     }

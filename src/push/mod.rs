@@ -6,6 +6,7 @@
 
 pub mod vapid;
 pub mod webpush;
+pub mod worker;
 
 use std::future::Future;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 pub mod frames;
 pub mod hub;
 pub mod mailbox;
+pub mod presence;
 pub mod protocol;
 pub mod replay;
 
@@ -117,6 +118,10 @@ pub struct Realtime {
     /// `memory` or `redis`.
     pub bus_kind: &'static str,
     pub relay: Arc<RelayStats>,
+    /// Who is connected here and what their apps acknowledged, for the delivery worker.
+    pub presence: Arc<presence::Presence>,
+    /// What the delivery worker has done (it runs on the pipeline's thread).
+    pub push: Arc<crate::push::worker::WorkerStats>,
     pub config: RealtimeConfig,
     /// Every live connection's task (or, for an event stream hyper serves, its body),
     /// whichever path it came by: shutdown closes their mailboxes, then waits for them.

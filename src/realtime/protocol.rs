@@ -76,11 +76,19 @@ pub enum ClientMessage {
     },
     /// Answered with `pong`.
     Ping,
+    /// The app has handled every event up to `seq` that this connection delivered: the
+    /// user is not sent those by push or email (a notification no app of the user's
+    /// acknowledged within `TIDINGS_PUSH_DELAY` goes to their devices). Not answered; a
+    /// `seq` below 1 or beyond the last event is a `bad_ack` error.
+    Ack {
+        #[schema(minimum = 1)]
+        seq: i64,
+    },
 }
 
 impl ClientMessage {
     /// The `type` of each client message.
-    pub const TYPES: [&'static str; 4] = ["subscribe", "unsubscribe", "auth", "ping"];
+    pub const TYPES: [&'static str; 5] = ["subscribe", "unsubscribe", "auth", "ping", "ack"];
 }
 
 /// What the server sends a WebSocket client, besides events.
@@ -94,6 +102,9 @@ pub enum ServerMessage<'a> {
         topics: Vec<&'static str>,
         /// Where live delivery starts: events after this seq come live.
         seq: i64,
+        /// The server takes `ack` messages: a client that sends them after its app handled
+        /// events spares the user pushes of what they already saw. Always true here.
+        acks: bool,
     },
     /// The `since` of a subscribe, or the `Last-Event-ID` of a stream, is out of reach
     /// (before the retention window, or a seq the server never had): reload these topics
@@ -150,12 +161,14 @@ listed! {
         /// Not a message of the protocol: not JSON, a binary frame, a field missing, extra
         /// or of the wrong type, or a subscribe naming no topic.
         BadMessage = "bad_message",
-        /// A `type` that is not subscribe, unsubscribe, auth or ping.
+        /// A `type` that is not subscribe, unsubscribe, auth, ping or ack.
         UnknownType = "unknown_type",
         /// A topic that is not orders, inventory or notifications.
         UnknownTopic = "unknown_topic",
         /// A negative `since`.
         BadSince = "bad_since",
+        /// An `ack` of a seq below 1 or beyond the last event.
+        BadAck = "bad_ack",
         /// The token of an `auth` message is not valid; the connection keeps its own.
         InvalidToken = "invalid_token",
         /// The missed events could not be read: the topics are not subscribed; subscribe

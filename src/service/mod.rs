@@ -2,6 +2,7 @@
 //! (for staff and admins) its audit entry, and commits them together.
 
 pub mod accounts;
+pub mod delivery;
 pub mod devices;
 pub mod error;
 pub mod notifications;

@@ -7,11 +7,13 @@
 //! itself. Each backend owns its migrations under `migrations/`.
 
 pub mod audit;
+pub mod deliveries;
 pub mod devices;
 pub mod events;
 pub mod idempotency;
 pub mod notifications;
 pub mod orders;
+pub mod presence;
 pub mod products;
 pub mod refresh_tokens;
 pub mod users;

@@ -247,6 +247,7 @@ async fn the_document_lists_every_message_error_code_and_close_code_of_the_code(
             "unknown_type",
             "unknown_topic",
             "bad_since",
+            "bad_ack",
             "invalid_token",
             "replay_failed"
         ]

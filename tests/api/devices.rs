@@ -43,13 +43,13 @@ backend_tests!(
 );
 
 /// A browser's side of a subscription: its key pair and auth secret.
-struct Subscriber {
+pub(crate) struct Subscriber {
     secret: SecretKey,
     auth: [u8; 16],
 }
 
 impl Subscriber {
-    fn new(seed: u8) -> Subscriber {
+    pub(crate) fn new(seed: u8) -> Subscriber {
         let mut bytes = [seed; 32];
         bytes[0] = 1;
         Subscriber {
@@ -68,7 +68,7 @@ impl Subscriber {
 
     /// The registration body of this subscription at `endpoint`, as a browser's
     /// `PushSubscription.toJSON()` gives it plus the kind.
-    fn registration(&self, endpoint: &str) -> Value {
+    pub(crate) fn registration(&self, endpoint: &str) -> Value {
         json!({
             "kind": "webpush",
             "endpoint": endpoint,
@@ -79,7 +79,7 @@ impl Subscriber {
 
     /// Decrypts an `aes128gcm` body (RFC 8291, RFC 8188) as a browser does, written here
     /// from the RFCs rather than with the server's code.
-    fn decrypt(&self, body: &[u8]) -> Vec<u8> {
+    pub(crate) fn decrypt(&self, body: &[u8]) -> Vec<u8> {
         use aes_gcm::aead::{Aead, KeyInit};
         use hkdf::Hkdf;
         use sha2::Sha256;
@@ -126,27 +126,27 @@ impl Subscriber {
 }
 
 /// What the receiving endpoint saw of one request.
-struct Received {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Received {
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// The status and headers the receiver answers with.
-type Answer = (AxumStatus, Vec<(&'static str, &'static str)>);
+pub(crate) type Answer = (AxumStatus, Vec<(&'static str, &'static str)>);
 
 /// A Web Push service in the test: takes every POST, hands it to the test, and answers
 /// with the status and headers the test set.
-struct Receiver {
-    base: String,
-    requests: mpsc::Receiver<Received>,
+pub(crate) struct Receiver {
+    pub(crate) base: String,
+    pub(crate) requests: mpsc::Receiver<Received>,
     answer: Arc<Mutex<Answer>>,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
-        let (tx, requests) = mpsc::channel(16);
+    pub(crate) async fn start() -> Receiver {
+        let (tx, requests) = mpsc::channel(1024);
         let answer = Arc::new(Mutex::new((
             AxumStatus::CREATED,
             Vec::<(&'static str, &'static str)>::new(),
@@ -186,11 +186,15 @@ impl Receiver {
         }
     }
 
-    async fn answer_with(&self, status: AxumStatus, headers: Vec<(&'static str, &'static str)>) {
+    pub(crate) async fn answer_with(
+        &self,
+        status: AxumStatus,
+        headers: Vec<(&'static str, &'static str)>,
+    ) {
         *self.answer.lock().await = (status, headers);
     }
 
-    async fn next(&mut self) -> Received {
+    pub(crate) async fn next(&mut self) -> Received {
         tokio::time::timeout(Duration::from_secs(10), self.requests.recv())
             .await
             .expect("a push request within 10 s")
@@ -198,11 +202,11 @@ impl Receiver {
     }
 }
 
-async fn spawn_allowing_private(backend: Backend) -> TestApp {
+pub(crate) async fn spawn_allowing_private(backend: Backend) -> TestApp {
     TestApp::spawn_with(backend, |c| c.push_allow_private_endpoints = true).await
 }
 
-async fn register(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn register(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
     app.post("/v1/me/devices", body, Some(token)).await
 }
 

@@ -29,6 +29,8 @@ mod orders;
 mod outbox;
 mod position;
 mod products;
+
 mod proxy;
+mod push;
 mod shutdown;
 mod websocket;

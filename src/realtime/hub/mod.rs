@@ -78,6 +78,12 @@ pub struct Hub {
     /// Recent revocations: user, token version, when. A connection authenticated just
     /// before a revocation but registered just after it would otherwise miss it.
     revoked: Mutex<HashMap<Uuid, (i64, Instant)>>,
+    /// Signalled when a user's first connection registers or their last one goes, for
+    /// the presence the delivery worker reads (`realtime::presence`).
+    pub(crate) presence_changed: tokio::sync::Notify,
+    /// Signalled when notifications have been routed: the delivery worker, if it runs on
+    /// this instance, reads them (the worker reads the database; this only wakes it).
+    pub notifications_seen: Arc<tokio::sync::Notify>,
     pub stats: HubStats,
 }
 
@@ -107,6 +113,8 @@ impl Hub {
             config,
             closing: std::sync::atomic::AtomicBool::new(false),
             revoked: Mutex::new(HashMap::new()),
+            presence_changed: tokio::sync::Notify::new(),
+            notifications_seen: Arc::new(tokio::sync::Notify::new()),
             stats: HubStats::default(),
         })
     }
@@ -156,12 +164,21 @@ impl Hub {
             transport,
         };
         registry.conns.insert(id, conn);
-        registry.per_user.entry(user_id).or_default().push(id);
+        let ids = registry.per_user.entry(user_id).or_default();
+        ids.push(id);
+        if ids.len() == 1 {
+            self.presence_changed.notify_one();
+        }
         Ok(Registration {
             hub: self.clone(),
             id,
             mailbox,
         })
+    }
+
+    /// The users with a live connection on this instance.
+    pub fn connected_users(&self) -> std::collections::HashSet<Uuid> {
+        self.registry.read().per_user.keys().copied().collect()
     }
 
     /// Live connections on this instance.
@@ -253,6 +270,9 @@ impl Hub {
             }
             self.stats.events.fetch_add(run as u64, Ordering::Relaxed);
             rest = later;
+        }
+        if events.iter().any(|e| e.topic == Topic::Notifications) {
+            self.notifications_seen.notify_one();
         }
     }
 

@@ -188,6 +188,7 @@ impl Drop for Registration {
             ids.retain(|id| *id != self.id);
             if ids.is_empty() {
                 registry.per_user.remove(&conn.user_id);
+                self.hub.presence_changed.notify_one();
             }
         }
     }

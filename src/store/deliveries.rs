@@ -1,0 +1,294 @@
+//! Queries of the delivery worker: each user's channel preferences, the worker's cursor,
+//! intents (one event for one user, waiting for an acknowledgement), deliveries (one
+//! message to one target) and their attempts.
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use super::{Db, Tx};
+use crate::store::{on_pool, on_tx};
+
+/// A user's channels, as stored: comma-separated notification kinds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredPreferences {
+    pub push: String,
+    pub email: String,
+}
+
+/// The user's stored channel preferences, if they set any.
+pub async fn preferences(db: &Db, user: Uuid) -> Result<Option<StoredPreferences>, sqlx::Error> {
+    on_pool!(db, p => sqlx::query_as::<_, StoredPreferences>(
+        "select push, email from delivery_preferences where user_id = $1",
+    )
+    .bind(user).fetch_optional(p).await)
+}
+
+/// Replaces the user's channel preferences.
+pub async fn set_preferences(
+    db: &Db,
+    user: Uuid,
+    push: &str,
+    email: &str,
+) -> Result<(), sqlx::Error> {
+    on_pool!(db, p => sqlx::query(
+        "insert into delivery_preferences (user_id, push, email) values ($1, $2, $3) \
+         on conflict (user_id) do update set push = excluded.push, email = excluded.email",
+    )
+    .bind(user).bind(push).bind(email).execute(p).await.map(|_| ()))
+}
+
+/// The worker's cursor: the last seq it has read.
+pub async fn cursor(db: &Db) -> Result<i64, sqlx::Error> {
+    on_pool!(db, p => sqlx::query_scalar::<_, i64>("select last_seq from delivery_state where id = 1")
+        .fetch_one(p).await)
+}
+
+/// Moves the cursor forward (never back).
+pub async fn advance_cursor(tx: &mut Tx, to: i64) -> Result<(), sqlx::Error> {
+    on_tx!(tx, c => sqlx::query("update delivery_state set last_seq = $1 where id = 1 and last_seq < $1")
+        .bind(to).execute(c).await.map(|_| ()))
+}
+
+/// One event for one user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Intent {
+    pub event_seq: i64,
+    pub user_id: Uuid,
+    pub kind: String,
+    pub payload: String,
+    pub due_at: DateTime<Utc>,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+const INTENT_COLUMNS: &str =
+    "event_seq, user_id, kind, payload, due_at, state, created_at, decided_at";
+
+/// Stores an intent, unless one exists for the event and user (a cursor read twice).
+pub async fn insert_intent(tx: &mut Tx, i: &Intent) -> Result<(), sqlx::Error> {
+    on_tx!(tx, c => sqlx::query(
+        "insert into delivery_intents (event_seq, user_id, kind, payload, due_at, state, created_at) \
+         select $1, $2, $3, $4, $5, $6, $7 where exists (select 1 from users where id = $2) \
+         on conflict (event_seq, user_id) do nothing",
+    )
+    .bind(i.event_seq).bind(i.user_id).bind(&i.kind).bind(&i.payload).bind(i.due_at)
+    .bind(&i.state).bind(i.created_at)
+    .execute(c).await.map(|_| ()))
+}
+
+/// Waiting intents due by `now`, oldest first.
+pub async fn due_intents(
+    db: &Db,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Intent>, sqlx::Error> {
+    let sql = format!(
+        "select {INTENT_COLUMNS} from delivery_intents where state = 'waiting' and due_at <= $1 \
+         order by due_at, event_seq limit $2"
+    );
+    on_pool!(db, p => sqlx::query_as::<_, Intent>(AssertSqlSafe(sql))
+        .bind(now).bind(limit).fetch_all(p).await)
+}
+
+/// When the next waiting intent is due.
+pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    on_pool!(db, p => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+        "select min(due_at) from delivery_intents where state = 'waiting'",
+    )
+    .fetch_one(p).await)
+}
+
+/// Records what was decided for a waiting intent; whether it was still waiting.
+pub async fn decide(
+    tx: &mut Tx,
+    event_seq: i64,
+    user: Uuid,
+    state: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let n = on_tx!(tx, c => sqlx::query(
+        "update delivery_intents set state = $3, decided_at = $4 \
+         where event_seq = $1 and user_id = $2 and state = 'waiting'",
+    )
+    .bind(event_seq).bind(user).bind(state).bind(at).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// One message to one target.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_seq: i64,
+    pub user_id: Uuid,
+    pub channel: String,
+    pub device_id: Option<Uuid>,
+    pub target_key: String,
+    pub target: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub event_at: DateTime<Utc>,
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_seq, user_id, channel, device_id, target_key, target, \
+     payload, status, attempts, next_attempt_at, lease_until, created_at, updated_at, event_at";
+
+/// Stores a delivery, unless the event already has one for the target.
+pub async fn insert_delivery(tx: &mut Tx, d: &Delivery) -> Result<(), sqlx::Error> {
+    on_tx!(tx, c => sqlx::query(
+        "insert into deliveries (id, event_seq, user_id, channel, device_id, target_key, target, \
+         payload, status, attempts, next_attempt_at, created_at, updated_at, event_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         on conflict (event_seq, target_key) do nothing",
+    )
+    .bind(d.id).bind(d.event_seq).bind(d.user_id).bind(&d.channel).bind(d.device_id)
+    .bind(&d.target_key).bind(&d.target).bind(&d.payload).bind(&d.status).bind(d.attempts)
+    .bind(d.next_attempt_at).bind(d.created_at).bind(d.updated_at).bind(d.event_at)
+    .execute(c).await.map(|_| ()))
+}
+
+/// Claims up to `limit` deliveries due by `now` (pending, or sending with a lapsed lease:
+/// an instance stopped while sending them) until `lease_until`, and returns them.
+pub async fn claim(
+    db: &Db,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let lock = match db {
+        Db::Postgres(_) => " for update skip locked",
+        Db::Sqlite(..) => "",
+    };
+    let sql = format!(
+        "update deliveries set status = 'sending', lease_until = $2 where id in (\
+         select id from deliveries where next_attempt_at <= $1 \
+         and (status = 'pending' or (status = 'sending' and lease_until < $1)) \
+         order by next_attempt_at limit $3{lock}) returning {DELIVERY_COLUMNS}"
+    );
+    let mut rows = on_pool!(db, p => sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql))
+        .bind(now).bind(lease_until).bind(limit).fetch_all(p).await)?;
+    rows.sort_by_key(|d| d.next_attempt_at);
+    Ok(rows)
+}
+
+/// When the next pending delivery is due.
+pub async fn next_attempt(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    on_pool!(db, p => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+        "select min(next_attempt_at) from deliveries where status = 'pending'",
+    )
+    .fetch_one(p).await)
+}
+
+/// One attempt at a delivery and what came of it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Attempt {
+    pub delivery_id: Uuid,
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// What becomes of a claimed delivery after an attempt.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub id: Uuid,
+    pub status: &'static str,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    /// The attempt to record, if one was made (a rate-limited delivery is put back
+    /// without one).
+    pub attempt: Option<Attempt>,
+}
+
+/// Records the outcomes of claimed deliveries, in one transaction.
+pub async fn settle(db: &Db, settled: &[Settled], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for s in settled {
+        on_tx!(&mut tx, c => sqlx::query(
+            "update deliveries set status = $2, attempts = $3, next_attempt_at = $4, \
+             lease_until = null, updated_at = $5 where id = $1",
+        )
+        .bind(s.id).bind(s.status).bind(s.attempts).bind(s.next_attempt_at).bind(at)
+        .execute(c).await.map(|_| ()))?;
+        if let Some(a) = &s.attempt {
+            on_tx!(&mut tx, c => sqlx::query(
+                "insert into delivery_attempts (delivery_id, attempt, at, outcome, detail, duration_ms) \
+                 values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+            )
+            .bind(a.delivery_id).bind(a.attempt).bind(a.at).bind(&a.outcome).bind(&a.detail)
+            .bind(a.duration_ms).execute(c).await.map(|_| ()))?;
+        }
+    }
+    tx.commit().await
+}
+
+/// Intents of a user, or of an event, or both, newest first.
+pub async fn find_intents(
+    db: &Db,
+    user: Option<Uuid>,
+    event: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Intent>, sqlx::Error> {
+    let mut conditions = Vec::new();
+    if user.is_some() {
+        conditions.push(format!("user_id = ${}", conditions.len() + 2));
+    }
+    if event.is_some() {
+        conditions.push(format!("event_seq = ${}", conditions.len() + 2));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("where {}", conditions.join(" and "))
+    };
+    let sql = format!(
+        "select {INTENT_COLUMNS} from delivery_intents {filter} \
+         order by event_seq desc, user_id limit $1"
+    );
+    on_pool!(db, p => {
+        let mut q = sqlx::query_as::<_, Intent>(AssertSqlSafe(sql)).bind(limit);
+        if let Some(user) = user {
+            q = q.bind(user);
+        }
+        if let Some(event) = event {
+            q = q.bind(event);
+        }
+        q.fetch_all(p).await
+    })
+}
+
+/// The deliveries of these intents' events for their users.
+pub async fn deliveries_of(db: &Db, intents: &[Intent]) -> Result<Vec<Delivery>, sqlx::Error> {
+    let mut out = Vec::new();
+    for i in intents {
+        let sql = format!(
+            "select {DELIVERY_COLUMNS} from deliveries where event_seq = $1 and user_id = $2 order by created_at, id"
+        );
+        let rows = on_pool!(db, p => sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql))
+            .bind(i.event_seq).bind(i.user_id).fetch_all(p).await)?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// The attempts of these deliveries, in order.
+pub async fn attempts_of(db: &Db, deliveries: &[Delivery]) -> Result<Vec<Attempt>, sqlx::Error> {
+    let mut out = Vec::new();
+    for d in deliveries {
+        let rows = on_pool!(db, p => sqlx::query_as::<_, Attempt>(
+            "select delivery_id, attempt, at, outcome, detail, duration_ms from delivery_attempts \
+             where delivery_id = $1 order by attempt",
+        )
+        .bind(d.id).fetch_all(p).await)?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
