@@ -203,6 +203,7 @@ impl Application {
         db.migrate().await?;
         let accounts = Accounts::new(db.clone(), &config)?;
         let vapid = Arc::new(VapidKey::load(&config)?);
+        let mailer = crate::mail::Mailer::new(&config)?;
         let background = CancellationToken::new();
         let pipeline = Pipeline::start("tidings-pipeline")?;
         let hub_thread = Pipeline::start("tidings-hub")?;
@@ -291,7 +292,7 @@ impl Application {
         Ok(Application {
             listener,
             admin_listener,
-            state: AppState::new(config, accounts, realtime, vapid),
+            state: AppState::new(config, accounts, realtime, vapid, mailer),
             background,
             tasks,
             _pipeline: pipeline,

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod devices;
+pub mod email_tokens;
 pub mod events;
 pub mod idempotency;
 pub mod notifications;
