@@ -257,8 +257,8 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_BODY_LIMIT", default_value = "65536", global = true,
         value_parser = between(1024usize, 64 << 20))]
     pub body_limit: usize,
-    /// attempts per client IP per minute at the routes that check a password (login,
-    /// register, password change); `0` turns it off
+    /// attempts per client IP per minute at the account routes (login, register, password
+    /// change and reset, email verification); `0` turns it off
     #[arg(long, env = "TIDINGS_AUTH_RATE_PER_IP", default_value = "30", global = true,
         value_parser = between(0u32, 1_000_000))]
     pub auth_rate_per_ip: u32,
@@ -654,7 +654,13 @@ impl SmtpUrl {
             flag: None,
             problem,
         };
-        let shown = quote(&redact_url(value));
+        // Without `://` there is no user information to redact, and a password may be
+        // anywhere: such a value is not shown at all.
+        let shown = if value.contains("://") {
+            quote(&redact_url(value))
+        } else {
+            "the value".to_owned()
+        };
         let url =
             url::Url::parse(value).map_err(|e| fail(format!("{shown} is not a URL ({e})")))?;
         let mut tls = None;
