@@ -93,7 +93,7 @@ struct EnvOnly {
     meaning: &'static str,
 }
 
-const ENV_ONLY: [EnvOnly; 5] = [
+const ENV_ONLY: [EnvOnly; 6] = [
     EnvOnly {
         var: "TIDINGS_JWT_SECRET",
         default: "unset: generated into `$TIDINGS_DATA_DIR/jwt-secret`",
@@ -106,6 +106,16 @@ const ENV_ONLY: [EnvOnly; 5] = [
         meaning: "the Web Push (VAPID) signing key: a P-256 private key as base64url of its \
                   32-byte scalar, the same on every instance (browsers' subscriptions are \
                   bound to its public key; no flag, so that it never shows in a process list)",
+    },
+    EnvOnly {
+        var: "TIDINGS_SMTP_URL",
+        default: "unset: no email is sent",
+        meaning: "the mail server: `smtp://user:pass@host:port` (plain), \
+                  `smtp://…?tls=starttls` (STARTTLS required), `smtp://…?tls=opportunistic` \
+                  (STARTTLS if offered), `smtps://…` (TLS from the start); user and password \
+                  percent-encoded. Unset, password reset and verification requests are \
+                  answered as usual and nothing is sent (no flag, so that the password never \
+                  shows in a process list)",
     },
     EnvOnly {
         var: "TIDINGS_METRICS_TOKEN",
@@ -206,6 +216,31 @@ pub struct Config {
     /// JWT key); otherwise one is kept in `data_dir`. Set by [`Config::validate`].
     #[arg(skip)]
     pub vapid_private_key: Option<VapidPrivateKey>,
+    /// The mail server from `TIDINGS_SMTP_URL`, if given (no flag, so that its password never
+    /// shows in a process list); unset, no email is sent. Set by [`Config::validate`].
+    #[arg(skip)]
+    pub smtp_url: Option<SmtpUrl>,
+    /// the sender of every email, a mailbox (`Tidings <no-reply@shop.example.com>`);
+    /// needed with `TIDINGS_SMTP_URL`
+    #[arg(long, env = "TIDINGS_MAIL_FROM", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_mailbox)]
+    pub mail_from: std::option::Option<lettre::message::Mailbox>,
+    /// where users reach this server (`https://shop.example.com`): the base of the links in
+    /// emails, which open the dashboard (`/app/#/reset?token=…`, `/app/#/verify?token=…`);
+    /// needed with `TIDINGS_SMTP_URL`
+    #[arg(long, env = "TIDINGS_PUBLIC_URL", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_public_url)]
+    pub public_url: std::option::Option<String>,
+    /// emails (reset and verification links) one address may be sent per hour; more
+    /// requests are answered 429; `0` turns it off
+    #[arg(long, env = "TIDINGS_MAIL_RATE_PER_ADDRESS", default_value = "5", global = true,
+        value_parser = between(0u32, 1_000_000))]
+    pub mail_rate_per_address: u32,
+    /// refuse orders (403 `email_not_verified`) from users who have not verified their
+    /// email address; needs `TIDINGS_SMTP_URL`
+    #[arg(long, env = "TIDINGS_REQUIRE_VERIFIED_EMAIL", default_value = "false",
+        global = true, action = ArgAction::Set, value_parser = parse_bool)]
+    pub require_verified_email: bool,
     /// access token lifetime (`30s`, `15m`, `2h`, …)
     #[arg(long, env = "TIDINGS_ACCESS_TOKEN_TTL", default_value = "15m", global = true,
         value_parser = parse_duration)]
@@ -222,8 +257,8 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_BODY_LIMIT", default_value = "65536", global = true,
         value_parser = between(1024usize, 64 << 20))]
     pub body_limit: usize,
-    /// attempts per client IP per minute at the routes that check a password (login,
-    /// register, password change); `0` turns it off
+    /// attempts per client IP per minute at the account routes (login, register, password
+    /// change and reset, email verification); `0` turns it off
     #[arg(long, env = "TIDINGS_AUTH_RATE_PER_IP", default_value = "30", global = true,
         value_parser = between(0u32, 1_000_000))]
     pub auth_rate_per_ip: u32,
@@ -440,6 +475,7 @@ impl Config {
         self.vapid_private_key = VapidPrivateKey::parse(
             &std::env::var("TIDINGS_VAPID_PRIVATE_KEY").unwrap_or_default(),
         )?;
+        self.smtp_url = SmtpUrl::parse(&std::env::var("TIDINGS_SMTP_URL").unwrap_or_default())?;
         self.validate_with_secret(std::env::var("TIDINGS_JWT_SECRET").ok())
     }
 
@@ -470,6 +506,7 @@ impl Config {
             per_ip: self.max_pending_per_ip,
             shed_after: crate::net::server::Limits::DEFAULT_SHED_AFTER,
         };
+        self.check_mail()?;
         if self.ws_idle_timeout <= self.ws_ping_interval {
             return Err(ConfigError {
                 var: "TIDINGS_WS_IDLE_TIMEOUT".into(),
@@ -483,6 +520,42 @@ impl Config {
             });
         }
         Ok(self)
+    }
+}
+
+impl Config {
+    /// With a mail server, the sender and the links' base are needed; without one, no
+    /// user could ever verify their address, so requiring it would lock everyone out.
+    /// Public: a test that sets `smtp_url` after validation checks the same.
+    pub fn check_mail(&self) -> Result<(), ConfigError> {
+        let needs = |var: &str, flag: &str, problem: &str| ConfigError {
+            var: var.into(),
+            flag: Some(flag.into()),
+            problem: problem.into(),
+        };
+        if self.smtp_url.is_some() {
+            if self.mail_from.is_none() {
+                return Err(needs(
+                    "TIDINGS_MAIL_FROM",
+                    "--mail-from",
+                    "must be set with TIDINGS_SMTP_URL: the sender of every email",
+                ));
+            }
+            if self.public_url.is_none() {
+                return Err(needs(
+                    "TIDINGS_PUBLIC_URL",
+                    "--public-url",
+                    "must be set with TIDINGS_SMTP_URL: the base of the links in emails",
+                ));
+            }
+        } else if self.require_verified_email {
+            return Err(needs(
+                "TIDINGS_REQUIRE_VERIFIED_EMAIL",
+                "--require-verified-email",
+                "needs TIDINGS_SMTP_URL: without email nobody could verify their address",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -563,6 +636,152 @@ impl std::fmt::Debug for VapidPrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("VapidPrivateKey(..)")
     }
+}
+
+/// How the connection to the mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// None: `smtp://` (a relay on the same host or network).
+    Plain,
+    /// STARTTLS, and refuse a server that does not offer it: `smtp://…?tls=starttls`.
+    StartTls,
+    /// STARTTLS if the server offers it, else plain: `smtp://…?tls=opportunistic`.
+    Opportunistic,
+    /// TLS from the first byte: `smtps://`.
+    Implicit,
+}
+
+/// `TIDINGS_SMTP_URL`, read into its parts. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// User and password, percent-decoded, if the URL has a user.
+    pub credentials: Option<(String, String)>,
+}
+
+impl SmtpUrl {
+    /// A URL as `TIDINGS_SMTP_URL` gives it; empty is unset. Errors never show the password.
+    pub fn parse(value: &str) -> Result<Option<SmtpUrl>, ConfigError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let fail = |problem: String| ConfigError {
+            var: "TIDINGS_SMTP_URL".into(),
+            flag: None,
+            problem,
+        };
+        // Without `://` there is no user information to redact, and a password may be
+        // anywhere: such a value is not shown at all.
+        let shown = if value.contains("://") {
+            quote(&redact_url(value))
+        } else {
+            "the value".to_owned()
+        };
+        let url =
+            url::Url::parse(value).map_err(|e| fail(format!("{shown} is not a URL ({e})")))?;
+        let mut tls = None;
+        for (key, mode) in url.query_pairs() {
+            let mode = match (key.as_ref(), mode.as_ref()) {
+                ("tls", "starttls" | "required") => SmtpTls::StartTls,
+                ("tls", "opportunistic") => SmtpTls::Opportunistic,
+                ("tls", other) => {
+                    return Err(fail(format!(
+                        "tls={} is not one of starttls, opportunistic (smtps:// is TLS from the start)",
+                        quote(other)
+                    )));
+                }
+                (other, _) => {
+                    return Err(fail(format!("{shown} has an unknown parameter {other:?}")));
+                }
+            };
+            tls = Some(mode);
+        }
+        let (tls, default_port) = match (url.scheme(), tls) {
+            ("smtp", None) => (SmtpTls::Plain, 25),
+            ("smtp", Some(mode)) => (mode, 587),
+            ("smtps", None) => (SmtpTls::Implicit, 465),
+            ("smtps", Some(_)) => {
+                return Err(fail("smtps:// is TLS from the start; drop ?tls=".into()));
+            }
+            _ => return Err(fail(format!("{shown} is not an smtp:// or smtps:// URL"))),
+        };
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(host) => host.to_string(),
+            None => return Err(fail(format!("{shown} names no host"))),
+        };
+        if !matches!(url.path(), "" | "/") {
+            return Err(fail(format!("{shown} has a path; an SMTP URL has none")));
+        }
+        let decode = |part: &str| {
+            url::form_urlencoded::parse(format!("x={}", part.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let credentials = match (url.username(), url.password()) {
+            ("", None) => None,
+            ("", Some(_)) => return Err(fail(format!("{shown} has a password but no user"))),
+            (user, password) => Some((decode(user), password.map(decode).unwrap_or_default())),
+        };
+        Ok(Some(SmtpUrl {
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+            credentials,
+        }))
+    }
+}
+
+impl std::fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A mailbox (`Name <address>` or a bare address); empty is unset.
+fn parse_mailbox(value: &str) -> Result<Option<lettre::message::Mailbox>, String> {
+    match value.trim() {
+        "" => Ok(None),
+        value => value.parse().map(Some).map_err(|_| {
+            format!(
+                "{} is not a mailbox (write e.g. `Tidings <no-reply@shop.example.com>`)",
+                quote(value)
+            )
+        }),
+    }
+}
+
+/// An `http(s)://` URL without query or fragment, kept without its trailing slash; empty
+/// is unset.
+fn parse_public_url(value: &str) -> Result<Option<String>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let url = url::Url::parse(value).map_err(|e| format!("{} is not a URL ({e})", quote(value)))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.password().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(format!(
+            "{} is not an http:// or https:// URL without user, query or fragment \
+             (write e.g. https://shop.example.com)",
+            quote(value)
+        ));
+    }
+    Ok(Some(value.trim_end_matches('/').to_owned()))
 }
 
 /// The bearer token `/metrics` requires. Never shown: its `Debug` hides it, and it is
@@ -1096,6 +1315,102 @@ mod tests {
             "README.md's settings table is not the one the settings define; replace it \
              with:\n\n{table}"
         );
+    }
+
+    #[test]
+    fn an_smtp_url_is_read_into_its_parts() {
+        let url = SmtpUrl::parse("smtp://ada%40shop:p%2Fss+w%25rd@mail.example:2525")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.tls),
+            ("mail.example", 2525, SmtpTls::Plain)
+        );
+        assert_eq!(
+            url.credentials,
+            Some(("ada@shop".to_owned(), "p/ss+w%rd".to_owned()))
+        );
+        for (value, tls, port) in [
+            ("smtp://mail.example", SmtpTls::Plain, 25),
+            ("smtp://mail.example?tls=starttls", SmtpTls::StartTls, 587),
+            ("smtp://mail.example/?tls=required", SmtpTls::StartTls, 587),
+            (
+                "smtp://mail.example?tls=opportunistic",
+                SmtpTls::Opportunistic,
+                587,
+            ),
+            ("smtps://mail.example", SmtpTls::Implicit, 465),
+            ("smtps://[::1]:1465", SmtpTls::Implicit, 1465),
+        ] {
+            let url = SmtpUrl::parse(value).unwrap().unwrap();
+            assert_eq!((url.tls, url.port), (tls, port), "{value}");
+            assert_eq!(url.credentials, None);
+        }
+        assert_eq!(
+            SmtpUrl::parse("smtps://[::1]").unwrap().unwrap().host,
+            "::1"
+        );
+        assert!(SmtpUrl::parse(" ").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_bad_smtp_url_is_refused_without_showing_the_password() {
+        for bad in [
+            "http://u:hunter2@mail.example",
+            "smtp://u:hunter2@mail.example?tls=maybe",
+            "smtp://u:hunter2@mail.example?tsl=starttls",
+            "smtps://u:hunter2@mail.example?tls=starttls",
+            "smtp://u:hunter2@mail.example/path",
+            "smtp://:hunter2@mail.example",
+            "smtp:hunter2",
+        ] {
+            let err = SmtpUrl::parse(bad).unwrap_err();
+            assert_eq!(err.var, "TIDINGS_SMTP_URL");
+            assert!(!err.to_string().contains("hunter2"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_settings_debug_shows_no_smtp_password() {
+        let mut config = read(&[
+            "--mail-from",
+            "Tidings <no-reply@shop.example>",
+            "--public-url",
+            "https://shop.example/",
+        ])
+        .unwrap();
+        config.smtp_url = SmtpUrl::parse("smtps://mailer:hunter2@mail.example").unwrap();
+        config.check_mail().unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("mail.example") && shown.contains("mailer"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(config.public_url.as_deref(), Some("https://shop.example"));
+    }
+
+    #[test]
+    fn mail_needs_a_sender_and_a_public_url_and_verification_needs_mail() {
+        let mut config = read(&["--public-url", "https://shop.example"]).unwrap();
+        config.smtp_url = SmtpUrl::parse("smtp://mail.example").unwrap();
+        assert_eq!(config.check_mail().unwrap_err().var, "TIDINGS_MAIL_FROM");
+        let mut config = read(&["--mail-from", "no-reply@shop.example"]).unwrap();
+        config.smtp_url = SmtpUrl::parse("smtp://mail.example").unwrap();
+        assert_eq!(config.check_mail().unwrap_err().var, "TIDINGS_PUBLIC_URL");
+        let err = read(&["--require-verified-email", "true"]).unwrap_err();
+        assert_eq!(err.var, "TIDINGS_REQUIRE_VERIFIED_EMAIL");
+        for (args, var) in [
+            (["--mail-from", "not a mailbox"], "TIDINGS_MAIL_FROM"),
+            (["--public-url", "shop.example"], "TIDINGS_PUBLIC_URL"),
+            (
+                ["--public-url", "https://shop.example/?x=1"],
+                "TIDINGS_PUBLIC_URL",
+            ),
+            (["--public-url", "ftp://shop.example"], "TIDINGS_PUBLIC_URL"),
+        ] {
+            assert_eq!(read(&args).unwrap_err().var, var, "{args:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod telemetry;
 pub mod store;
 // The event model and its way: outbox, relay, bus, the stream read back from the outbox.
 pub mod events;
+// Email over SMTP: the mailer and the messages' templates.
+pub mod mail;
 // The operations: accounts, products, orders, notifications, each in one transaction.
 pub mod service;
 // Push to devices without a live connection: the providers (Web Push), the VAPID key.

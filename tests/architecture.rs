@@ -119,7 +119,9 @@ fn every_module_uses_only_the_layers_below_it() {
 
 /// The layers that know nothing of HTTP: they name no status and take no request, so that
 /// a command, a test or another edge (a queue consumer, push delivery) can call them.
-const BELOW_HTTP: [&str; 6] = ["domain", "store", "events", "service", "push", "realtime"];
+const BELOW_HTTP: [&str; 7] = [
+    "domain", "store", "events", "mail", "service", "push", "realtime",
+];
 
 #[test]
 fn the_layers_below_http_know_nothing_of_it() {

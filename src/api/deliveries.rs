@@ -151,8 +151,9 @@ pub struct IntentView {
     /// The notification's kind.
     kind: String,
     /// `waiting` (for an ack until `due_at`), `acked` (an app of the user's handled it
-    /// live), `pushed`, `live_only` (the user wants neither push nor email for this kind),
-    /// `no_target` (no device and no email channel).
+    /// live), `pushed`, `emailed` (no device; the user chose email for this kind),
+    /// `live_only` (the user wants neither push nor email for this kind), `no_target` (no
+    /// device, and no email: not chosen, mail off, or the address not verified).
     state: String,
     due_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
@@ -168,7 +169,8 @@ pub struct DeliveryView {
     channel: String,
     /// The device (null once removed, and for email).
     device_id: Option<Uuid>,
-    /// What may be shown of the target: an endpoint's host, a token's first characters.
+    /// What may be shown of the target: an endpoint's host, a token's first characters, an
+    /// address's first letter and domain.
     target: String,
     /// `pending`, `sending`, `sent`, `gone` (the device was removed), `rejected` (refused
     /// for good), `dead` (every attempt failed).

@@ -20,7 +20,7 @@ use crate::http::extract::{Json, Path, Query, Repeated, at_most_one, whole};
 use crate::http::position::{self, Position};
 use crate::http::problem::{ApiError, ApiResult};
 use crate::service::Actor;
-use crate::service::accounts::CurrentUser;
+use crate::service::accounts::{self, CurrentUser};
 use crate::service::orders::{self as service, IdempotencyKey, Placed};
 use crate::store::Db;
 use crate::store::orders::{Order, OrderQuery, OrderStatus};
@@ -66,16 +66,21 @@ pub struct NewOrder {
         (status = 201, description = "The order (or, for a retried key, the first answer)", body = Order,
             headers(("etag" = String, description = "The order's version"), ("location" = String, description = "The order's URL"))),
         (status = 400, description = "The body is not JSON, or the Idempotency-Key is not 1 to 255 visible characters", body = ProblemDoc),
+        (status = 403, description = "The caller's email address is not verified (`email_not_verified`), when `TIDINGS_REQUIRE_VERIFIED_EMAIL` is on", body = ProblemDoc),
         (status = 409, description = "Short of stock; each short item named", body = ProblemDoc),
         (status = 422, description = "Invalid items (the merged quantity of a product above 10,000 included), unknown products, products in different currencies, or a reused key with another body", body = ProblemDoc),
     ))]
 #[tracing::instrument(skip_all)]
 async fn place(
-    State(db): State<Db>,
+    State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     Json(body): Json<NewOrder>,
 ) -> ApiResult<Response> {
+    let db = &state.db;
+    if state.config.require_verified_email {
+        accounts::emails::require_verified_email(db, actor.user.id).await?;
+    }
     let mut errors = Vec::new();
     if body.items.is_empty() || body.items.len() > MAX_ITEMS {
         errors.push(FieldError::new(
@@ -124,7 +129,7 @@ async fn place(
         .map(|i| (i.product_id, i.quantity))
         .collect();
     Ok(
-        match service::place(&db, &actor, &items, key.as_ref()).await? {
+        match service::place(db, &actor, &items, key.as_ref()).await? {
             Placed::Created(order) => {
                 let mut response = etag::tagged(StatusCode::CREATED, order.version, &order);
                 if let Ok(location) = format!("/v1/orders/{}", order.id).parse() {

@@ -33,6 +33,10 @@ pub struct UserView {
     pub email: String,
     pub role: Role,
     pub disabled: bool,
+    /// Whether the user opened a verification link sent to this address (or reset their
+    /// password through one). False until then, and for accounts made before email
+    /// verification existed.
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,6 +48,7 @@ impl From<users::User> for UserView {
             email: user.email,
             role: user.role,
             disabled: user.disabled,
+            email_verified: user.email_verified,
             created_at: user.created_at,
             updated_at: user.updated_at,
         }

@@ -225,6 +225,7 @@ impl Application {
         db.migrate().await?;
         let accounts = Accounts::new(db.clone(), &config)?;
         let vapid = Arc::new(VapidKey::load(&config)?);
+        let mailer = crate::mail::Mailer::new(&config)?;
         let background = CancellationToken::new();
         let pipeline = Pipeline::start("tidings-pipeline")?;
         let hub_thread = Pipeline::start("tidings-hub")?;
@@ -284,6 +285,7 @@ impl Application {
                 vapid.clone(),
                 config.push_allow_private_endpoints,
             )?),
+            mail: mailer.is_enabled().then(|| mailer.clone()),
         };
         let worker_stats = Arc::new(WorkerStats::default());
         tasks.push(push_thread.handle.spawn(worker::run(
@@ -340,7 +342,7 @@ impl Application {
         Ok(Application {
             listener,
             admin_listener,
-            state: AppState::new(config, accounts, realtime, vapid),
+            state: AppState::new(config, accounts, realtime, vapid, mailer),
             background,
             tasks,
             _pipeline: pipeline,

@@ -167,6 +167,9 @@ impl From<ServiceError> for ApiError {
                 problem(StatusCode::UNPROCESSABLE_ENTITY, code, detail, Vec::new())
             }
             ServiceError::NotFound { what } => ApiError::not_found(&what),
+            ServiceError::BadToken { code, detail } => {
+                problem(StatusCode::BAD_REQUEST, code, detail, Vec::new())
+            }
             ServiceError::Unauthenticated { code, detail } => {
                 problem(StatusCode::UNAUTHORIZED, code, detail, Vec::new())
             }

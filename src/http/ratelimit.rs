@@ -1,5 +1,5 @@
 //! Rate limits on every route that checks a password (login, register, password change,
-//! and a password reset to come), per client IP and per account. A route counts the
+//! password reset), per client IP and per account, and on the emails one address is sent. A route counts the
 //! attempt before it hashes anything, so a refused request costs no argon2.
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +31,26 @@ impl AuthLimiter {
         Self {
             per_ip: quota(per_ip_per_minute).map(RateLimiter::keyed),
             per_account: quota(per_account_per_minute).map(RateLimiter::keyed),
+        }
+    }
+
+    /// A limit on the emails sent to one address (password reset and verification links):
+    /// so many an hour, in bursts up to that many; 0 turns it off. Keyed by the address as
+    /// typed, whether or not it has an account, so that a refusal says nothing about one.
+    pub fn mail(per_address_per_hour: u32) -> Self {
+        Self {
+            per_ip: None,
+            per_account: NonZeroU32::new(per_address_per_hour)
+                .map(Quota::per_hour)
+                .map(RateLimiter::keyed),
+        }
+    }
+
+    /// Counts one attempt from `ip` alone, where no account is named (a link's token).
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.per_ip {
+            Some(limiter) => check(limiter, &ip),
+            None => Ok(()),
         }
     }
 

@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 
 use crate::config::Config;
 use crate::http::ratelimit::AuthLimiter;
+use crate::mail::Mailer;
 use crate::push::vapid::VapidKey;
 use crate::realtime::Realtime;
 use crate::service::accounts::Accounts;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     /// Rate limits on every route that checks a password.
     pub limiter: Arc<AuthLimiter>,
+    /// The limit on the emails (reset and verification links) one address is sent.
+    pub mail_limiter: Arc<AuthLimiter>,
     /// Runs argon2, a bounded number at a time.
     pub hasher: Arc<Hasher>,
     /// The validated settings.
@@ -31,6 +34,8 @@ pub struct AppState {
     pub realtime: Realtime,
     /// The Web Push (VAPID) key pair.
     pub vapid: Arc<VapidKey>,
+    /// Sends email (or nothing, without `TIDINGS_SMTP_URL`).
+    pub mailer: Mailer,
 }
 
 impl AppState {
@@ -39,6 +44,7 @@ impl AppState {
         accounts: Accounts,
         realtime: Realtime,
         vapid: Arc<VapidKey>,
+        mailer: Mailer,
     ) -> Self {
         Self {
             db: accounts.db,
@@ -47,10 +53,12 @@ impl AppState {
                 config.auth_rate_per_ip,
                 config.auth_rate_per_email,
             )),
+            mail_limiter: Arc::new(AuthLimiter::mail(config.mail_rate_per_address)),
             hasher: accounts.hasher,
             config: Arc::new(config),
             realtime,
             vapid,
+            mailer,
         }
     }
 

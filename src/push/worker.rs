@@ -39,10 +39,12 @@ use uuid::Uuid;
 use super::webpush::{MAX_PAYLOAD, WebPush};
 use super::{Outcome, PushMessage, PushProvider, Urgency};
 use crate::events::{Audience, Event, EventType, stream};
+use crate::mail::{Mailer, Outgoing, templates};
 use crate::service::delivery as delivery_service;
 use crate::service::devices as device_service;
 use crate::store::deliveries::{self, Attempt, Delivery, Intent, Settled};
 use crate::store::devices::{self, Device};
+use crate::store::users;
 use crate::store::{Db, now, presence};
 
 /// The advisory lock key of the delivery worker ("tidings-p" would not fit; "tidpush").
@@ -97,6 +99,8 @@ pub struct WorkerStats {
 #[derive(Clone, Default)]
 pub struct Providers {
     pub webpush: Option<WebPush>,
+    /// Email, for users with no device who chose it (absent without `TIDINGS_SMTP_URL`).
+    pub mail: Option<Mailer>,
 }
 
 impl Providers {
@@ -400,6 +404,19 @@ impl Worker {
                 return Ok(("pushed", targets));
             }
         }
+        // Email only to an address its owner has verified: a notification is not sent to
+        // whoever typed an address at registration.
+        if email
+            && self.providers.mail.is_some()
+            && let Some(user) = users::find(&self.db, intent.user_id).await?
+            && user.email_verified
+        {
+            let key = format!("email:{}", user.email);
+            return Ok((
+                "emailed",
+                vec![delivery("email", None, key, masked(&user.email))],
+            ));
+        }
         Ok(("no_target", Vec::new()))
     }
 
@@ -511,22 +528,26 @@ impl SendJob {
             duration_ms: started.elapsed().as_millis() as i64,
         };
         let channel = delivery.channel.as_str();
-        let outcome = match self.device(&delivery).await {
-            Err(reason) => Outcome::Rejected(reason),
-            Ok(None) => Outcome::Gone,
-            Ok(Some(device)) => {
-                let message = PushMessage {
-                    payload: delivery.payload.clone().into_bytes(),
-                    ttl: PUSH_TTL,
-                    urgency: Urgency::Normal,
-                    topic: collapse_topic(&delivery.payload),
-                };
-                match channel {
-                    "webpush" => match &self.providers.webpush {
-                        Some(provider) => provider.send(&device, &message).await,
-                        None => Outcome::Rejected("Web Push is not configured".to_owned()),
-                    },
-                    other => Outcome::Rejected(format!("no {other} provider is configured")),
+        let outcome = if channel == "email" {
+            self.email(&delivery).await
+        } else {
+            match self.device(&delivery).await {
+                Err(reason) => Outcome::Rejected(reason),
+                Ok(None) => Outcome::Gone,
+                Ok(Some(device)) => {
+                    let message = PushMessage {
+                        payload: delivery.payload.clone().into_bytes(),
+                        ttl: PUSH_TTL,
+                        urgency: Urgency::Normal,
+                        topic: collapse_topic(&delivery.payload),
+                    };
+                    match channel {
+                        "webpush" => match &self.providers.webpush {
+                            Some(provider) => provider.send(&device, &message).await,
+                            None => Outcome::Rejected("Web Push is not configured".to_owned()),
+                        },
+                        other => Outcome::Rejected(format!("no {other} provider is configured")),
+                    }
                 }
             }
         };
@@ -585,6 +606,29 @@ impl SendJob {
                     settled("pending", at + wait, record("retry", detail))
                 }
             }
+        }
+    }
+
+    /// Emails the notification of a delivery to its user's address.
+    async fn email(&self, delivery: &Delivery) -> Outcome {
+        let Some(mailer) = &self.providers.mail else {
+            return Outcome::Rejected("email is off".to_owned());
+        };
+        let Some(to) = delivery.target_key.strip_prefix("email:") else {
+            return Outcome::Rejected("not an email delivery".to_owned());
+        };
+        let event: Value = serde_json::from_str(&delivery.payload).unwrap_or_default();
+        let title = event["data"]["title"].as_str().unwrap_or("A notification");
+        let body = event["data"]["body"].as_str().unwrap_or_default();
+        let outgoing = Outgoing {
+            kind: "event",
+            to: to.to_owned(),
+            email: templates::event(title, body, &mailer.page("notifications")),
+        };
+        match mailer.try_send(outgoing).await {
+            Ok(()) => Outcome::Delivered,
+            Err(e) if e.permanent => Outcome::Rejected(e.reason),
+            Err(_) => Outcome::RetryAfter(None),
         }
     }
 
@@ -662,6 +706,17 @@ fn collapse_topic(payload: &str) -> Option<String> {
     let value: Value = serde_json::from_str(payload).ok()?;
     let id = Uuid::parse_str(value["data"]["id"].as_str()?).ok()?;
     Some(id.simple().to_string())
+}
+
+/// What an operator sees of an address: its first character and its domain.
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}…@{domain}")
+        }
+        None => "…".to_owned(),
+    }
 }
 
 /// What an operator sees of a device: an endpoint's host, a token's first characters.

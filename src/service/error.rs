@@ -16,6 +16,10 @@ pub enum ServiceError {
     /// Nothing by that id, or nothing the caller may see.
     #[error("{what} not found")]
     NotFound { what: String },
+    /// The token of a link from an email that is unknown, used or expired (which of them
+    /// is not said).
+    #[error("{code}: {detail}")]
+    BadToken { code: &'static str, detail: String },
     /// Credentials or a token that do not stand.
     #[error("{code}: {detail}")]
     Unauthenticated { code: &'static str, detail: String },
@@ -88,6 +92,7 @@ impl ServiceError {
             ServiceError::NotFound { .. } => "not_found",
             ServiceError::Unstorable { .. } => "unstorable_value",
             ServiceError::Unprocessable { code, .. }
+            | ServiceError::BadToken { code, .. }
             | ServiceError::Unauthenticated { code, .. }
             | ServiceError::Forbidden { code, .. }
             | ServiceError::Conflict { code, .. }

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod deliveries;
 pub mod devices;
+pub mod email_tokens;
 pub mod events;
 pub mod idempotency;
 pub mod notifications;

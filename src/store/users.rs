@@ -20,6 +20,9 @@ pub struct User {
     pub token_version: i64,
     /// A disabled user can neither log in nor use earlier tokens.
     pub disabled: bool,
+    /// Whether the user opened a verification link sent to `email` (or reset their
+    /// password through one).
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -35,7 +38,7 @@ pub struct Credentials {
 /// The columns of [`User`], for `select` and `returning`.
 macro_rules! user_columns {
     () => {
-        "id, email, role, token_version, disabled, created_at, updated_at"
+        "id, email, role, token_version, disabled, email_verified, created_at, updated_at"
     };
 }
 
@@ -83,6 +86,36 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<User>, sqlx::Error> {
         tx.for_update()
     );
     on_tx!(tx, c => sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(c).await)
+}
+
+pub async fn find_by_email(db: &Db, email: &Email) -> Result<Option<User>, sqlx::Error> {
+    on_pool!(db, pool => {
+        sqlx::query_as::<_, User>(concat!("select ", user_columns!(), " from users where email = $1"))
+            .bind(email.as_str())
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Marks the address verified, if it is still `email` (a link is for the address it was
+/// sent to). `None` if the user is gone or has another address now.
+pub async fn mark_verified(
+    tx: &mut Tx,
+    id: Uuid,
+    email: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    on_tx!(tx, c => {
+        sqlx::query_as::<_, User>(concat!(
+            "update users set email_verified = true, updated_at = $3 \
+             where id = $1 and email = $2 returning ",
+            user_columns!()
+        ))
+        .bind(id)
+        .bind(email)
+        .bind(now())
+        .fetch_optional(c)
+        .await
+    })
 }
 
 pub async fn credentials_by_email(

@@ -27,6 +27,10 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/auth/refresh"),
     ("post", "/v1/auth/logout"),
     ("post", "/v1/auth/logout-all"),
+    ("post", "/v1/auth/password-reset"),
+    ("post", "/v1/auth/password-reset/confirm"),
+    ("post", "/v1/auth/verify-email/request"),
+    ("post", "/v1/auth/verify-email"),
     ("get", "/v1/me"),
     ("post", "/v1/me/password"),
     ("get", "/v1/me/notification-preferences"),
@@ -190,6 +194,9 @@ async fn openapi_json_lists_every_route(backend: Backend) {
         "/v1/auth/login",
         "/v1/auth/refresh",
         "/v1/auth/logout",
+        "/v1/auth/password-reset",
+        "/v1/auth/password-reset/confirm",
+        "/v1/auth/verify-email",
     ];
     for (method, path) in OPERATIONS {
         let operation = &paths[*path][*method];
@@ -427,6 +434,7 @@ async fn role_guarded_and_rate_limited_operations_document_their_refusals(backen
         ("post", "/v1/auth/register"),
         ("post", "/v1/auth/login"),
         ("post", "/v1/me/password"),
+        ("post", "/v1/auth/password-reset/confirm"),
     ] {
         for status in ["429", "503"] {
             let response = &responses(method, path)[status];

@@ -30,6 +30,7 @@ backend_tests!(
     a_device_sent_too_much_waits_its_turn,
     a_waiting_delivery_survives_a_restart_and_is_sent_once,
     only_admins_read_the_delivery_log,
+    a_user_with_no_device_who_chose_email_is_emailed_if_verified,
 );
 
 postgres_tests!(two_instances_push_each_notification_once);
@@ -638,4 +639,67 @@ async fn two_instances_push_each_notification_once(backend: Backend) {
         matches!(receiver.requests.try_recv(), Err(TryRecvError::Empty)),
         "each once"
     );
+}
+
+async fn a_user_with_no_device_who_chose_email_is_emailed_if_verified(backend: Backend) {
+    let mut smtp = crate::smtp::SmtpServer::open().await;
+    let app = spawn(backend, Duration::from_secs(600), |c| {
+        crate::mail::mail_through(c, &smtp)
+    })
+    .await;
+    let admin = admin(&app).await;
+    let email_broadcasts = json!({"push": ["order_status"], "email": ["broadcast"]});
+    let mut users = Vec::new();
+    for email in ["ada@example.com", "bob@example.com"] {
+        let tokens = app.customer(email).await;
+        let id = app.user_id(&tokens.access_token).await;
+        let set = app
+            .put(
+                "/v1/me/delivery-preferences",
+                &email_broadcasts,
+                &tokens.access_token,
+            )
+            .await;
+        assert_eq!(set.status(), StatusCode::OK);
+        users.push(id);
+    }
+    // Ada verifies her address; Bob does not.
+    app.state.mailer.settled().await;
+    while smtp.try_next().is_some() {}
+    let mut tx = app.state.db.begin().await.unwrap();
+    tidings::store::users::mark_verified(&mut tx, users[0], "ada@example.com")
+        .await
+        .unwrap()
+        .expect("Ada is verified");
+    tx.commit().await.unwrap();
+
+    notify(&app, &admin, users[0], "Weekly digest").await;
+    notify(&app, &admin, users[1], "Weekly digest").await;
+    let mail = smtp.next().await;
+    assert_eq!(mail.to, ["ada@example.com"]);
+    let parsed = mail.parsed();
+    assert!(
+        parsed
+            .subject()
+            .unwrap_or_default()
+            .contains("Weekly digest"),
+        "{:?}",
+        parsed.subject()
+    );
+    assert!(
+        parsed
+            .body_text(0)
+            .unwrap()
+            .contains("About Weekly digest.")
+    );
+    let item = until_logged(&app, &admin, users[0], delivery_is("sent")).await;
+    assert_eq!(item["state"], "emailed");
+    assert_eq!(item["deliveries"][0]["channel"], "email");
+    assert_eq!(item["deliveries"][0]["target"], "a…@example.com");
+    let bob = until_logged(&app, &admin, users[1], |i| i["state"] != "waiting").await;
+    assert_eq!(
+        bob["state"], "no_target",
+        "no mail to an unverified address"
+    );
+    assert!(smtp.try_next().is_none(), "one mail only");
 }

@@ -2,6 +2,7 @@
 //! access token says the caller is. Each operation owns its transaction; handlers validate
 //! and call these.
 
+pub mod emails;
 pub mod password;
 pub mod tokens;
 

@@ -225,6 +225,7 @@ mod tests {
             role: Role::Staff,
             token_version: 3,
             disabled: false,
+            email_verified: false,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }
