@@ -57,6 +57,7 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::RETRY_AFTER,
             REQUEST_ID,
             HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("tidings-acks"),
             position::HEADER,
         ])
         .max_age(CORS_PREFLIGHT_MAX_AGE)

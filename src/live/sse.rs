@@ -20,7 +20,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::future::Either;
@@ -47,6 +47,9 @@ use crate::realtime::protocol::ServerMessage;
 use crate::realtime::replay::{self, Resume};
 use crate::realtime::{Transport, parse_topics};
 use crate::service::accounts::CurrentUser;
+
+/// Says that this server takes acknowledgements of what a stream delivered.
+pub const ACKS_HEADER: HeaderName = HeaderName::from_static("tidings-acks");
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
@@ -211,6 +214,9 @@ async fn events(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // This server takes acknowledgements (`POST /v1/events/ack`), as a WebSocket's
+    // `subscribed` says with `"acks": true`.
+    headers.insert(ACKS_HEADER, HeaderValue::from_static("true"));
     Ok(response)
 }
 

@@ -165,8 +165,10 @@ export {};
  * @property {any} [WebSocket] a WebSocket class (default: the platform's, else the `ws` package)
  * @property {typeof fetch} [fetch]
  * @property {{ initialMs?: number, maxMs?: number }} [backoff] capped exponential with full jitter (500 ms, 30 s)
- * @property {boolean | "auto"} [acks] send `{"type":"ack","seq":N}` after the handlers return:
- *   `auto` (default) when the server's `subscribed` says `"acks": true`
+ * @property {boolean | "auto"} [acks] acknowledge what the handlers finished, so that the user
+ *   is not pushed what the app already showed (a WebSocket's `{"type":"ack","seq":N}`, an
+ *   event stream's `POST /v1/events/ack`): `auto` (default) when the server says it takes
+ *   them (`"acks": true` in `subscribed`, `Tidings-Acks: true` on a stream)
  */
 
 /**

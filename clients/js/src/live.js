@@ -304,6 +304,7 @@ export class Live {
       const s = res.status;
       return { code: s === 401 ? 4001 : s === 429 ? 4029 : s >= 500 ? 1013 : 1008, reason: `HTTP ${s}`, token };
     }
+    session.acks = res.headers.get("tidings-acks") === "true";
     session.open();
     const end = await session.read(res.body).catch(() => (session.abort.signal.aborted ? 1000 : 1006));
     session.close();
@@ -571,6 +572,9 @@ class SseSession {
     this.reached = false;
     this.caught = 0;
     this.acks = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.ackTimer = undefined;
+    this.acked = -1;
     /** @type {Map<string, number>} */
     this.at = new Map();
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -667,10 +671,22 @@ class SseSession {
 
   authenticate() {}
 
-  /** @param {number} _seq */
-  ack(_seq) {}
+  /**
+   * Acknowledges over REST, at most every 250 ms, what the app's handlers finished (an
+   * event stream cannot carry messages upstream). A failed ack is not retried: the next
+   * one covers it, and a missed one costs at most a push the user did not need.
+   * @param {number} seq
+   */
+  ack(seq) {
+    this.acked = Math.max(this.acked, seq);
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      this.live.client.request("POST", "/v1/events/ack", { seq: this.acked }).catch(() => {});
+    }, 250);
+  }
 
   close() {
+    clearTimeout(this.ackTimer);
     clearTimeout(this.quiet);
     this.abort.abort();
   }

@@ -334,5 +334,32 @@ for (const backend of backends()) {
       late.seqs();
       assert.deepEqual(late.events.map((e) => e.seq), early.events.map((e) => e.seq));
     });
+
+    for (const transport of /** @type {const} */ (["websocket", "sse"]))
+    it(`acknowledges over ${transport} what the handlers finished, so the user is not pushed it`, async (t) => {
+      const server = await Server.start(backend, { TIDINGS_PUSH_DELAY: "1s" });
+      t.after(() => server.stop());
+      const admin = await server.client("admin");
+      const user = await server.client("customer", { transport });
+      t.after(() => user.close());
+      const inbox = new Inbox();
+      user.subscribe("notifications", inbox.handler);
+      await status(user, (s) => s.state === "live", "live");
+      const id = user.me?.sub;
+      await admin.post("/v1/notifications/broadcast", { title: "Seen", body: "Handled live.", audience: [id] });
+      await inbox.wait(() => inbox.events.some((e) => e.type === "notification.created"), "the notification");
+
+      // The worker decides once the delay has passed: acknowledged, so nothing is pushed.
+      /** @type {any} */
+      let item;
+      for (const started = Date.now(); ; ) {
+        const log = /** @type {any} */ (await admin.get(`/v1/admin/deliveries?user=${id}`));
+        item = log.items[0];
+        if (item && item.state !== "waiting") break;
+        assert.ok(Date.now() - started < 20000, "the worker decided in time");
+        await sleep(50);
+      }
+      assert.equal(item.state, "acked");
+    });
   });
 }

@@ -232,8 +232,10 @@ export type Options = {
         maxMs?: number;
     } | undefined;
     /**
-     * send `{"type":"ack","seq":N}` after the handlers return:
-     * `auto` (default) when the server's `subscribed` says `"acks": true`
+     * acknowledge what the handlers finished, so that the user
+     * is not pushed what the app already showed (a WebSocket's `{"type":"ack","seq":N}`, an
+     * event stream's `POST /v1/events/ack`): `auto` (default) when the server says it takes
+     * them (`"acks": true` in `subscribed`, `Tidings-Acks: true` on a stream)
      */
     acks?: boolean | "auto" | undefined;
 };

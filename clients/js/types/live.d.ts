@@ -187,6 +187,9 @@ declare class SseSession {
     reached: boolean;
     caught: number;
     acks: boolean;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    ackTimer: ReturnType<typeof setTimeout> | undefined;
+    acked: number;
     /** @type {Map<string, number>} */
     at: Map<string, number>;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -207,8 +210,13 @@ declare class SseSession {
     /** @param {any} _msg */
     control(_msg: any): void;
     authenticate(): void;
-    /** @param {number} _seq */
-    ack(_seq: number): void;
+    /**
+     * Acknowledges over REST, at most every 250 ms, what the app's handlers finished (an
+     * event stream cannot carry messages upstream). A failed ack is not retried: the next
+     * one covers it, and a missed one costs at most a push the user did not need.
+     * @param {number} seq
+     */
+    ack(seq: number): void;
     close(): void;
 }
 export {};
