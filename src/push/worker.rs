@@ -19,6 +19,7 @@
 //!    provider's `Retry-After`, if longer), or dead after the last attempt. Every attempt
 //!    is recorded for `GET /v1/admin/deliveries`.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -339,9 +340,22 @@ impl Worker {
     async fn try_decide(&self) -> anyhow::Result<bool> {
         let at = now();
         let intents = deliveries::due_intents(&self.db, at, BATCH).await?;
+        if intents.is_empty() {
+            return Ok(false);
+        }
+        // What the decisions read, for the whole batch at once: three queries, not three
+        // per intent.
+        let mut users: Vec<Uuid> = intents.iter().map(|i| i.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let context = Context {
+            acked: presence::acked_seqs(&self.db, &users).await?,
+            prefs: delivery_service::preferences_of(&self.db, &users).await?,
+            devices: devices::of_users(&self.db, &users).await?,
+        };
         let mut decided = Vec::with_capacity(intents.len());
         for intent in &intents {
-            decided.push(self.decision(intent, at).await?);
+            decided.push(self.decision(intent, &context, at).await?);
         }
         let mut tx = self.db.begin().await?;
         for (intent, (state, planned)) in intents.iter().zip(&decided) {
@@ -362,13 +376,18 @@ impl Worker {
     async fn decision(
         &self,
         intent: &Intent,
+        context: &Context,
         at: DateTime<Utc>,
     ) -> anyhow::Result<(&'static str, Vec<Delivery>)> {
-        let acked = presence::acked_seq(&self.db, intent.user_id).await?;
-        if acked.is_some_and(|seq| seq >= intent.event_seq) {
+        let acked = context.acked.get(&intent.user_id);
+        if acked.is_some_and(|seq| *seq >= intent.event_seq) {
             return Ok(("acked", Vec::new()));
         }
-        let prefs = delivery_service::preferences(&self.db, intent.user_id).await?;
+        let prefs = context
+            .prefs
+            .get(&intent.user_id)
+            .cloned()
+            .unwrap_or_default();
         let push = prefs.pushes(&intent.kind);
         let email = prefs.emails(&intent.kind);
         if !push && !email {
@@ -394,11 +413,11 @@ impl Worker {
                 event_at,
             };
         if push {
-            let targets: Vec<Delivery> = devices::list(&self.db, intent.user_id)
-                .await?
-                .into_iter()
-                .filter(|d| self.providers.serves(&d.kind))
-                .map(|d| delivery(&d.kind, Some(d.id), d.id.to_string(), shown(&d)))
+            let targets: Vec<Delivery> = context
+                .devices
+                .iter()
+                .filter(|d| d.user_id == intent.user_id && self.providers.serves(&d.kind))
+                .map(|d| delivery(&d.kind, Some(d.id), d.id.to_string(), shown(d)))
                 .collect();
             if !targets.is_empty() {
                 return Ok(("pushed", targets));
@@ -438,35 +457,36 @@ impl Worker {
         };
         let full = claimed.len() == free;
         let mut deferred = Vec::new();
+        let device_ids: Vec<Uuid> = claimed.iter().filter_map(|d| d.device_id).collect();
+        let found: HashMap<Uuid, Device> = match devices::get_many(&self.db, &device_ids).await
+        {
+            Ok(found) => found.into_iter().map(|d| (d.id, d)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the delivery worker could not read devices");
+                let later = at + Duration::from_secs(1);
+                let back: Vec<Settled> = claimed.iter().map(|d| put_back(d, later)).collect();
+                self.settle(&back).await;
+                return false;
+            }
+        };
         for delivery in claimed {
             // A device sent too much lately waits its turn, without an attempt counted.
             if let Err(not_until) = self.limiter.check_key(&delivery.target_key) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 metrics::counter!("tidings_push_attempts_total", "provider" => delivery.channel.clone(), "outcome" => "rate_limited")
                     .increment(1);
-                deferred.push(Settled {
-                    id: delivery.id,
-                    status: "pending",
-                    attempts: delivery.attempts,
-                    next_attempt_at: at + wait,
-                    attempt: None,
-                });
+                deferred.push(put_back(&delivery, at + wait));
                 continue;
             }
             let Ok(permit) = self.sends.clone().try_acquire_owned() else {
                 // Not sent now: back to pending, not left to its lease.
-                deferred.push(Settled {
-                    id: delivery.id,
-                    status: "pending",
-                    attempts: delivery.attempts,
-                    next_attempt_at: at,
-                    attempt: None,
-                });
+                deferred.push(put_back(&delivery, at));
                 continue;
             };
             let job = self.job();
+            let device = delivery.device_id.and_then(|id| found.get(&id).cloned());
             sending.spawn(async move {
-                let settled = job.send(delivery).await;
+                let settled = job.send(delivery, device).await;
                 drop(permit);
                 settled
             });
@@ -506,6 +526,25 @@ impl Worker {
     }
 }
 
+/// A claimed delivery returned to pending, due at `next`, without an attempt.
+fn put_back(delivery: &Delivery, next: DateTime<Utc>) -> Settled {
+    Settled {
+        id: delivery.id,
+        status: "pending",
+        attempts: delivery.attempts,
+        next_attempt_at: next,
+        attempt: None,
+        used_device: None,
+    }
+}
+
+/// What the decisions of one batch of intents read.
+struct Context {
+    acked: HashMap<Uuid, i64>,
+    prefs: HashMap<Uuid, delivery_service::Preferences>,
+    devices: Vec<Device>,
+}
+
 /// One send, with what it needs, run on its own task.
 struct SendJob {
     db: Db,
@@ -515,7 +554,8 @@ struct SendJob {
 }
 
 impl SendJob {
-    async fn send(self, delivery: Delivery) -> Settled {
+    /// Sends one delivery to its device (`None`: removed since, or an email).
+    async fn send(self, delivery: Delivery, device: Option<Device>) -> Settled {
         let started = Instant::now();
         let at = now();
         let attempt = delivery.attempts + 1;
@@ -531,10 +571,9 @@ impl SendJob {
         let outcome = if channel == "email" {
             self.email(&delivery).await
         } else {
-            match self.device(&delivery).await {
-                Err(reason) => Outcome::Rejected(reason),
-                Ok(None) => Outcome::Gone,
-                Ok(Some(device)) => {
+            match device {
+                None => Outcome::Gone,
+                Some(device) => {
                     let message = PushMessage {
                         payload: delivery.payload.clone().into_bytes(),
                         ttl: PUSH_TTL,
@@ -565,6 +604,7 @@ impl SendJob {
             attempts: attempt.attempt,
             next_attempt_at: next,
             attempt: Some(attempt),
+            used_device: None,
         };
         match outcome {
             Outcome::Delivered => {
@@ -573,12 +613,10 @@ impl SendJob {
                     .unwrap_or_default();
                 metrics::histogram!("tidings_push_latency_seconds", "provider" => delivery.channel.clone())
                     .record(lag.as_secs_f64());
-                if let Some(id) = delivery.device_id
-                    && let Err(e) = device_service::mark_used(&self.db, id).await
-                {
-                    tracing::debug!(error = %e, "could not record a device's use");
+                Settled {
+                    used_device: delivery.device_id,
+                    ..settled("sent", at, record("delivered", None))
                 }
-                settled("sent", at, record("delivered", None))
             }
             Outcome::Gone => {
                 if let Some(id) = delivery.device_id
@@ -630,16 +668,6 @@ impl SendJob {
             Err(e) if e.permanent => Outcome::Rejected(e.reason),
             Err(_) => Outcome::RetryAfter(None),
         }
-    }
-
-    /// The device a delivery goes to: `None` if it was removed meanwhile.
-    async fn device(&self, delivery: &Delivery) -> Result<Option<Device>, String> {
-        let Some(id) = delivery.device_id else {
-            return Ok(None);
-        };
-        devices::get(&self.db, id)
-            .await
-            .map_err(|e| format!("the device could not be read: {e}"))
     }
 }
 

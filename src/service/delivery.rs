@@ -63,6 +63,27 @@ pub async fn preferences(db: &Db, user: Uuid) -> ServiceResult<Preferences> {
     })
 }
 
+/// The preferences of each of these users (the defaults for those who set none).
+pub async fn preferences_of(
+    db: &Db,
+    users: &[Uuid],
+) -> ServiceResult<std::collections::HashMap<Uuid, Preferences>> {
+    let stored = deliveries::preferences_of(db, users).await?;
+    Ok(users
+        .iter()
+        .map(|user| {
+            let prefs = match stored.get(user) {
+                Some(s) => Preferences {
+                    push: parse(&s.push),
+                    email: parse(&s.email),
+                },
+                None => Preferences::default(),
+            };
+            (*user, prefs)
+        })
+        .collect())
+}
+
 /// Replaces the user's preferences; what they are now (repeats dropped, in order).
 pub async fn set_preferences(
     db: &Db,

@@ -24,6 +24,31 @@ pub async fn preferences(db: &Db, user: Uuid) -> Result<Option<StoredPreferences
     .bind(user).fetch_optional(p).await)
 }
 
+/// The stored preferences of each of these users who set any.
+pub async fn preferences_of(
+    db: &Db,
+    users: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, StoredPreferences>, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "select user_id, push, email from delivery_preferences where user_id in ({})",
+        super::placeholders(1, users.len())
+    );
+    let rows: Vec<(Uuid, String, String)> = on_pool!(db, p => {
+        let mut q = sqlx::query_as::<_, (Uuid, String, String)>(AssertSqlSafe(sql));
+        for user in users {
+            q = q.bind(user);
+        }
+        q.fetch_all(p).await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, push, email)| (user, StoredPreferences { push, email }))
+        .collect())
+}
+
 /// Replaces the user's channel preferences.
 pub async fn set_preferences(
     db: &Db,
@@ -206,11 +231,28 @@ pub struct Settled {
     /// The attempt to record, if one was made (a rate-limited delivery is put back
     /// without one).
     pub attempt: Option<Attempt>,
+    /// The device to record as used (a delivery sent to it).
+    pub used_device: Option<Uuid>,
 }
 
-/// Records the outcomes of claimed deliveries, in one transaction.
+/// Records the outcomes of claimed deliveries, and the last use of the devices sent to, in
+/// one transaction.
 pub async fn settle(db: &Db, settled: &[Settled], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let used: Vec<Uuid> = settled.iter().filter_map(|s| s.used_device).collect();
     let mut tx = db.begin().await?;
+    for chunk in used.chunks(500) {
+        let sql = format!(
+            "update devices set last_used_at = $1 where id in ({})",
+            super::placeholders(2, chunk.len())
+        );
+        on_tx!(&mut tx, c => {
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(at);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(c).await.map(|_| ())
+        })?;
+    }
     for s in settled {
         on_tx!(&mut tx, c => sqlx::query(
             "update deliveries set status = $2, attempts = $3, next_attempt_at = $4, \

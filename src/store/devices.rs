@@ -91,6 +91,42 @@ pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<Device>, sqlx::Error> {
         .bind(user_id).fetch_all(p).await)
 }
 
+/// The devices of these users, oldest first.
+pub async fn of_users(db: &Db, users: &[Uuid]) -> Result<Vec<Device>, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "select {COLUMNS} from devices where user_id in ({}) order by id",
+        super::placeholders(1, users.len())
+    );
+    on_pool!(db, p => {
+        let mut q = sqlx::query_as::<_, Device>(sqlx::AssertSqlSafe(sql));
+        for user in users {
+            q = q.bind(user);
+        }
+        q.fetch_all(p).await
+    })
+}
+
+/// These devices, those that still exist.
+pub async fn get_many(db: &Db, ids: &[Uuid]) -> Result<Vec<Device>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "select {COLUMNS} from devices where id in ({})",
+        super::placeholders(1, ids.len())
+    );
+    on_pool!(db, p => {
+        let mut q = sqlx::query_as::<_, Device>(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(p).await
+    })
+}
+
 /// One device by id.
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<Device>, sqlx::Error> {
     let sql = format!("select {COLUMNS} from devices where id = $1");

@@ -129,8 +129,24 @@ pub async fn record_acks(
     tx.commit().await
 }
 
-/// The highest seq the user's apps acknowledged.
-pub async fn acked_seq(db: &Db, user: Uuid) -> Result<Option<i64>, sqlx::Error> {
-    on_pool!(db, p => sqlx::query_scalar::<_, i64>("select seq from live_acks where user_id = $1")
-        .bind(user).fetch_optional(p).await)
+/// The highest acknowledged seq of each of these users who acknowledged anything.
+pub async fn acked_seqs(
+    db: &Db,
+    users: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "select user_id, seq from live_acks where user_id in ({})",
+        placeholders(1, users.len())
+    );
+    let rows: Vec<(Uuid, i64)> = on_pool!(db, p => {
+        let mut q = sqlx::query_as::<_, (Uuid, i64)>(AssertSqlSafe(sql));
+        for user in users {
+            q = q.bind(user);
+        }
+        q.fetch_all(p).await
+    })?;
+    Ok(rows.into_iter().collect())
 }
