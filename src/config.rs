@@ -1505,6 +1505,54 @@ mod tests {
     }
 
     #[test]
+    fn the_apns_settings_go_together_and_provider_urls_are_checked() {
+        let config = read(&[
+            "--apns-key",
+            "/etc/tidings/AuthKey.p8",
+            "--apns-key-id",
+            "ABC123DEFG",
+            "--apns-team-id",
+            "DEF123GHIJ",
+        ])
+        .unwrap();
+        assert_eq!(config.apns_key_id.as_deref(), Some("ABC123DEFG"));
+        assert!(config.fcm_credentials.is_none());
+        assert_eq!(config.fcm_base_url.as_str(), "https://fcm.googleapis.com/");
+        let err = read(&["--apns-key", "/etc/tidings/AuthKey.p8"]).unwrap_err();
+        assert_eq!(err.var, "TIDINGS_APNS_KEY_ID");
+        let err = read(&[
+            "--apns-key-id",
+            "ABC123DEFG",
+            "--apns-team-id",
+            "DEF123GHIJ",
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "TIDINGS_APNS_KEY");
+        for (args, var) in [
+            (["--apns-key-id", "short"], "TIDINGS_APNS_KEY_ID"),
+            (["--apns-team-id", "ABC-123-DEF"], "TIDINGS_APNS_TEAM_ID"),
+            (
+                ["--apns-sandbox-url", "http://127.0.0.1:8443"],
+                "TIDINGS_APNS_SANDBOX_URL",
+            ),
+            (
+                ["--apns-production-url", "https://u:p@push.example"],
+                "TIDINGS_APNS_PRODUCTION_URL",
+            ),
+            (
+                ["--fcm-base-url", "fcm.googleapis.com"],
+                "TIDINGS_FCM_BASE_URL",
+            ),
+            (
+                ["--fcm-base-url", "https://fcm.example/?x=1"],
+                "TIDINGS_FCM_BASE_URL",
+            ),
+        ] {
+            assert_eq!(read(&args).unwrap_err().var, var, "{args:?}");
+        }
+    }
+
+    #[test]
     fn mail_needs_a_sender_and_a_public_url_and_verification_needs_mail() {
         let mut config = read(&["--public-url", "https://shop.example"]).unwrap();
         config.smtp_url = SmtpUrl::parse("smtp://mail.example").unwrap();

@@ -376,6 +376,38 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_or_bad_key_is_an_error_naming_the_setting_without_the_key() {
+        let mut config = Config::defaults();
+        config.apns_key = Some("/nonexistent/AuthKey.p8".into());
+        config.apns_key_id = Some("ABC123DEFG".into());
+        config.apns_team_id = Some("DEF123GHIJ".into());
+        let err = format!("{:#}", Apns::from_config(&config).unwrap_err());
+        assert!(
+            err.starts_with("TIDINGS_APNS_KEY: could not read /nonexistent/AuthKey.p8"),
+            "{err}"
+        );
+
+        let url = url::Url::parse("https://api.push.apple.com").unwrap();
+        let not_a_key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n";
+        let err = Apns::new(ApnsSettings {
+            key_pem: not_a_key,
+            key_path: Path::new("/etc/AuthKey.p8"),
+            key_id: "ABC123DEFG",
+            team_id: "DEF123GHIJ",
+            production: &url,
+            sandbox: &url,
+            extra_ca: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("TIDINGS_APNS_KEY: /etc/AuthKey.p8"),
+            "{err}"
+        );
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
     fn the_payload_is_an_alert_with_the_event_and_fits_in_4_kib() {
         let event = json!({"seq": 3, "type": "notification.created",
             "data": {"title": "Sale", "body": "About sale.", "data": {}}});

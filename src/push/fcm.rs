@@ -465,6 +465,13 @@ mod tests {
         );
         assert!(err.contains("private_key"), "{err}");
         assert!(!err.contains("c2VjcmV0"), "{err}");
+        let mut config = Config::defaults();
+        config.fcm_credentials = Some("/nonexistent/sa.json".into());
+        let err = format!("{:#}", Fcm::from_config(&config).unwrap_err());
+        assert!(
+            err.starts_with("TIDINGS_FCM_CREDENTIALS: could not read /nonexistent/sa.json"),
+            "{err}"
+        );
         let err = Fcm::new(r#"{"private_key": 5}"#, path, &base)
             .unwrap_err()
             .to_string();
