@@ -31,6 +31,7 @@ backend_tests!(
     an_fcm_device_is_sent_the_notification_with_one_access_token_for_two,
     an_fcm_token_reported_unregistered_is_removed,
     fcm_unavailable_is_retried_after_its_retry_after,
+    an_access_token_fcm_refuses_is_replaced,
     an_apns_device_is_sent_the_notification_over_http2,
     an_apns_token_reported_unregistered_is_removed,
     apns_too_many_requests_is_retried,
@@ -312,7 +313,11 @@ fn fcm_ok() -> Answer {
     )
 }
 
-async fn spawn_with_fcm(backend: Backend, fcm: &FcmStandIn) -> TestApp {
+async fn spawn_with_fcm(
+    backend: Backend,
+    fcm: &FcmStandIn,
+    tweak: impl FnOnce(&mut tidings::config::Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let credentials = fcm.credentials(dir.path());
     let base = fcm.base.parse().unwrap();
@@ -320,6 +325,7 @@ async fn spawn_with_fcm(backend: Backend, fcm: &FcmStandIn) -> TestApp {
     spawn(backend, |c| {
         c.fcm_credentials = Some(credentials);
         c.fcm_base_url = base;
+        tweak(c);
     })
     .await
 }
@@ -327,7 +333,7 @@ async fn spawn_with_fcm(backend: Backend, fcm: &FcmStandIn) -> TestApp {
 async fn an_fcm_device_is_sent_the_notification_with_one_access_token_for_two(backend: Backend) {
     let mut fcm = FcmStandIn::start().await;
     fcm.answer_with(fcm_ok()).await;
-    let app = spawn_with_fcm(backend, &fcm).await;
+    let app = spawn_with_fcm(backend, &fcm, |_| {}).await;
     let admin = admin(&app).await;
     let (_, ada, device) = with_device(&app, json!({"kind": "fcm", "token": FCM_TOKEN})).await;
 
@@ -387,7 +393,7 @@ async fn an_fcm_token_reported_unregistered_is_removed(backend: Backend) {
         }}),
     ))
     .await;
-    let app = spawn_with_fcm(backend, &fcm).await;
+    let app = spawn_with_fcm(backend, &fcm, |_| {}).await;
     let admin = admin(&app).await;
     let (token, ada, _) = with_device(&app, json!({"kind": "fcm", "token": FCM_TOKEN})).await;
 
@@ -421,7 +427,7 @@ async fn fcm_unavailable_is_retried_after_its_retry_after(backend: Backend) {
         }}),
     ))
     .await;
-    let app = spawn_with_fcm(backend, &fcm).await;
+    let app = spawn_with_fcm(backend, &fcm, |_| {}).await;
     let admin = admin(&app).await;
     let (_, ada, _) = with_device(&app, json!({"kind": "fcm", "token": FCM_TOKEN})).await;
 
@@ -447,6 +453,50 @@ async fn fcm_unavailable_is_retried_after_its_retry_after(backend: Backend) {
     assert_eq!(log[0]["outcome"], "retry");
     assert_eq!(log[0]["detail"], "retry after 1 s");
     assert_eq!(log[1]["outcome"], "delivered");
+    fcm.assert_no_problems().await;
+}
+
+async fn an_access_token_fcm_refuses_is_replaced(backend: Backend) {
+    let mut fcm = FcmStandIn::start().await;
+    // FCM's answer to a token it no longer takes (revoked, or expired early).
+    fcm.answer_with(answer(
+        401,
+        vec![],
+        json!({"error": {
+            "code": 401,
+            "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            "status": "UNAUTHENTICATED"
+        }}),
+    ))
+    .await;
+    // A retry at least half a second later: time to switch the answer before it.
+    let app = spawn_with_fcm(backend, &fcm, |c| {
+        c.push_retry_base = Duration::from_secs(1)
+    })
+    .await;
+    let admin = admin(&app).await;
+    let (_, ada, _) = with_device(&app, json!({"kind": "fcm", "token": FCM_TOKEN})).await;
+
+    notify(&app, &admin, ada, "Again").await;
+    let refused = next(&mut fcm.sends).await;
+    until_logged(&app, &admin, ada, |i| {
+        i["deliveries"][0]["log"][0]["outcome"] == "retry"
+    })
+    .await;
+    fcm.answer_with(fcm_ok()).await;
+    let again = next(&mut fcm.sends).await;
+    until_logged(&app, &admin, ada, delivery_is("sent")).await;
+
+    let issued = fcm.issued.lock().await.clone();
+    assert_eq!(issued.len(), 2, "a new access token after the refusal");
+    assert_eq!(
+        refused.headers["authorization"],
+        format!("Bearer {}", issued[0]).as_str()
+    );
+    assert_eq!(
+        again.headers["authorization"],
+        format!("Bearer {}", issued[1]).as_str()
+    );
     fcm.assert_no_problems().await;
 }
 
