@@ -412,6 +412,46 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_PUSH_DEVICE_RATE", default_value = "60", global = true,
         value_parser = between(1u32, 100_000))]
     pub push_device_rate: u32,
+    /// path to the Firebase service-account key file (JSON, from the Firebase console's
+    /// service accounts page): set, devices of kind `fcm` are pushed to through FCM's HTTP
+    /// v1 API; unset, they are not sent to
+    #[arg(long, env = "TIDINGS_FCM_CREDENTIALS", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_optional_path)]
+    pub fcm_credentials: std::option::Option<PathBuf>,
+    /// where FCM's API is (`…/v1/projects/{project}/messages:send` below it); the access
+    /// token comes from the key file's `token_uri`
+    #[arg(long, env = "TIDINGS_FCM_BASE_URL", default_value = "https://fcm.googleapis.com",
+        global = true, value_parser = parse_base_url)]
+    pub fcm_base_url: url::Url,
+    /// path to the APNs signing key (the `.p8` file of token-based authentication, a P-256
+    /// key): set, with `TIDINGS_APNS_KEY_ID` and `TIDINGS_APNS_TEAM_ID`, devices of kind
+    /// `apns` are pushed to; unset, they are not sent to
+    #[arg(long, env = "TIDINGS_APNS_KEY", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_optional_path)]
+    pub apns_key: std::option::Option<PathBuf>,
+    /// the APNs key's id (10 characters, shown beside the key in Apple's developer account)
+    #[arg(long, env = "TIDINGS_APNS_KEY_ID", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_apple_id)]
+    pub apns_key_id: std::option::Option<String>,
+    /// the Apple developer team id (10 characters) that the APNs key belongs to
+    #[arg(long, env = "TIDINGS_APNS_TEAM_ID", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_apple_id)]
+    pub apns_team_id: std::option::Option<String>,
+    /// APNs for apps registered with `environment` `production` (`https://` only)
+    #[arg(long, env = "TIDINGS_APNS_PRODUCTION_URL", default_value = "https://api.push.apple.com",
+        global = true, value_parser = parse_https_base_url)]
+    pub apns_production_url: url::Url,
+    /// APNs for apps registered with `environment` `sandbox` (development builds;
+    /// `https://` only)
+    #[arg(long, env = "TIDINGS_APNS_SANDBOX_URL",
+        default_value = "https://api.sandbox.push.apple.com", global = true,
+        value_parser = parse_https_base_url)]
+    pub apns_sandbox_url: url::Url,
+    /// for tests and private gateways: path to a PEM CA certificate that the APNs client
+    /// trusts besides the system's roots
+    #[arg(long, env = "TIDINGS_APNS_CA", default_value = "", hide_default_value = true,
+        global = true, value_parser = parse_optional_path)]
+    pub apns_ca: std::option::Option<PathBuf>,
     /// `text` or `json`
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", global = true,
         value_parser = parse_log_format)]
@@ -507,6 +547,7 @@ impl Config {
             shed_after: crate::net::server::Limits::DEFAULT_SHED_AFTER,
         };
         self.check_mail()?;
+        self.check_apns()?;
         if self.ws_idle_timeout <= self.ws_ping_interval {
             return Err(ConfigError {
                 var: "TIDINGS_WS_IDLE_TIMEOUT".into(),
@@ -554,6 +595,33 @@ impl Config {
                 "--require-verified-email",
                 "needs TIDINGS_SMTP_URL: without email nobody could verify their address",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The APNs key, its id and the team id go together: one without the others is a
+    /// mistake, not a choice to leave APNs off.
+    pub fn check_apns(&self) -> Result<(), ConfigError> {
+        let set = [
+            self.apns_key.is_some(),
+            self.apns_key_id.is_some(),
+            self.apns_team_id.is_some(),
+        ];
+        if set.iter().any(|s| *s) && !set.iter().all(|s| *s) {
+            let (var, flag) = match set {
+                [false, ..] => ("TIDINGS_APNS_KEY", "--apns-key"),
+                [_, false, _] => ("TIDINGS_APNS_KEY_ID", "--apns-key-id"),
+                _ => ("TIDINGS_APNS_TEAM_ID", "--apns-team-id"),
+            };
+            return Err(ConfigError {
+                var: var.into(),
+                flag: Some(flag.into()),
+                problem: "must be set with the other APNs settings: TIDINGS_APNS_KEY, \
+                          TIDINGS_APNS_KEY_ID and TIDINGS_APNS_TEAM_ID go together"
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -882,6 +950,52 @@ fn parse_admin_listen(value: &str) -> Result<Option<SocketAddr>, String> {
     match value.trim() {
         "" => Ok(None),
         value => parse_listen(value).map(Some),
+    }
+}
+
+fn parse_optional_path(value: &str) -> Result<Option<PathBuf>, String> {
+    match value.trim() {
+        "" => Ok(None),
+        value => Ok(Some(PathBuf::from(value))),
+    }
+}
+
+/// A provider's base URL: `http(s)://host[:port][/path]`, no user, query or fragment.
+fn parse_base_url(value: &str) -> Result<url::Url, String> {
+    let value = value.trim();
+    let url = url::Url::parse(value).map_err(|e| format!("{} is not a URL ({e})", quote(value)))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.password().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(format!(
+            "{} is not an http:// or https:// URL without user, query or fragment",
+            quote(value)
+        ));
+    }
+    Ok(url)
+}
+
+/// [`parse_base_url`], `https://` only (APNs is HTTP/2 over TLS).
+fn parse_https_base_url(value: &str) -> Result<url::Url, String> {
+    let url = parse_base_url(value)?;
+    if url.scheme() != "https" {
+        return Err(format!("{} is not an https:// URL", quote(value.trim())));
+    }
+    Ok(url)
+}
+
+/// An Apple key or team id: 10 letters and digits.
+fn parse_apple_id(value: &str) -> Result<Option<String>, String> {
+    match value.trim() {
+        "" => Ok(None),
+        id if id.len() == 10 && id.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Ok(Some(id.to_owned()))
+        }
+        id => Err(format!("{} is not 10 letters and digits", quote(id))),
     }
 }
 
@@ -1388,6 +1502,54 @@ mod tests {
         );
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(config.public_url.as_deref(), Some("https://shop.example"));
+    }
+
+    #[test]
+    fn the_apns_settings_go_together_and_provider_urls_are_checked() {
+        let config = read(&[
+            "--apns-key",
+            "/etc/tidings/AuthKey.p8",
+            "--apns-key-id",
+            "ABC123DEFG",
+            "--apns-team-id",
+            "DEF123GHIJ",
+        ])
+        .unwrap();
+        assert_eq!(config.apns_key_id.as_deref(), Some("ABC123DEFG"));
+        assert!(config.fcm_credentials.is_none());
+        assert_eq!(config.fcm_base_url.as_str(), "https://fcm.googleapis.com/");
+        let err = read(&["--apns-key", "/etc/tidings/AuthKey.p8"]).unwrap_err();
+        assert_eq!(err.var, "TIDINGS_APNS_KEY_ID");
+        let err = read(&[
+            "--apns-key-id",
+            "ABC123DEFG",
+            "--apns-team-id",
+            "DEF123GHIJ",
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "TIDINGS_APNS_KEY");
+        for (args, var) in [
+            (["--apns-key-id", "short"], "TIDINGS_APNS_KEY_ID"),
+            (["--apns-team-id", "ABC-123-DEF"], "TIDINGS_APNS_TEAM_ID"),
+            (
+                ["--apns-sandbox-url", "http://127.0.0.1:8443"],
+                "TIDINGS_APNS_SANDBOX_URL",
+            ),
+            (
+                ["--apns-production-url", "https://u:p@push.example"],
+                "TIDINGS_APNS_PRODUCTION_URL",
+            ),
+            (
+                ["--fcm-base-url", "fcm.googleapis.com"],
+                "TIDINGS_FCM_BASE_URL",
+            ),
+            (
+                ["--fcm-base-url", "https://fcm.example/?x=1"],
+                "TIDINGS_FCM_BASE_URL",
+            ),
+        ] {
+            assert_eq!(read(&args).unwrap_err().var, var, "{args:?}");
+        }
     }
 
     #[test]

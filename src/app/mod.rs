@@ -35,6 +35,8 @@ use crate::http::middleware::{
     request_span, require_host, security_headers,
 };
 use crate::net::REQUEST_ID;
+use crate::push::apns::Apns;
+use crate::push::fcm::Fcm;
 use crate::push::vapid::VapidKey;
 use crate::push::webpush::WebPush;
 use crate::push::worker::{self, Providers, WorkerConfig, WorkerStats};
@@ -226,6 +228,9 @@ impl Application {
         let accounts = Accounts::new(db.clone(), &config)?;
         let vapid = Arc::new(VapidKey::load(&config)?);
         let mailer = crate::mail::Mailer::new(&config)?;
+        // Read before anything starts: a missing file or a bad key stops the start.
+        let fcm = Fcm::from_config(&config)?;
+        let apns = Apns::from_config(&config)?;
         let background = CancellationToken::new();
         let pipeline = Pipeline::start("tidings-pipeline")?;
         let hub_thread = Pipeline::start("tidings-hub")?;
@@ -285,6 +290,8 @@ impl Application {
                 vapid.clone(),
                 config.push_allow_private_endpoints,
             )?),
+            fcm,
+            apns,
             mail: mailer.is_enabled().then(|| mailer.clone()),
         };
         let worker_stats = Arc::new(WorkerStats::default());

@@ -1,9 +1,12 @@
 //! Push: sending a message to a device that holds no live connection (a closed browser
 //! tab, an app in the background), through its provider. Each provider sits behind
 //! [`PushProvider`]; what it answers is an [`Outcome`] that the caller acts on (remove a
-//! gone device, retry later). Today there is Web Push ([`webpush`]); FCM and APNs come
-//! next, and so does the worker that sends from the outbox.
+//! gone device, retry later). There are three: Web Push ([`webpush`]), Firebase Cloud
+//! Messaging ([`fcm`]) and Apple's push service ([`apns`]); the [`worker`] sends from the
+//! outbox through whichever are configured.
 
+pub mod apns;
+pub mod fcm;
 pub mod vapid;
 pub mod webpush;
 pub mod worker;
@@ -65,6 +68,33 @@ pub enum Outcome {
 pub trait PushProvider: Send + Sync {
     /// Sends `message` to `device`; never fails otherwise than through the [`Outcome`].
     fn send(&self, device: &Device, message: &PushMessage) -> impl Future<Output = Outcome> + Send;
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// At most `max` bytes of a provider's text for the delivery log, cut at a character.
+fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 /// Whether a topic is one every provider takes: 1 to 32 characters of the base64url

@@ -6,8 +6,7 @@
 //! `aes-gcm`) rather than a Web Push crate: `web-push` needs OpenSSL, and
 //! `web-push-native` would add its own request type while the encryption is the few steps
 //! of RFC 8291 below; `p256`, `hkdf` and `sha2` were in the tree already (through
-//! `jsonwebtoken`). HTTP is `reqwest` with rustls (no OpenSSL); the later APNs provider
-//! shares it for HTTP/2.
+//! `jsonwebtoken`). HTTP is `reqwest` with rustls (no OpenSSL), as for FCM and APNs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,11 +20,11 @@ use hkdf::Hkdf;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::{PublicKey, SecretKey};
 use rand::RngCore;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use sha2::Sha256;
 
 use super::vapid::VapidKey;
-use super::{Outcome, PushMessage, PushProvider, valid_topic};
+use super::{Outcome, PushMessage, PushProvider, retry_after, valid_topic};
 use crate::domain::device::{is_public, push_endpoint};
 use crate::store::devices::Device;
 
@@ -221,17 +220,6 @@ fn outcome(status: u16, headers: &reqwest::header::HeaderMap) -> Outcome {
     }
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.signed_duration_since(chrono::Utc::now());
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
-}
-
 /// Resolves names as the system does, then keeps only public addresses: a host name that
 /// points into the server's own network is no way around the endpoint check.
 struct PublicOnlyResolver;
@@ -289,7 +277,7 @@ mod tests {
         assert_eq!(outcome(404, &none), Outcome::Gone);
         assert_eq!(outcome(502, &none), Outcome::RetryAfter(None));
         let mut later = reqwest::header::HeaderMap::new();
-        later.insert(RETRY_AFTER, "7".parse().unwrap());
+        later.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(
             outcome(429, &later),
             Outcome::RetryAfter(Some(Duration::from_secs(7)))

@@ -37,6 +37,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::apns::Apns;
+use super::fcm::Fcm;
 use super::webpush::{MAX_PAYLOAD, WebPush};
 use super::{Outcome, PushMessage, PushProvider, Urgency};
 use crate::events::{Audience, Event, EventType, stream};
@@ -100,6 +102,10 @@ pub struct WorkerStats {
 #[derive(Clone, Default)]
 pub struct Providers {
     pub webpush: Option<WebPush>,
+    /// Firebase Cloud Messaging (absent without `TIDINGS_FCM_CREDENTIALS`).
+    pub fcm: Option<Fcm>,
+    /// Apple's push service (absent without `TIDINGS_APNS_KEY`).
+    pub apns: Option<Apns>,
     /// Email, for users with no device who chose it (absent without `TIDINGS_SMTP_URL`).
     pub mail: Option<Mailer>,
 }
@@ -108,6 +114,8 @@ impl Providers {
     fn serves(&self, kind: &str) -> bool {
         match kind {
             "webpush" => self.webpush.is_some(),
+            "fcm" => self.fcm.is_some(),
+            "apns" => self.apns.is_some(),
             _ => false,
         }
     }
@@ -584,6 +592,14 @@ impl SendJob {
                         "webpush" => match &self.providers.webpush {
                             Some(provider) => provider.send(&device, &message).await,
                             None => Outcome::Rejected("Web Push is not configured".to_owned()),
+                        },
+                        "fcm" => match &self.providers.fcm {
+                            Some(provider) => provider.send(&device, &message).await,
+                            None => Outcome::Rejected("FCM is not configured".to_owned()),
+                        },
+                        "apns" => match &self.providers.apns {
+                            Some(provider) => provider.send(&device, &message).await,
+                            None => Outcome::Rejected("APNs is not configured".to_owned()),
                         },
                         other => Outcome::Rejected(format!("no {other} provider is configured")),
                     }

@@ -33,6 +33,7 @@ mod products;
 
 mod proxy;
 mod push;
+mod push_providers;
 mod shutdown;
 mod smtp;
 mod websocket;

@@ -83,20 +83,20 @@ async fn subscribed_user(app: &TestApp, email: &str, receiver: &Receiver, seed: 
     }
 }
 
-async fn admin(app: &TestApp) -> String {
+pub(crate) async fn admin(app: &TestApp) -> String {
     app.user_with_role("root@example.com", tidings::domain::Role::Admin)
         .await
         .access_token
 }
 
 /// Sends the user a notification (an admin's broadcast to them alone).
-async fn notify(app: &TestApp, admin: &str, user: Uuid, title: &str) {
+pub(crate) async fn notify(app: &TestApp, admin: &str, user: Uuid, title: &str) {
     app.broadcast(admin, title, &format!("About {title}."), json!([user]))
         .await;
 }
 
 /// The delivery log's items for `query` (e.g. `user=…`).
-async fn log(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
+pub(crate) async fn log(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
     let body = app
         .get_json(&format!("/v1/admin/deliveries?{query}"), Some(admin))
         .await;
@@ -104,7 +104,7 @@ async fn log(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
 }
 
 /// Waits until the log of `user` has an item for which `done` holds; that item.
-async fn until_logged(
+pub(crate) async fn until_logged(
     app: &TestApp,
     admin: &str,
     user: Uuid,
@@ -156,7 +156,7 @@ fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
     move |i: &Value| i["state"] == state
 }
 
-fn delivery_is(status: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn delivery_is(status: &'static str) -> impl Fn(&Value) -> bool {
     move |i: &Value| {
         i["deliveries"]
             .as_array()
