@@ -466,8 +466,7 @@ impl Worker {
         let full = claimed.len() == free;
         let mut deferred = Vec::new();
         let device_ids: Vec<Uuid> = claimed.iter().filter_map(|d| d.device_id).collect();
-        let found: HashMap<Uuid, Device> = match devices::get_many(&self.db, &device_ids).await
-        {
+        let found: HashMap<Uuid, Device> = match devices::get_many(&self.db, &device_ids).await {
             Ok(found) => found.into_iter().map(|d| (d.id, d)).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "the delivery worker could not read devices");

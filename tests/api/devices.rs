@@ -127,6 +127,8 @@ impl Subscriber {
 
 /// What the receiving endpoint saw of one request.
 pub(crate) struct Received {
+    /// When the receiver took it (not when the test read it).
+    pub(crate) at: std::time::Instant,
     pub(crate) path: String,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
@@ -158,6 +160,7 @@ impl Receiver {
                 async move {
                     let _ = tx
                         .send(Received {
+                            at: std::time::Instant::now(),
                             path: uri.path().to_owned(),
                             headers,
                             body,
