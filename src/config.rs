@@ -395,6 +395,8 @@ pub struct Config {
     pub push_allow_private_endpoints: bool,
     /// a notification no app of its user acknowledged (`ack`) within this long after its
     /// commit is pushed to their devices; a user with no live connection is sent it at once
+    /// (acks are recorded within about a second: under 2 s, an acknowledged one may be
+    /// pushed)
     #[arg(long, env = "TIDINGS_PUSH_DELAY", default_value = "10s", global = true,
         value_parser = parse_duration)]
     pub push_delay: Duration,

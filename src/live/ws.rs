@@ -528,7 +528,11 @@ impl Connection {
                     )
                     .await
                 } else {
-                    self.state.realtime.presence.ack(self.user.id, seq);
+                    // Only notifications are pushed: acks of a connection that receives none
+                    // (inventory screens, thousands of them) would be writes for nothing.
+                    if self.registration.topics().contains(&Topic::Notifications) {
+                        self.state.realtime.presence.ack(self.user.id, seq);
+                    }
                     Ok(())
                 }
             }

@@ -22,6 +22,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The least time between two writes: what arrives meanwhile is written together.
 const COALESCE: Duration = Duration::from_millis(50);
 
+/// The least time between two writes of acknowledgements. Apps acknowledge every few
+/// events; what reads them decides `TIDINGS_PUSH_DELAY` (seconds) after an event, so a
+/// second's lag costs nothing and turns 20 acks a second per user into one row a second.
+const ACK_EVERY: Duration = Duration::from_secs(1);
+
 /// How soon a failed write is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -59,19 +64,35 @@ impl Presence {
     pub async fn run(self: Arc<Self>, hub: Arc<Hub>, db: Db, shutdown: CancellationToken) {
         let mut written: HashSet<Uuid> = HashSet::new();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut acks_written = tokio::time::Instant::now();
+        let mut acks_due = false;
         loop {
             let mut presence_due = false;
+            let ack_wait = if acks_due {
+                ACK_EVERY.saturating_sub(acks_written.elapsed())
+            } else {
+                Duration::MAX
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.acked.notified() => {}
+                () = self.acked.notified(), if !acks_due => {
+                    acks_due = true;
+                    continue;
+                }
+                () = tokio::time::sleep(ack_wait), if acks_due => {}
                 () = hub.presence_changed.notified() => presence_due = true,
                 _ = heartbeat.tick() => presence_due = true,
             }
             // Gather what else comes in the next moment into the same write.
             tokio::time::sleep(COALESCE).await;
-            if !self.write_acks(&db).await {
-                tokio::time::sleep(RETRY).await;
-                continue;
+            if acks_due && acks_written.elapsed() >= ACK_EVERY {
+                acks_due = false;
+                acks_written = tokio::time::Instant::now();
+                if !self.write_acks(&db).await {
+                    acks_due = true;
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
             }
             if presence_due {
                 let current = hub.connected_users();

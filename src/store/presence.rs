@@ -109,24 +109,44 @@ pub async fn connected(
     })
 }
 
-/// Raises each user's acknowledged seq to the one given (never lowers it). A user deleted
-/// meanwhile is skipped.
+/// Raises each user's acknowledged seq to the one given (never lowers it): one statement
+/// per 500 users. A user deleted meanwhile fails a statement; its users are then written one
+/// by one, and the deleted one skipped.
 pub async fn record_acks(
     db: &Db,
     acks: &[(Uuid, i64)],
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    for (user, seq) in acks {
-        on_tx!(&mut tx, c => sqlx::query(
-            "insert into live_acks (user_id, seq, acked_at) \
-             select $1, $2, $3 where exists (select 1 from users where id = $1) \
-             on conflict (user_id) do update set seq = excluded.seq, acked_at = excluded.acked_at \
-             where live_acks.seq < excluded.seq",
-        )
-        .bind(user).bind(seq).bind(at).execute(c).await.map(|_| ()))?;
+    for chunk in acks.chunks(500) {
+        if upsert_acks(db, chunk, at).await.is_err() {
+            for one in chunk {
+                match upsert_acks(db, std::slice::from_ref(one), at).await {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {}
+                    other => other?,
+                }
+            }
+        }
     }
-    tx.commit().await
+    Ok(())
+}
+
+async fn upsert_acks(db: &Db, acks: &[(Uuid, i64)], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let values = (0..acks.len())
+        .map(|i| format!("(${}, ${}, $1)", 2 * i + 2, 2 * i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "insert into live_acks (user_id, seq, acked_at) values {values} \
+         on conflict (user_id) do update set seq = excluded.seq, acked_at = excluded.acked_at \
+         where live_acks.seq < excluded.seq"
+    );
+    on_pool!(db, p => {
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(at);
+        for (user, seq) in acks {
+            q = q.bind(user).bind(seq);
+        }
+        q.execute(p).await.map(|_| ())
+    })
 }
 
 /// The highest acknowledged seq of each of these users who acknowledged anything.

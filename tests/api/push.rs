@@ -23,6 +23,7 @@ backend_tests!(
     a_connected_user_whose_app_does_not_ack_is_pushed_after_the_delay,
     an_event_stream_client_acks_over_http,
     acks_out_of_range_are_refused,
+    acks_are_written_together_and_a_deleted_users_does_not_lose_the_others,
     preferences_choose_which_kinds_are_pushed,
     a_device_the_service_reports_gone_is_removed,
     a_failing_service_is_retried_with_backoff_then_the_delivery_is_dead,
@@ -212,7 +213,7 @@ async fn a_user_with_no_connection_is_pushed_at_once(backend: Backend) {
 }
 
 async fn a_connected_user_whose_app_acks_is_not_pushed(backend: Backend) {
-    let app = spawn(backend, Duration::from_secs(2), |_| {}).await;
+    let app = spawn(backend, Duration::from_secs(3), |_| {}).await;
     let admin = admin(&app).await;
     let mut receiver = Receiver::start().await;
     let ada = subscribed_user(&app, "ada@example.com", &receiver, 12).await;
@@ -267,7 +268,7 @@ async fn a_connected_user_whose_app_does_not_ack_is_pushed_after_the_delay(backe
 }
 
 async fn an_event_stream_client_acks_over_http(backend: Backend) {
-    let app = spawn(backend, Duration::from_secs(2), |_| {}).await;
+    let app = spawn(backend, Duration::from_secs(3), |_| {}).await;
     let admin = admin(&app).await;
     let mut receiver = Receiver::start().await;
     let ada = subscribed_user(&app, "ada@example.com", &receiver, 14).await;
@@ -700,4 +701,32 @@ async fn a_user_with_no_device_who_chose_email_is_emailed_if_verified(backend: B
         "no mail to an unverified address"
     );
     assert!(smtp.try_next().is_none(), "one mail only");
+}
+
+async fn acks_are_written_together_and_a_deleted_users_does_not_lose_the_others(backend: Backend) {
+    let app = spawn(backend, Duration::from_secs(600), |_| {}).await;
+    let ada = app.customer("ada@example.com").await;
+    let ada = app.user_id(&ada.access_token).await;
+    let db = &app.state.db;
+    let now = chrono::Utc::now();
+    let gone = Uuid::now_v7();
+    tidings::store::presence::record_acks(db, &[(ada, 5), (gone, 7)], now)
+        .await
+        .expect("the unknown user is skipped");
+    // Never lowered; raised.
+    tidings::store::presence::record_acks(db, &[(ada, 3)], now)
+        .await
+        .unwrap();
+    let seqs = tidings::store::presence::acked_seqs(db, &[ada, gone])
+        .await
+        .unwrap();
+    assert_eq!(seqs.get(&ada), Some(&5));
+    assert_eq!(seqs.get(&gone), None);
+    tidings::store::presence::record_acks(db, &[(ada, 9)], now)
+        .await
+        .unwrap();
+    let seqs = tidings::store::presence::acked_seqs(db, &[ada])
+        .await
+        .unwrap();
+    assert_eq!(seqs.get(&ada), Some(&9));
 }

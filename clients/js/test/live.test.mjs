@@ -337,7 +337,7 @@ for (const backend of backends()) {
 
     for (const transport of /** @type {const} */ (["websocket", "sse"]))
     it(`acknowledges over ${transport} what the handlers finished, so the user is not pushed it`, async (t) => {
-      const server = await Server.start(backend, { TIDINGS_PUSH_DELAY: "1s" });
+      const server = await Server.start(backend, { TIDINGS_PUSH_DELAY: "3s" });
       t.after(() => server.stop());
       const admin = await server.client("admin");
       const user = await server.client("customer", { transport });
