@@ -14,6 +14,7 @@ import { LocalStorageStore, Tidings } from "./sdk/index.js";
 import { startBell } from "./bell.js";
 import { startBoard } from "./board.js";
 import { startMyOrders } from "./orders.js";
+import { startPush } from "./push.js";
 import { startStock } from "./stock.js";
 import { byId, describe } from "./ui.js";
 
@@ -67,8 +68,8 @@ function signedIn() {
   byId("customer").hidden = staff;
   running.forEach((stop) => stop());
   running = staff
-    ? [startBoard(tidings), startStock(tidings), startBell(tidings)]
-    : [startMyOrders(tidings), startBell(tidings)];
+    ? [startBoard(tidings), startStock(tidings), startBell(tidings), startPush(tidings)]
+    : [startMyOrders(tidings), startBell(tidings), startPush(tidings)];
   running.push(tidings.onStatus(showStatus));
   showStatus(tidings.status);
   document.title = staff ? "Orders · Tidings" : "Your orders · Tidings";
