@@ -17,6 +17,7 @@ import { chromium } from "playwright-core";
 
 import { PushService } from "./pushservice.js";
 import { ARTIFACTS, PASSWORD, REPO, backends, startServer } from "./server.js";
+import { SmtpServer } from "./smtp.js";
 
 /** Debian's Chromium; Playwright never downloads a browser of its own here. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -113,6 +114,36 @@ function usePushService(subscription) {
 }
 
 /**
+ * A mail server of the test's, stopped when the test ends, and a server that mails through
+ * it links to itself (`TIDINGS_PUBLIC_URL` is its own address).
+ * @param {import("node:test").TestContext} t
+ * @param {import("./server.js").Backend} backend
+ */
+async function serverWithMail(t, backend) {
+  const smtp = await new SmtpServer().start();
+  t.after(() => smtp.stop());
+  const server = await serverFor(t, backend, {
+    publicUrl: true,
+    env: { TIDINGS_SMTP_URL: /** @type {string} */ (smtp.url), TIDINGS_MAIL_FROM: "Tidings <no-reply@example.com>" },
+  });
+  return { server, smtp };
+}
+
+/**
+ * The dashboard link of `route` in a mail, in its text and, the same, in its HTML.
+ * @param {import("./smtp.js").Mail} mail
+ * @param {string} origin
+ * @param {"reset" | "verify"} route
+ */
+function linkIn(mail, origin, route) {
+  const pattern = new RegExp(`${origin.replace(/[.]/g, "\\.")}/app/#/${route}\\?token=[A-Za-z0-9_-]+`);
+  const link = pattern.exec(mail.text)?.[0];
+  assert.ok(link, `a ${route} link to ${origin} in: ${mail.text}`);
+  assert.ok(mail.html.includes(link), "the HTML has the same link");
+  return link;
+}
+
+/**
  * A page in a fresh browser context (its own storage), closed when the test ends.
  * @param {import("node:test").TestContext} t
  * @param {import("playwright-core").BrowserContextOptions} [options]
@@ -143,8 +174,8 @@ async function pageFor(t, options = {}) {
  */
 async function signIn(page, server, email) {
   await page.goto(`${server.origin}/app/`);
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByLabel("Email", { exact: true }).fill(email);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await waitLive(page);
 }
@@ -242,8 +273,8 @@ for (const backend of backends()) {
       const server = await serverFor(t, backend);
       const { page } = await pageFor(t);
       await page.goto(`${server.origin}/app/`);
-      await page.getByLabel("Email").fill("staff@example.com");
-      await page.getByLabel("Password").fill("not the password");
+      await page.getByLabel("Email", { exact: true }).fill("staff@example.com");
+      await page.getByLabel("Password", { exact: true }).fill("not the password");
       await page.getByRole("button", { name: "Sign in" }).click();
       await page.getByRole("alert").filter({ hasText: "do not match" }).waitFor();
       assert.equal(await page.locator("#staff").isVisible(), false);
@@ -551,6 +582,83 @@ for (const backend of backends()) {
       await page.locator("#push-message", { hasText: "Notifications are blocked for this site" }).waitFor();
       assert.equal(await page.getByRole("button", { name: "Enable push notifications" }).isVisible(), true);
       assert.deepEqual(await server.api("GET", "/v1/me/devices", { token: await server.token("carol@example.com") }), []);
+    });
+
+    test("a forgotten password is reset through the mailed link, which works once", async (t) => {
+      const { server, smtp } = await serverWithMail(t, backend);
+      const { page } = await pageFor(t);
+      await page.goto(`${server.origin}/app/`);
+      const forgot = page.getByRole("button", { name: "Forgot password?" });
+      await forgot.click();
+      await page.getByRole("alert").filter({ hasText: "Enter your email address" }).waitFor();
+      await page.getByLabel("Email", { exact: true }).fill("alice@example.com");
+      await forgot.click();
+      await page.getByRole("status").filter({ hasText: "If the address has an account, a link is on its way" }).waitFor();
+      // Nobody's address gets the same answer.
+      await page.getByLabel("Email", { exact: true }).fill("nobody@example.com");
+      await forgot.click();
+      await page.getByRole("status").filter({ hasText: "If the address has an account, a link is on its way" }).waitFor();
+
+      const mail = await smtp.next("alice@example.com");
+      assert.equal(mail.subject, "Reset your Tidings password");
+      const link = linkIn(mail, server.origin, "reset");
+      // Opened in the same tab (a hash change), as a mail client on this machine might.
+      await page.goto(link);
+      await page.getByRole("heading", { name: "Choose a new password" }).waitFor();
+      assert.equal(await page.evaluate(() => location.hash), "", "the token is gone from the address bar");
+      await assertAccessible(page, "the reset page");
+      const fresh = "a brand new passphrase";
+      await page.getByLabel("New password", { exact: true }).fill(fresh);
+      await page.getByLabel("Repeat the new password").fill("something else");
+      await page.getByRole("button", { name: "Set the new password" }).click();
+      await page.getByRole("alert").filter({ hasText: "The two passwords differ" }).waitFor();
+      await page.getByLabel("New password", { exact: true }).fill("short");
+      await page.getByLabel("Repeat the new password").fill("short");
+      await page.getByRole("button", { name: "Set the new password" }).click();
+      const tooShort = page.locator("#reset-error");
+      await tooShort.filter({ hasText: /\S/ }).waitFor();
+      assert.doesNotMatch(await tooShort.textContent() ?? "", /invalid fields|used, expired/, `the rule's own message: ${await tooShort.textContent()}`);
+      await page.getByLabel("New password", { exact: true }).fill(fresh);
+      await page.getByLabel("Repeat the new password").fill(fresh);
+      await page.getByRole("button", { name: "Set the new password" }).click();
+
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.getByRole("status").filter({ hasText: "Your new password is set" }).waitFor();
+      await page.getByLabel("Email", { exact: true }).fill("alice@example.com");
+      await page.getByLabel("Password", { exact: true }).fill(fresh);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await waitLive(page);
+      await page.getByRole("heading", { name: "Your orders" }).waitFor();
+      await assert.rejects(server.token("alice@example.com"), /401/, "the old password no longer works");
+
+      // The link again: refused.
+      const again = await page.context().newPage();
+      await again.goto(link);
+      await again.getByRole("heading", { name: "Choose a new password" }).waitFor();
+      await again.getByLabel("New password", { exact: true }).fill("yet another passphrase");
+      await again.getByLabel("Repeat the new password").fill("yet another passphrase");
+      await again.getByRole("button", { name: "Set the new password" }).click();
+      await again.getByRole("alert").filter({ hasText: "This link is used, expired or unknown" }).waitFor();
+    });
+
+    test("an address is verified through the mailed link, once", async (t) => {
+      const { server, smtp } = await serverWithMail(t, backend);
+      await server.api("POST", "/v1/auth/register", { body: { email: "dora@example.com", password: PASSWORD } });
+      const link = linkIn(await smtp.next("dora@example.com"), server.origin, "verify");
+      const { page } = await pageFor(t);
+
+      await page.goto(link);
+      await page.getByRole("heading", { name: "Address verification" }).waitFor();
+      await page.getByRole("status").filter({ hasText: "Your email address is verified" }).waitFor();
+      const dora = await server.token("dora@example.com");
+      assert.equal((await server.api("GET", "/v1/me", { token: dora })).email_verified, true);
+      await assertAccessible(page, "the verification page");
+      await page.getByRole("link", { name: "Continue to the dashboard" }).click();
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+
+      await page.goto(link);
+      await page.getByRole("status").filter({ hasText: "could not be verified" }).waitFor();
+      assert.match(await page.locator("#verify-result").textContent() ?? "", /This link is used, expired or unknown/);
     });
 
     test("the pages pass axe's accessibility checks, on a desktop and on a phone", async (t) => {
