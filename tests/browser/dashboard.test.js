@@ -547,7 +547,7 @@ for (const backend of backends()) {
       }], "the service worker shows the notification");
     });
 
-    test("disabling push notifications removes the device and the subscription", async (t) => {
+    test("disabling push notifications, or signing out, removes the device and the subscription", async (t) => {
       const server = await serverFor(t, backend, { env: PUSH_SETTINGS });
       const service = await pushServiceFor(t, server);
       const { context, page } = await pageFor(t);
@@ -566,6 +566,16 @@ for (const backend of backends()) {
       await page.getByRole("button", { name: "Enable push notifications" }).waitFor();
       assert.deepEqual(await server.api("GET", "/v1/me/devices", { token: bob }), [], "the device is removed");
       assert.equal(await page.evaluate(() => localStorage.getItem("test:push-subscription")), null, "unsubscribed");
+
+      // Signing out turns it off too: the next user of this browser gets none of Bob's.
+      await page.getByRole("button", { name: "Enable push notifications" }).click();
+      await disable.waitFor();
+      assert.equal((await server.api("GET", "/v1/me/devices", { token: bob })).length, 1);
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.waitForFunction(() => localStorage.getItem("tidings:tokens") === null);
+      assert.deepEqual(await server.api("GET", "/v1/me/devices", { token: bob }), [], "signing out removes the device");
+      assert.equal(await page.evaluate(() => localStorage.getItem("test:push-subscription")), null, "and unsubscribes");
     });
 
     test("a browser that refuses notifications is told how to allow them", async (t) => {

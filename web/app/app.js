@@ -15,7 +15,7 @@ import { emailRoute, showReset, showVerify, startForgot } from "./account.js";
 import { startBell } from "./bell.js";
 import { startBoard } from "./board.js";
 import { startMyOrders } from "./orders.js";
-import { startPush } from "./push.js";
+import { endPush, startPush } from "./push.js";
 import { startStock } from "./stock.js";
 import { byId, describe } from "./ui.js";
 
@@ -130,6 +130,7 @@ byId("sign-out").addEventListener("click", async () => {
   // The page's parts stop first, so that the end of the session is not taken for a
   // session that ended on its own.
   signedOut();
+  await endPush(tidings).catch(() => {});
   await tidings.logout();
 });
 

@@ -2,8 +2,8 @@
 // notifications" asks the browser's permission, registers the service worker (sw.js, which
 // shows what arrives while no tab is open), subscribes with the server's VAPID key and
 // registers the subscription as a device of the user's (POST /v1/me/devices); "Disable"
-// removes the device and ends the subscription. Shown only where the browser has Web Push
-// (a secure context: https, or http on localhost).
+// removes the device and ends the subscription, as signing out does. Shown only where the
+// browser has Web Push (a secure context: https, or http on localhost).
 
 import { announce, byId, describe } from "./ui.js";
 
@@ -47,6 +47,25 @@ function workerUrl() {
 /** Whether the browser can subscribe to Web Push here. */
 export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+}
+
+/**
+ * Ends this browser's push for the signed-in user, as they sign out: a browser someone else
+ * may use next must not keep showing a signed-out user's notifications. Removes the device
+ * and ends the subscription if they are this user's; the caller ignores a failure (the
+ * session may be over already).
+ * @param {Tidings} tidings
+ */
+export async function endPush(tidings) {
+  if (!pushSupported()) return;
+  const registration = await navigator.serviceWorker.getRegistration(SCOPE);
+  const current = await registration?.pushManager.getSubscription();
+  if (!current) return;
+  const devices = /** @type {Device[]} */ (await tidings.get("/v1/me/devices"));
+  const device = devices.find((d) => d.kind === "webpush" && d.endpoint === current.endpoint);
+  if (!device) return;
+  await tidings.delete(`/v1/me/devices/${device.id}`);
+  await current.unsubscribe();
 }
 
 /**
