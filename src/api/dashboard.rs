@@ -35,13 +35,15 @@ struct Asset {
 // `static ASSETS: &[Asset]`, written by build.rs.
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
-/// The page's policy: scripts, styles, images and connections (fetch, WebSocket, event
-/// streams) from this origin only, no inline script or style, no plugins, not framed, and
-/// DOM sinks such as `innerHTML` closed to strings (Trusted Types), so text from the API
-/// can only ever become text.
+/// The page's policy: scripts, styles, images, workers and connections (fetch, WebSocket,
+/// event streams) from this origin only, no inline script or style, no plugins, not framed,
+/// and DOM sinks such as `innerHTML` closed to strings (Trusted Types), so text from the API
+/// can only ever become text. The one Trusted Types policy the page may create,
+/// `tidings-service-worker`, is what registering the service worker (web/app/sw.js) takes:
+/// `serviceWorker.register` is such a sink too, and that policy passes `sw.js` alone.
 pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'; object-src 'none'; \
-     require-trusted-types-for 'script'; trusted-types 'none'";
+     require-trusted-types-for 'script'; trusted-types tidings-service-worker";
 
 /// An asset ready to serve: its bytes, type and ETag.
 struct Served {

@@ -13,6 +13,7 @@ backend_tests!(
     the_dashboard_page_is_html_with_a_policy_that_allows_this_origin_only,
     every_file_the_page_loads_is_served_with_its_type_and_the_policy,
     the_sdk_is_served_below_the_dashboard,
+    the_service_worker_is_served_in_the_page_s_scope,
     app_without_its_slash_redirects_to_the_page,
     a_file_the_browser_holds_is_revalidated_with_a_304,
     an_unknown_file_below_app_is_a_404_problem,
@@ -96,6 +97,8 @@ async fn every_file_the_page_loads_is_served_with_its_type_and_the_policy(backen
         .chain(attribute_values(&page, "href"))
         .filter(|link| !link.starts_with('#'))
         .map(|link| resolve("/app/", &link))
+        // A link back to the page itself (the email pages' way back) loads nothing new.
+        .filter(|path| path != "/app/")
         .collect();
     let mut seen = BTreeSet::new();
 
@@ -127,6 +130,8 @@ async fn every_file_the_page_loads_is_served_with_its_type_and_the_policy(backen
         "/app/app.css",
         "/app/sdk/index.js",
         "/app/board.js",
+        "/app/push.js",
+        "/app/account.js",
     ] {
         assert!(seen.contains(needed), "{needed} is not loaded: {seen:?}");
     }
@@ -153,6 +158,37 @@ async fn the_sdk_is_served_below_the_dashboard(backend: Backend) {
         .unwrap(),
         "the SDK's own file, compiled in"
     );
+}
+
+/// The service worker the page registers: a script of this origin below `/app/`, so its
+/// default scope is the page's and it needs no `Service-Worker-Allowed`; the page's policy
+/// lets exactly one Trusted Types policy be made, the one `serviceWorker.register` takes.
+async fn the_service_worker_is_served_in_the_page_s_scope(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let response = app.get("/app/sw.js", None).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), JAVASCRIPT);
+    assert_policy(&response);
+    let policy = header(&response, "content-security-policy").to_owned();
+    let trusted: Vec<&str> = policy
+        .split(';')
+        .map(str::trim)
+        .filter(|d| d.starts_with("trusted-types") || d.starts_with("require-trusted-types"))
+        .collect();
+    assert_eq!(
+        trusted,
+        [
+            "require-trusted-types-for 'script'",
+            "trusted-types tidings-service-worker"
+        ]
+    );
+    let source = response.text().await.unwrap();
+    assert!(source.contains("addEventListener(\"push\""), "{source}");
+    let page = app.get("/app/push.js", None).await.text().await.unwrap();
+    assert!(page.contains("\"tidings-service-worker\""));
+    assert!(page.contains("const WORKER = \"sw.js\""));
 }
 
 async fn app_without_its_slash_redirects_to_the_page(backend: Backend) {

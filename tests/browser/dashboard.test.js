@@ -15,7 +15,9 @@ import { after, before, describe, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
+import { PushService } from "./pushservice.js";
 import { ARTIFACTS, PASSWORD, REPO, backends, startServer } from "./server.js";
+import { SmtpServer } from "./smtp.js";
 
 /** Debian's Chromium; Playwright never downloads a browser of its own here. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -43,12 +45,102 @@ after(async () => {
  * A server for one test, stopped (and its database dropped) when the test ends.
  * @param {import("node:test").TestContext} t
  * @param {import("./server.js").Backend} backend
+ * @param {import("./server.js").ServerOptions} [options]
  */
-async function serverFor(t, backend) {
+async function serverFor(t, backend, options = {}) {
   const label = `${backend.name}-${t.name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60)}`;
-  const server = await startServer(backend, label);
+  const server = await startServer(backend, label, options);
   t.after(() => server.stop());
   return server;
+}
+
+/**
+ * The server settings of the push tests: the push service is on 127.0.0.1, and a user's
+ * notification goes to push a second after nobody acknowledged it.
+ */
+const PUSH_SETTINGS = { TIDINGS_PUSH_ALLOW_PRIVATE_ENDPOINTS: "true", TIDINGS_PUSH_DELAY: "1s" };
+
+/**
+ * A push service of the test's for `server`, stopped when the test ends; it fails the test
+ * if any request it got failed its checks.
+ * @param {import("node:test").TestContext} t
+ * @param {import("./server.js").Server} server
+ */
+async function pushServiceFor(t, server) {
+  const { public_key: vapidKey } = await server.api("GET", "/v1/push/vapid-public-key");
+  const service = await new PushService(vapidKey).start();
+  t.after(async () => {
+    await service.stop();
+    assert.deepEqual(service.errors, [], "every push request passed the push service's checks");
+  });
+  return service;
+}
+
+/**
+ * An init script that gives the page's `PushManager` the test's push service: Chromium's
+ * own `subscribe` asks Google's service, out of reach here. A subscription is kept in
+ * localStorage, as a browser keeps it across reloads; `__pushOptions` records what the page
+ * subscribed with.
+ * @param {ReturnType<PushService["subscription"]>} subscription
+ */
+function usePushService(subscription) {
+  if (!("PushManager" in globalThis)) return;
+  const KEY = "test:push-subscription";
+  const stored = () => {
+    try {
+      return localStorage.getItem(KEY) === "1";
+    } catch {
+      return false; // an opaque origin (about:blank)
+    }
+  };
+  const make = () => ({
+    endpoint: subscription.endpoint,
+    expirationTime: null,
+    options: { userVisibleOnly: true },
+    toJSON: () => subscription,
+    unsubscribe: async () => {
+      localStorage.removeItem(KEY);
+      return true;
+    },
+  });
+  PushManager.prototype.subscribe = async function (options) {
+    /** @type {any} */ (globalThis).__pushOptions = options;
+    localStorage.setItem(KEY, "1");
+    return /** @type {any} */ (make());
+  };
+  PushManager.prototype.getSubscription = async function () {
+    return stored() ? /** @type {any} */ (make()) : null;
+  };
+}
+
+/**
+ * A mail server of the test's, stopped when the test ends, and a server that mails through
+ * it links to itself (`TIDINGS_PUBLIC_URL` is its own address).
+ * @param {import("node:test").TestContext} t
+ * @param {import("./server.js").Backend} backend
+ */
+async function serverWithMail(t, backend) {
+  const smtp = await new SmtpServer().start();
+  t.after(() => smtp.stop());
+  const server = await serverFor(t, backend, {
+    publicUrl: true,
+    env: { TIDINGS_SMTP_URL: /** @type {string} */ (smtp.url), TIDINGS_MAIL_FROM: "Tidings <no-reply@example.com>" },
+  });
+  return { server, smtp };
+}
+
+/**
+ * The dashboard link of `route` in a mail, in its text and, the same, in its HTML.
+ * @param {import("./smtp.js").Mail} mail
+ * @param {string} origin
+ * @param {"reset" | "verify"} route
+ */
+function linkIn(mail, origin, route) {
+  const pattern = new RegExp(`${origin.replace(/[.]/g, "\\.")}/app/#/${route}\\?token=[A-Za-z0-9_-]+`);
+  const link = pattern.exec(mail.text)?.[0];
+  assert.ok(link, `a ${route} link to ${origin} in: ${mail.text}`);
+  assert.ok(mail.html.includes(link), "the HTML has the same link");
+  return link;
 }
 
 /**
@@ -82,8 +174,8 @@ async function pageFor(t, options = {}) {
  */
 async function signIn(page, server, email) {
   await page.goto(`${server.origin}/app/`);
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByLabel("Email", { exact: true }).fill(email);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await waitLive(page);
 }
@@ -181,8 +273,8 @@ for (const backend of backends()) {
       const server = await serverFor(t, backend);
       const { page } = await pageFor(t);
       await page.goto(`${server.origin}/app/`);
-      await page.getByLabel("Email").fill("staff@example.com");
-      await page.getByLabel("Password").fill("not the password");
+      await page.getByLabel("Email", { exact: true }).fill("staff@example.com");
+      await page.getByLabel("Password", { exact: true }).fill("not the password");
       await page.getByRole("button", { name: "Sign in" }).click();
       await page.getByRole("alert").filter({ hasText: "do not match" }).waitFor();
       assert.equal(await page.locator("#staff").isVisible(), false);
@@ -373,6 +465,210 @@ for (const backend of backends()) {
       await server.api("POST", `/v1/orders/${order.id}/cancel`, { token: bob, body: {} });
       await card.locator('.status-badge[data-status="cancelled"]').waitFor();
       assert.equal(await page.locator(`[data-order-id="${hers.id}"]`).count(), 0);
+    });
+
+    test("push notifications enabled on the dashboard are shown by its service worker while no tab is open", async (t) => {
+      const server = await serverFor(t, backend, { env: PUSH_SETTINGS });
+      const service = await pushServiceFor(t, server);
+      const { context, page } = await pageFor(t);
+      await context.grantPermissions(["notifications"], { origin: server.origin });
+      await context.addInitScript(usePushService, service.subscription());
+
+      // A page of the origin that is not the dashboard (so it holds no live connection),
+      // through which the test reaches the service worker, as the browser's push client
+      // would: DevTools' ServiceWorker domain.
+      const other = await context.newPage();
+      await other.goto(`${server.origin}/livez`);
+      const devtools = await context.newCDPSession(other);
+      /** @type {Map<string, string>} scope → registration id */
+      const registrations = new Map();
+      devtools.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: updated }) => {
+        for (const r of updated) {
+          if (r.isDeleted) registrations.delete(r.scopeURL);
+          else registrations.set(r.scopeURL, r.registrationId);
+        }
+      });
+      await devtools.send("ServiceWorker.enable");
+
+      await signIn(page, server, "alice@example.com");
+      await page.getByRole("button", { name: /^Notifications/ }).click();
+      await page.getByRole("button", { name: "Enable push notifications" }).click();
+      await page.getByRole("button", { name: "Disable push notifications" }).waitFor();
+      assert.match(await page.locator("#push-message").textContent() ?? "", /^Push notifications are on/);
+      const { public_key: vapidKey } = await server.api("GET", "/v1/push/vapid-public-key");
+      assert.deepEqual(await page.evaluate(() => /** @type {any} */ (globalThis).__pushOptions),
+        { userVisibleOnly: true, applicationServerKey: vapidKey }, "subscribed with the server's key");
+      const alice = await server.token("alice@example.com");
+      const devices = await server.api("GET", "/v1/me/devices", { token: alice });
+      assert.deepEqual(devices.map((/** @type {any} */ d) => [d.kind, d.endpoint]),
+        [["webpush", service.subscription().endpoint]], "the subscription is Alice's device");
+      // The service worker is registered for the dashboard, and active.
+      const scope = `${server.origin}/app/`;
+      assert.equal(await page.evaluate(async () => (await navigator.serviceWorker.ready).scope), scope);
+      const registrationId = registrations.get(scope);
+      assert.ok(registrationId, `DevTools reports the registration: ${[...registrations.keys()]}`);
+
+      // A reload finds the subscription registered.
+      await page.reload();
+      await waitLive(page);
+      await page.getByRole("button", { name: /^Notifications/ }).click();
+      await page.getByRole("button", { name: "Disable push notifications" }).waitFor();
+
+      // Alice closes the dashboard; the browser (and its service worker) stays.
+      await page.close();
+      /** @type {Promise<import("./pushservice.js").PushMessage>} */
+      const pushed = new Promise((done) => { service.onMessage = done; });
+      const me = await server.api("GET", "/v1/me", { token: alice });
+      const admin = await server.token("admin@example.com");
+      await server.api("POST", "/v1/notifications/broadcast", {
+        token: admin, body: { title: "Spring sale", body: "Everything is 20% off until Sunday.", audience: [me.id] },
+      });
+
+      const message = await pushed;
+      const envelope = JSON.parse(message.plaintext);
+      assert.equal(envelope.type, "notification.created");
+      assert.equal(envelope.data.title, "Spring sale");
+      assert.equal(message.headers.topic, envelope.data.id.replaceAll("-", ""), "the notification's id collapses repeats");
+      await devtools.send("ServiceWorker.deliverPushMessage", {
+        origin: server.origin, registrationId, data: message.plaintext,
+      });
+
+      const shown = await other.waitForFunction(async () => {
+        const registration = await navigator.serviceWorker.getRegistration("/app/");
+        const notifications = await registration?.getNotifications() ?? [];
+        return notifications.length > 0
+          && notifications.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+      }, undefined, { polling: 100 });
+      assert.deepEqual(await shown.jsonValue(), [{
+        title: "Spring sale",
+        body: "Everything is 20% off until Sunday.",
+        tag: envelope.data.id,
+        data: { id: envelope.data.id, kind: "broadcast", seq: envelope.seq, topic: envelope.topic },
+      }], "the service worker shows the notification");
+    });
+
+    test("disabling push notifications, or signing out, removes the device and the subscription", async (t) => {
+      const server = await serverFor(t, backend, { env: PUSH_SETTINGS });
+      const service = await pushServiceFor(t, server);
+      const { context, page } = await pageFor(t);
+      await context.grantPermissions(["notifications"], { origin: server.origin });
+      await context.addInitScript(usePushService, service.subscription());
+      await signIn(page, server, "bob@example.com");
+      await page.getByRole("button", { name: /^Notifications/ }).click();
+      await page.getByRole("button", { name: "Enable push notifications" }).click();
+      const disable = page.getByRole("button", { name: "Disable push notifications" });
+      await disable.waitFor();
+      const bob = await server.token("bob@example.com");
+      assert.equal((await server.api("GET", "/v1/me/devices", { token: bob })).length, 1);
+      await assertAccessible(page, "the notifications with push on");
+
+      await disable.click();
+      await page.getByRole("button", { name: "Enable push notifications" }).waitFor();
+      assert.deepEqual(await server.api("GET", "/v1/me/devices", { token: bob }), [], "the device is removed");
+      assert.equal(await page.evaluate(() => localStorage.getItem("test:push-subscription")), null, "unsubscribed");
+
+      // Signing out turns it off too: the next user of this browser gets none of Bob's.
+      await page.getByRole("button", { name: "Enable push notifications" }).click();
+      await disable.waitFor();
+      assert.equal((await server.api("GET", "/v1/me/devices", { token: bob })).length, 1);
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.waitForFunction(() => localStorage.getItem("tidings:tokens") === null);
+      assert.deepEqual(await server.api("GET", "/v1/me/devices", { token: bob }), [], "signing out removes the device");
+      assert.equal(await page.evaluate(() => localStorage.getItem("test:push-subscription")), null, "and unsubscribes");
+    });
+
+    test("a browser that refuses notifications is told how to allow them", async (t) => {
+      const server = await serverFor(t, backend, { env: PUSH_SETTINGS });
+      const service = await pushServiceFor(t, server);
+      const { context, page } = await pageFor(t);
+      await context.addInitScript(usePushService, service.subscription());
+      await page.addInitScript(() => {
+        Notification.requestPermission = async () => "denied";
+      });
+      await signIn(page, server, "carol@example.com");
+      await page.getByRole("button", { name: /^Notifications/ }).click();
+      await page.getByRole("button", { name: "Enable push notifications" }).click();
+      await page.locator("#push-message", { hasText: "Notifications are blocked for this site" }).waitFor();
+      assert.equal(await page.getByRole("button", { name: "Enable push notifications" }).isVisible(), true);
+      assert.deepEqual(await server.api("GET", "/v1/me/devices", { token: await server.token("carol@example.com") }), []);
+    });
+
+    test("a forgotten password is reset through the mailed link, which works once", async (t) => {
+      const { server, smtp } = await serverWithMail(t, backend);
+      const { page } = await pageFor(t);
+      await page.goto(`${server.origin}/app/`);
+      const forgot = page.getByRole("button", { name: "Forgot password?" });
+      await forgot.click();
+      await page.getByRole("alert").filter({ hasText: "Enter your email address" }).waitFor();
+      await page.getByLabel("Email", { exact: true }).fill("alice@example.com");
+      await forgot.click();
+      await page.getByRole("status").filter({ hasText: "If the address has an account, a link is on its way" }).waitFor();
+      // Nobody's address gets the same answer.
+      await page.getByLabel("Email", { exact: true }).fill("nobody@example.com");
+      await forgot.click();
+      await page.getByRole("status").filter({ hasText: "If the address has an account, a link is on its way" }).waitFor();
+
+      const mail = await smtp.next("alice@example.com");
+      assert.equal(mail.subject, "Reset your Tidings password");
+      const link = linkIn(mail, server.origin, "reset");
+      // Opened in the same tab (a hash change), as a mail client on this machine might.
+      await page.goto(link);
+      await page.getByRole("heading", { name: "Choose a new password" }).waitFor();
+      assert.equal(await page.evaluate(() => location.hash), "", "the token is gone from the address bar");
+      await assertAccessible(page, "the reset page");
+      const fresh = "a brand new passphrase";
+      await page.getByLabel("New password", { exact: true }).fill(fresh);
+      await page.getByLabel("Repeat the new password").fill("something else");
+      await page.getByRole("button", { name: "Set the new password" }).click();
+      await page.getByRole("alert").filter({ hasText: "The two passwords differ" }).waitFor();
+      await page.getByLabel("New password", { exact: true }).fill("short");
+      await page.getByLabel("Repeat the new password").fill("short");
+      await page.getByRole("button", { name: "Set the new password" }).click();
+      const tooShort = page.locator("#reset-error");
+      await tooShort.filter({ hasText: /\S/ }).waitFor();
+      assert.doesNotMatch(await tooShort.textContent() ?? "", /invalid fields|used, expired/, `the rule's own message: ${await tooShort.textContent()}`);
+      await page.getByLabel("New password", { exact: true }).fill(fresh);
+      await page.getByLabel("Repeat the new password").fill(fresh);
+      await page.getByRole("button", { name: "Set the new password" }).click();
+
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+      await page.getByRole("status").filter({ hasText: "Your new password is set" }).waitFor();
+      await page.getByLabel("Email", { exact: true }).fill("alice@example.com");
+      await page.getByLabel("Password", { exact: true }).fill(fresh);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await waitLive(page);
+      await page.getByRole("heading", { name: "Your orders" }).waitFor();
+      await assert.rejects(server.token("alice@example.com"), /401/, "the old password no longer works");
+
+      // The link again: refused.
+      const again = await page.context().newPage();
+      await again.goto(link);
+      await again.getByRole("heading", { name: "Choose a new password" }).waitFor();
+      await again.getByLabel("New password", { exact: true }).fill("yet another passphrase");
+      await again.getByLabel("Repeat the new password").fill("yet another passphrase");
+      await again.getByRole("button", { name: "Set the new password" }).click();
+      await again.getByRole("alert").filter({ hasText: "This link is used, expired or unknown" }).waitFor();
+    });
+
+    test("an address is verified through the mailed link, once", async (t) => {
+      const { server, smtp } = await serverWithMail(t, backend);
+      await server.api("POST", "/v1/auth/register", { body: { email: "dora@example.com", password: PASSWORD } });
+      const link = linkIn(await smtp.next("dora@example.com"), server.origin, "verify");
+      const { page } = await pageFor(t);
+
+      await page.goto(link);
+      await page.getByRole("heading", { name: "Address verification" }).waitFor();
+      await page.getByRole("status").filter({ hasText: "Your email address is verified" }).waitFor();
+      const dora = await server.token("dora@example.com");
+      assert.equal((await server.api("GET", "/v1/me", { token: dora })).email_verified, true);
+      await assertAccessible(page, "the verification page");
+      await page.getByRole("link", { name: "Continue to the dashboard" }).click();
+      await page.getByRole("heading", { name: "Sign in" }).waitFor();
+
+      await page.goto(link);
+      await page.getByRole("status").filter({ hasText: "could not be verified" }).waitFor();
+      assert.match(await page.locator("#verify-result").textContent() ?? "", /This link is used, expired or unknown/);
     });
 
     test("the pages pass axe's accessibility checks, on a desktop and on a phone", async (t) => {

@@ -7,6 +7,7 @@ import { spawn, execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdtemp, mkdir, rm } from "node:fs/promises";
+import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -110,22 +111,45 @@ export class Server {
 }
 
 /**
+ * A free port on 127.0.0.1, for a server that must know its own address before it starts.
+ * @returns {Promise<number>}
+ */
+async function freePort() {
+  const probe = createNetServer();
+  await new Promise((done) => probe.listen(0, "127.0.0.1", () => done(undefined)));
+  const { port } = /** @type {import("node:net").AddressInfo} */ (probe.address());
+  await new Promise((done) => probe.close(done));
+  return port;
+}
+
+/**
+ * @typedef {object} ServerOptions
+ * @property {Record<string, string>} [env] settings added to the server's environment
+ * @property {boolean} [publicUrl] listen on a port chosen here, and give the server its own
+ *   address as `TIDINGS_PUBLIC_URL`, so that the links it mails open on it
+ */
+
+/**
  * Starts a server on `backend` with the demo data (`tidings seed`) in it.
  * @param {Backend} backend
  * @param {string} label names the server's log in the artifacts folder
+ * @param {ServerOptions} [options]
  * @returns {Promise<Server>}
  */
-export async function startServer(backend, label) {
+export async function startServer(backend, label, options = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), "tidings-browser-"));
+  const listen = options.publicUrl ? `127.0.0.1:${await freePort()}` : "127.0.0.1:0";
   /** @type {Record<string, string>} */
   const env = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
-    TIDINGS_LISTEN: "127.0.0.1:0",
+    TIDINGS_LISTEN: listen,
     TIDINGS_DATA_DIR: dataDir,
     TIDINGS_JWT_SECRET: randomBytes(48).toString("base64"),
     TIDINGS_LOG_FORMAT: "json",
     TIDINGS_PASSWORD: PASSWORD,
     RUST_LOG: "info,sqlx=warn",
+    ...(options.publicUrl ? { TIDINGS_PUBLIC_URL: `http://${listen}` } : {}),
+    ...options.env,
   };
   let dropDatabase = async () => {};
   if (backend.name === "postgres") {

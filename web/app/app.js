@@ -11,9 +11,11 @@
 // and read it.
 
 import { LocalStorageStore, Tidings } from "./sdk/index.js";
+import { emailRoute, showReset, showVerify, startForgot } from "./account.js";
 import { startBell } from "./bell.js";
 import { startBoard } from "./board.js";
 import { startMyOrders } from "./orders.js";
+import { endPush, startPush } from "./push.js";
 import { startStock } from "./stock.js";
 import { byId, describe } from "./ui.js";
 
@@ -55,6 +57,8 @@ function signedIn() {
   if (!me) return signedOut();
   const staff = me.role === "staff" || me.role === "admin";
   byId("sign-in").hidden = true;
+  byId("reset").hidden = true;
+  byId("verify").hidden = true;
   byId("account").hidden = false;
   connection.hidden = false;
   byId("who-role").textContent = me.role;
@@ -67,24 +71,30 @@ function signedIn() {
   byId("customer").hidden = staff;
   running.forEach((stop) => stop());
   running = staff
-    ? [startBoard(tidings), startStock(tidings), startBell(tidings)]
-    : [startMyOrders(tidings), startBell(tidings)];
+    ? [startBoard(tidings), startStock(tidings), startBell(tidings), startPush(tidings)]
+    : [startMyOrders(tidings), startBell(tidings), startPush(tidings)];
   running.push(tidings.onStatus(showStatus));
   showStatus(tidings.status);
   document.title = staff ? "Orders · Tidings" : "Your orders · Tidings";
   byId(staff ? "board-title" : "orders-title").focus();
 }
 
-/** @param {string} [message] */
-function signedOut(message = "") {
+/**
+ * @param {string} [message] why the user is signed out, as an error
+ * @param {string} [note] news for the user (a new password is set)
+ */
+function signedOut(message = "", note = "") {
   running.forEach((stop) => stop());
   running = [];
   byId("staff").hidden = true;
   byId("customer").hidden = true;
   byId("account").hidden = true;
+  byId("reset").hidden = true;
+  byId("verify").hidden = true;
   connection.hidden = true;
   byId("sign-in").hidden = false;
   byId("sign-in-error").textContent = message;
+  byId("sign-in-note").textContent = note;
   document.title = "Sign in · Tidings";
   byId("email").focus();
 }
@@ -102,6 +112,7 @@ byId("sign-in-form").addEventListener("submit", async (event) => {
   }
   submit.disabled = true;
   error.textContent = "";
+  byId("sign-in-note").textContent = "";
   try {
     await tidings.login(email, password.value);
     password.value = "";
@@ -119,10 +130,35 @@ byId("sign-out").addEventListener("click", async () => {
   // The page's parts stop first, so that the end of the session is not taken for a
   // session that ended on its own.
   signedOut();
+  await endPush(tidings).catch(() => {});
   await tidings.logout();
 });
 
+/**
+ * The page an email's link leads to (README, "Email"), in place of the rest.
+ * @param {import("./account.js").Route} route
+ */
+function emailPage(route) {
+  running.forEach((stop) => stop());
+  running = [];
+  for (const id of ["staff", "customer", "account", "sign-in", "reset", "verify"]) {
+    byId(id).hidden = id !== route.name;
+  }
+  connection.hidden = true;
+  if (route.name === "reset") showReset(tidings, route.token, (note) => signedOut("", note));
+  else void showVerify(tidings, route.token);
+}
+
+startForgot(tidings);
+
 // The stored pair, if any, is taken once the store has been read.
 await tidings.ready;
-if (tidings.me) signedIn();
+const route = emailRoute();
+if (route) emailPage(route);
+else if (tidings.me) signedIn();
 else signedOut();
+// A link from an email opened while the page is open.
+window.addEventListener("hashchange", () => {
+  const next = emailRoute();
+  if (next) emailPage(next);
+});
