@@ -12,6 +12,9 @@
 #   ONLY="idle fanout latency orders routing storm"   a subset of the scenarios
 #   FANOUT_RATES="10 50 100", FANOUT_SSE_RATES="100"   the fan-out runs' change rates
 #   TIDINGS_BIN, TESTER_BIN, NO_BUILD=1   other binaries, unbuilt
+#   PUSH_RATE=200   push traffic beside each fan-out run: this many Web Push messages a
+#                   second to a decrypting receiver (examples/push_bench.rs), results
+#                   named …-push<rate>; compare with a run without it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results}
@@ -34,7 +37,8 @@ n() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); print (v < 1 ? 1 : v)
 
 TIDINGS=${TIDINGS_BIN:-$TARGET/release/tidings}
 TESTER=${TESTER_BIN:-$TARGET/release/tidings-loadtest}
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p tidings --bin tidings -p tidings-loadtest
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p tidings --bin tidings --example push_bench -p tidings-loadtest
+PUSHER=${PUSHER_BIN:-$TARGET/release/examples/push_bench}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -52,6 +56,28 @@ TIDINGS_PASSWORD="$LOADTEST_ADMIN_PASSWORD" "$TIDINGS" user create --email "$LOA
 # One password hash for all: ten thousand users in seconds.
 "$TIDINGS" user tokens --count "$(n 15000)" --prefix bench-customer --role customer > "$data/customers.txt"
 "$TIDINGS" user tokens --count 20 --prefix bench-staff --role staff > "$data/staff.txt"
+
+# Push traffic beside the fan-out: its receiver is on 127.0.0.1.
+SUFFIX=
+if [ -n "${PUSH_RATE:-}" ]; then
+    export TIDINGS_PUSH_ALLOW_PRIVATE_ENDPOINTS=true TIDINGS_PUSH_DEVICE_RATE=100000
+    "$TIDINGS" user tokens --count 1000 --prefix bench-push > "$data/push.txt"
+    "$TIDINGS" user tokens --count 1 --prefix bench-push-admin --role admin > "$data/push-admin.txt"
+    SUFFIX=-push$PUSH_RATE
+fi
+# Starts the push traffic for a run (long enough to cover its connecting and its writes).
+pusher() {
+    [ -n "${PUSH_RATE:-}" ] || return 0
+    taskset -c 1 "$PUSHER" --base-url $BASE --users "$data/push.txt" --admin "$data/push-admin.txt" \
+        --steady "$PUSH_RATE" --duration "$((RUN_SECONDS + 15))s" --server-pid "$server" \
+        > "$OUT/$1.push.txt" 2>&1 &
+    push_pid=$!
+}
+# Waits for the run's push traffic to end, if there was any.
+pushed() {
+    [ -z "${push_pid:-}" ] || wait "$push_pid" || true
+    push_pid=
+}
 
 ulimit -n 20000
 server=
@@ -93,10 +119,14 @@ for scenario in $ONLY; do
         ;;
     fanout)
         for rate in ${FANOUT_RATES:-10 50 100}; do
-            tester "fanout-ws-$rate" fanout --ws "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
+            pusher "fanout-ws-$rate$SUFFIX"
+            tester "fanout-ws-$rate$SUFFIX" fanout --ws "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
+            pushed
         done
         for rate in ${FANOUT_SSE_RATES-100}; do
-            tester "fanout-sse-$rate" fanout --ws 0 --sse "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
+            pusher "fanout-sse-$rate$SUFFIX"
+            tester "fanout-sse-$rate$SUFFIX" fanout --ws 0 --sse "$(n 10000)" --users 2000 --rate $rate --duration "${RUN_SECONDS}s"
+            pushed
         done
         ;;
     latency)

@@ -74,6 +74,11 @@ fn hub_config(config: &Config) -> HubConfig {
 /// service.
 const PUSH_CONCURRENCY: usize = 64;
 
+/// The nice value of the delivery worker's thread: at 10 the OS gives a thread at 0 about
+/// ten times its share of a busy core, so a burst of pushes (encryption, requests) takes
+/// what the hub, the relay and requests leave.
+const PUSH_NICE: i32 = 10;
+
 fn worker_config(config: &Config) -> WorkerConfig {
     WorkerConfig {
         delay: config.push_delay,
@@ -195,6 +200,12 @@ struct Pipeline {
 
 impl Pipeline {
     fn start(name: &str) -> anyhow::Result<Pipeline> {
+        Pipeline::start_niced(name, 0)
+    }
+
+    /// A pipeline whose thread runs at this nice value (Linux: per thread): above 0, the
+    /// OS gives the other threads (the hub's fan-out among them) the core first.
+    fn start_niced(name: &str, nice: i32) -> anyhow::Result<Pipeline> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -205,11 +216,31 @@ impl Pipeline {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                if nice != 0 {
+                    lower_priority(nice);
+                }
                 runtime.block_on(stopped.cancelled());
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .context("could not start the event pipeline's thread")?;
         Ok(Pipeline { handle, stop })
+    }
+}
+
+/// Sets the calling thread's nice value; a failure (not Linux, or not allowed) only costs
+/// the priority.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only
+    // this thread's scheduling priority.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0
+    };
+    #[cfg(not(target_os = "linux"))]
+    let failed = true;
+    if failed {
+        tracing::debug!(nice, "could not lower a thread's priority");
     }
 }
 
@@ -234,7 +265,8 @@ impl Application {
         let background = CancellationToken::new();
         let pipeline = Pipeline::start("tidings-pipeline")?;
         let hub_thread = Pipeline::start("tidings-hub")?;
-        let push_thread = Pipeline::start("tidings-push")?;
+        // Pushes can wait a moment; live delivery should not wait for them.
+        let push_thread = Pipeline::start_niced("tidings-push", PUSH_NICE)?;
         let bus = match &config.redis_url {
             // Built on the pipeline's thread, so that its subscription task runs there.
             Some(url) => {

@@ -2,11 +2,14 @@
 //! `aes128gcm` content coding of RFC 8188) and the request signed with the server's VAPID
 //! key (RFC 8292), sent to the subscription's endpoint.
 //!
-//! Built on RustCrypto's primitives (`p256` for ECDH and ES256, `hkdf` and `sha2`,
-//! `aes-gcm`) rather than a Web Push crate: `web-push` needs OpenSSL, and
-//! `web-push-native` would add its own request type while the encryption is the few steps
-//! of RFC 8291 below; `p256`, `hkdf` and `sha2` were in the tree already (through
-//! `jsonwebtoken`). HTTP is `reqwest` with rustls (no OpenSSL), as for FCM and APNs.
+//! Built on maintained primitives rather than a Web Push crate (`web-push` needs OpenSSL,
+//! and `web-push-native` would add its own request type while the encryption is the few
+//! steps of RFC 8291 below): the ECDH of each message (a fresh sender key pair) on
+//! `aws-lc-rs`, which rustls already brings, because RustCrypto's pure-Rust `p256` spent
+//! about 270 µs of CPU per push there, a third of the server's work per push
+//! (docs/benchmarks.md); HKDF, SHA-256 and AES-128-GCM on RustCrypto (`hkdf`, `sha2`,
+//! `aes-gcm`), cheap beside it; the VAPID signature (ES256, once an hour per push
+//! service) on `p256`. HTTP is `reqwest` with rustls (no OpenSSL), as for FCM and APNs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +20,7 @@ use aes_gcm::{Aes128Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hkdf::Hkdf;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::{PublicKey, SecretKey};
+use aws_lc_rs::agreement::{self, ECDH_P256, PrivateKey, UnparsedPublicKey};
 use rand::RngCore;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use sha2::Sha256;
@@ -43,13 +45,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn encrypt(ua_public: &[u8], auth_secret: &[u8], payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let as_secret = loop {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        if let Ok(key) = SecretKey::from_slice(&bytes) {
-            break key;
-        }
-    };
+    let as_secret = PrivateKey::generate(&ECDH_P256)
+        .map_err(|_| anyhow::anyhow!("could not make a sender key"))?;
     encrypt_with(ua_public, auth_secret, payload, &as_secret, salt)
 }
 
@@ -58,7 +55,7 @@ fn encrypt_with(
     ua_public: &[u8],
     auth_secret: &[u8],
     payload: &[u8],
-    as_secret: &SecretKey,
+    as_secret: &PrivateKey,
     salt: [u8; 16],
 ) -> anyhow::Result<Vec<u8>> {
     anyhow::ensure!(
@@ -66,19 +63,28 @@ fn encrypt_with(
         "a Web Push payload holds at most {MAX_PAYLOAD} bytes"
     );
     anyhow::ensure!(auth_secret.len() == 16, "the auth secret is 16 bytes");
-    let ua_key = PublicKey::from_sec1_bytes(ua_public)
-        .map_err(|_| anyhow::anyhow!("the subscription's key is not a P-256 point"))?;
-    let ua_public = ua_key.to_encoded_point(false);
-    let as_public = as_secret.public_key().to_encoded_point(false);
-    let shared = p256::ecdh::diffie_hellman(as_secret.to_nonzero_scalar(), ua_key.as_affine());
+    // The subscription's key as registered: an uncompressed point (65 bytes).
+    let not_a_point = || anyhow::anyhow!("the subscription's key is not a P-256 point");
+    if ua_public.len() != 65 || ua_public[0] != 4 {
+        return Err(not_a_point());
+    }
+    let as_public = as_secret
+        .compute_public_key()
+        .map_err(|_| anyhow::anyhow!("the sender key has no public key"))?;
+    let shared: [u8; 32] = agreement::agree(
+        as_secret,
+        UnparsedPublicKey::new(&ECDH_P256, ua_public),
+        not_a_point(),
+        |secret| secret.try_into().map_err(|_| not_a_point()),
+    )?;
 
     // IKM = HKDF(auth_secret, ecdh_secret, "WebPush: info" 0x00 ua_public as_public, 32)
     let mut key_info = Vec::with_capacity(14 + 65 + 65);
     key_info.extend_from_slice(b"WebPush: info\0");
-    key_info.extend_from_slice(ua_public.as_bytes());
-    key_info.extend_from_slice(as_public.as_bytes());
+    key_info.extend_from_slice(ua_public);
+    key_info.extend_from_slice(as_public.as_ref());
     let mut ikm = [0u8; 32];
-    Hkdf::<Sha256>::new(Some(auth_secret), shared.raw_secret_bytes())
+    Hkdf::<Sha256>::new(Some(auth_secret), &shared)
         .expand(&key_info, &mut ikm)
         .map_err(|_| anyhow::anyhow!("HKDF length"))?;
 
@@ -110,7 +116,7 @@ fn encrypt_with(
     body.extend_from_slice(&salt);
     body.extend_from_slice(&RECORD_SIZE.to_be_bytes());
     body.push(65);
-    body.extend_from_slice(as_public.as_bytes());
+    body.extend_from_slice(as_public.as_ref());
     body.extend_from_slice(&ciphertext);
     Ok(body)
 }
@@ -248,8 +254,11 @@ mod tests {
     #[test]
     fn the_rfc_8291_example_encrypts_to_its_body() {
         let b = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
-        let as_secret =
-            SecretKey::from_slice(&b("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw")).unwrap();
+        let as_secret = PrivateKey::from_private_key(
+            &ECDH_P256,
+            &b("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"),
+        )
+        .unwrap();
         let ua_public = b(
             "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
         );
