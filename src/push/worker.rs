@@ -613,6 +613,8 @@ impl SendJob {
         };
         metrics::counter!("tidings_push_attempts_total", "provider" => delivery.channel.clone(), "outcome" => label)
             .increment(1);
+        // Waits count from the answer, not from when the request left.
+        let answered = now();
         let settled = |status: &'static str, next: DateTime<Utc>, attempt: Attempt| Settled {
             id: delivery.id,
             status,
@@ -656,7 +658,7 @@ impl SendJob {
                 } else {
                     let wait =
                         backoff(self.retry_base, attempt as u32).max(after.unwrap_or_default());
-                    settled("pending", at + wait, record("retry", detail))
+                    settled("pending", answered + wait, record("retry", detail))
                 }
             }
         }

@@ -86,7 +86,7 @@ pub async fn place(
 
     let taken = products::take_stock(&mut tx, &items, at).await?;
     if taken.len() < items.len() {
-        let error = shortage(&mut tx, &items).await?;
+        let error = shortage(&mut tx, &items, &taken).await?;
         return Err(error);
     }
     let currency = &taken[0].currency;
@@ -198,7 +198,11 @@ fn replay(stored: idempotency::StoredResponse, key: &IdempotencyKey) -> ServiceR
 
 /// The error for an order some of whose items could not be taken: unknown or deleted
 /// products are a 422, short stock a 409 naming each short item.
-async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ServiceResult<ServiceError> {
+async fn shortage(
+    tx: &mut Tx,
+    items: &[(Uuid, i64)],
+    taken: &[products::Product],
+) -> ServiceResult<ServiceError> {
     let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
     let known: BTreeMap<Uuid, (i64, bool)> = products::stock_of(tx, &ids)
         .await?
@@ -226,6 +230,23 @@ async fn shortage(tx: &mut Tx, items: &[(Uuid, i64)]) -> ServiceResult<ServiceEr
             })
         })
         .collect();
+    if short.is_empty() {
+        // Neither unknown nor short now, yet not taken: deleted when the stock was taken and
+        // restored since (each statement reads what is committed when it starts). What the
+        // take saw stands.
+        let gone: Vec<FieldError> = items
+            .iter()
+            .filter(|(id, _)| !taken.iter().any(|p| p.id == *id))
+            .map(|(id, _)| {
+                FieldError::new(
+                    "items",
+                    "unknown_product",
+                    format!("no product {id} (it was deleted as the order was placed)"),
+                )
+            })
+            .collect();
+        return Ok(ServiceError::validation(gone));
+    }
     Ok(ServiceError::Conflict {
         code: "insufficient_stock",
         detail: "some items are short of stock; nothing was ordered".into(),

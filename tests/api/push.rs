@@ -524,8 +524,15 @@ async fn a_device_sent_too_much_waits_its_turn(backend: Backend) {
     notify(&app, &admin, ada.id, "First").await;
     receiver.next().await;
     notify(&app, &admin, ada.id, "Second").await;
+    // Decided, claimed and put back to wait (before the claim it is pending too, due now).
+    let later = |i: &Value| {
+        i["deliveries"][0]["next_attempt_at"]
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .is_some_and(|t| t - chrono::Utc::now() > chrono::Duration::seconds(30))
+    };
     let item = until_logged(&app, &admin, ada.id, |i| {
-        i["deliveries"][0]["status"] == "pending" && i["state"] == "pushed"
+        i["deliveries"][0]["status"] == "pending" && later(i)
     })
     .await;
     let delivery = &item["deliveries"][0];
