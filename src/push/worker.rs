@@ -66,6 +66,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long a push service keeps a message for a device that is offline.
 const PUSH_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a notification for a user connected nowhere waits before it is decided: the
+/// time it takes an instance to record a connection just opened (`realtime::presence`
+/// writes within about 50 ms). If the user is connected by then, it waits the full delay.
+const PRESENCE_GRACE: Duration = Duration::from_secs(1);
+
 /// How often presence rows of instances that stopped without saying so are removed.
 const PRUNE_PRESENCE_EVERY: Duration = Duration::from_secs(15);
 
@@ -309,10 +314,12 @@ impl Worker {
         let at = now();
         let mut tx = self.db.begin().await?;
         for (event, user) in &notifications {
+            // Not connected: soon, after a moment in which a connection being opened is
+            // recorded (checked again when due).
             let due_at = if connected.contains(user) {
                 event.at + self.config.delay
             } else {
-                at
+                at + PRESENCE_GRACE
             };
             let intent = Intent {
                 event_seq: event.seq,
@@ -356,17 +363,39 @@ impl Worker {
         let mut users: Vec<Uuid> = intents.iter().map(|i| i.user_id).collect();
         users.sort_unstable();
         users.dedup();
+        let alive_since = now() - self.config.presence_timeout;
+        let connected = presence::connected(&self.db, &users, alive_since).await?;
         let context = Context {
             acked: presence::acked_seqs(&self.db, &users).await?,
             prefs: delivery_service::preferences_of(&self.db, &users).await?,
             devices: devices::of_users(&self.db, &users).await?,
         };
         let mut decided = Vec::with_capacity(intents.len());
+        let mut postponed = Vec::new();
         for intent in &intents {
-            decided.push(self.decision(intent, &context, at).await?);
+            // Due early because its user was not connected, but connected now: their apps
+            // get the delay to acknowledge it.
+            let full_delay =
+                event_time(&intent.payload).unwrap_or(intent.created_at) + self.config.delay;
+            let acked = context
+                .acked
+                .get(&intent.user_id)
+                .is_some_and(|s| *s >= intent.event_seq);
+            if !acked
+                && intent.due_at < full_delay
+                && full_delay > at
+                && connected.contains(&intent.user_id)
+            {
+                postponed.push((intent, full_delay));
+                continue;
+            }
+            decided.push((intent, self.decision(intent, &context, at).await?));
         }
         let mut tx = self.db.begin().await?;
-        for (intent, (state, planned)) in intents.iter().zip(&decided) {
+        for (intent, due_at) in &postponed {
+            deliveries::postpone(&mut tx, intent.event_seq, intent.user_id, *due_at).await?;
+        }
+        for (intent, (state, planned)) in decided.iter().map(|(i, d)| (*i, d)) {
             if deliveries::decide(&mut tx, intent.event_seq, intent.user_id, state, at).await? {
                 for delivery in planned {
                     deliveries::insert_delivery(&mut tx, delivery).await?;
@@ -374,7 +403,7 @@ impl Worker {
             }
         }
         tx.commit().await?;
-        for (state, _) in &decided {
+        for (_, (state, _)) in &decided {
             metrics::counter!("tidings_push_decisions_total", "decision" => *state).increment(1);
         }
         Ok(intents.len() as i64 == BATCH)

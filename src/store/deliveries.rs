@@ -141,6 +141,19 @@ pub async fn decide(
     Ok(n > 0)
 }
 
+/// Moves a waiting intent's due time later.
+pub async fn postpone(
+    tx: &mut Tx,
+    event_seq: i64,
+    user: Uuid,
+    due_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    on_tx!(tx, c => sqlx::query(
+        "update delivery_intents set due_at = $3 where event_seq = $1 and user_id = $2 and state = 'waiting'",
+    )
+    .bind(event_seq).bind(user).bind(due_at).execute(c).await.map(|_| ()))
+}
+
 /// One message to one target.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
