@@ -394,7 +394,7 @@ pub struct Config {
         global = true, action = ArgAction::Set, value_parser = parse_bool)]
     pub push_allow_private_endpoints: bool,
     /// a notification no app of its user acknowledged (`ack`) within this long after its
-    /// commit is pushed to their devices; a user with no live connection is sent it at once
+    /// commit is pushed to their devices; a user with no live connection is sent it within a second
     /// (acks are recorded within about a second: under 2 s, an acknowledged one may be
     /// pushed)
     #[arg(long, env = "TIDINGS_PUSH_DELAY", default_value = "10s", global = true,

@@ -7,8 +7,9 @@
 //! is skipped across restarts or changes of leader. Three steps, each a few queries:
 //!
 //! 1. **Ingest.** Each `notification.created` becomes an *intent* (the event, its user),
-//!    due at once when the user holds no live connection on any instance, else
-//!    `TIDINGS_PUSH_DELAY` after its commit. The cursor moves in the same transaction.
+//!    due within a second when the user holds no live connection on any instance (and
+//!    postponed to the full delay if one is recorded by then), else `TIDINGS_PUSH_DELAY`
+//!    after its commit. The cursor moves in the same transaction.
 //! 2. **Decide.** A due intent whose user's apps acknowledged its seq (`live_acks`) is
 //!    done. Otherwise, by the user's preferences for the notification's kind: a
 //!    *delivery* to each device whose provider is configured, or with none, one to their
