@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgListener};
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Event;
 use super::bus::Publisher;
 use crate::events::stream;
-use crate::store::Db;
+use crate::store::{self, Db};
 
 /// The advisory lock key of the relay ("tidings" in ASCII).
 const LOCK_KEY: i64 = 0x0074_6964_696e_6773;
@@ -147,21 +147,11 @@ impl Relay {
         pool: &sqlx::PgPool,
         shutdown: &CancellationToken,
     ) -> Result<(), sqlx::Error> {
-        // A connection of its own: the lock lives exactly as long as it does.
-        let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
-        loop {
-            let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(LOCK_KEY)
-                .fetch_one(&mut lock)
-                .await?;
-            if got {
-                break;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.config.standby_retry) => {}
-            }
-        }
+        let Some(mut lock) =
+            store::advisory_lock(pool, LOCK_KEY, self.config.standby_retry, shutdown).await?
+        else {
+            return Ok(());
+        };
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(CHANNEL).await?;
         self.stats.leader.store(true, Ordering::Release);

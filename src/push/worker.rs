@@ -49,7 +49,7 @@ use crate::service::devices as device_service;
 use crate::store::deliveries::{self, Attempt, Delivery, Intent, Settled};
 use crate::store::devices::{self, Device};
 use crate::store::users;
-use crate::store::{Db, now, presence};
+use crate::store::{self, Db, now, presence};
 
 /// The advisory lock key of the delivery worker ("tidings-p" would not fit; "tidpush").
 const LOCK_KEY: i64 = 0x0074_6964_7075_7368;
@@ -183,20 +183,11 @@ impl Worker {
         wake: &Notify,
         shutdown: &CancellationToken,
     ) -> Result<(), sqlx::Error> {
-        let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
-        loop {
-            let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(LOCK_KEY)
-                .fetch_one(&mut lock)
-                .await?;
-            if got {
-                break;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.config.standby_retry) => {}
-            }
-        }
+        let Some(mut lock) =
+            store::advisory_lock(pool, LOCK_KEY, self.config.standby_retry, shutdown).await?
+        else {
+            return Ok(());
+        };
         self.stats.leader.store(true, Ordering::Release);
         tracing::info!("this instance runs the delivery worker");
         let result = self.work(wake, shutdown, Some(&mut lock)).await;

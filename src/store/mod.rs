@@ -149,6 +149,32 @@ pub fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Waits for a PostgreSQL session advisory lock on a connection of its own, trying every
+/// `retry`: the connection while it holds the lock (the lock lives exactly as long as it
+/// does, so a crash releases it), or `None` at shutdown. One instance leads a task (the
+/// relay, the delivery worker) while the others stand by here.
+pub async fn advisory_lock(
+    pool: &PgPool,
+    key: i64,
+    retry: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<PgConnection>, sqlx::Error> {
+    let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
+    loop {
+        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut lock)
+            .await?;
+        if got {
+            return Ok(Some(lock));
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
 /// How far the schema is migrated, against what this build expects.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationStatus {
