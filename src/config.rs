@@ -325,6 +325,11 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_LIVE_SEND_BUFFER", default_value = "131072", global = true,
         value_parser = parse_send_buffer)]
     pub live_send_buffer: std::option::Option<usize>,
+    /// fan-out shards, each on a thread of its own holding a share of the live connections
+    /// (a user's all in one): a number, or `auto` for the cores available to the process
+    #[arg(long, env = "TIDINGS_HUB_SHARDS", default_value = "auto", global = true,
+        value_parser = parse_hub_shards)]
+    pub hub_shards: std::option::Option<usize>,
     /// live connections per user per instance (WebSocket closes with 4029, SSE gets 429)
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_USER", default_value = "16",
         global = true, value_parser = between(1usize, 1_000_000))]
@@ -563,6 +568,16 @@ impl Config {
             });
         }
         Ok(self)
+    }
+}
+
+impl Config {
+    /// The hub's fan-out shards: the setting, or the cores this process may run on (its
+    /// CPU affinity and cgroup quota, as the standard library reads them).
+    pub fn hub_shards(&self) -> usize {
+        self.hub_shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 }
 
@@ -1124,6 +1139,15 @@ fn parse_hash_concurrency(value: &str) -> Result<usize, String> {
 }
 
 /// `0` (`None`: the kernel's autotuning) or 4096 bytes to 1 GiB.
+fn parse_hub_shards(value: &str) -> Result<Option<usize>, String> {
+    match value.trim() {
+        "auto" => Ok(None),
+        n => between(1usize, 1024)(n)
+            .map(Some)
+            .map_err(|e| format!("{e}, or `auto`")),
+    }
+}
+
 fn parse_send_buffer(value: &str) -> Result<Option<usize>, String> {
     match between(0usize, 1 << 30)(value)? {
         0 => Ok(None),

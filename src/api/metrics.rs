@@ -146,6 +146,16 @@ fn render(state: &AppState) -> Response {
             hub.connections_by(transport)
         );
     }
+    text.push_str(
+        "# HELP tidings_hub_shard_connections Live connections held by each fan-out shard.\n\
+         # TYPE tidings_hub_shard_connections gauge\n",
+    );
+    for (shard, connections) in hub.connections_per_shard().into_iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "tidings_hub_shard_connections{{shard=\"{shard}\"}} {connections}"
+        );
+    }
     let counters = [
         (
             "tidings_hub_deliveries_total",

@@ -66,6 +66,7 @@ fn hub_config(config: &Config) -> HubConfig {
         // The relay's safety net, doubled: a hub reads what the relay may have missed
         // publishing (Redis dropping a message) without racing it.
         safety_poll: config.relay_poll * 2,
+        shards: config.hub_shards(),
     }
 }
 
@@ -296,10 +297,13 @@ impl Application {
             retention: config.event_retention,
             prune_every: relay::PRUNE_EVERY,
         };
+        let shards = hub
+            .start_shards()
+            .context("could not start the hub's fan-out threads")?;
         let tasks: Vec<tokio::task::JoinHandle<()>> = vec![
             hub_thread
                 .handle
-                .spawn(hub.clone().run(bus.batches, bus.health.clone())),
+                .spawn(hub.clone().run(bus.batches, bus.health.clone(), shards)),
             pipeline.handle.spawn(relay::run(
                 db.clone(),
                 bus.publisher,

@@ -34,6 +34,7 @@ mod products;
 mod proxy;
 mod push;
 mod push_providers;
+mod shards;
 mod shutdown;
 mod smtp;
 mod websocket;

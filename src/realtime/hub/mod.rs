@@ -8,31 +8,34 @@
 //! topic and audience, so a per-user event never scans every connection. A push to an
 //! idle WebSocket writes to its socket there and then (see `mailbox`).
 //!
-//! Who is connected is the [`registry`]'s; the pushes in progress are the [`fanout`]'s.
-//! This file is the delivery loop that joins them.
+//! The connections are spread over fan-out [`shard`]s, each on a thread of its own: the
+//! delivery loop here puts the events in order and hands each run to every shard, which
+//! finds its receivers and writes to them. Who is connected to a shard is its
+//! [`registry`]'s; the pushes in progress are its [`fanout`]'s.
 
 mod fanout;
 mod registry;
+mod shard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use self::fanout::{Lag, Pending, Tally};
-use self::registry::{Conn, Registry, receivers};
+use self::fanout::Tally;
+use self::registry::{Conn, Registry};
 pub use self::registry::{ConnId, Registration};
+use self::shard::{Run, Shard};
 use super::Transport;
-use super::frames::{Frame, PreparedEvent};
 use super::mailbox::{Closed, Mailbox};
 use crate::events::bus::BusHealth;
 use crate::events::stream;
-use crate::events::{Audience, Event, Topic};
+use crate::events::{Event, Topic};
 use crate::store::Db;
 
 /// Events read from the database per query when catching up.
@@ -52,6 +55,8 @@ pub struct HubConfig {
     pub degraded_poll: Duration,
     /// How often to read the database anyway, as a safety net.
     pub safety_poll: Duration,
+    /// Fan-out shards, each on a thread of its own (at least 1).
+    pub shards: usize,
 }
 
 /// Counters the metrics endpoint reads.
@@ -63,13 +68,11 @@ pub struct HubStats {
     pub catch_up_reads: AtomicU64,
 }
 
-/// The registry of live connections and the delivery loop.
+/// The live connections, in their shards, and the delivery loop.
 #[derive(Debug)]
 pub struct Hub {
-    registry: RwLock<Registry>,
-    /// What is routed and not yet pushed; only the delivery loop touches it.
-    pending: Mutex<Pending>,
-    /// The last seq delivered; every event up to it has been routed.
+    shards: Box<[Shard]>,
+    /// The last seq delivered: every event up to it has been handed to the shards.
     last_seq: AtomicI64,
     db: Db,
     config: HubConfig,
@@ -106,8 +109,9 @@ impl Hub {
     /// A hub that delivers what comes after `last_seq` (the stream's end at start).
     pub fn new(db: Db, config: HubConfig, last_seq: i64) -> Arc<Hub> {
         Arc::new(Hub {
-            registry: RwLock::new(Registry::default()),
-            pending: Mutex::new(Pending::default()),
+            shards: (0..config.shards.max(1))
+                .map(|_| Shard::new(last_seq))
+                .collect(),
             last_seq: AtomicI64::new(last_seq),
             db,
             config,
@@ -130,6 +134,35 @@ impl Hub {
         self.closing.load(Ordering::Acquire)
     }
 
+    /// Starts a thread per shard; what [`Hub::run`] hands them runs through the returned
+    /// senders, and each thread ends once they are dropped (when `run` ends).
+    pub fn start_shards(self: &Arc<Self>) -> std::io::Result<Shards> {
+        let mut senders = Vec::with_capacity(self.shards.len());
+        for index in 0..self.shards.len() {
+            let (tx, rx) = mpsc::channel(shard::SHARD_QUEUE);
+            let hub = Arc::clone(self);
+            std::thread::Builder::new()
+                .name(format!("tidings-hub-{index}"))
+                .spawn(move || shard::run(hub, index, rx))?;
+            senders.push(tx);
+        }
+        Ok(Shards(senders))
+    }
+
+    /// The shard that holds `user`'s connections: all of a user's connections are in one,
+    /// so their limit, their presence and their revocation are one shard's business.
+    fn shard_of(&self, user: Uuid) -> usize {
+        let (high, low) = user.as_u64_pair();
+        // Mixed, so that ids with patterned bits still spread.
+        let mixed = (high ^ low).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((mixed >> 32) % self.shards.len() as u64) as usize
+    }
+
+    /// The shard holding the connection `id` (ids are numbered so that it says).
+    fn shard_of_conn(&self, id: ConnId) -> &Shard {
+        &self.shards[(id % self.shards.len() as u64) as usize]
+    }
+
     /// Registers a connection (with no topics yet).
     pub fn connect(
         self: &Arc<Self>,
@@ -138,7 +171,8 @@ impl Hub {
         token_version: i64,
         transport: Transport,
     ) -> Result<Registration, Refused> {
-        let mut registry = self.registry.write();
+        let index = self.shard_of(user_id);
+        let mut registry = self.shards[index].registry.write();
         if self.closing.load(Ordering::Acquire) {
             return Err(Refused::ShuttingDown);
         }
@@ -153,7 +187,7 @@ impl Hub {
             return Err(Refused::TooMany);
         }
         registry.next_id += 1;
-        let id = registry.next_id;
+        let id = registry.next_id * self.shards.len() as u64 + index as u64;
         let mailbox = Mailbox::new(self.config.mailbox_bytes);
         let conn = Conn {
             user_id,
@@ -178,32 +212,61 @@ impl Hub {
 
     /// The users with a live connection on this instance.
     pub fn connected_users(&self) -> std::collections::HashSet<Uuid> {
-        self.registry.read().per_user.keys().copied().collect()
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .registry
+                    .read()
+                    .per_user
+                    .keys()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Live connections on this instance.
     pub fn connections(&self) -> usize {
-        self.registry.read().conns.len()
+        self.sum(|registry| registry.conns.len())
     }
 
     /// Live connections of `transport` on this instance (a scan, as [`Hub::queued_bytes`]
     /// is: for a metrics scrape, not the hot path).
     pub fn connections_by(&self, transport: Transport) -> usize {
-        let registry = self.registry.read();
-        registry
-            .conns
-            .values()
-            .filter(|c| c.transport == transport)
-            .count()
+        self.sum(|registry| {
+            registry
+                .conns
+                .values()
+                .filter(|c| c.transport == transport)
+                .count()
+        })
     }
 
     /// Bytes queued over all connections.
     pub fn queued_bytes(&self) -> usize {
-        let registry = self.registry.read();
-        registry
-            .conns
-            .values()
-            .map(|c| c.mailbox.queued_bytes())
+        self.sum(|registry| {
+            registry
+                .conns
+                .values()
+                .map(|c| c.mailbox.queued_bytes())
+                .sum()
+        })
+    }
+
+    /// The shards' connections per shard, in shard order.
+    pub fn connections_per_shard(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|shard| shard.registry.read().conns.len())
+            .collect()
+    }
+
+    /// `count` summed over the shards' registries, each read in turn.
+    fn sum(&self, count: impl Fn(&Registry) -> usize) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| count(&shard.registry.read()))
             .sum()
     }
 
@@ -211,10 +274,18 @@ impl Hub {
     /// that clients reconnect elsewhere without a thundering herd.
     pub async fn drain(&self, batch: usize, pause: Duration) {
         self.closing.store(true, Ordering::Release);
-        let mailboxes: Vec<Arc<Mailbox>> = {
-            let registry = self.registry.read();
-            registry.conns.values().map(|c| c.mailbox.clone()).collect()
-        };
+        let mailboxes: Vec<Arc<Mailbox>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let registry = shard.registry.read();
+                registry
+                    .conns
+                    .values()
+                    .map(|c| c.mailbox.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for (i, chunk) in mailboxes.chunks(batch.max(1)).enumerate() {
             if i > 0 {
                 tokio::time::sleep(pause).await;
@@ -225,84 +296,24 @@ impl Hub {
         }
     }
 
-    /// Routes events that follow the last delivered one without a gap (the caller has
-    /// checked the order): finds who receives each and adds the pushes to the fan-out in
-    /// progress, which [`Hub::fan_out`] makes.
-    ///
-    /// The receiving connections are looked up under the registry's lock and the lock is
-    /// let go before anything is pushed: pushing may write to sockets, which for thousands
-    /// of connections takes long enough to hold up every connection opening meanwhile.
-    fn route(&self, events: &[Event]) {
-        let mut rest = events;
-        while let Some(event) = rest.first() {
-            // A run of events for everyone on one topic goes to each connection at once:
-            // one lock, and one write for the run.
-            let run = if event.topic != Topic::System && event.audience == Audience::Everyone {
-                rest.iter()
-                    .take_while(|e| e.topic == event.topic && e.audience == Audience::Everyone)
-                    .count()
-            } else {
-                1
-            };
-            let (done, later) = rest.split_at(run);
-            if event.topic == Topic::System {
-                // What was routed before a revocation reaches its connections before it
-                // closes them.
-                self.push_pending();
-            }
-            let targets = {
-                let registry = self.registry.read();
-                let targets = if event.topic == Topic::System {
-                    self.apply_system(&registry, event);
-                    Vec::new()
-                } else {
-                    receivers(&registry, event)
-                };
-                // Set before the lock is let go: a connection that subscribes from now on is
-                // live from after these events, and replays them if it asked to resume.
-                let last = done.last().expect("at least one event routed");
-                self.last_seq.store(last.seq, Ordering::Release);
-                targets
-            };
-            if !targets.is_empty() {
-                let frames: Vec<Frame> = done.iter().map(PreparedEvent::encode).collect();
-                self.pending.lock().add(frames, targets);
-            }
-            self.stats.events.fetch_add(run as u64, Ordering::Relaxed);
-            rest = later;
+    /// Hands events that follow the last delivered one without a gap (the caller has
+    /// checked the order) to every shard, which routes them to its connections.
+    async fn route(&self, shards: &Shards, events: Vec<Event>) {
+        let (Some(last), count) = (events.last().map(|e| e.seq), events.len()) else {
+            return;
+        };
+        let notifications = events.iter().any(|e| e.topic == Topic::Notifications);
+        let run = Run::new(events);
+        // Before any shard has it: a client may acknowledge an event as soon as its shard
+        // wrote it, and an ack beyond the last delivered seq is refused.
+        self.last_seq.store(last, Ordering::Release);
+        for shard in &shards.0 {
+            // Fails only when the shard's thread is gone, at shutdown.
+            let _ = shard.send(run.clone()).await;
         }
-        if events.iter().any(|e| e.topic == Topic::Notifications) {
+        self.stats.events.fetch_add(count as u64, Ordering::Relaxed);
+        if notifications {
             self.notifications_seen.notify_one();
-        }
-    }
-
-    /// Makes the next pushes of the fan-out in progress; false once none is left.
-    fn push_some(&self) -> bool {
-        let lag = Lag::histograms();
-        let mut tally = Tally::default();
-        let more = self.pending.lock().push_some(YIELD_EVERY, &mut tally, &lag);
-        self.record(tally);
-        more
-    }
-
-    /// Makes every push routed so far.
-    fn push_pending(&self) {
-        while self.push_some() {
-            std::thread::yield_now();
-        }
-    }
-
-    /// Makes the pushes routed so far, taking in what the bus brings meanwhile: an event
-    /// that arrives mid-way joins the pushes of the connections not yet reached.
-    async fn fan_out(&self, batches: &mut mpsc::Receiver<Vec<Event>>) {
-        while self.push_some() {
-            // A fan-out to thousands takes tens of milliseconds of one core; let the
-            // threads that commit and relay the next change run meanwhile.
-            std::thread::yield_now();
-            let events = take_waiting(batches, Vec::new());
-            if !events.is_empty() {
-                self.deliver(events).await;
-            }
         }
     }
 
@@ -322,7 +333,8 @@ impl Hub {
         }
     }
 
-    /// `user.sessions_revoked`: close the user's connections opened with an older token.
+    /// `user.sessions_revoked`: close the user's connections opened with an older token
+    /// (those in `registry`, one shard's).
     fn apply_system(&self, registry: &Registry, event: &Event) {
         let (Some(user), Some(version)) = (
             event.data["user_id"]
@@ -349,43 +361,44 @@ impl Hub {
 
     /// Delivers a batch from the bus: duplicates are skipped, and a gap is filled from
     /// the database before anything after it is delivered.
-    async fn deliver(&self, mut events: Vec<Event>) {
+    async fn deliver(&self, shards: &Shards, mut events: Vec<Event>) {
         events.sort_by_key(|e| e.seq);
-        let mut start = 0;
-        while start < events.len() {
-            let last = self.last_seq();
-            if events[start].seq <= last {
-                start += 1;
-                continue;
-            }
-            if events[start].seq > last + 1 {
-                self.catch_up(Some(events[start].seq - 1)).await;
+        // The contiguous run being gathered, handed on as a whole.
+        let mut run: Vec<Event> = Vec::new();
+        for event in events {
+            loop {
+                let last = run.last().map_or_else(|| self.last_seq(), |e| e.seq);
+                if event.seq <= last {
+                    break;
+                }
+                if event.seq == last + 1 {
+                    run.push(event);
+                    break;
+                }
+                if !run.is_empty() {
+                    self.route(shards, std::mem::take(&mut run)).await;
+                    continue;
+                }
+                self.catch_up(shards, Some(event.seq - 1)).await;
                 if self.last_seq() == last {
                     // The database does not have what the bus says came before: this batch
                     // is not ours (two deployments on one Redis channel?). Drop it; the
                     // timed database reads deliver whatever really exists.
                     tracing::error!(
-                        seq = events[start].seq,
+                        seq = event.seq,
                         last,
                         "the bus carried events this database does not have; check TIDINGS_REDIS_CHANNEL"
                     );
                     return;
                 }
-                continue;
             }
-            // The longest contiguous run from here.
-            let mut end = start + 1;
-            while end < events.len() && events[end].seq == events[end - 1].seq + 1 {
-                end += 1;
-            }
-            self.route(&events[start..end]);
-            start = end;
         }
+        self.route(shards, run).await;
     }
 
     /// Reads and delivers events from the database after the last delivered one, up to
     /// `upto` (or to the end).
-    async fn catch_up(&self, upto: Option<i64>) {
+    async fn catch_up(&self, shards: &Shards, upto: Option<i64>) {
         loop {
             let last = self.last_seq();
             if upto.is_some_and(|upto| last >= upto) {
@@ -424,7 +437,7 @@ impl Hub {
                 }
                 run.push(event);
             }
-            self.route(&run);
+            self.route(shards, run).await;
             if !full {
                 return;
             }
@@ -432,8 +445,14 @@ impl Hub {
     }
 
     /// The delivery loop: batches from the bus, and the database on a timer (often while
-    /// the bus is degraded, rarely otherwise). Ends when the bus's sender is gone.
-    pub async fn run(self: Arc<Self>, mut batches: mpsc::Receiver<Vec<Event>>, health: BusHealth) {
+    /// the bus is degraded, rarely otherwise), handed to the shards through `shards` (see
+    /// [`Hub::start_shards`]). Ends when the bus's sender is gone.
+    pub async fn run(
+        self: Arc<Self>,
+        mut batches: mpsc::Receiver<Vec<Event>>,
+        health: BusHealth,
+        shards: Shards,
+    ) {
         let mut safety = tokio::time::interval(self.config.safety_poll);
         let mut degraded = tokio::time::interval(self.config.degraded_poll);
         safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -443,22 +462,26 @@ impl Hub {
                 batch = batches.recv() => match batch {
                     // Whatever else arrived meanwhile goes out with it: the busier the
                     // hub, the more events each connection's write carries.
-                    Some(events) => self.deliver(take_waiting(&mut batches, events)).await,
+                    Some(events) => self.deliver(&shards, take_waiting(&mut batches, events)).await,
                     None => return,
                 },
-                _ = degraded.tick(), if !health.is_up() => self.catch_up(None).await,
+                _ = degraded.tick(), if !health.is_up() => self.catch_up(&shards, None).await,
                 // The bus going down must wake the loop, or reading the database would wait
                 // for the next safety poll.
                 () = health.down(), if health.is_up() => {}
                 // Back up: what was published before the subscription took is read from the
                 // database now, not when the next event shows the gap.
-                () = health.up(), if !health.is_up() => self.catch_up(None).await,
-                _ = safety.tick() => self.catch_up(None).await,
+                () = health.up(), if !health.is_up() => self.catch_up(&shards, None).await,
+                _ = safety.tick() => self.catch_up(&shards, None).await,
             }
-            self.fan_out(&mut batches).await;
         }
     }
 }
+
+/// The way into the shards' threads (see [`Hub::start_shards`]); dropping it ends them
+/// once they have pushed what they were handed.
+#[derive(Debug)]
+pub struct Shards(Vec<mpsc::Sender<Arc<Run>>>);
 
 /// `events` and the batches waiting behind them, up to a catch-up batch's worth.
 fn take_waiting(batches: &mut mpsc::Receiver<Vec<Event>>, mut events: Vec<Event>) -> Vec<Event> {
@@ -473,7 +496,9 @@ fn take_waiting(batches: &mut mpsc::Receiver<Vec<Event>>, mut events: Vec<Event>
 
 #[cfg(test)]
 mod tests {
+    use super::fanout::{Lag, Pending};
     use super::*;
+    use crate::realtime::frames::{Frame, PreparedEvent};
 
     fn frame(seq: i64) -> Frame {
         Arc::new(PreparedEvent {
@@ -507,6 +532,7 @@ mod tests {
             max_connections_per_user: 4,
             degraded_poll: Duration::from_millis(100),
             safety_poll: Duration::from_secs(2),
+            shards: 2,
         };
         Hub::new(db, config, 0)
     }
@@ -521,8 +547,9 @@ mod tests {
             at: chrono::Utc::now(),
             data: revoked.data,
         };
-        let registry = hub.registry.read();
-        hub.apply_system(&registry, &event);
+        for shard in &hub.shards {
+            hub.apply_system(&shard.registry.read(), &event);
+        }
     }
 
     #[tokio::test]
@@ -564,8 +591,9 @@ mod tests {
             .expect("open");
         let panicking = Arc::clone(&hub);
         let panicked = std::thread::spawn(move || {
-            let _registry = panicking.registry.write();
-            let _pending = panicking.pending.lock();
+            let shard = &panicking.shards[panicking.shard_of(user)];
+            let _registry = shard.registry.write();
+            let _pending = shard.pending.lock();
             let _revoked = panicking.revoked.lock();
             panic!("a bug while the hub's locks are held");
         })

@@ -65,8 +65,9 @@ impl Registration {
     /// from which delivery is live: every later event of these topics will be queued, and
     /// earlier ones are the caller's to replay from the database.
     pub fn subscribe(&self, topics: &[Topic]) -> i64 {
-        let mut registry = self.hub.registry.write();
-        let live_from = self.hub.last_seq();
+        let shard = self.hub.shard_of_conn(self.id);
+        let mut registry = shard.registry.write();
+        let live_from = shard.routed();
         let Registry {
             conns,
             topics: indexes,
@@ -99,7 +100,7 @@ impl Registration {
 
     /// Stops delivery of these topics.
     pub fn unsubscribe(&self, topics: &[Topic]) {
-        let mut registry = self.hub.registry.write();
+        let mut registry = self.hub.shard_of_conn(self.id).registry.write();
         let Registry {
             conns,
             topics: indexes,
@@ -118,7 +119,7 @@ impl Registration {
 
     /// The topics this connection receives.
     pub fn topics(&self) -> Vec<Topic> {
-        let registry = self.hub.registry.read();
+        let registry = self.hub.shard_of_conn(self.id).registry.read();
         registry
             .conns
             .get(&self.id)
@@ -128,7 +129,7 @@ impl Registration {
 
     /// A fresh token was presented in-band: revocations up to its version spare it.
     pub fn set_token_version(&self, version: i64) {
-        let registry = self.hub.registry.read();
+        let registry = self.hub.shard_of_conn(self.id).registry.read();
         if let Some(conn) = registry.conns.get(&self.id) {
             conn.token_version.store(version, Ordering::Release);
         }
@@ -177,7 +178,7 @@ pub(super) fn remove_from(index: &mut TopicIndex, id: ConnId, user: Uuid) {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut registry = self.hub.registry.write();
+        let mut registry = self.hub.shard_of_conn(self.id).registry.write();
         let Some(conn) = registry.conns.remove(&self.id) else {
             return;
         };
