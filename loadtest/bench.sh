@@ -12,6 +12,8 @@
 #   ONLY="idle fanout latency orders routing storm"   a subset of the scenarios
 #   FANOUT_RATES="10 50 100", FANOUT_SSE_RATES="100"   the fan-out runs' change rates
 #   TIDINGS_BIN, TESTER_BIN, NO_BUILD=1   other binaries, unbuilt
+#   SERVER_CPUS=0, TESTER_CPUS=1   the cores (taskset lists) of the server and the tester;
+#                   with TIDINGS_HUB_SHARDS, compare fan-out shards on the same placement
 #   PUSH_RATE=200   push traffic beside each fan-out run: this many Web Push messages a
 #                   second to a decrypting receiver (examples/push_bench.rs), results
 #                   named …-push<rate>; compare with a run without it
@@ -85,7 +87,7 @@ server=
 # connections, as a freshly deployed instance would.
 restart_server() {
     if [ -n "$server" ]; then kill "$server"; wait "$server" 2>/dev/null || true; fi
-    taskset -c 0 "$TIDINGS" serve --listen 127.0.0.1:$PORT &
+    taskset -c "${SERVER_CPUS:-0}" "$TIDINGS" serve --listen 127.0.0.1:$PORT &
     server=$!
     for _ in $(seq 1 100); do curl -sf $BASE/readyz >/dev/null && return; sleep 0.2; done
     echo "the server did not become ready" >&2
@@ -94,12 +96,12 @@ restart_server() {
 trap 'kill $server 2>/dev/null; rm -rf "$data"' EXIT
 restart_server
 
-# Every run: pinned to core 1, against the server's PID, JSON and HTML into $OUT.
+# Every run: pinned to core 1 (TESTER_CPUS), against the server's PID, JSON and HTML into $OUT.
 tester() {
     local name=$1 scenario=$2
     shift 2
     echo "== $name: $scenario $*" >&2
-    taskset -c 1 "$TESTER" "$scenario" --base-url $BASE --server-pid $server \
+    taskset -c "${TESTER_CPUS:-1}" "$TESTER" "$scenario" --base-url $BASE --server-pid $server \
         --tokens "$data/customers.txt" --source-addrs $SOURCES \
         --json "$OUT/$name.json" --html "$OUT/$name.html" "$@" || true
     # The server's own view (relay and delivery lag histograms) of the run.
