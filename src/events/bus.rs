@@ -413,6 +413,7 @@ async fn silence(
     channels: &mut watch::Receiver<BTreeSet<String>>,
     mut subscribed: BTreeSet<String>,
 ) -> &'static str {
+    let mut following = true;
     loop {
         tokio::select! {
             () = tokio::time::sleep(PING_EVERY) => {
@@ -422,10 +423,11 @@ async fn silence(
                     Err(_) => return "Redis did not answer a ping in time",
                 }
             }
-            changed = channels.changed() => {
+            changed = channels.changed(), if following => {
                 if changed.is_err() {
-                    // The bus is gone: shutdown, which the caller sees.
-                    std::future::pending::<()>().await;
+                    // Nobody holds the handle any more: the set stays as it is.
+                    following = false;
+                    continue;
                 }
                 let wanted = channels.borrow_and_update().clone();
                 let added: Vec<&String> = wanted.difference(&subscribed).collect();

@@ -34,6 +34,7 @@ mod products;
 mod proxy;
 mod push;
 mod push_providers;
+mod redis_cluster;
 mod shutdown;
 mod smtp;
 mod websocket;

@@ -198,6 +198,8 @@ pub(super) async fn subscribe(
     let mut pings = tokio::time::interval(PING_EVERY);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = FIRST_BACKOFF;
+    // Whether the set of channels may still change.
+    let mut following = true;
     // When to bring the subscriptions in line with the wanted channels and the cluster.
     let mut reconcile_at = Some(Instant::now());
     loop {
@@ -234,11 +236,12 @@ pub(super) async fn subscribe(
         };
         let lost = tokio::select! {
             () = shutdown.cancelled() => return,
-            changed = channels.changed() => {
-                if changed.is_err() {
-                    return;
+            changed = channels.changed(), if following => {
+                match changed {
+                    Ok(()) => reconcile_at = Some(Instant::now()),
+                    // Nobody holds the handle any more: the set stays as it is.
+                    Err(_) => following = false,
                 }
-                reconcile_at = Some(Instant::now());
                 None
             }
             push = pushes.recv() => {

@@ -1,0 +1,491 @@
+//! The bus on a Redis Cluster of the test's own (sharded pub/sub): instances on it deliver
+//! through the bus, a master that dies loses and repeats nothing, and the subscriber
+//! follows a failover to the new master.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use redis::Value as RedisValue;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tidings::domain::Role;
+use tidings::events::bus::cluster::key_slot;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::clients::seqs;
+use crate::helpers::{Backend, TestApp};
+use crate::postgres_tests;
+
+postgres_tests!(
+    instances_on_a_redis_cluster_deliver_through_sharded_pub_sub,
+    a_master_killed_during_writes_loses_and_repeats_nothing,
+    the_subscriber_follows_a_failover_to_the_new_master,
+);
+
+/// How long a cluster may take to form, or to notice a change.
+const CLUSTER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `redis-server` of the cluster.
+struct Node {
+    port: u16,
+    bus_port: u16,
+    child: Option<Child>,
+}
+
+/// A Redis Cluster on free ports: its masters, and a replica of each if asked; every
+/// process is killed when it is dropped.
+pub(crate) struct RedisCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl RedisCluster {
+    /// `masters` masters, each with `replicas` replicas, and every node agreeing that the
+    /// cluster is ok.
+    pub(crate) async fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = RedisCluster {
+            dir,
+            nodes: Vec::new(),
+        };
+        for _ in 0..masters * (1 + replicas) {
+            let node = Node {
+                port: free_port(),
+                bus_port: free_port(),
+                child: None,
+            };
+            cluster.nodes.push(node);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.run(i).await;
+        }
+        let mut create = std::process::Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null());
+        let status = tokio::task::spawn_blocking(move || create.status())
+            .await
+            .unwrap()
+            .expect(
+                "redis-cli runs (apt-get install redis-tools, or redis-server, which brings it)",
+            );
+        assert!(status.success(), "redis-cli --cluster create failed");
+        cluster.wait_until_ok().await;
+        cluster
+    }
+
+    /// Starts node `i` (again), on its port and with its cluster configuration file, so a
+    /// node restarted comes back as the cluster knew it.
+    async fn run(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &node.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &node.bus_port.to_string(),
+                "--cluster-config-file",
+                &self
+                    .dir
+                    .path()
+                    .join(format!("nodes-{}.conf", node.port))
+                    .to_string_lossy(),
+                // Fast failure detection, so that a failover happens within the test.
+                "--cluster-node-timeout",
+                "2000",
+                "--dir",
+                &self.dir.path().to_string_lossy(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let client = redis::Client::open(self.node_url(i)).unwrap();
+        let deadline = Instant::now() + CLUSTER_PATIENCE;
+        while client.get_multiplexed_async_connection().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {}",
+                node.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.nodes[i].child = Some(child);
+    }
+
+    fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Every node, as `REDIS_URL` lists a cluster's nodes.
+    pub(crate) fn url(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.node_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A query to node `i`.
+    async fn query(&self, i: usize, command: &redis::Cmd) -> redis::RedisResult<RedisValue> {
+        let client = redis::Client::open(self.node_url(i))?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        command.query_async(&mut connection).await
+    }
+
+    /// Waits until every running node says `cluster_state:ok`.
+    async fn wait_until_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_PATIENCE;
+        loop {
+            let mut ok = true;
+            for i in self.running() {
+                let info = self.query(i, redis::cmd("CLUSTER").arg("INFO")).await;
+                let state = match info {
+                    Ok(RedisValue::BulkString(text)) => {
+                        String::from_utf8_lossy(&text).contains("cluster_state:ok")
+                    }
+                    Ok(RedisValue::VerbatimString { text, .. }) => {
+                        text.contains("cluster_state:ok")
+                    }
+                    _ => false,
+                };
+                ok &= state;
+            }
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect()
+    }
+
+    /// The node that is the master of `channel`'s slot, as node `asked` sees it.
+    async fn master_of(&self, channel: &str, asked: usize) -> Option<usize> {
+        let slot = i64::from(key_slot(channel.as_bytes()));
+        let slots = self
+            .query(asked, redis::cmd("CLUSTER").arg("SLOTS"))
+            .await
+            .ok()?;
+        let RedisValue::Array(ranges) = slots else {
+            return None;
+        };
+        ranges.iter().find_map(|range| match range {
+            RedisValue::Array(range) => match (&range[0], &range[1], &range[2]) {
+                (RedisValue::Int(start), RedisValue::Int(end), RedisValue::Array(master))
+                    if (*start..=*end).contains(&slot) =>
+                {
+                    let RedisValue::Int(port) = master[1] else {
+                        return None;
+                    };
+                    self.nodes.iter().position(|n| i64::from(n.port) == port)
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    /// How many connections are subscribed to the sharded channel on node `i`.
+    async fn shard_subscribers(&self, i: usize, channel: &str) -> i64 {
+        let answer = self
+            .query(i, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel))
+            .await
+            .unwrap();
+        match answer {
+            RedisValue::Array(pair) => match pair.get(1) {
+                Some(RedisValue::Int(n)) => *n,
+                _ => panic!("PUBSUB SHARDNUMSUB answered {pair:?}"),
+            },
+            RedisValue::Map(pairs) => match pairs.first() {
+                Some((_, RedisValue::Int(n))) => *n,
+                _ => panic!("PUBSUB SHARDNUMSUB answered {pairs:?}"),
+            },
+            other => panic!("PUBSUB SHARDNUMSUB answered {other:?}"),
+        }
+    }
+
+    /// Kills node `i` (SIGKILL): its connections close at once.
+    async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+fn id(v: &Value) -> &str {
+    v["id"].as_str().unwrap()
+}
+
+fn deltas(events: &[Value]) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "inventory.stock_changed")
+        .map(|e| e["data"]["delta"].as_i64().unwrap())
+        .collect()
+}
+
+/// An app on the cluster, with no safety-net polls: while the bus is up, nothing but the
+/// bus or a gap makes its hub read the database.
+async fn app_on(cluster: &RedisCluster, backend: Backend) -> TestApp {
+    let url = cluster.url();
+    TestApp::spawn_with(backend, |c| {
+        c.redis_url = Some(url);
+        c.relay_poll = Duration::from_secs(3600);
+    })
+    .await
+}
+
+/// The app's `/readyz` bus check.
+async fn bus(app: &TestApp) -> Value {
+    let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
+    ready["checks"]["bus"].clone()
+}
+
+/// Waits until the app's bus is `status` (`up` or `degraded`).
+async fn wait_for_bus(app: &TestApp, status: &str) {
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    loop {
+        let bus = bus(app).await;
+        if bus["status"] == status {
+            assert_eq!(bus["kind"], "redis-cluster");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bus did not become {status}: {bus}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The hub's reads of the database (gaps, or the bus down), from `/metrics`.
+async fn catch_up_reads(app: &TestApp) -> u64 {
+    let metrics = app.metrics().await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tidings_hub_catch_up_reads_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the metrics count the hub's catch-up reads")
+}
+
+async fn instances_on_a_redis_cluster_deliver_through_sharded_pub_sub(backend: Backend) {
+    let cluster = RedisCluster::start(3, 0).await;
+    let a = app_on(&cluster, backend).await;
+    let b = a.another_instance().await;
+    wait_for_bus(&a, "up").await;
+    wait_for_bus(&b, "up").await;
+    let channel = a.config.redis_channel.clone();
+    let owner = cluster.master_of(&channel, 0).await.expect("a master");
+    assert_eq!(
+        cluster.shard_subscribers(owner, &channel).await,
+        2,
+        "both instances SSUBSCRIBEd on the master of the channel's slot"
+    );
+    let staff = a.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = a.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut on_b = b.ws(&staff.access_token).await;
+    on_b.subscribe(&["inventory"], None).await;
+    let reads_before = catch_up_reads(&b).await;
+
+    for delta in 1..=10 {
+        assert_eq!(
+            a.adjust_stock(&staff.access_token, id(&tee), delta)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let mut received = Vec::new();
+    while deltas(&received).last() != Some(&10) {
+        received.push(on_b.next_event().await);
+    }
+
+    assert_eq!(deltas(&received), (1..=10).collect::<Vec<i64>>());
+    assert!(seqs(&received).windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        catch_up_reads(&b).await,
+        reads_before,
+        "the bus delivered them: b's hub never read the database"
+    );
+    assert_eq!(bus(&b).await["status"], "up");
+}
+
+async fn a_master_killed_during_writes_loses_and_repeats_nothing(backend: Backend) {
+    let mut cluster = RedisCluster::start(3, 0).await;
+    let a = app_on(&cluster, backend).await;
+    let b = a.another_instance().await;
+    wait_for_bus(&a, "up").await;
+    wait_for_bus(&b, "up").await;
+    let channel = a.config.redis_channel.clone();
+    let owner = cluster.master_of(&channel, 0).await.expect("a master");
+    let staff = a.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = a.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut on_a = a.ws(&staff.access_token).await;
+    on_a.subscribe(&["inventory"], None).await;
+    let mut on_b = b.ws(&staff.access_token).await;
+    on_b.subscribe(&["inventory"], None).await;
+
+    // A stream of writes through both instances, with the channel's master killed midway.
+    let writes = {
+        let (a_url, b_url) = (a.url(""), b.url(""));
+        let (token, product) = (staff.access_token.clone(), id(&tee).to_owned());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for delta in 1..=40i64 {
+                let base = if delta % 2 == 0 { &a_url } else { &b_url };
+                let response = client
+                    .post(format!("{base}/v1/products/{product}/stock-adjustments"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"delta": delta, "reason": "count"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        })
+    };
+    let mut received_a = Vec::new();
+    while deltas(&received_a).len() < 10 {
+        received_a.push(on_a.next_event().await);
+    }
+    cluster.kill(owner).await;
+    wait_for_bus(&a, "degraded").await;
+    writes.await.unwrap();
+    let mut received_b = Vec::new();
+    while deltas(&received_a).last() != Some(&40) {
+        received_a.push(on_a.next_event().await);
+    }
+    while deltas(&received_b).last() != Some(&40) {
+        received_b.push(on_b.next_event().await);
+    }
+
+    for received in [&received_a, &received_b] {
+        assert_eq!(
+            deltas(received),
+            (1..=40).collect::<Vec<i64>>(),
+            "every event once, in order"
+        );
+        let all = seqs(received);
+        assert!(
+            all.windows(2).all(|w| w[1] == w[0] + 1),
+            "contiguous: {all:?}"
+        );
+    }
+    // The master back (as the cluster knew it), the bus is up again and carries events.
+    cluster.run(owner).await;
+    cluster.wait_until_ok().await;
+    wait_for_bus(&a, "up").await;
+    wait_for_bus(&b, "up").await;
+    let reads_before = catch_up_reads(&b).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 41).await;
+    while deltas(&received_b).last() != Some(&41) {
+        received_b.push(on_b.next_event().await);
+    }
+    assert_eq!(
+        catch_up_reads(&b).await,
+        reads_before,
+        "delivered by the bus again"
+    );
+}
+
+async fn the_subscriber_follows_a_failover_to_the_new_master(backend: Backend) {
+    let cluster = RedisCluster::start(3, 1).await;
+    let a = app_on(&cluster, backend).await;
+    let b = a.another_instance().await;
+    wait_for_bus(&a, "up").await;
+    wait_for_bus(&b, "up").await;
+    let channel = a.config.redis_channel.clone();
+    let old = cluster.master_of(&channel, 0).await.expect("a master");
+    let replica = {
+        let mut found = None;
+        for i in 0..cluster.nodes.len() {
+            let role = cluster.query(i, &redis::cmd("ROLE")).await.unwrap();
+            if let RedisValue::Array(role) = role
+                && matches!(&role[0], RedisValue::BulkString(r) if r == b"slave")
+                && matches!(&role[2], RedisValue::Int(port) if *port == i64::from(cluster.nodes[old].port))
+            {
+                found = Some(i);
+            }
+        }
+        found.expect("the master has a replica")
+    };
+    let staff = a.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = a.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut on_b = b.ws(&staff.access_token).await;
+    on_b.subscribe(&["inventory"], None).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 1).await;
+    let mut received = vec![on_b.next_of("inventory.stock_changed").await];
+
+    // The replica takes over; the old master ends its shard subscriptions (sunsubscribe).
+    let answer = cluster
+        .query(replica, redis::cmd("CLUSTER").arg("FAILOVER"))
+        .await
+        .unwrap();
+    assert_eq!(answer, RedisValue::Okay);
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    while cluster.master_of(&channel, old).await != Some(replica) {
+        assert!(Instant::now() < deadline, "the failover did not happen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for delta in 2..=6 {
+        a.adjust_stock(&staff.access_token, id(&tee), delta).await;
+    }
+    // Both instances resubscribe on the new master.
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    while cluster.shard_subscribers(replica, &channel).await != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the instances did not subscribe on the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_bus(&b, "up").await;
+    while deltas(&received).last() != Some(&6) {
+        received.push(on_b.next_event().await);
+    }
+    let reads_before = catch_up_reads(&b).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 7).await;
+    while deltas(&received).last() != Some(&7) {
+        received.push(on_b.next_event().await);
+    }
+
+    assert_eq!(deltas(&received), (1..=7).collect::<Vec<i64>>());
+    let all = seqs(&received);
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous: {all:?}"
+    );
+    assert_eq!(
+        catch_up_reads(&b).await,
+        reads_before,
+        "after the failover the bus delivers"
+    );
+    assert_eq!(cluster.shard_subscribers(old, &channel).await, 0);
+}
