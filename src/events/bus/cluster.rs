@@ -14,7 +14,8 @@
 //! tells nobody whether a channel is subscribed right now, which the hubs need to know
 //! (while it is not, they read the database). So the subscriber here holds one RESP3
 //! connection per master that owns a wanted channel's slot (found with `CLUSTER SLOTS`),
-//! sends `SSUBSCRIBE` there, pings each connection, and on anything that ends a
+//! sends `SSUBSCRIBE` there, pings each connection (with `ROLE`, which also tells a master
+//! turned replica), and on anything that ends a
 //! subscription (the connection closes or stops answering, a `sunsubscribe` it did not ask
 //! for, a push it had no room for) drops that connection, reads the slots again and
 //! subscribes on whoever owns them now. The bus is up while every wanted channel is
@@ -448,9 +449,16 @@ impl Subscriber {
                     overflow.store(true, Ordering::Relaxed);
                 })
             });
-        let connection = redis::Client::open(info)?
+        let mut connection = redis::Client::open(info)?
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        // The slots may have come from a node that has not heard of a failover yet: a
+        // replica would take the subscription (and relay its master's messages) until it
+        // is moved elsewhere, so only the master itself is trusted.
+        let role: Value = redis::cmd("ROLE").query_async(&mut connection).await?;
+        if !is_master(&role) {
+            return Err(std::io::Error::other("not a master (any more)").into());
+        }
         Ok(Node {
             id,
             connection,
@@ -519,10 +527,12 @@ impl Subscriber {
                 if overflowed {
                     return Some((address, "it missed a push"));
                 }
-                let ping = redis::cmd("PING");
+                // `ROLE` as the ping: it also tells a master that became a replica.
+                let ping = redis::cmd("ROLE");
                 let answer = ping.query_async::<Value>(&mut connection);
                 match tokio::time::timeout(PING_DEADLINE, answer).await {
-                    Ok(Ok(_)) => None,
+                    Ok(Ok(role)) if is_master(&role) => None,
+                    Ok(Ok(_)) => Some((address, "it is not a master any more")),
                     Ok(Err(_)) => Some((address, "the connection failed")),
                     Err(_) => Some((address, "no answer to a ping in time")),
                 }
@@ -539,6 +549,18 @@ impl Subscriber {
             why = Some(format!("{host}:{port}: {reason}"));
         }
         why
+    }
+}
+
+/// Whether a `ROLE` answer is a master's.
+fn is_master(role: &Value) -> bool {
+    match role {
+        Value::Array(role) => match role.first() {
+            Some(Value::BulkString(role)) => role == b"master",
+            Some(Value::SimpleString(role)) => role == "master",
+            _ => false,
+        },
+        _ => false,
     }
 }
 
