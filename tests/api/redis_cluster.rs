@@ -9,9 +9,12 @@ use redis::Value as RedisValue;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tidings::domain::Role;
+use tidings::events::Event;
 use tidings::events::bus::cluster::key_slot;
+use tidings::events::bus::{Bus, partition_channel};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::clients::seqs;
 use crate::helpers::{Backend, TestApp};
@@ -21,6 +24,8 @@ postgres_tests!(
     instances_on_a_redis_cluster_deliver_through_sharded_pub_sub,
     a_master_killed_during_writes_loses_and_repeats_nothing,
     the_subscriber_follows_a_failover_to_the_new_master,
+    partition_channels_added_at_runtime_spread_over_the_masters,
+    a_single_redis_follows_channels_added_and_removed_at_runtime,
 );
 
 /// How long a cluster may take to form, or to notice a change.
@@ -488,4 +493,118 @@ async fn the_subscriber_follows_a_failover_to_the_new_master(backend: Backend) {
         "after the failover the bus delivers"
     );
     assert_eq!(cluster.shard_subscribers(old, &channel).await, 0);
+}
+
+/// A batch as the relay publishes it, with a seq of the test's choosing.
+fn batch(seq: i64) -> Vec<Event> {
+    serde_json::from_value(serde_json::json!([{
+        "seq": seq, "topic": "inventory", "type": "product.created",
+        "audience": {"kind": "everyone"}, "at": "2026-12-07T00:00:00Z", "data": {"id": "p"}
+    }]))
+    .unwrap()
+}
+
+/// Publishes `seq` on `channel` until the bus hands it over: a subscription just made
+/// may not be in place when the first message goes out. Repeats of earlier rounds that
+/// arrive meanwhile are skipped.
+async fn round_trip(bus: &mut Bus, channel: &str, seq: i64) {
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    loop {
+        // Not yet connected to publish is one more reason to try again.
+        let _ = bus.publisher.publish_on(channel, batch(seq)).await;
+        let until = Instant::now() + Duration::from_millis(200);
+        while let Ok(Some(got)) = tokio::time::timeout_at(until, bus.batches.recv()).await {
+            if got[0].seq == seq {
+                return;
+            }
+            assert!(got[0].seq < seq, "{} arrived on {channel}", got[0].seq);
+        }
+        assert!(Instant::now() < deadline, "nothing came back on {channel}");
+    }
+}
+
+async fn partition_channels_added_at_runtime_spread_over_the_masters(_: Backend) {
+    let cluster = RedisCluster::start(3, 0).await;
+    let stop = CancellationToken::new();
+    let base = format!("tidings:test:{}", uuid::Uuid::new_v4().simple());
+    let mut bus = Bus::redis(&cluster.url(), false, &base, stop.clone())
+        .await
+        .unwrap();
+    assert_eq!(bus.kind, "redis-cluster");
+    bus.health.up().await;
+    round_trip(&mut bus, &base, 1).await;
+
+    let partitions: Vec<String> = (0..8).map(|p| partition_channel(&base, p)).collect();
+    for channel in &partitions {
+        assert!(bus.channels.add(channel));
+    }
+    let mut owners = std::collections::BTreeSet::new();
+    for (seq, channel) in (2..).zip(&partitions) {
+        let owner = cluster.master_of(channel, 0).await.expect("a master");
+        let deadline = Instant::now() + CLUSTER_PATIENCE;
+        while cluster.shard_subscribers(owner, channel).await != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{channel} is not subscribed on its master"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        owners.insert(owner);
+        round_trip(&mut bus, channel, seq).await;
+    }
+    assert!(
+        owners.len() > 1,
+        "the partitions spread over the masters: {owners:?}"
+    );
+    assert!(bus.health.is_up());
+
+    let removed = &partitions[0];
+    assert!(bus.channels.remove(removed));
+    let owner = cluster.master_of(removed, 0).await.unwrap();
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    while cluster.shard_subscribers(owner, removed).await != 0 {
+        assert!(Instant::now() < deadline, "{removed} is still subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The others stay.
+    round_trip(&mut bus, &partitions[1], 100).await;
+    assert!(bus.health.is_up());
+    stop.cancel();
+}
+
+async fn a_single_redis_follows_channels_added_and_removed_at_runtime(_: Backend) {
+    let redis = crate::live_cluster::OwnRedis::start().await;
+    let stop = CancellationToken::new();
+    let base = format!("tidings:test:{}", uuid::Uuid::new_v4().simple());
+    let mut bus = Bus::redis(&redis.url(), false, &base, stop.clone())
+        .await
+        .unwrap();
+    assert_eq!(bus.kind, "redis");
+    bus.health.up().await;
+    round_trip(&mut bus, &base, 1).await;
+
+    let partition = partition_channel(&base, 1);
+    assert!(bus.channels.add(&partition));
+    round_trip(&mut bus, &partition, 2).await;
+    assert!(bus.channels.remove(&base));
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    loop {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(&base)
+            .arg("not a batch")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if receivers == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{base} is still subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    round_trip(&mut bus, &partition, 3).await;
+    assert!(bus.health.is_up());
+    assert_eq!(bus.channels.list(), [partition]);
+    stop.cancel();
 }
