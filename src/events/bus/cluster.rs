@@ -364,8 +364,9 @@ impl Subscriber {
         Ok(())
     }
 
-    /// The slot ranges and their masters, from the first node that answers `CLUSTER SLOTS`:
-    /// those the last answer named, then the seeds.
+    /// The slot ranges and their masters, from the first node to answer `CLUSTER SLOTS`,
+    /// asked all at once (those the last answer named, and the seeds): a node that hangs
+    /// must not hold the subscriber up while another could answer.
     async fn slots(&mut self) -> Result<Vec<(u16, u16, Address)>, String> {
         let mut candidates: Vec<ConnectionInfo> = self
             .known
@@ -373,33 +374,17 @@ impl Subscriber {
             .filter_map(|address| self.info_for(address))
             .collect();
         candidates.extend(self.seeds.iter().cloned());
-        let mut last_error = "no node to ask".to_owned();
-        for info in candidates {
-            let asked = address_of(&info);
-            match cluster_slots(info).await {
-                Ok(slots) => {
-                    let masters = slots
-                        .into_iter()
-                        .map(|(start, end, (host, port))| {
-                            // An empty host means "the address you reached me on".
-                            let host = match (host.is_empty(), &asked) {
-                                (true, Some((asked, _))) => asked.clone(),
-                                _ => host,
-                            };
-                            (start, end, (host, port))
-                        })
-                        .collect::<Vec<_>>();
-                    let mut known: Vec<Address> =
-                        masters.iter().map(|(_, _, a)| a.clone()).collect();
-                    known.sort();
-                    known.dedup();
-                    self.known = known;
-                    return Ok(masters);
-                }
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        Err(format!("no node answered CLUSTER SLOTS ({last_error})"))
+        let asks = candidates
+            .into_iter()
+            .map(|info| Box::pin(cluster_slots(info)));
+        let (masters, _) = futures::future::select_ok(asks)
+            .await
+            .map_err(|e| format!("no node answered CLUSTER SLOTS ({e})"))?;
+        let mut known: Vec<Address> = masters.iter().map(|(_, _, a)| a.clone()).collect();
+        known.sort();
+        known.dedup();
+        self.known = known;
+        Ok(masters)
     }
 
     /// How to reach a node: the first seed's settings (credentials, TLS, RESP3) at the
@@ -574,8 +559,10 @@ fn address_of(info: &ConnectionInfo) -> Option<Address> {
     }
 }
 
-/// Asks one node for the cluster's slot ranges and the master of each.
+/// Asks one node for the cluster's slot ranges and the master of each; a node that serves
+/// no slot (not part of the cluster yet) is an error, so that another answer is taken.
 async fn cluster_slots(info: ConnectionInfo) -> redis::RedisResult<Vec<(u16, u16, Address)>> {
+    let asked = address_of(&info);
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(CONNECT_TIMEOUT));
@@ -586,7 +573,21 @@ async fn cluster_slots(info: ConnectionInfo) -> redis::RedisResult<Vec<(u16, u16
         .arg("SLOTS")
         .query_async(&mut connection)
         .await?;
-    Ok(parse_slots(&answer))
+    let masters: Vec<(u16, u16, Address)> = parse_slots(&answer)
+        .into_iter()
+        .map(|(start, end, (host, port))| {
+            // An empty host means "the address you reached me on".
+            let host = match (host.is_empty(), &asked) {
+                (true, Some((asked, _))) => asked.clone(),
+                _ => host,
+            };
+            (start, end, (host, port))
+        })
+        .collect();
+    if masters.is_empty() {
+        return Err(std::io::Error::other("it knows of no slot").into());
+    }
+    Ok(masters)
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, …], replicas…], …]`; entries that do not
