@@ -24,6 +24,7 @@ postgres_tests!(
     instances_on_a_redis_cluster_deliver_through_sharded_pub_sub,
     a_master_killed_during_writes_loses_and_repeats_nothing,
     the_subscriber_follows_a_failover_to_the_new_master,
+    the_subscriber_follows_its_channels_slot_to_another_master,
     partition_channels_added_at_runtime_spread_over_the_masters,
     a_single_redis_follows_channels_added_and_removed_at_runtime,
 );
@@ -233,6 +234,46 @@ impl RedisCluster {
                 _ => panic!("PUBSUB SHARDNUMSUB answered {pairs:?}"),
             },
             other => panic!("PUBSUB SHARDNUMSUB answered {other:?}"),
+        }
+    }
+
+    /// Node `i`'s cluster id.
+    async fn id(&self, i: usize) -> String {
+        match self
+            .query(i, redis::cmd("CLUSTER").arg("MYID"))
+            .await
+            .unwrap()
+        {
+            RedisValue::BulkString(id) => String::from_utf8(id).unwrap(),
+            other => panic!("CLUSTER MYID answered {other:?}"),
+        }
+    }
+
+    /// Moves an empty slot from master `from` to master `to`, as `redis-cli --cluster
+    /// reshard` does (importing, migrating, then the new owner told to every master).
+    async fn move_slot(&self, slot: u16, from: usize, to: usize) {
+        let (from_id, to_id) = (self.id(from).await, self.id(to).await);
+        let setslot = |state: &str, id: &str| {
+            let mut command = redis::cmd("CLUSTER");
+            command.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            command
+        };
+        for (node, command) in [
+            (to, setslot("IMPORTING", &from_id)),
+            (from, setslot("MIGRATING", &to_id)),
+            (to, setslot("NODE", &to_id)),
+            (from, setslot("NODE", &to_id)),
+        ] {
+            assert_eq!(
+                self.query(node, &command).await.unwrap(),
+                RedisValue::Okay,
+                "{command:?} on {node}"
+            );
+        }
+        for node in self.running() {
+            if node != from && node != to {
+                let _ = self.query(node, &setslot("NODE", &to_id)).await;
+            }
         }
     }
 
@@ -607,4 +648,59 @@ async fn a_single_redis_follows_channels_added_and_removed_at_runtime(_: Backend
     assert!(bus.health.is_up());
     assert_eq!(bus.channels.list(), [partition]);
     stop.cancel();
+}
+
+async fn the_subscriber_follows_its_channels_slot_to_another_master(backend: Backend) {
+    let cluster = RedisCluster::start(3, 0).await;
+    let a = app_on(&cluster, backend).await;
+    let b = a.another_instance().await;
+    wait_for_bus(&a, "up").await;
+    wait_for_bus(&b, "up").await;
+    let channel = a.config.redis_channel.clone();
+    let from = cluster.master_of(&channel, 0).await.expect("a master");
+    let to = (from + 1) % 3;
+    let staff = a.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = a.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut on_b = b.ws(&staff.access_token).await;
+    on_b.subscribe(&["inventory"], None).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 1).await;
+    let mut received = vec![on_b.next_of("inventory.stock_changed").await];
+
+    // The old owner ends the subscriptions (sunsubscribe) as it gives the slot up.
+    cluster
+        .move_slot(key_slot(channel.as_bytes()), from, to)
+        .await;
+    for delta in 2..=4 {
+        a.adjust_stock(&staff.access_token, id(&tee), delta).await;
+    }
+    let deadline = Instant::now() + CLUSTER_PATIENCE;
+    while cluster.shard_subscribers(to, &channel).await != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the instances did not subscribe on the slot's new master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_bus(&b, "up").await;
+    while deltas(&received).last() != Some(&4) {
+        received.push(on_b.next_event().await);
+    }
+    let reads_before = catch_up_reads(&b).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 5).await;
+    while deltas(&received).last() != Some(&5) {
+        received.push(on_b.next_event().await);
+    }
+
+    assert_eq!(deltas(&received), (1..=5).collect::<Vec<i64>>());
+    let all = seqs(&received);
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous: {all:?}"
+    );
+    assert_eq!(
+        catch_up_reads(&b).await,
+        reads_before,
+        "after the migration the bus delivers"
+    );
+    assert_eq!(cluster.shard_subscribers(from, &channel).await, 0);
 }
