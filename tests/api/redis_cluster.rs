@@ -26,6 +26,7 @@ postgres_tests!(
     the_subscriber_follows_a_failover_to_the_new_master,
     the_subscriber_follows_its_channels_slot_to_another_master,
     partition_channels_added_at_runtime_spread_over_the_masters,
+    instances_started_before_their_cluster_deliver_once_it_is_up,
     a_single_redis_follows_channels_added_and_removed_at_runtime,
 );
 
@@ -59,25 +60,33 @@ impl RedisCluster {
     /// `masters` masters, each with `replicas` replicas, and every node agreeing that the
     /// cluster is ok.
     pub(crate) async fn start(masters: usize, replicas: usize) -> RedisCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cluster = RedisCluster {
-            dir,
-            nodes: Vec::new(),
-        };
-        for _ in 0..masters * (1 + replicas) {
-            let node = Node {
-                port: free_port(),
-                bus_port: free_port(),
-                child: None,
-            };
-            cluster.nodes.push(node);
+        let mut cluster = RedisCluster::planned(masters * (1 + replicas));
+        cluster.create(replicas).await;
+        cluster
+    }
+
+    /// `nodes` free ports, with nothing running on them yet.
+    fn planned(nodes: usize) -> RedisCluster {
+        RedisCluster {
+            dir: tempfile::tempdir().unwrap(),
+            nodes: (0..nodes)
+                .map(|_| Node {
+                    port: free_port(),
+                    bus_port: free_port(),
+                    child: None,
+                })
+                .collect(),
         }
-        for i in 0..cluster.nodes.len() {
-            cluster.run(i).await;
+    }
+
+    /// Starts every node and makes them a cluster, `replicas` replicas per master.
+    async fn create(&mut self, replicas: usize) {
+        for i in 0..self.nodes.len() {
+            self.run(i).await;
         }
         let mut create = std::process::Command::new("redis-cli");
         create.arg("--cluster").arg("create");
-        for node in &cluster.nodes {
+        for node in &self.nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
         create
@@ -90,8 +99,7 @@ impl RedisCluster {
                 "redis-cli runs (apt-get install redis-tools, or redis-server, which brings it)",
             );
         assert!(status.success(), "redis-cli --cluster create failed");
-        cluster.wait_until_ok().await;
-        cluster
+        self.wait_until_ok().await;
     }
 
     /// Starts node `i` (again), on its port and with its cluster configuration file, so a
@@ -703,4 +711,33 @@ async fn the_subscriber_follows_its_channels_slot_to_another_master(backend: Bac
         "after the migration the bus delivers"
     );
     assert_eq!(cluster.shard_subscribers(from, &channel).await, 0);
+}
+
+async fn instances_started_before_their_cluster_deliver_once_it_is_up(backend: Backend) {
+    let mut cluster = RedisCluster::planned(3);
+    let a = app_on(&cluster, backend).await;
+    let b = a.another_instance().await;
+    assert_eq!(bus(&b).await["status"], "degraded");
+    let staff = a.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = a.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut on_b = b.ws(&staff.access_token).await;
+    on_b.subscribe(&["inventory"], None).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 1).await;
+    let mut received = vec![on_b.next_of("inventory.stock_changed").await];
+
+    cluster.create(0).await;
+    wait_for_bus(&a, "up").await;
+    wait_for_bus(&b, "up").await;
+    let reads_before = catch_up_reads(&b).await;
+    a.adjust_stock(&staff.access_token, id(&tee), 2).await;
+    while deltas(&received).last() != Some(&2) {
+        received.push(on_b.next_event().await);
+    }
+
+    assert_eq!(deltas(&received), [1, 2]);
+    assert_eq!(
+        catch_up_reads(&b).await,
+        reads_before,
+        "the publisher connected too: the bus delivered"
+    );
 }
