@@ -25,6 +25,7 @@ postgres_tests!(
     a_master_killed_during_writes_loses_and_repeats_nothing,
     the_subscriber_follows_a_failover_to_the_new_master,
     the_subscriber_follows_its_channels_slot_to_another_master,
+    a_frozen_master_is_noticed_and_events_come_from_the_database_until_it_answers,
     partition_channels_added_at_runtime_spread_over_the_masters,
     instances_started_before_their_cluster_deliver_once_it_is_up,
     a_single_redis_follows_channels_added_and_removed_at_runtime,
@@ -283,6 +284,21 @@ impl RedisCluster {
                 let _ = self.query(node, &setslot("NODE", &to_id)).await;
             }
         }
+    }
+
+    /// Stops node `i` (SIGSTOP, `-CONT` to go on): its connections stay open and nothing
+    /// answers, as with a node that hangs.
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i]
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Kills node `i` (SIGKILL): its connections close at once.
@@ -739,5 +755,45 @@ async fn instances_started_before_their_cluster_deliver_once_it_is_up(backend: B
         catch_up_reads(&b).await,
         reads_before,
         "the publisher connected too: the bus delivered"
+    );
+}
+
+async fn a_frozen_master_is_noticed_and_events_come_from_the_database_until_it_answers(
+    backend: Backend,
+) {
+    let cluster = RedisCluster::start(3, 0).await;
+    let a = app_on(&cluster, backend).await;
+    wait_for_bus(&a, "up").await;
+    let channel = a.config.redis_channel.clone();
+    let owner = cluster.master_of(&channel, 0).await.expect("a master");
+    let staff = a.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = a.product(&staff.access_token, "TEE", 100, 1000).await;
+    let mut ws = a.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+
+    cluster.signal(owner, "-STOP");
+    // The subscriber notices by its pings, before the cluster itself does (its node
+    // timeout is 2 s).
+    wait_for_bus(&a, "degraded").await;
+    for delta in 1..=3 {
+        a.adjust_stock(&staff.access_token, id(&tee), delta).await;
+    }
+    let mut received = Vec::new();
+    while deltas(&received).last() != Some(&3) {
+        received.push(ws.next_event().await);
+    }
+    cluster.signal(owner, "-CONT");
+    cluster.wait_until_ok().await;
+    wait_for_bus(&a, "up").await;
+    a.adjust_stock(&staff.access_token, id(&tee), 4).await;
+    while deltas(&received).last() != Some(&4) {
+        received.push(ws.next_event().await);
+    }
+
+    assert_eq!(deltas(&received), [1, 2, 3, 4]);
+    let all = seqs(&received);
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous: {all:?}"
     );
 }
