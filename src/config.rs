@@ -198,11 +198,17 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_DB_ACQUIRE_TIMEOUT", default_value = "5s", global = true,
         value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
-    /// `redis://…` (or `rediss://…`) to fan events out across instances; unset, an
+    /// `redis://…` (or `rediss://…`) to fan events out across instances; several
+    /// comma-separated URLs are the nodes of a Redis Cluster (sharded pub/sub); unset, an
     /// in-process bus
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true,
         default_value = "", hide_default_value = true, value_parser = parse_redis_url)]
     pub redis_url: std::option::Option<String>,
+    /// `REDIS_URL` is a node of a Redis Cluster even if it names only one: the bus uses
+    /// sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`)
+    #[arg(long, env = "TIDINGS_REDIS_CLUSTER", default_value = "false", global = true,
+        action = ArgAction::Set, value_parser = parse_bool)]
+    pub redis_cluster: bool,
     /// The JWT signing key from `TIDINGS_JWT_SECRET`, if given (no flag, so that it never
     /// shows in a process list); otherwise one is kept in `data_dir`. Set by
     /// [`Config::validate`].
@@ -555,6 +561,7 @@ impl Config {
         };
         self.check_mail()?;
         self.check_apns()?;
+        self.check_redis_channel()?;
         if self.ws_idle_timeout <= self.ws_ping_interval {
             return Err(ConfigError {
                 var: "TIDINGS_WS_IDLE_TIMEOUT".into(),
@@ -582,6 +589,34 @@ impl Config {
 }
 
 impl Config {
+    /// Whether the bus runs on Redis Cluster: `TIDINGS_REDIS_CLUSTER`, or a `REDIS_URL`
+    /// naming several nodes.
+    pub fn redis_is_cluster(&self) -> bool {
+        self.redis_url
+            .as_deref()
+            .is_some_and(|url| self.redis_cluster || url.contains(','))
+    }
+
+    /// On Redis Cluster a channel lives on the slot of its name, or of its hash tag (`{…}`):
+    /// a hash tag in the bus's channel would put every partition of the bus on one slot,
+    /// and so on one master.
+    fn check_redis_channel(&self) -> Result<(), ConfigError> {
+        let tagged = self
+            .redis_channel
+            .split_once('{')
+            .is_some_and(|(_, rest)| rest.find('}').is_some_and(|end| end > 0));
+        if self.redis_is_cluster() && tagged {
+            return Err(ConfigError {
+                var: "TIDINGS_REDIS_CHANNEL".into(),
+                flag: Some("--redis-channel".into()),
+                problem: "must have no hash tag ({…}) on Redis Cluster: the bus's partitions \
+                          would all share one slot"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// With a mail server, the sender and the links' base are needed; without one, no
     /// user could ever verify their address, so requiring it would lock everyone out.
     /// Public: a test that sets `smtp_url` after validation checks the same.
@@ -1066,16 +1101,22 @@ fn parse_database_url(url: &str) -> Result<Option<DatabaseUrl>, String> {
     ))
 }
 
-/// A `redis://` or `rediss://` URL; empty is unset.
+/// A `redis://` or `rediss://` URL, or several comma-separated (a cluster's nodes); empty
+/// is unset.
 fn parse_redis_url(url: &str) -> Result<Option<String>, String> {
-    match url.trim() {
-        "" => Ok(None),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Ok(Some(url.to_owned()))
-        }
-        url => Err(format!(
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+    match nodes
+        .iter()
+        .find(|node| !(node.starts_with("redis://") || node.starts_with("rediss://")))
+    {
+        None => Ok(Some(nodes.join(","))),
+        Some(node) => Err(format!(
             "{} is not a redis:// or rediss:// URL",
-            quote(&redact_url(url))
+            quote(&redact_url(node))
         )),
     }
 }
@@ -1232,6 +1273,8 @@ mod tests {
         );
         assert_eq!(config.access_token_ttl, Duration::from_secs(900));
         assert!(config.redis_url.is_none());
+        assert!(!config.redis_cluster);
+        assert!(!config.redis_is_cluster());
         assert!(config.cors_origins.is_empty());
         assert_eq!(config.pending.total, 10_000);
         assert_eq!(config.pending.per_ip, 2000);
@@ -1341,6 +1384,7 @@ mod tests {
             (["--db-max-connections", "0"], "TIDINGS_DB_MAX_CONNECTIONS"),
             (["--body-limit", "100"], "TIDINGS_BODY_LIMIT"),
             (["--redis-url", "http://x"], "REDIS_URL"),
+            (["--redis-url", "redis://a:7000,http://b"], "REDIS_URL"),
             (["--redis-channel", " "], "TIDINGS_REDIS_CHANNEL"),
             (["--data-dir", ""], "TIDINGS_DATA_DIR"),
             (
@@ -1414,6 +1458,30 @@ mod tests {
         assert_eq!(err.var, "TIDINGS_WS_IDLE_TIMEOUT");
         assert!(err.problem.contains("TIDINGS_WS_PING_INTERVAL"), "{err}");
         read(&["--ws-ping-interval", "30s", "--ws-idle-timeout", "31s"]).unwrap();
+    }
+
+    #[test]
+    fn several_redis_urls_are_a_cluster_as_is_one_with_the_setting() {
+        let config = read(&["--redis-url", " redis://a:7000 , redis://b:7001"]).unwrap();
+        assert_eq!(
+            config.redis_url.as_deref(),
+            Some("redis://a:7000,redis://b:7001")
+        );
+        assert!(config.redis_is_cluster());
+        let one = read(&["--redis-url", "redis://a:7000"]).unwrap();
+        assert!(!one.redis_is_cluster());
+        let seeded = read(&["--redis-url", "redis://a:7000", "--redis-cluster", "true"]).unwrap();
+        assert!(seeded.redis_is_cluster());
+        // A hash tag is only a problem on a cluster.
+        assert!(read(&["--redis-url", "redis://a:7000", "--redis-channel", "{t}:e"]).is_ok());
+        let tagged = read(&[
+            "--redis-url",
+            "redis://a:7000,redis://b:7000",
+            "--redis-channel",
+            "{tidings}:events",
+        ])
+        .unwrap_err();
+        assert_eq!(tagged.var, "TIDINGS_REDIS_CHANNEL", "{tagged}");
     }
 
     #[test]

@@ -271,14 +271,15 @@ impl Application {
         let bus = match &config.redis_url {
             // Built on the pipeline's thread, so that its subscription task runs there.
             Some(url) => {
-                let (url, channel, stop) = (
+                let (url, cluster, channel, stop) = (
                     url.clone(),
+                    config.redis_cluster,
                     config.redis_channel.clone(),
                     background.clone(),
                 );
                 pipeline
                     .handle
-                    .spawn(async move { Bus::redis(&url, &channel, stop).await })
+                    .spawn(async move { Bus::redis(&url, cluster, &channel, stop).await })
                     .await??
             }
             None => Bus::memory(),

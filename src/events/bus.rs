@@ -6,7 +6,18 @@
 //! not rely on it, since they check that `seq` is contiguous and read any gap from the
 //! database, and while the subscription is down (or Redis stops answering its pings) they
 //! read the database on a timer.
+//!
+//! With `REDIS_URL` naming several nodes (or `TIDINGS_REDIS_CLUSTER`), the bus runs on Redis
+//! Cluster with sharded pub/sub instead ([`cluster`]): each channel lives on the master that
+//! owns its slot.
+//!
+//! The subscriber follows a set of channels that can change while it runs ([`Channels`]),
+//! and the publisher can publish on any channel ([`Publisher::publish_on`]): the shape a
+//! bus split into partitions needs. The app uses one channel, `TIDINGS_REDIS_CHANNEL`.
 
+pub mod cluster;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,12 +59,55 @@ impl BusHealth {
     }
 }
 
+/// The channels a subscriber follows: a handle that changes them while it runs. Each
+/// channel of a Redis Cluster bus is subscribed on the master that owns its slot.
+#[derive(Debug, Clone)]
+pub struct Channels(Arc<watch::Sender<BTreeSet<String>>>);
+
+impl Channels {
+    fn new(channels: impl IntoIterator<Item = String>) -> Self {
+        Channels(Arc::new(watch::Sender::new(channels.into_iter().collect())))
+    }
+
+    /// Follows `channel` too; whether it was new.
+    pub fn add(&self, channel: &str) -> bool {
+        self.0
+            .send_if_modified(|set| set.insert(channel.to_owned()))
+    }
+
+    /// Stops following `channel`; whether it was followed.
+    pub fn remove(&self, channel: &str) -> bool {
+        self.0.send_if_modified(|set| set.remove(channel))
+    }
+
+    /// The channels followed now.
+    pub fn list(&self) -> Vec<String> {
+        self.0.borrow().iter().cloned().collect()
+    }
+
+    fn watch(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.0.subscribe()
+    }
+}
+
+/// The channel of partition `partition` of the bus whose channel is `base`. The names
+/// differ outside any hash tag, so on Redis Cluster the partitions spread over the slots
+/// (and so over the masters); a `base` with a hash tag (`{…}`) would put them all on one.
+pub fn partition_channel(base: &str, partition: u32) -> String {
+    format!("{base}:{partition}")
+}
+
 /// The sending side, used by the relay.
 #[derive(Clone)]
 pub enum Publisher {
     Memory(mpsc::Sender<Vec<Event>>),
     Redis {
         connection: redis::aio::ConnectionManager,
+        channel: Arc<str>,
+    },
+    /// Redis Cluster: `SPUBLISH` on the master that owns the channel's slot.
+    Cluster {
+        connection: cluster::ClusterPublisher,
         channel: Arc<str>,
     },
 }
@@ -63,6 +117,7 @@ impl std::fmt::Debug for Publisher {
         match self {
             Publisher::Memory(_) => f.write_str("Publisher::Memory"),
             Publisher::Redis { channel, .. } => write!(f, "Publisher::Redis({channel})"),
+            Publisher::Cluster { channel, .. } => write!(f, "Publisher::Cluster({channel})"),
         }
     }
 }
@@ -76,45 +131,65 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
 const PUBLISHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Publisher {
-    /// Publishes a batch; whether the bus took it. A failure loses nothing: hubs find the
-    /// events in the database.
+    /// Publishes a batch on the bus's channel; whether the bus took it. A failure loses
+    /// nothing: hubs find the events in the database.
     pub async fn publish(&self, batch: Vec<Event>) -> bool {
         match self {
-            Publisher::Memory(hub) => {
-                // Only fails when the hub is gone, at shutdown.
-                hub.send(batch).await.is_ok()
+            Publisher::Memory(_) => self.publish_on("", batch).await,
+            Publisher::Redis { channel, .. } | Publisher::Cluster { channel, .. } => {
+                let channel = channel.clone();
+                self.publish_on(&channel, batch).await
             }
-            Publisher::Redis {
-                connection,
-                channel,
-            } => {
-                let payload = match serde_json::to_vec(&batch) {
+        }
+    }
+
+    /// Publishes a batch on a channel of choice (the in-process bus has one, and ignores
+    /// the name); whether the bus took it. Bounded in time, and a failure loses nothing.
+    pub async fn publish_on(&self, channel: &str, batch: Vec<Event>) -> bool {
+        let payload = match self {
+            // Only fails when the hub is gone, at shutdown.
+            Publisher::Memory(hub) => return hub.send(batch).await.is_ok(),
+            Publisher::Redis { .. } | Publisher::Cluster { .. } => {
+                match serde_json::to_vec(&batch) {
                     Ok(payload) => payload,
                     Err(e) => {
                         tracing::error!(error = %e, "a batch could not be encoded for the bus");
                         return false;
                     }
-                };
-                let mut connection = connection.clone();
-                let mut command = redis::cmd("PUBLISH");
-                command.arg(channel.as_ref()).arg(payload);
-                let publish = command.query_async::<i64>(&mut connection);
-                // Bounded: with Redis gone, the connection manager's reconnecting would hold
-                // the relay for seconds per batch, and the events behind it would get no
-                // seq, so hubs reading the database would find nothing new.
-                match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
-                    Ok(Ok(_)) => true,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "publishing to Redis failed; hubs will read the events from the database");
-                        false
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            "publishing to Redis timed out; hubs will read the events from the database"
-                        );
-                        false
-                    }
                 }
+            }
+        };
+        let published = async {
+            match self {
+                Publisher::Memory(_) => Ok(()),
+                Publisher::Redis { connection, .. } => {
+                    let mut connection = connection.clone();
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload)
+                        .query_async::<i64>(&mut connection)
+                        .await
+                        .map(drop)
+                }
+                Publisher::Cluster { connection, .. } => {
+                    connection.spublish(channel, &payload).await
+                }
+            }
+        };
+        // Bounded: with Redis gone, the connection's reconnecting would hold the relay for
+        // seconds per batch, and the events behind it would get no seq, so hubs reading
+        // the database would find nothing new.
+        match tokio::time::timeout(PUBLISH_TIMEOUT, published).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "publishing to Redis failed; hubs will read the events from the database");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "publishing to Redis timed out; hubs will read the events from the database"
+                );
+                false
             }
         }
     }
@@ -127,7 +202,9 @@ pub struct Bus {
     /// Batches for this instance's hub.
     pub batches: mpsc::Receiver<Vec<Event>>,
     pub health: BusHealth,
-    /// `memory` or `redis`.
+    /// The channels the subscriber follows (the in-process bus has none to follow).
+    pub channels: Channels,
+    /// `memory`, `redis` or `redis-cluster`.
     pub kind: &'static str,
 }
 
@@ -139,17 +216,26 @@ impl Bus {
             publisher: Publisher::Memory(tx),
             batches: rx,
             health: BusHealth::new(true),
+            channels: Channels::new([]),
             kind: "memory",
         }
     }
 
-    /// The Redis bus. Starts even while Redis is unreachable (degraded, reconnecting in the
-    /// background); only a malformed URL is an error.
+    /// The Redis bus: on one Redis (classic pub/sub), or on Redis Cluster (sharded pub/sub)
+    /// when `cluster` is set or `url` names several nodes (comma-separated). Starts even
+    /// while Redis is unreachable (degraded, reconnecting in the background); only a
+    /// malformed URL is an error.
     pub async fn redis(
         url: &str,
+        cluster: bool,
         channel: &str,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Bus> {
+        let seeds =
+            cluster::seeds(url).map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
+        if cluster || seeds.len() > 1 {
+            return Self::cluster(seeds, channel, shutdown);
+        }
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -162,9 +248,10 @@ impl Bus {
                 .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
         let health = BusHealth::new(false);
+        let channels = Channels::new([channel.to_owned()]);
         tokio::spawn(subscribe(
             client,
-            channel.to_owned(),
+            channels.watch(),
             tx,
             health.clone(),
             shutdown,
@@ -176,7 +263,38 @@ impl Bus {
             },
             batches: rx,
             health,
+            channels,
             kind: "redis",
+        })
+    }
+
+    /// The bus on Redis Cluster, seeded by `seeds`.
+    fn cluster(
+        seeds: Vec<redis::ConnectionInfo>,
+        channel: &str,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bus> {
+        let connection = cluster::ClusterPublisher::start(seeds.clone(), shutdown.clone())
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        let health = BusHealth::new(false);
+        let channels = Channels::new([channel.to_owned()]);
+        tokio::spawn(cluster::subscribe(
+            seeds,
+            channels.watch(),
+            tx,
+            health.clone(),
+            shutdown,
+        ));
+        Ok(Bus {
+            publisher: Publisher::Cluster {
+                connection,
+                channel: Arc::from(channel),
+            },
+            batches: rx,
+            health,
+            channels,
+            kind: "redis-cluster",
         })
     }
 }
@@ -195,20 +313,21 @@ const PING_EVERY: Duration = Duration::from_millis(250);
 /// longer gains nothing. A false alarm costs a reconnect and a few database reads.
 const PING_DEADLINE: Duration = Duration::from_millis(500);
 
-/// Keeps a subscription to the channel, reconnecting with backoff, and forwards every
+/// Keeps a subscription to the channels, reconnecting with backoff, and forwards every
 /// batch to the hub. The bus is up while subscribed and Redis answers pings in time.
 async fn subscribe(
     client: redis::Client,
-    channel: String,
+    mut channels: watch::Receiver<BTreeSet<String>>,
     hub: mpsc::Sender<Vec<Event>>,
     health: BusHealth,
     shutdown: CancellationToken,
 ) {
     let mut backoff = FIRST_BACKOFF;
     loop {
+        let subscribed = channels.borrow_and_update().clone();
         let connected = tokio::select! {
             () = shutdown.cancelled() => return,
-            connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &channel)) => connected,
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &subscribed)) => connected,
         };
         let (pings, messages) = match connected {
             Ok(Ok(pubsub)) => pubsub.split(),
@@ -227,7 +346,7 @@ async fn subscribe(
                 continue;
             }
         };
-        tracing::info!(%channel, "subscribed to the Redis bus");
+        tracing::info!(channels = ?subscribed, "subscribed to the Redis bus");
         health.set(true);
         backoff = FIRST_BACKOFF;
         // Both at once: pings go on while a batch waits for room in the hub's queue.
@@ -237,7 +356,7 @@ async fn subscribe(
                 Ok(()) => return,
                 Err(lost) => lost,
             },
-            lost = silence(pings) => lost,
+            lost = silence(pings, &mut channels, subscribed) => lost,
         };
         // Dropping the subscription's halves closes its connection.
         health.set(false);
@@ -248,11 +367,27 @@ async fn subscribe(
     }
 }
 
-/// A connection subscribed to the channel.
-async fn connect(client: &redis::Client, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+/// A connection subscribed to the channels.
+async fn connect(
+    client: &redis::Client,
+    channels: &BTreeSet<String>,
+) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    if !channels.is_empty() {
+        pubsub
+            .subscribe(channels.iter().collect::<Vec<_>>())
+            .await?;
+    }
     Ok(pubsub)
+}
+
+/// A batch as published on the bus; `None` (logged) for anything else.
+fn decode(payload: &[u8]) -> Option<Vec<Event>> {
+    serde_json::from_slice(payload)
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "a message on the bus is not a batch of events; ignored")
+        })
+        .ok()
 }
 
 /// Hands every batch on the channel to the hub until the subscription ends (`Err`, why) or
@@ -262,28 +397,56 @@ async fn forward(
     hub: &mpsc::Sender<Vec<Event>>,
 ) -> Result<(), &'static str> {
     while let Some(message) = messages.next().await {
-        match serde_json::from_slice::<Vec<Event>>(message.get_payload_bytes()) {
-            Ok(batch) => {
-                if hub.send(batch).await.is_err() {
-                    return Ok(());
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "a message on the bus is not a batch of events; ignored")
-            }
+        if let Some(batch) = decode(message.get_payload_bytes())
+            && hub.send(batch).await.is_err()
+        {
+            return Ok(());
         }
     }
     Err("the connection closed")
 }
 
-/// Pings Redis on the subscription's connection until it fails to answer in time; why.
-async fn silence(mut pings: redis::aio::PubSubSink) -> &'static str {
+/// Pings Redis on the subscription's connection until it fails to answer in time, and
+/// subscribes to channels added meanwhile (unsubscribes from those removed); why it ended.
+async fn silence(
+    mut sink: redis::aio::PubSubSink,
+    channels: &mut watch::Receiver<BTreeSet<String>>,
+    mut subscribed: BTreeSet<String>,
+) -> &'static str {
+    let mut following = true;
     loop {
-        tokio::time::sleep(PING_EVERY).await;
-        match tokio::time::timeout(PING_DEADLINE, pings.ping::<()>()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return "the connection failed",
-            Err(_) => return "Redis did not answer a ping in time",
+        tokio::select! {
+            () = tokio::time::sleep(PING_EVERY) => {
+                match tokio::time::timeout(PING_DEADLINE, sink.ping::<()>()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return "the connection failed",
+                    Err(_) => return "Redis did not answer a ping in time",
+                }
+            }
+            changed = channels.changed(), if following => {
+                if changed.is_err() {
+                    // Nobody holds the handle any more: the set stays as it is.
+                    following = false;
+                    continue;
+                }
+                let wanted = channels.borrow_and_update().clone();
+                let added: Vec<&String> = wanted.difference(&subscribed).collect();
+                let removed: Vec<&String> = subscribed.difference(&wanted).collect();
+                let changed = async {
+                    if !added.is_empty() {
+                        sink.subscribe(added).await?;
+                    }
+                    if !removed.is_empty() {
+                        sink.unsubscribe(removed).await?;
+                    }
+                    redis::RedisResult::Ok(())
+                };
+                match tokio::time::timeout(PING_DEADLINE, changed).await {
+                    Ok(Ok(())) => subscribed = wanted,
+                    Ok(Err(_)) => return "changing the subscriptions failed",
+                    Err(_) => return "Redis did not answer a subscription change in time",
+                }
+            }
         }
     }
 }

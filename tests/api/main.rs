@@ -34,6 +34,7 @@ mod products;
 mod proxy;
 mod push;
 mod push_providers;
+mod redis_cluster;
 mod shards;
 mod shutdown;
 mod smtp;
