@@ -39,7 +39,7 @@ n() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); print (v < 1 ? 1 : v)
 
 TIDINGS=${TIDINGS_BIN:-$TARGET/release/tidings}
 TESTER=${TESTER_BIN:-$TARGET/release/tidings-loadtest}
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p tidings --bin tidings --example push_bench -p tidings-loadtest
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p tidings --bin tidings --example push_bench -p tidings-loadtest --bin tidings-loadtest
 PUSHER=${PUSHER_BIN:-$TARGET/release/examples/push_bench}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
