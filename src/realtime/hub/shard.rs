@@ -142,8 +142,10 @@ impl Shard {
 /// everything routed has been pushed.
 pub(super) fn run(hub: Arc<Hub>, index: usize, mut runs: mpsc::Receiver<Arc<Run>>) {
     let shard = &hub.shards[index];
-    let lag = Lag::histograms();
     while let Some(first) = runs.blocking_recv() {
+        // Looked up per fan-out, not once: a handle taken before the process's recorder
+        // is installed (it is, on first use) would record nothing for good.
+        let lag = Lag::histograms();
         shard.route(&hub, &first);
         loop {
             while let Ok(more) = runs.try_recv() {
