@@ -36,4 +36,5 @@ mod push;
 mod push_providers;
 mod shutdown;
 mod smtp;
+mod token_cache;
 mod websocket;
