@@ -131,27 +131,15 @@ macro_rules! order_columns {
     };
 }
 
-/// Inserts an order and its items (one statement each on PostgreSQL).
+/// Inserts an order and its items: one statement on PostgreSQL.
 pub async fn insert(tx: &mut Tx, row: &OrderRow, items: &[OrderItem]) -> Result<(), sqlx::Error> {
-    on_tx!(tx, c => {
-        sqlx::query(
-            "insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
-             values ($1, $2, $3, $4, $5, $6, $6, 1)",
-        )
-        .bind(row.id)
-        .bind(row.user_id)
-        .bind(row.status.as_str())
-        .bind(&row.currency)
-        .bind(row.total_amount)
-        .bind(row.created_at)
-        .execute(c)
-        .await
-        .map(|_| ())
-    })?;
     match tx {
         Tx::Postgres(c) => {
+            // One statement, one round trip: the order, and its lines from arrays.
             sqlx::query(
-                "insert into order_items (order_id, product_id, sku, name, unit_amount, quantity) \
+                "with o as (insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
+                            values ($1, $7, $8, $9, $10, $11, $11, 1)) \
+                 insert into order_items (order_id, product_id, sku, name, unit_amount, quantity) \
                  select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])",
             )
             .bind(row.id)
@@ -160,10 +148,28 @@ pub async fn insert(tx: &mut Tx, row: &OrderRow, items: &[OrderItem]) -> Result<
             .bind(items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
             .bind(items.iter().map(|i| i.unit_amount).collect::<Vec<_>>())
             .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
+            .bind(row.user_id)
+            .bind(row.status.as_str())
+            .bind(&row.currency)
+            .bind(row.total_amount)
+            .bind(row.created_at)
             .execute(&mut **c)
             .await?;
         }
         Tx::Sqlite(c) => {
+            // A statement is a function call here, not a round trip.
+            sqlx::query(
+                "insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
+                 values ($1, $2, $3, $4, $5, $6, $6, 1)",
+            )
+            .bind(row.id)
+            .bind(row.user_id)
+            .bind(row.status.as_str())
+            .bind(&row.currency)
+            .bind(row.total_amount)
+            .bind(row.created_at)
+            .execute(&mut **c)
+            .await?;
             for item in items {
                 sqlx::query(
                     "insert into order_items (order_id, product_id, sku, name, unit_amount, quantity) \
