@@ -83,7 +83,7 @@ pub async fn append(tx: &mut Tx, rows: NewRows<'_>, at: DateTime<Utc>) -> Result
                 .bind(rows.kinds[i])
                 .bind(rows.audiences[i])
                 .bind(rows.users[i])
-                .bind(&rows.data[i])
+                .bind(rows.data[i])
                 .bind(at)
                 .execute(&mut **c)
                 .await?;
