@@ -288,6 +288,14 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_REFRESH_REUSE_GRACE", default_value = "10s", global = true,
         value_parser = parse_duration_or_zero)]
     pub refresh_reuse_grace: Duration,
+    /// how long a user's token version, role and email, once read, answer for their
+    /// requests without a database read; a revocation (logout-all, password change or
+    /// reset, role change, disable) clears it at once on every instance, so this only bounds
+    /// how long a change made around the API (SQL by hand) goes unseen; `0` turns the cache
+    /// off
+    #[arg(long, env = "TIDINGS_AUTH_CACHE_TTL", default_value = "30s", global = true,
+        value_parser = parse_duration_or_zero)]
+    pub auth_cache_ttl: Duration,
     /// take the client IP from the last `X-Forwarded-For` entry (only behind your own proxy)
     #[arg(long, env = "TIDINGS_TRUST_FORWARDED_FOR", default_value = "false", global = true,
         action = ArgAction::Set, value_parser = parse_bool)]

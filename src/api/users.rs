@@ -17,7 +17,7 @@ use crate::http::problem::{ApiError, ApiResult};
 use crate::service::accounts::CurrentUser;
 
 use crate::service::Actor;
-use crate::service::accounts;
+use crate::service::accounts::{self, Accounts};
 use crate::store::{Db, users};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -105,7 +105,7 @@ pub struct UserUpdate {
     ))]
 #[tracing::instrument(skip_all, fields(target = %id))]
 async fn update(
-    State(db): State<Db>,
+    State(accounts): State<Accounts>,
     actor: Actor,
     Path(id): Path<Uuid>,
     Json(body): Json<UserUpdate>,
@@ -119,6 +119,6 @@ async fn update(
             "give a role or disabled to change",
         )]));
     }
-    let user = accounts::set_access(&db, &actor, id, body.role, body.disabled).await?;
+    let user = accounts::set_access(&accounts, &actor, id, body.role, body.disabled).await?;
     Ok(Json(UserView::from(user)))
 }

@@ -289,6 +289,7 @@ impl Application {
             db.clone(),
             hub_config(&config),
             stream::last_seq(&db).await?,
+            accounts.token_cache.clone(),
         );
         let relay_stats = Arc::new(RelayStats::default());
         let relay_config = RelayConfig {

@@ -19,7 +19,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let token = bearer_token(&parts.headers, "an Authorization: Bearer token is required")?;
-        Ok(authenticate(&state.db, &state.tokens, token).await?)
+        Ok(authenticate(&state.db, &state.tokens, &state.token_cache, token).await?)
     }
 }
 

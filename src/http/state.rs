@@ -10,9 +10,9 @@ use crate::http::ratelimit::AuthLimiter;
 use crate::mail::Mailer;
 use crate::push::vapid::VapidKey;
 use crate::realtime::Realtime;
-use crate::service::accounts::Accounts;
 use crate::service::accounts::password::Hasher;
 use crate::service::accounts::tokens::TokenKeys;
+use crate::service::accounts::{Accounts, TokenCache};
 use crate::store::Db;
 
 /// Everything a handler needs, cloned cheaply into each request.
@@ -22,6 +22,8 @@ pub struct AppState {
     pub db: Db,
     /// Signs and checks access tokens.
     pub tokens: Arc<TokenKeys>,
+    /// Who was lately found allowed, so that most requests authenticate without a read.
+    pub token_cache: Arc<TokenCache>,
     /// Rate limits on every route that checks a password.
     pub limiter: Arc<AuthLimiter>,
     /// The limit on the emails (reset and verification links) one address is sent.
@@ -49,6 +51,7 @@ impl AppState {
         Self {
             db: accounts.db,
             tokens: accounts.tokens,
+            token_cache: accounts.token_cache,
             limiter: Arc::new(AuthLimiter::new(
                 config.auth_rate_per_ip,
                 config.auth_rate_per_email,
@@ -68,6 +71,7 @@ impl AppState {
             db: self.db.clone(),
             hasher: self.hasher.clone(),
             tokens: self.tokens.clone(),
+            token_cache: self.token_cache.clone(),
             refresh_reuse_grace: self.config.refresh_reuse_grace,
         }
     }

@@ -552,7 +552,14 @@ impl Connection {
                 }
             }
             ClientMessage::Auth { token } => {
-                match authenticate(&self.state.db, &self.state.tokens, &token).await {
+                match authenticate(
+                    &self.state.db,
+                    &self.state.tokens,
+                    &self.state.token_cache,
+                    &token,
+                )
+                .await
+                {
                     // What a connection receives follows from its role, fixed when it opened.
                     Ok(fresh) if fresh.id == self.user.id && fresh.role != self.user.role => {
                         return Some(End::Close(

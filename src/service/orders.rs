@@ -130,8 +130,8 @@ pub async fn place(
         updated_at: at,
         version: 1,
     };
-    orders::insert(&mut tx, &row, &lines).await?;
-    let order = Order::new(row, lines);
+    // Written last, with its events (see `outbox::commit_order`).
+    let order = Order::new(row.clone(), lines.clone());
 
     let mut events = vec![NewEvent::new(
         EventData::OrderCreated(&order),
@@ -175,7 +175,7 @@ pub async fn place(
             return replay(stored, key);
         }
     }
-    outbox::commit(tx, &events).await?;
+    outbox::commit_order(tx, &row, &lines, &events).await?;
     Ok(Placed::Created(order))
 }
 

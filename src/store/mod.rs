@@ -203,6 +203,12 @@ pub fn describe(err: &sqlx::Error) -> String {
     }
 }
 
+/// How long a PostgreSQL connection may sit in the pool before it is pinged when taken
+/// again. Under load a connection is back in the pool for milliseconds, so none is pinged
+/// (a ping is a round trip); one idle longer may have been cut by a restart of the
+/// database or a proxy's idle timeout, and a ping finds that before a request does.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl Db {
     /// Opens a pool as the configuration says; SQLite files (and their folder) are created.
     pub async fn connect(config: &Config) -> anyhow::Result<Db> {
@@ -230,6 +236,18 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(acquire)
+                    // A ping before every use was a round trip per transaction; only a
+                    // connection that sat idle (where a restart or a proxy may have cut
+                    // it) is checked now.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_IF_IDLE_FOR {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(options)
                     .await
                     .map_err(|e| failed(describe(&e)))?;

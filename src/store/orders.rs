@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
+use super::events::{self, NewRows, bind_rows, insert_rows};
 use super::{Db, Tx, placeholders};
 use crate::store::{on_pool, on_tx};
 
@@ -131,39 +132,54 @@ macro_rules! order_columns {
     };
 }
 
-/// Inserts an order and its items (one statement each on PostgreSQL).
-pub async fn insert(tx: &mut Tx, row: &OrderRow, items: &[OrderItem]) -> Result<(), sqlx::Error> {
-    on_tx!(tx, c => {
-        sqlx::query(
-            "insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
-             values ($1, $2, $3, $4, $5, $6, $6, 1)",
-        )
-        .bind(row.id)
-        .bind(row.user_id)
-        .bind(row.status.as_str())
-        .bind(&row.currency)
-        .bind(row.total_amount)
-        .bind(row.created_at)
-        .execute(c)
-        .await
-        .map(|_| ())
-    })?;
-    match tx {
+/// Inserts an order, its items and its events (stamped `at`): on PostgreSQL one statement,
+/// the order and its lines as `with` clauses of the outbox's insert.
+pub async fn insert_with_events(
+    tx: &mut Tx,
+    row: &OrderRow,
+    items: &[OrderItem],
+    events: NewRows<'_>,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    match &mut *tx {
         Tx::Postgres(c) => {
-            sqlx::query(
-                "insert into order_items (order_id, product_id, sku, name, unit_amount, quantity) \
-                 select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])",
-            )
-            .bind(row.id)
-            .bind(items.iter().map(|i| i.product_id).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.sku.as_str()).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.unit_amount).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
-            .execute(&mut **c)
-            .await?;
+            let query = sqlx::query(concat!(
+                "with o as (insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
+                            values ($7, $8, $9, $10, $11, $12, $12, 1)), \
+                 i as (insert into order_items (order_id, product_id, sku, name, unit_amount, quantity) \
+                       select $7, * from unnest($13::uuid[], $14::text[], $15::text[], $16::bigint[], $17::bigint[])) ",
+                insert_rows!()
+            ));
+            bind_rows(query, events, at)
+                .bind(row.id)
+                .bind(row.user_id)
+                .bind(row.status.as_str())
+                .bind(&row.currency)
+                .bind(row.total_amount)
+                .bind(row.created_at)
+                .bind(items.iter().map(|i| i.product_id).collect::<Vec<_>>())
+                .bind(items.iter().map(|i| i.sku.as_str()).collect::<Vec<_>>())
+                .bind(items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
+                .bind(items.iter().map(|i| i.unit_amount).collect::<Vec<_>>())
+                .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
+                .execute(&mut **c)
+                .await?;
+            Ok(())
         }
         Tx::Sqlite(c) => {
+            // A statement is a function call here, not a round trip.
+            sqlx::query(
+                "insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
+                 values ($1, $2, $3, $4, $5, $6, $6, 1)",
+            )
+            .bind(row.id)
+            .bind(row.user_id)
+            .bind(row.status.as_str())
+            .bind(&row.currency)
+            .bind(row.total_amount)
+            .bind(row.created_at)
+            .execute(&mut **c)
+            .await?;
             for item in items {
                 sqlx::query(
                     "insert into order_items (order_id, product_id, sku, name, unit_amount, quantity) \
@@ -178,9 +194,9 @@ pub async fn insert(tx: &mut Tx, row: &OrderRow, items: &[OrderItem]) -> Result<
                 .execute(&mut **c)
                 .await?;
             }
+            events::append(tx, events, at).await
         }
     }
-    Ok(())
 }
 
 pub async fn find(db: &Db, id: Uuid) -> Result<Option<Order>, sqlx::Error> {

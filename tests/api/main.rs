@@ -38,4 +38,5 @@ mod redis_cluster;
 mod shards;
 mod shutdown;
 mod smtp;
+mod token_cache;
 mod websocket;

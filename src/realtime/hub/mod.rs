@@ -88,6 +88,8 @@ pub struct Hub {
     /// this instance, reads them (the worker reads the database; this only wakes it).
     pub notifications_seen: Arc<tokio::sync::Notify>,
     pub stats: HubStats,
+    /// The instance's token cache, told of every revocation routed.
+    token_cache: Arc<crate::service::accounts::TokenCache>,
 }
 
 /// How long a revocation is remembered for connections still on their way to the hub
@@ -107,7 +109,12 @@ pub enum Refused {
 
 impl Hub {
     /// A hub that delivers what comes after `last_seq` (the stream's end at start).
-    pub fn new(db: Db, config: HubConfig, last_seq: i64) -> Arc<Hub> {
+    pub fn new(
+        db: Db,
+        config: HubConfig,
+        last_seq: i64,
+        token_cache: Arc<crate::service::accounts::TokenCache>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             shards: (0..config.shards.max(1))
                 .map(|_| Shard::new(last_seq))
@@ -120,6 +127,7 @@ impl Hub {
             presence_changed: tokio::sync::Notify::new(),
             notifications_seen: Arc::new(tokio::sync::Notify::new()),
             stats: HubStats::default(),
+            token_cache,
         })
     }
 
@@ -344,6 +352,7 @@ impl Hub {
         ) else {
             return;
         };
+        self.token_cache.revoke(user, version);
         {
             let mut revoked = self.revoked.lock();
             revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
@@ -534,7 +543,8 @@ mod tests {
             safety_poll: Duration::from_secs(2),
             shards: 2,
         };
-        Hub::new(db, config, 0)
+        let token_cache = Arc::new(crate::service::accounts::TokenCache::new(Duration::ZERO));
+        Hub::new(db, config, 0, token_cache)
     }
 
     fn revoke(hub: &Hub, user: Uuid, version: i64) {

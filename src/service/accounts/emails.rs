@@ -119,6 +119,9 @@ pub async fn reset_password(
     users::mark_verified(&mut tx, used.user_id, &used.email).await?;
     let revoked = events::sessions_revoked(used.user_id, updated.token_version);
     outbox::commit(tx, &[revoked]).await?;
+    accounts
+        .token_cache
+        .revoke(used.user_id, updated.token_version);
     tracing::info!(user_id = %used.user_id, "password reset through an emailed link");
     Ok(())
 }

@@ -2,18 +2,21 @@
 //! access token says the caller is. Each operation owns its transaction; handlers validate
 //! and call these.
 
+pub mod cache;
 pub mod emails;
 pub mod password;
 pub mod tokens;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
+use self::cache::Access;
+pub use self::cache::TokenCache;
 use self::password::Hasher;
 use self::tokens::TokenKeys;
 use crate::config::Config;
@@ -25,12 +28,16 @@ use crate::store::refresh_tokens::RefreshToken;
 use crate::store::users::User;
 use crate::store::{Db, Tx, now, refresh_tokens, users};
 
-/// What the account operations need: the database, the password hasher and the token keys.
+/// What the account operations need: the database, the password hasher, the token keys
+/// and the instance's token cache.
 #[derive(Clone)]
 pub struct Accounts {
     pub db: Db,
     pub hasher: Arc<Hasher>,
     pub tokens: Arc<TokenKeys>,
+    /// Who was lately found allowed; an operation that revokes a user's sessions clears
+    /// their entry once it has committed.
+    pub token_cache: Arc<TokenCache>,
     /// How long a rotated refresh token may still be presented (a client's retry after a
     /// lost response) and get the pair it was rotated into.
     pub refresh_reuse_grace: Duration,
@@ -47,6 +54,7 @@ impl Accounts {
                 config.hash_queue_timeout,
             )),
             tokens: Arc::new(TokenKeys::load(config)?),
+            token_cache: Arc::new(TokenCache::new(config.auth_cache_ttl)),
             refresh_reuse_grace: config.refresh_reuse_grace,
         })
     }
@@ -80,8 +88,16 @@ impl CurrentUser {
 }
 
 /// Checks an access token and that it still stands: the user exists, is enabled, and has
-/// not bumped their token version since it was issued.
-pub async fn authenticate(db: &Db, tokens: &TokenKeys, token: &str) -> ServiceResult<CurrentUser> {
+/// not bumped their token version since it was issued. What the cache holds of the user
+/// answers without a database read (see [`cache`]); a token newer than the cached version
+/// (issued on another instance whose revocation has not reached this one yet) is checked
+/// against the database.
+pub async fn authenticate(
+    db: &Db,
+    tokens: &TokenKeys,
+    cache: &TokenCache,
+    token: &str,
+) -> ServiceResult<CurrentUser> {
     let claims = tokens.verify(token)?;
     let revoked = || {
         ServiceError::unauthorized(
@@ -89,17 +105,30 @@ pub async fn authenticate(db: &Db, tokens: &TokenKeys, token: &str) -> ServiceRe
             "the access token has been revoked; log in again",
         )
     };
+    let current = |access: Access| CurrentUser {
+        id: claims.sub,
+        email: access.email,
+        role: access.role,
+        token_version: access.token_version,
+        expires_at: claims.exp,
+    };
+    if let Some(access) = cache.get(claims.sub) {
+        // Versions only grow: a token below the version read is revoked for good.
+        if access.token_version > claims.tv {
+            return Err(revoked());
+        }
+        if access.token_version == claims.tv {
+            return Ok(current(access));
+        }
+    }
+    let read_at = Instant::now();
     let user = users::find(db, claims.sub).await?.ok_or_else(revoked)?;
-    if user.disabled || user.token_version != claims.tv {
+    let access = Access::of(&user).ok_or_else(revoked)?;
+    cache.insert(user.id, access.clone(), read_at);
+    if access.token_version != claims.tv {
         return Err(revoked());
     }
-    Ok(CurrentUser {
-        id: user.id,
-        email: user.email,
-        role: user.role,
-        token_version: user.token_version,
-        expires_at: claims.exp,
-    })
+    Ok(current(access))
 }
 
 /// What login, refresh and a password change answer.
@@ -311,6 +340,7 @@ pub async fn logout_all(accounts: &Accounts, user: &CurrentUser) -> ServiceResul
     refresh_tokens::revoke_all_for_user(&mut tx, user.id).await?;
     let revoked = events::sessions_revoked(user.id, updated.token_version);
     outbox::commit(tx, &[revoked]).await?;
+    accounts.token_cache.revoke(user.id, updated.token_version);
     Ok(())
 }
 
@@ -345,6 +375,7 @@ pub async fn change_password(
     let revoked = events::sessions_revoked(user.id, updated.token_version);
     let pair = issue_pair(accounts, &mut tx, &updated, Uuid::now_v7()).await?;
     outbox::commit(tx, &[revoked]).await?;
+    accounts.token_cache.revoke(user.id, updated.token_version);
     tracing::info!("password changed");
     Ok(pair)
 }
@@ -372,10 +403,10 @@ fn token_pair(accounts: &Accounts, user: &User, refresh_token: String) -> Servic
 }
 
 /// Changes a user's role or disables them, for an admin other than that user. Either ends
-/// the user's sessions: the role rides in access tokens and live connections too, which
-/// close and reconnect with a new token.
+/// the user's sessions: the role rides in access tokens, the token cache and live
+/// connections too, which close and reconnect with a new token.
 pub async fn set_access(
-    db: &Db,
+    accounts: &Accounts,
     admin: &Actor,
     id: Uuid,
     role: Option<Role>,
@@ -388,7 +419,7 @@ pub async fn set_access(
             "admins cannot change their own role or disable themselves",
         ));
     }
-    let mut tx = db.begin().await?;
+    let mut tx = accounts.db.begin().await?;
     let user = users::update_access(&mut tx, id, role, disabled)
         .await?
         .ok_or_else(|| ServiceError::not_found("user"))?;
@@ -401,6 +432,7 @@ pub async fn set_access(
         .audit(&mut tx, "user.update", "user", id, change, now())
         .await?;
     outbox::commit(tx, &[revoked]).await?;
+    accounts.token_cache.revoke(id, user.token_version);
     tracing::info!(role = %user.role, disabled = user.disabled, "user access changed");
     Ok(user)
 }
