@@ -105,7 +105,7 @@ impl RedisCluster {
 
     /// Starts node `i` (again), on its port and with its cluster configuration file, so a
     /// node restarted comes back as the cluster knew it.
-    async fn run(&mut self, i: usize) {
+    pub(crate) async fn run(&mut self, i: usize) {
         let node = &self.nodes[i];
         let child = Command::new("redis-server")
             .args([
@@ -170,7 +170,7 @@ impl RedisCluster {
     }
 
     /// Waits until every running node says `cluster_state:ok`.
-    async fn wait_until_ok(&self) {
+    pub(crate) async fn wait_until_ok(&self) {
         let deadline = Instant::now() + CLUSTER_PATIENCE;
         loop {
             let mut ok = true;
@@ -202,7 +202,7 @@ impl RedisCluster {
     }
 
     /// The node that is the master of `channel`'s slot, as node `asked` sees it.
-    async fn master_of(&self, channel: &str, asked: usize) -> Option<usize> {
+    pub(crate) async fn master_of(&self, channel: &str, asked: usize) -> Option<usize> {
         let slot = i64::from(key_slot(channel.as_bytes()));
         let slots = self
             .query(asked, redis::cmd("CLUSTER").arg("SLOTS"))
@@ -302,7 +302,7 @@ impl RedisCluster {
     }
 
     /// Kills node `i` (SIGKILL): its connections close at once.
-    async fn kill(&mut self, i: usize) {
+    pub(crate) async fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             child.kill().await.unwrap();
         }
