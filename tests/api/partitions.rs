@@ -20,6 +20,7 @@ use crate::redis_cluster::RedisCluster;
 postgres_tests!(
     per_user_events_reach_only_the_instances_holding_their_user,
     messages_lost_on_purpose_are_read_from_the_database_once_in_order,
+    messages_lost_on_purpose_on_one_redis_are_read_from_the_database_once_in_order,
     a_master_killed_during_partitioned_writes_loses_and_repeats_nothing,
     a_user_connecting_where_their_lane_was_not_followed_misses_nothing_on_one_redis,
 );
@@ -193,7 +194,20 @@ async fn per_user_events_reach_only_the_instances_holding_their_user(backend: Ba
 
 async fn messages_lost_on_purpose_are_read_from_the_database_once_in_order(backend: Backend) {
     let cluster = RedisCluster::start(3, 0).await;
-    let a = app_with_lanes(Some(cluster.url()), backend).await;
+    messages_lost_on_purpose(app_with_lanes(Some(cluster.url()), backend).await).await;
+}
+
+async fn messages_lost_on_purpose_on_one_redis_are_read_from_the_database_once_in_order(
+    backend: Backend,
+) {
+    let a = app_with_lanes(None, backend).await;
+    if a.config.redis_url.is_some() {
+        messages_lost_on_purpose(a).await;
+    }
+}
+
+/// Writes through `a` and another instance, with the relay's messages lost on purpose.
+async fn messages_lost_on_purpose(a: TestApp) {
     let b = a.another_instance().await;
     wait_up(&a).await;
     wait_up(&b).await;
