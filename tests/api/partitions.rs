@@ -23,6 +23,7 @@ postgres_tests!(
     messages_lost_on_purpose_on_one_redis_are_read_from_the_database_once_in_order,
     a_master_killed_during_partitioned_writes_loses_and_repeats_nothing,
     a_user_connecting_where_their_lane_was_not_followed_misses_nothing_on_one_redis,
+    a_foreign_clock_on_the_bus_does_not_stall_delivery,
 );
 
 /// The lanes of the tests' users.
@@ -372,4 +373,46 @@ async fn a_user_connecting_where_their_lane_was_not_followed_misses_nothing_on_o
 
     assert_eq!(seqs(&at_b), seqs(&at_a), "on b, every event once, in order");
     assert_once_in_order(&at_b);
+}
+
+async fn a_foreign_clock_on_the_bus_does_not_stall_delivery(backend: Backend) {
+    let app = app_with_lanes(None, backend).await;
+    let Some(url) = app.config.redis_url.clone() else {
+        return;
+    };
+    wait_up(&app).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let mut ws = app.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+
+    // A clock and data of seqs this database never had, as another deployment on the same
+    // channels would send.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let base = &app.config.redis_channel;
+    let foreign = [
+        ("all", r#"{"d":{"f":999990,"u":999999,"c":"all","e":[]}}"#),
+        ("clock", r#"{"k":{"f":999990,"u":999999,"n":{"all":1}}}"#),
+    ];
+    for (lane, payload) in foreign {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(lane_channel(base, lane))
+            .arg(payload)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(receivers, 1, "the instance follows {lane}");
+    }
+    let product = app.product(&staff.access_token, "TEE", 100, 5).await;
+
+    assert_eq!(
+        ws.next_event().await["data"]["id"],
+        product["id"],
+        "the foreign batch is dropped, real ones flow"
+    );
+    let before = counter(&app, "tidings_hub_catch_up_reads_total").await;
+    let second = app.product(&staff.access_token, "MUG", 100, 5).await;
+    assert_eq!(ws.next_event().await["data"]["id"], second["id"]);
+    let reads = counter(&app, "tidings_hub_catch_up_reads_total").await - before;
+    assert!(reads < 5, "{reads} database reads for one event");
 }

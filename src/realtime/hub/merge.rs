@@ -92,6 +92,15 @@ impl Merge {
         self.pending = self.pending.split_off(&(seq + 1));
     }
 
+    /// Drops the first batch waiting: the database did not have what it needed (a batch of
+    /// another deployment on the same channels), and waiting on would read it again and
+    /// again.
+    pub(super) fn forget_first(&mut self) {
+        if let Some((&upto, _)) = self.pending.first_key_value() {
+            self.forget_through(upto);
+        }
+    }
+
     /// Batches waiting.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

@@ -601,14 +601,15 @@ impl Hub {
                 Step::Deliver { events, .. } => self.route(shards, events).await,
                 Step::Gap { upto } => {
                     self.catch_up(shards, Some(upto)).await;
+                    merge.forget_through(upto);
                     if self.last_seq() < upto {
                         tracing::error!(
                             upto,
                             last = self.last_seq(),
                             "the bus carried a batch this database does not have; check TIDINGS_REDIS_CHANNEL"
                         );
+                        merge.forget_first();
                     }
-                    merge.forget_through(upto);
                 }
                 Step::Wait(deadline) => return deadline,
             }
