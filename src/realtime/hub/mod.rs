@@ -669,6 +669,10 @@ mod tests {
     }
 
     fn hub() -> Arc<Hub> {
+        hub_with_partitions(0)
+    }
+
+    fn hub_with_partitions(partitions: u32) -> Arc<Hub> {
         let pool = sqlx::sqlite::SqlitePool::connect_lazy("sqlite::memory:").expect("a pool");
         let db = Db::Sqlite(pool, Arc::new(tokio::sync::Notify::new()));
         let config = HubConfig {
@@ -677,7 +681,7 @@ mod tests {
             degraded_poll: Duration::from_millis(100),
             safety_poll: Duration::from_secs(2),
             shards: 2,
-            partitions: 0,
+            partitions,
             bus_channel: "tidings:events".into(),
         };
         Hub::new(db, config, 0)
@@ -695,6 +699,24 @@ mod tests {
         };
         for shard in &hub.shards {
             hub.apply_system(&shard.registry.read(), &event);
+        }
+    }
+
+    /// The window of a user joining a lane: a batch merged before the lane was followed
+    /// (so without the user's events), its `upto` recorded, not yet routed by the shards.
+    /// The connection is live only from after it; its seqs are the replay's to send.
+    #[tokio::test]
+    async fn on_a_partitioned_bus_a_subscription_is_live_from_the_last_merged_seq() {
+        for (partitions, live_from) in [(8, 5), (0, 0)] {
+            let hub = hub_with_partitions(partitions);
+            hub.last_seq.store(5, Ordering::Release);
+            let user = Uuid::now_v7();
+            let conn = hub
+                .connect(user, false, 1, Transport::WebSocket)
+                .expect("open");
+            let lane = bus::user_lane(bus::partition_of(user, partitions));
+            assert_eq!(hub.lanes.lock().contains(&lane), partitions > 0);
+            assert_eq!(conn.subscribe(&[Topic::Orders]), live_from);
         }
     }
 
