@@ -329,6 +329,14 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_REDIS_CHANNEL", default_value = "tidings:events",
         global = true, value_parser = parse_redis_channel)]
     pub redis_channel: String,
+    /// with `REDIS_URL`, the bus's user lanes: `0` puts every event on the one channel;
+    /// K > 0 splits each batch into `{channel}:all`, `{channel}:staff`, `{channel}:u:{k}`
+    /// (users hashed into K lanes) and a `{channel}:clock`, and each instance follows only
+    /// the lanes of the connections it holds. Every instance of a deployment needs the
+    /// same value
+    #[arg(long, env = "TIDINGS_BUS_PARTITIONS", default_value = "0", global = true,
+        value_parser = between(0u32, 4096))]
+    pub bus_partitions: u32,
     /// bytes a live connection may have queued before it is closed as a slow consumer
     #[arg(long, env = "TIDINGS_QUEUE_BYTES", default_value = "1048576", global = true,
         value_parser = between(4096usize, 1 << 30))]

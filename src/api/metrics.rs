@@ -178,6 +178,11 @@ fn render(state: &AppState) -> Response {
             hub.stats.catch_up_reads.load(Ordering::Relaxed),
         ),
         (
+            "tidings_hub_user_lane_events_total",
+            "Events received on the user lanes of a partitioned bus (TIDINGS_BUS_PARTITIONS).",
+            hub.stats.user_lane_events.load(Ordering::Relaxed),
+        ),
+        (
             "tidings_password_hashes_total",
             "Password hashes and checks done.",
             hashes.total.load(Ordering::Relaxed),

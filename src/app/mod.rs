@@ -67,6 +67,13 @@ fn hub_config(config: &Config) -> HubConfig {
         // publishing (Redis dropping a message) without racing it.
         safety_poll: config.relay_poll * 2,
         shards: config.hub_shards(),
+        // Lanes are a Redis bus's; in-process there is one hub and nothing to split.
+        partitions: if config.redis_url.is_some() {
+            config.bus_partitions
+        } else {
+            0
+        },
+        bus_channel: config.redis_channel.clone(),
     }
 }
 
@@ -271,15 +278,18 @@ impl Application {
         let bus = match &config.redis_url {
             // Built on the pipeline's thread, so that its subscription task runs there.
             Some(url) => {
-                let (url, cluster, channel, stop) = (
+                let (url, cluster, channel, partitions, stop) = (
                     url.clone(),
                     config.redis_cluster,
                     config.redis_channel.clone(),
+                    config.bus_partitions,
                     background.clone(),
                 );
                 pipeline
                     .handle
-                    .spawn(async move { Bus::redis(&url, cluster, &channel, stop).await })
+                    .spawn(
+                        async move { Bus::redis(&url, cluster, &channel, partitions, stop).await },
+                    )
                     .await??
             }
             None => Bus::memory(),
@@ -303,9 +313,12 @@ impl Application {
             .start_shards()
             .context("could not start the hub's fan-out threads")?;
         let tasks: Vec<tokio::task::JoinHandle<()>> = vec![
-            hub_thread
-                .handle
-                .spawn(hub.clone().run(bus.batches, bus.health.clone(), shards)),
+            hub_thread.handle.spawn(hub.clone().run(
+                bus.batches,
+                bus.health.clone(),
+                bus.channels.clone(),
+                shards,
+            )),
             pipeline.handle.spawn(relay::run(
                 db.clone(),
                 bus.publisher,
@@ -345,6 +358,7 @@ impl Application {
             hub,
             bus_health: bus.health,
             bus_kind: bus.kind,
+            bus_faults: bus.faults.clone(),
             relay: relay_stats,
             presence,
             push: worker_stats,

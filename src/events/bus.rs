@@ -12,22 +12,29 @@
 //! owns its slot.
 //!
 //! The subscriber follows a set of channels that can change while it runs ([`Channels`]),
-//! and the publisher can publish on any channel ([`Publisher::publish_on`]): the shape a
-//! bus split into partitions needs. The app uses one channel, `TIDINGS_REDIS_CHANNEL`.
+//! and the publisher can publish on any channel ([`Publisher::publish_on`]). With
+//! `TIDINGS_BUS_PARTITIONS` = 0 the app uses one channel, `TIDINGS_REDIS_CHANNEL`, and each
+//! message is a batch. With K > 0 each batch is split ([`lanes`]): one [`Data`] message per
+//! channel that has events (`{base}:all`, `{base}:staff`, `{base}:u:{k}`), then a
+//! [`Clock`] on `{base}:clock` saying which channels had how many; an instance subscribes
+//! only to the channels of the connections it holds, and its hub merges them back in order
+//! (`realtime/hub/merge.rs`).
 
 pub mod cluster;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Event;
+use super::{Audience, Event, Topic};
 
-/// Batches waiting for the hub; the relay waits when it is full.
+/// Messages waiting for the hub; the relay waits when it is full.
 const HUB_QUEUE: usize = 1024;
 
 /// Whether the bus delivers now. The hub polls the database while it does not.
@@ -97,19 +104,151 @@ pub fn partition_channel(base: &str, partition: u32) -> String {
     format!("{base}:{partition}")
 }
 
+/// What travels on the bus, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A whole batch, on the single channel (`TIDINGS_BUS_PARTITIONS` = 0): on the wire, a
+    /// JSON array of events, as before partitions existed.
+    Batch(Vec<Event>),
+    /// One channel's share of a partitioned batch.
+    Data(Data),
+    /// A partitioned batch's clock.
+    Clock(Clock),
+}
+
+/// One channel's events of the batch `(from, upto]`, in seq order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Data {
+    #[serde(rename = "f")]
+    pub from: i64,
+    #[serde(rename = "u")]
+    pub upto: i64,
+    /// The channel's lane (`all`, `staff`, `u:{k}`): the name after the base.
+    #[serde(rename = "c")]
+    pub lane: String,
+    #[serde(rename = "e")]
+    pub events: Vec<Event>,
+}
+
+/// The batch `(from, upto]` was published: the lanes that had events, with their counts.
+/// Published after the batch's data, on `{base}:clock`, which every instance follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clock {
+    #[serde(rename = "f")]
+    pub from: i64,
+    #[serde(rename = "u")]
+    pub upto: i64,
+    #[serde(rename = "n")]
+    pub lanes: BTreeMap<String, u32>,
+}
+
+/// The partitioned messages on the wire: an object tagged `d` (data) or `k` (clock), told
+/// apart from a single-channel batch (an array) by its first byte.
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    #[serde(rename = "d")]
+    Data(Data),
+    #[serde(rename = "k")]
+    Clock(Clock),
+}
+
+/// The lane every instance follows: events for everyone and the system's (revocations).
+pub const LANE_ALL: &str = "all";
+/// The lane of staff-only events and of a copy of each user-and-staff event.
+pub const LANE_STAFF: &str = "staff";
+/// The lane of the clocks.
+pub const LANE_CLOCK: &str = "clock";
+
+/// The lane of the users whose id hashes to `partition`.
+pub fn user_lane(partition: u32) -> String {
+    format!("u:{partition}")
+}
+
+/// The partition (of `partitions`) of `user`: a stable hash of the id, the same on every
+/// instance and release (the relay and the hubs must agree).
+pub fn partition_of(user: uuid::Uuid, partitions: u32) -> u32 {
+    let (high, low) = user.as_u64_pair();
+    // Mixed, so that ids with patterned bits (v7: a timestamp first) still spread.
+    let mixed = (high ^ low).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) % u64::from(partitions.max(1))) as u32
+}
+
+/// The channel of `lane` on the bus whose base channel is `base`.
+pub fn lane_channel(base: &str, lane: &str) -> String {
+    format!("{base}:{lane}")
+}
+
+/// A batch split into lanes (`partitions` > 0), each lane's events in seq order; a
+/// user-and-staff event goes to its user's lane and to staff's.
+pub fn lanes(events: &[Event], partitions: u32) -> BTreeMap<String, Vec<Event>> {
+    let mut lanes: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for event in events {
+        let mut put = |lane: String| lanes.entry(lane).or_default().push(event.clone());
+        match event.audience {
+            _ if event.topic == Topic::System => put(LANE_ALL.to_owned()),
+            Audience::Everyone => put(LANE_ALL.to_owned()),
+            Audience::Staff => put(LANE_STAFF.to_owned()),
+            Audience::User(user) => put(user_lane(partition_of(user, partitions))),
+            Audience::UserAndStaff(user) => {
+                put(user_lane(partition_of(user, partitions)));
+                put(LANE_STAFF.to_owned());
+            }
+        }
+    }
+    lanes
+}
+
+/// Faults to inject into publishing, for tests only: the next so many data messages, or
+/// clocks, are dropped as if Redis had lost them (the relay counts them published). Reached
+/// through `Realtime::bus_faults`; nothing in the app sets them.
+#[derive(Debug, Default)]
+pub struct BusFaults {
+    drop_data: AtomicU32,
+    drop_clocks: AtomicU32,
+}
+
+impl BusFaults {
+    /// Test only: drops the next `n` data messages published.
+    pub fn drop_next_data(&self, n: u32) {
+        self.drop_data.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Test only: drops the next `n` clocks published.
+    pub fn drop_next_clocks(&self, n: u32) {
+        self.drop_clocks.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Whether to drop this one (counting it).
+    fn take(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
 /// The sending side, used by the relay.
 #[derive(Clone)]
 pub enum Publisher {
-    Memory(mpsc::Sender<Vec<Event>>),
+    Memory(mpsc::Sender<Message>),
     Redis {
         connection: redis::aio::ConnectionManager,
         channel: Arc<str>,
+        split: Split,
     },
     /// Redis Cluster: `SPUBLISH` on the master that owns the channel's slot.
     Cluster {
         connection: cluster::ClusterPublisher,
         channel: Arc<str>,
+        split: Split,
     },
+}
+
+/// How a Redis publisher splits batches: into `partitions` user lanes (0: not at all, one
+/// channel), with `faults` injected by tests.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    pub partitions: u32,
+    pub faults: Arc<BusFaults>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -131,14 +270,65 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
 const PUBLISHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Publisher {
-    /// Publishes a batch on the bus's channel; whether the bus took it. A failure loses
-    /// nothing: hubs find the events in the database.
+    /// Publishes a batch (contiguous seqs, in order) on the bus: on its channel, or split
+    /// into lanes and a clock with `TIDINGS_BUS_PARTITIONS`; whether the bus took it. A
+    /// failure loses nothing: hubs find the events in the database.
     pub async fn publish(&self, batch: Vec<Event>) -> bool {
         match self {
             Publisher::Memory(_) => self.publish_on("", batch).await,
-            Publisher::Redis { channel, .. } | Publisher::Cluster { channel, .. } => {
+            Publisher::Redis { channel, split, .. } | Publisher::Cluster { channel, split, .. } => {
                 let channel = channel.clone();
-                self.publish_on(&channel, batch).await
+                if split.partitions == 0 {
+                    self.publish_on(&channel, batch).await
+                } else {
+                    self.publish_split(&channel, split, batch).await
+                }
+            }
+        }
+    }
+
+    /// Publishes a batch's lanes, each on its channel, at once, then its clock (after every
+    /// data message was taken or failed: a hub that sees the clock can expect the data).
+    async fn publish_split(&self, base: &str, split: &Split, batch: Vec<Event>) -> bool {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return true;
+        };
+        let (from, upto) = (first.seq - 1, last.seq);
+        let lanes = lanes(&batch, split.partitions);
+        let counts = lanes
+            .iter()
+            .map(|(lane, events)| (lane.clone(), events.len() as u32))
+            .collect();
+        let data = lanes.into_iter().map(|(lane, events)| {
+            let channel = lane_channel(base, &lane);
+            let message = Wire::Data(Data {
+                from,
+                upto,
+                lane,
+                events,
+            });
+            let dropped = BusFaults::take(&split.faults.drop_data);
+            async move { dropped || self.publish_wire(&channel, &message).await }
+        });
+        let taken = futures::future::join_all(data).await;
+        let clock = Wire::Clock(Clock {
+            from,
+            upto,
+            lanes: counts,
+        });
+        let clocked = BusFaults::take(&split.faults.drop_clocks)
+            || self
+                .publish_wire(&lane_channel(base, LANE_CLOCK), &clock)
+                .await;
+        taken.into_iter().all(|taken| taken) && clocked
+    }
+
+    async fn publish_wire(&self, channel: &str, message: &Wire) -> bool {
+        match serde_json::to_vec(message) {
+            Ok(payload) => self.publish_payload(channel, payload).await,
+            Err(e) => {
+                tracing::error!(error = %e, "a message could not be encoded for the bus");
+                false
             }
         }
     }
@@ -148,7 +338,7 @@ impl Publisher {
     pub async fn publish_on(&self, channel: &str, batch: Vec<Event>) -> bool {
         let payload = match self {
             // Only fails when the hub is gone, at shutdown.
-            Publisher::Memory(hub) => return hub.send(batch).await.is_ok(),
+            Publisher::Memory(hub) => return hub.send(Message::Batch(batch)).await.is_ok(),
             Publisher::Redis { .. } | Publisher::Cluster { .. } => {
                 match serde_json::to_vec(&batch) {
                     Ok(payload) => payload,
@@ -159,6 +349,11 @@ impl Publisher {
                 }
             }
         };
+        self.publish_payload(channel, payload).await
+    }
+
+    /// Publishes an encoded message; bounded in time.
+    async fn publish_payload(&self, channel: &str, payload: Vec<u8>) -> bool {
         let published = async {
             match self {
                 Publisher::Memory(_) => Ok(()),
@@ -199,13 +394,17 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Bus {
     pub publisher: Publisher,
-    /// Batches for this instance's hub.
-    pub batches: mpsc::Receiver<Vec<Event>>,
+    /// Messages for this instance's hub.
+    pub batches: mpsc::Receiver<Message>,
     pub health: BusHealth,
     /// The channels the subscriber follows (the in-process bus has none to follow).
     pub channels: Channels,
     /// `memory`, `redis` or `redis-cluster`.
     pub kind: &'static str,
+    /// The user lanes batches are split into (0: one channel; always 0 in-process).
+    pub partitions: u32,
+    /// Faults tests inject into publishing (see [`BusFaults`]).
+    pub faults: Arc<BusFaults>,
 }
 
 impl Bus {
@@ -218,6 +417,8 @@ impl Bus {
             health: BusHealth::new(true),
             channels: Channels::new([]),
             kind: "memory",
+            partitions: 0,
+            faults: Arc::default(),
         }
     }
 
@@ -225,16 +426,24 @@ impl Bus {
     /// when `cluster` is set or `url` names several nodes (comma-separated). Starts even
     /// while Redis is unreachable (degraded, reconnecting in the background); only a
     /// malformed URL is an error.
+    ///
+    /// With `partitions` > 0 batches are split into lanes, and the subscriber starts with
+    /// the lanes every instance follows (`all`, `clock`); the hub adds the others.
     pub async fn redis(
         url: &str,
         cluster: bool,
         channel: &str,
+        partitions: u32,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Bus> {
         let seeds =
             cluster::seeds(url).map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
+        let split = Split {
+            partitions,
+            faults: Arc::default(),
+        };
         if cluster || seeds.len() > 1 {
-            return Self::cluster(seeds, channel, shutdown);
+            return Self::cluster(seeds, channel, split, shutdown);
         }
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
@@ -248,7 +457,8 @@ impl Bus {
                 .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
         let health = BusHealth::new(false);
-        let channels = Channels::new([channel.to_owned()]);
+        let channels = Channels::new(first_channels(channel, partitions));
+        let faults = split.faults.clone();
         tokio::spawn(subscribe(
             client,
             channels.watch(),
@@ -260,11 +470,14 @@ impl Bus {
             publisher: Publisher::Redis {
                 connection,
                 channel: Arc::from(channel),
+                split,
             },
             batches: rx,
             health,
             channels,
             kind: "redis",
+            partitions,
+            faults,
         })
     }
 
@@ -272,13 +485,15 @@ impl Bus {
     fn cluster(
         seeds: Vec<redis::ConnectionInfo>,
         channel: &str,
+        split: Split,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Bus> {
         let connection = cluster::ClusterPublisher::start(seeds.clone(), shutdown.clone())
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
         let health = BusHealth::new(false);
-        let channels = Channels::new([channel.to_owned()]);
+        let channels = Channels::new(first_channels(channel, split.partitions));
+        let (partitions, faults) = (split.partitions, split.faults.clone());
         tokio::spawn(cluster::subscribe(
             seeds,
             channels.watch(),
@@ -290,12 +505,25 @@ impl Bus {
             publisher: Publisher::Cluster {
                 connection,
                 channel: Arc::from(channel),
+                split,
             },
             batches: rx,
             health,
             channels,
             kind: "redis-cluster",
+            partitions,
+            faults,
         })
+    }
+}
+
+/// The channels a subscriber starts with: the one channel, or the lanes every instance
+/// follows.
+fn first_channels(base: &str, partitions: u32) -> Vec<String> {
+    if partitions == 0 {
+        vec![base.to_owned()]
+    } else {
+        vec![lane_channel(base, LANE_ALL), lane_channel(base, LANE_CLOCK)]
     }
 }
 
@@ -318,7 +546,7 @@ const PING_DEADLINE: Duration = Duration::from_millis(500);
 async fn subscribe(
     client: redis::Client,
     mut channels: watch::Receiver<BTreeSet<String>>,
-    hub: mpsc::Sender<Vec<Event>>,
+    hub: mpsc::Sender<Message>,
     health: BusHealth,
     shutdown: CancellationToken,
 ) {
@@ -381,11 +609,23 @@ async fn connect(
     Ok(pubsub)
 }
 
-/// A batch as published on the bus; `None` (logged) for anything else.
-fn decode(payload: &[u8]) -> Option<Vec<Event>> {
-    serde_json::from_slice(payload)
+/// A message as published on the bus; `None` (logged) for anything else.
+fn decode(payload: &[u8]) -> Option<Message> {
+    let batch = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    let decoded = if batch {
+        serde_json::from_slice(payload).map(Message::Batch)
+    } else {
+        serde_json::from_slice(payload).map(|wire| match wire {
+            Wire::Data(data) => Message::Data(data),
+            Wire::Clock(clock) => Message::Clock(clock),
+        })
+    };
+    decoded
         .inspect_err(|e| {
-            tracing::error!(error = %e, "a message on the bus is not a batch of events; ignored")
+            tracing::error!(error = %e, "a message on the bus is not a batch, data or clock; ignored")
         })
         .ok()
 }
@@ -394,7 +634,7 @@ fn decode(payload: &[u8]) -> Option<Vec<Event>> {
 /// the hub is gone (`Ok`, at shutdown).
 async fn forward(
     mut messages: redis::aio::PubSubStream,
-    hub: &mpsc::Sender<Vec<Event>>,
+    hub: &mpsc::Sender<Message>,
 ) -> Result<(), &'static str> {
     while let Some(message) = messages.next().await {
         if let Some(batch) = decode(message.get_payload_bytes())
@@ -465,5 +705,76 @@ async fn wait(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = tokio::time::sleep(sleep) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, topic: Topic, audience: Audience) -> Event {
+        Event {
+            seq,
+            topic,
+            kind: "x".into(),
+            audience,
+            at: chrono::Utc::now(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_split_into_lanes_with_a_copy_of_user_and_staff_events_for_staff() {
+        let user = uuid::Uuid::now_v7();
+        let lane = user_lane(partition_of(user, 8));
+        let events = [
+            event(1, Topic::Inventory, Audience::Everyone),
+            event(2, Topic::System, Audience::User(user)),
+            event(3, Topic::Inventory, Audience::Staff),
+            event(4, Topic::Orders, Audience::UserAndStaff(user)),
+            event(5, Topic::Notifications, Audience::User(user)),
+        ];
+        let lanes = lanes(&events, 8);
+        let seqs = |lane: &str| -> Vec<i64> { lanes[lane].iter().map(|e| e.seq).collect() };
+        assert_eq!(lanes.len(), 3);
+        assert_eq!(seqs(LANE_ALL), [1, 2]);
+        assert_eq!(seqs(LANE_STAFF), [3, 4]);
+        assert_eq!(seqs(&lane), [4, 5]);
+    }
+
+    #[test]
+    fn partitioned_messages_and_batches_are_told_apart_on_the_wire() {
+        let events = vec![event(1, Topic::Inventory, Audience::Everyone)];
+        let batch = serde_json::to_vec(&events).unwrap();
+        assert_eq!(decode(&batch), Some(Message::Batch(events.clone())));
+        let data = Data {
+            from: 0,
+            upto: 1,
+            lane: LANE_ALL.into(),
+            events,
+        };
+        let wire = serde_json::to_vec(&Wire::Data(data.clone())).unwrap();
+        assert_eq!(decode(&wire), Some(Message::Data(data)));
+        let clock = Clock {
+            from: 0,
+            upto: 1,
+            lanes: BTreeMap::from([(LANE_ALL.to_owned(), 1)]),
+        };
+        let wire = serde_json::to_vec(&Wire::Clock(clock.clone())).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&wire).unwrap(),
+            r#"{"k":{"f":0,"u":1,"n":{"all":1}}}"#
+        );
+        assert_eq!(decode(&wire), Some(Message::Clock(clock)));
+    }
+
+    #[test]
+    fn a_users_partition_is_stable_and_spread() {
+        let user: uuid::Uuid = "0190f4a2-7b1c-7cde-8f00-123456789abc".parse().unwrap();
+        assert_eq!(partition_of(user, 8), partition_of(user, 8));
+        let used: BTreeSet<u32> = (0..200)
+            .map(|_| partition_of(uuid::Uuid::now_v7(), 8))
+            .collect();
+        assert_eq!(used.len(), 8);
     }
 }

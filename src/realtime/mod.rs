@@ -115,8 +115,10 @@ pub struct RealtimeConfig {
 pub struct Realtime {
     pub hub: Arc<Hub>,
     pub bus_health: BusHealth,
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `redis-cluster`.
     pub bus_kind: &'static str,
+    /// Faults injected into the bus's publishing: for tests only (see `BusFaults`).
+    pub bus_faults: Arc<crate::events::bus::BusFaults>,
     pub relay: Arc<RelayStats>,
     /// Who is connected here and what their apps acknowledged, for the delivery worker.
     pub presence: Arc<presence::Presence>,

@@ -168,6 +168,13 @@ impl TestApp {
             {
                 config.redis_url = Some(redis);
                 config.redis_channel = format!("tidings:test:{name}");
+                // `TEST_BUS_PARTITIONS=K` runs every Redis test on a partitioned bus.
+                if let Some(k) = std::env::var("TEST_BUS_PARTITIONS")
+                    .ok()
+                    .and_then(|k| k.parse().ok())
+                {
+                    config.bus_partitions = k;
+                }
             }
             postgres = Some((admin_url.clone(), name));
         }

@@ -31,6 +31,7 @@ mod outbox;
 mod position;
 mod products;
 
+mod partitions;
 mod proxy;
 mod push;
 mod push_providers;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tidings::domain::Role;
 use tidings::events::Event;
 use tidings::events::bus::cluster::key_slot;
-use tidings::events::bus::{Bus, partition_channel};
+use tidings::events::bus::{Bus, Message, partition_channel};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,7 @@ impl RedisCluster {
 
     /// Starts node `i` (again), on its port and with its cluster configuration file, so a
     /// node restarted comes back as the cluster knew it.
-    async fn run(&mut self, i: usize) {
+    pub(crate) async fn run(&mut self, i: usize) {
         let node = &self.nodes[i];
         let child = Command::new("redis-server")
             .args([
@@ -170,7 +170,7 @@ impl RedisCluster {
     }
 
     /// Waits until every running node says `cluster_state:ok`.
-    async fn wait_until_ok(&self) {
+    pub(crate) async fn wait_until_ok(&self) {
         let deadline = Instant::now() + CLUSTER_PATIENCE;
         loop {
             let mut ok = true;
@@ -202,7 +202,7 @@ impl RedisCluster {
     }
 
     /// The node that is the master of `channel`'s slot, as node `asked` sees it.
-    async fn master_of(&self, channel: &str, asked: usize) -> Option<usize> {
+    pub(crate) async fn master_of(&self, channel: &str, asked: usize) -> Option<usize> {
         let slot = i64::from(key_slot(channel.as_bytes()));
         let slots = self
             .query(asked, redis::cmd("CLUSTER").arg("SLOTS"))
@@ -302,7 +302,7 @@ impl RedisCluster {
     }
 
     /// Kills node `i` (SIGKILL): its connections close at once.
-    async fn kill(&mut self, i: usize) {
+    pub(crate) async fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             child.kill().await.unwrap();
         }
@@ -579,6 +579,9 @@ async fn round_trip(bus: &mut Bus, channel: &str, seq: i64) {
         let _ = bus.publisher.publish_on(channel, batch(seq)).await;
         let until = Instant::now() + Duration::from_millis(200);
         while let Ok(Some(got)) = tokio::time::timeout_at(until, bus.batches.recv()).await {
+            let Message::Batch(got) = got else {
+                panic!("a batch was published, {got:?} came")
+            };
             if got[0].seq == seq {
                 return;
             }
@@ -592,7 +595,7 @@ async fn partition_channels_added_at_runtime_spread_over_the_masters(_: Backend)
     let cluster = RedisCluster::start(3, 0).await;
     let stop = CancellationToken::new();
     let base = format!("tidings:test:{}", uuid::Uuid::new_v4().simple());
-    let mut bus = Bus::redis(&cluster.url(), false, &base, stop.clone())
+    let mut bus = Bus::redis(&cluster.url(), false, &base, 0, stop.clone())
         .await
         .unwrap();
     assert_eq!(bus.kind, "redis-cluster");
@@ -641,7 +644,7 @@ async fn a_single_redis_follows_channels_added_and_removed_at_runtime(_: Backend
     let redis = crate::live_cluster::OwnRedis::start().await;
     let stop = CancellationToken::new();
     let base = format!("tidings:test:{}", uuid::Uuid::new_v4().simple());
-    let mut bus = Bus::redis(&redis.url(), false, &base, stop.clone())
+    let mut bus = Bus::redis(&redis.url(), false, &base, 0, stop.clone())
         .await
         .unwrap();
     assert_eq!(bus.kind, "redis");

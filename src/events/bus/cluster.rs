@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BusHealth, CONNECT_TIMEOUT, Event, FIRST_BACKOFF, MAX_BACKOFF, PING_DEADLINE, PING_EVERY,
+    BusHealth, CONNECT_TIMEOUT, FIRST_BACKOFF, MAX_BACKOFF, Message, PING_DEADLINE, PING_EVERY,
     PUBLISHER_TIMEOUT, decode, wait,
 };
 
@@ -184,7 +184,7 @@ struct Subscriber {
 pub(super) async fn subscribe(
     seeds: Vec<ConnectionInfo>,
     mut channels: watch::Receiver<BTreeSet<String>>,
-    hub: mpsc::Sender<Vec<Event>>,
+    hub: mpsc::Sender<Message>,
     health: BusHealth,
     shutdown: CancellationToken,
 ) {
@@ -273,7 +273,7 @@ pub(super) async fn subscribe(
 
 /// What a push means to the subscriber.
 enum Pushed {
-    Batch(Vec<Event>),
+    Batch(Message),
     Nothing,
     /// A subscription ended; the node's connection was dropped.
     Lost(String),

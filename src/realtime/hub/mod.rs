@@ -12,12 +12,17 @@
 //! delivery loop here puts the events in order and hands each run to every shard, which
 //! finds its receivers and writes to them. Who is connected to a shard is its
 //! [`registry`]'s; the pushes in progress are its [`fanout`]'s.
+//!
+//! On a partitioned bus (`TIDINGS_BUS_PARTITIONS` > 0) the loop follows only the lanes of
+//! the connections it holds, and puts batches back together from them and their clocks
+//! ([`merge`]) before handing them on as above.
 
 mod fanout;
+mod merge;
 mod registry;
 mod shard;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -28,12 +33,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use self::fanout::Tally;
+use self::merge::{Merge, Step};
 use self::registry::{Conn, Registry};
 pub use self::registry::{ConnId, Registration};
 use self::shard::{Run, Shard};
 use super::Transport;
 use super::mailbox::{Closed, Mailbox};
-use crate::events::bus::BusHealth;
+use crate::events::bus::{self, BusHealth, Channels, Message};
 use crate::events::stream;
 use crate::events::{Event, Topic};
 use crate::store::Db;
@@ -57,7 +63,16 @@ pub struct HubConfig {
     pub safety_poll: Duration,
     /// Fan-out shards, each on a thread of its own (at least 1).
     pub shards: usize,
+    /// The user lanes of the bus (`TIDINGS_BUS_PARTITIONS`; 0: one channel, no merge).
+    pub partitions: u32,
+    /// The bus's base channel, which the lanes' channels are named after.
+    pub bus_channel: String,
 }
+
+/// How long a partitioned batch's missing messages are waited for before the hub reads the
+/// batch from the database: long against Redis's delivery (well under a millisecond,
+/// messages of one batch published at once), short against what a client notices.
+const MERGE_WAIT: Duration = Duration::from_millis(50);
 
 /// Counters the metrics endpoint reads.
 #[derive(Debug, Default)]
@@ -66,6 +81,8 @@ pub struct HubStats {
     pub slow_consumers: AtomicU64,
     pub events: AtomicU64,
     pub catch_up_reads: AtomicU64,
+    /// Events received on user lanes of a partitioned bus.
+    pub user_lane_events: AtomicU64,
 }
 
 /// The live connections, in their shards, and the delivery loop.
@@ -87,6 +104,13 @@ pub struct Hub {
     /// Signalled when notifications have been routed: the delivery worker, if it runs on
     /// this instance, reads them (the worker reads the database; this only wakes it).
     pub notifications_seen: Arc<tokio::sync::Notify>,
+    /// On a partitioned bus, the lanes this instance follows (`all`, `staff` once a staff
+    /// connection came, `u:{k}` once a user of partition k connected; never fewer during a
+    /// run). Also the gate between a connection's start and the merge: a lane is added
+    /// under it, and a merged batch's `upto` is recorded under it (see [`Hub::merge`]).
+    lanes: Mutex<BTreeSet<String>>,
+    /// Signalled when a lane was added, for the loop to subscribe to it.
+    lanes_changed: tokio::sync::Notify,
     pub stats: HubStats,
     /// The instance's token cache, told of every revocation routed.
     token_cache: Arc<crate::service::accounts::TokenCache>,
@@ -126,6 +150,8 @@ impl Hub {
             revoked: Mutex::new(HashMap::new()),
             presence_changed: tokio::sync::Notify::new(),
             notifications_seen: Arc::new(tokio::sync::Notify::new()),
+            lanes: Mutex::new(BTreeSet::from([bus::LANE_ALL.to_owned()])),
+            lanes_changed: tokio::sync::Notify::new(),
             stats: HubStats::default(),
             token_cache,
         })
@@ -208,14 +234,42 @@ impl Hub {
         registry.conns.insert(id, conn);
         let ids = registry.per_user.entry(user_id).or_default();
         ids.push(id);
-        if ids.len() == 1 {
+        let first = ids.len() == 1;
+        if first {
             self.presence_changed.notify_one();
+        }
+        if self.config.partitions > 0 && (first || is_staff) {
+            self.follow(user_id, is_staff);
         }
         Ok(Registration {
             hub: self.clone(),
             id,
             mailbox,
         })
+    }
+
+    /// Follows the lanes of a user's connection (before it subscribes to anything: see
+    /// [`Hub::merge`] for why that order keeps it from missing an event).
+    fn follow(&self, user: Uuid, is_staff: bool) {
+        let lane = bus::user_lane(bus::partition_of(user, self.config.partitions));
+        let mut lanes = self.lanes.lock();
+        let mut added = lanes.insert(lane);
+        if is_staff && !lanes.contains(bus::LANE_STAFF) {
+            added |= lanes.insert(bus::LANE_STAFF.to_owned());
+        }
+        if added {
+            self.lanes_changed.notify_one();
+        }
+    }
+
+    /// Where a subscription made now is live from, at least: on a partitioned bus, the
+    /// last seq merged (which may be ahead of the shard's routed seq, see [`Hub::merge`]).
+    fn live_at_least(&self) -> i64 {
+        if self.config.partitions > 0 {
+            self.last_seq()
+        } else {
+            0
+        }
     }
 
     /// The users with a live connection on this instance.
@@ -313,8 +367,9 @@ impl Hub {
         let notifications = events.iter().any(|e| e.topic == Topic::Notifications);
         let run = Run::new(events);
         // Before any shard has it: a client may acknowledge an event as soon as its shard
-        // wrote it, and an ack beyond the last delivered seq is refused.
-        self.last_seq.store(last, Ordering::Release);
+        // wrote it, and an ack beyond the last delivered seq is refused. Never back: a
+        // merged batch's `upto` may be past its last event here.
+        self.last_seq.fetch_max(last, Ordering::AcqRel);
         for shard in &shards.0 {
             // Fails only when the shard's thread is gone, at shutdown.
             let _ = shard.send(run.clone()).await;
@@ -458,22 +513,30 @@ impl Hub {
     /// [`Hub::start_shards`]). Ends when the bus's sender is gone.
     pub async fn run(
         self: Arc<Self>,
-        mut batches: mpsc::Receiver<Vec<Event>>,
+        mut batches: mpsc::Receiver<Message>,
         health: BusHealth,
+        channels: Channels,
         shards: Shards,
     ) {
         let mut safety = tokio::time::interval(self.config.safety_poll);
         let mut degraded = tokio::time::interval(self.config.degraded_poll);
         safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         degraded.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut merge = Merge::new(MERGE_WAIT);
+        // When the merge gives up waiting for a batch's missing messages.
+        let mut deadline: Option<Instant> = None;
         loop {
+            let wake = deadline.map(tokio::time::Instant::from_std);
             tokio::select! {
-                batch = batches.recv() => match batch {
-                    // Whatever else arrived meanwhile goes out with it: the busier the
-                    // hub, the more events each connection's write carries.
-                    Some(events) => self.deliver(&shards, take_waiting(&mut batches, events)).await,
+                message = batches.recv() => match message {
+                    Some(message) => {
+                        deadline = self.receive(&shards, &mut merge, message, &mut batches).await;
+                        continue;
+                    }
                     None => return,
                 },
+                () = sleep_until(wake), if wake.is_some() => {}
+                () = self.lanes_changed.notified() => self.subscribe_lanes(&channels),
                 _ = degraded.tick(), if !health.is_up() => self.catch_up(&shards, None).await,
                 // The bus going down must wake the loop, or reading the database would wait
                 // for the next safety poll.
@@ -483,7 +546,99 @@ impl Hub {
                 () = health.up(), if !health.is_up() => self.catch_up(&shards, None).await,
                 _ = safety.tick() => self.catch_up(&shards, None).await,
             }
+            deadline = self.merge(&shards, &mut merge).await;
         }
+    }
+
+    /// Takes a message and those waiting behind it (whole batches, up to a catch-up
+    /// batch's worth, go out together: the busier the hub, the more events each
+    /// connection's write carries), delivers what it can; when the merge next gives up
+    /// waiting.
+    async fn receive(
+        &self,
+        shards: &Shards,
+        merge: &mut Merge,
+        message: Message,
+        batches: &mut mpsc::Receiver<Message>,
+    ) -> Option<Instant> {
+        let mut events: Vec<Event> = Vec::new();
+        let mut next = Some(message);
+        let mut taken = 0;
+        while let Some(message) = next.take() {
+            taken += 1;
+            match message {
+                Message::Batch(batch) => events.extend(batch),
+                Message::Data(data) => {
+                    if data.lane.starts_with("u:") {
+                        self.stats
+                            .user_lane_events
+                            .fetch_add(data.events.len() as u64, Ordering::Relaxed);
+                    }
+                    merge.data(data, self.last_seq(), Instant::now());
+                }
+                Message::Clock(clock) => merge.clock(clock, self.last_seq(), Instant::now()),
+            }
+            if events.len() < CATCH_UP_BATCH as usize && taken < CATCH_UP_BATCH {
+                next = batches.try_recv().ok();
+            }
+        }
+        if !events.is_empty() {
+            self.deliver(shards, events).await;
+        }
+        self.merge(shards, merge).await
+    }
+
+    /// Delivers the merged batches that are complete, and reads from the database those
+    /// that will not be; when the merge next gives up waiting, if it waits.
+    ///
+    /// A complete batch's `upto` is recorded as the last seq under the lanes' lock, before
+    /// its events go to the shards. A connection's lane is added under the same lock before
+    /// it subscribes, and its subscription is live from the last seq at least. So either
+    /// the merge saw the lane (and the batch waits for its data, or the database), or the
+    /// batch's seqs are the connection's replay: none is neither.
+    async fn merge(&self, shards: &Shards, merge: &mut Merge) -> Option<Instant> {
+        loop {
+            let step = {
+                let lanes = self.lanes.lock();
+                let step = merge.next(self.last_seq(), |lane| lanes.contains(lane), Instant::now());
+                if let Step::Deliver { upto, .. } = &step {
+                    self.last_seq.fetch_max(*upto, Ordering::AcqRel);
+                }
+                step
+            };
+            match step {
+                Step::Deliver { events, .. } => self.route(shards, events).await,
+                Step::Gap { upto } => {
+                    self.catch_up(shards, Some(upto)).await;
+                    merge.forget_through(upto);
+                    if self.last_seq() < upto {
+                        tracing::error!(
+                            upto,
+                            last = self.last_seq(),
+                            "the bus carried a batch this database does not have; check TIDINGS_REDIS_CHANNEL"
+                        );
+                        merge.forget_first();
+                    }
+                }
+                Step::Wait(deadline) => return deadline,
+            }
+        }
+    }
+
+    /// Subscribes the bus to every lane followed (those subscribed already stay).
+    fn subscribe_lanes(&self, channels: &Channels) {
+        let lanes: Vec<String> = self.lanes.lock().iter().cloned().collect();
+        for lane in lanes {
+            channels.add(&bus::lane_channel(&self.config.bus_channel, &lane));
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -491,17 +646,6 @@ impl Hub {
 /// once they have pushed what they were handed.
 #[derive(Debug)]
 pub struct Shards(Vec<mpsc::Sender<Arc<Run>>>);
-
-/// `events` and the batches waiting behind them, up to a catch-up batch's worth.
-fn take_waiting(batches: &mut mpsc::Receiver<Vec<Event>>, mut events: Vec<Event>) -> Vec<Event> {
-    while events.len() < CATCH_UP_BATCH as usize {
-        match batches.try_recv() {
-            Ok(more) => events.extend(more),
-            Err(_) => break,
-        }
-    }
-    events
-}
 
 #[cfg(test)]
 mod tests {
@@ -534,6 +678,10 @@ mod tests {
     }
 
     fn hub() -> Arc<Hub> {
+        hub_with_partitions(0)
+    }
+
+    fn hub_with_partitions(partitions: u32) -> Arc<Hub> {
         let pool = sqlx::sqlite::SqlitePool::connect_lazy("sqlite::memory:").expect("a pool");
         let db = Db::Sqlite(pool, Arc::new(tokio::sync::Notify::new()));
         let config = HubConfig {
@@ -542,6 +690,8 @@ mod tests {
             degraded_poll: Duration::from_millis(100),
             safety_poll: Duration::from_secs(2),
             shards: 2,
+            partitions,
+            bus_channel: "tidings:events".into(),
         };
         let token_cache = Arc::new(crate::service::accounts::TokenCache::new(Duration::ZERO));
         Hub::new(db, config, 0, token_cache)
@@ -559,6 +709,24 @@ mod tests {
         };
         for shard in &hub.shards {
             hub.apply_system(&shard.registry.read(), &event);
+        }
+    }
+
+    /// The window of a user joining a lane: a batch merged before the lane was followed
+    /// (so without the user's events), its `upto` recorded, not yet routed by the shards.
+    /// The connection is live only from after it; its seqs are the replay's to send.
+    #[tokio::test]
+    async fn on_a_partitioned_bus_a_subscription_is_live_from_the_last_merged_seq() {
+        for (partitions, live_from) in [(8, 5), (0, 0)] {
+            let hub = hub_with_partitions(partitions);
+            hub.last_seq.store(5, Ordering::Release);
+            let user = Uuid::now_v7();
+            let conn = hub
+                .connect(user, false, 1, Transport::WebSocket)
+                .expect("open");
+            let lane = bus::user_lane(bus::partition_of(user, partitions));
+            assert_eq!(hub.lanes.lock().contains(&lane), partitions > 0);
+            assert_eq!(conn.subscribe(&[Topic::Orders]), live_from);
         }
     }
 

@@ -67,7 +67,7 @@ impl Registration {
     pub fn subscribe(&self, topics: &[Topic]) -> i64 {
         let shard = self.hub.shard_of_conn(self.id);
         let mut registry = shard.registry.write();
-        let live_from = shard.routed();
+        let live_from = shard.routed().max(self.hub.live_at_least());
         let Registry {
             conns,
             topics: indexes,
