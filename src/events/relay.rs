@@ -3,9 +3,9 @@
 //! One relay is active per database. On PostgreSQL that is the instance holding a session
 //! advisory lock; the others retry every second and take over when the holder's
 //! connection goes (a crash closes it, and PostgreSQL releases the lock). It is woken by
-//! every commit that wrote events (NOTIFY from a trigger, or the in-process signal on
-//! SQLite), polls slowly as a safety net, claims up to a batch at a time, and as the
-//! leader also prunes events older than the retention window.
+//! every commit that wrote events (see [`forward_wakes`]), polls slowly as a safety net,
+//! claims up to a batch at a time, and as the leader also prunes events older than the
+//! retention window.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,8 +88,49 @@ pub async fn run(
         unpublished: parking_lot::Mutex::new(None),
     };
     match relay.db.clone() {
-        Db::Postgres(pool) => relay.run_postgres(pool, shutdown).await,
+        Db::Postgres(pool, commits) => {
+            let wake = Notify::new();
+            tokio::join!(
+                relay.run_postgres(pool.clone(), &wake, shutdown.clone()),
+                forward_wakes(&pool, &commits, &wake, &relay.stats.leader, &shutdown),
+            );
+        }
         Db::Sqlite(_, signal) => relay.run_local(signal, shutdown).await,
+    }
+}
+
+/// Carries the commits of this instance that wrote events to the relay: to this
+/// instance's own (`wake`) while it leads, or else as one `NOTIFY` to whichever instance
+/// holds the lock. The commits that happen while a `NOTIFY` is on its way are carried by
+/// the next one, so a busy instance sends far fewer than it commits.
+///
+/// The `NOTIFY` is its own statement after the commit, not part of the writing
+/// transaction: PostgreSQL holds a database-wide lock from a notifying transaction's
+/// commit until its WAL is flushed, so notifying commits are flushed one at a time, not in
+/// groups (measured: TPC-B at 16 clients fell from 2,450 to 550 tps with a `pg_notify`
+/// added). A statement that writes nothing flushes nothing, and holds the lock a moment.
+/// A wake lost between instances (the lock changing hands) waits for the relay's poll.
+async fn forward_wakes(
+    pool: &sqlx::PgPool,
+    commits: &Notify,
+    wake: &Notify,
+    leader: &AtomicBool,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = commits.notified() => {}
+        }
+        if leader.load(Ordering::Acquire) {
+            wake.notify_one();
+        } else if let Err(e) = sqlx::query("select pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(pool)
+            .await
+        {
+            tracing::debug!(error = %e, "could not wake the relay; its poll will find the events");
+        }
     }
 }
 
@@ -121,9 +162,9 @@ impl Relay {
     }
 
     /// PostgreSQL: lead while holding the advisory lock, stand by otherwise.
-    async fn run_postgres(&self, pool: sqlx::PgPool, shutdown: CancellationToken) {
+    async fn run_postgres(&self, pool: sqlx::PgPool, wake: &Notify, shutdown: CancellationToken) {
         loop {
-            match self.lead(&pool, &shutdown).await {
+            match self.lead(&pool, wake, &shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
                     if self.stats.leader.swap(false, Ordering::AcqRel) {
@@ -145,6 +186,7 @@ impl Relay {
     async fn lead(
         &self,
         pool: &sqlx::PgPool,
+        wake: &Notify,
         shutdown: &CancellationToken,
     ) -> Result<(), sqlx::Error> {
         let Some(mut lock) =
@@ -165,6 +207,7 @@ impl Relay {
                     let _ = lock.close().await;
                     return Ok(());
                 }
+                () = wake.notified() => {}
                 notification = listener.recv() => {
                     if let Err(e) = notification {
                         // The listener reconnects on the next recv; the poll covers the gap.

@@ -20,7 +20,7 @@ fn sequenced(rows: Vec<EventRow>) -> Vec<Event> {
 pub async fn claim(db: &Db, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
     let rows = match db {
         // One round trip: the function `relay_claim` (migration 0004) does it all.
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, _) => {
             sqlx::query_as::<_, EventRow>(concat!(
                 "select ",
                 event_columns!(),

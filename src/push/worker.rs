@@ -146,7 +146,7 @@ pub async fn run(
         stats,
     };
     match worker.db.clone() {
-        Db::Postgres(pool) => loop {
+        Db::Postgres(pool, _) => loop {
             match worker.lead_postgres(&pool, &wake, &shutdown).await {
                 Ok(()) => return,
                 Err(e) => {

@@ -200,7 +200,7 @@ pub async fn claim(
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     let lock = match db {
-        Db::Postgres(_) => " for update skip locked",
+        Db::Postgres(..) => " for update skip locked",
         Db::Sqlite(..) => "",
     };
     let sql = format!(

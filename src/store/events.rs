@@ -68,6 +68,7 @@ pub async fn append(tx: &mut Tx, rows: NewRows<'_>, at: DateTime<Utc>) -> Result
     }
     match tx {
         Tx::Postgres(c) => {
+            c.wrote_events();
             bind_rows(sqlx::query(insert_rows!()), rows, at)
                 .execute(&mut **c)
                 .await?;

@@ -58,44 +58,64 @@ const MIN_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A pool of connections to whichever database is configured.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Postgres(PgPool),
-    /// With the in-process signal that wakes the relay when a commit wrote events
-    /// (PostgreSQL does that with NOTIFY, from a trigger).
+    /// Each backend's pool comes with the in-process signal raised when a commit wrote
+    /// events. On SQLite it wakes the relay directly; on PostgreSQL the relay's
+    /// [`forward_wakes`](crate::events::relay) wakes it, or sends one `NOTIFY` to the
+    /// instance that holds it. The commit itself never notifies: PostgreSQL serialises the
+    /// commits of every transaction that issued a `NOTIFY` (a database-wide lock held
+    /// until the commit's WAL is flushed), which cut the orders' commit rate to a fraction.
+    Postgres(PgPool, Arc<Notify>),
     Sqlite(SqlitePool, Arc<Notify>),
 }
 
 /// An open transaction on either backend.
 #[derive(Debug)]
 pub enum Tx {
-    Postgres(Transaction<'static, Postgres>),
-    Sqlite(SqliteTx),
+    Postgres(OutboxTx<Postgres>),
+    Sqlite(OutboxTx<Sqlite>),
 }
 
-/// A SQLite transaction that remembers whether it wrote events, to wake the relay when it
+/// A transaction that remembers whether it wrote events, to raise the outbox signal when it
 /// commits. It derefs to the connection, as sqlx's transactions do.
 #[derive(Debug)]
-pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
+pub struct OutboxTx<DB: sqlx::Database> {
+    tx: Transaction<'static, DB>,
     wake: Arc<Notify>,
     wrote_events: bool,
 }
 
-impl SqliteTx {
+impl<DB: sqlx::Database> OutboxTx<DB> {
+    fn new(tx: Transaction<'static, DB>, wake: &Arc<Notify>) -> Self {
+        OutboxTx {
+            tx,
+            wake: wake.clone(),
+            wrote_events: false,
+        }
+    }
+
     /// Marks that this transaction wrote to the outbox.
     pub fn wrote_events(&mut self) {
         self.wrote_events = true;
     }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if self.wrote_events {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
 }
 
-impl std::ops::Deref for SqliteTx {
-    type Target = sqlx::SqliteConnection;
+impl<DB: sqlx::Database> std::ops::Deref for OutboxTx<DB> {
+    type Target = DB::Connection;
 
     fn deref(&self) -> &Self::Target {
         &self.tx
     }
 }
 
-impl std::ops::DerefMut for SqliteTx {
+impl<DB: sqlx::Database> std::ops::DerefMut for OutboxTx<DB> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.tx
     }
@@ -122,7 +142,7 @@ macro_rules! on_tx {
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Postgres($pool, _) => $body,
             $crate::store::Db::Sqlite($pool, _) => $body,
         }
     };
@@ -251,7 +271,7 @@ impl Db {
                     .connect_with(options)
                     .await
                     .map_err(|e| failed(describe(&e)))?;
-                Ok(Db::Postgres(pool))
+                Ok(Db::Postgres(pool, Arc::new(Notify::new())))
             }
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -281,7 +301,7 @@ impl Db {
     /// Applies every pending migration of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Db::Postgres(pool, _) => POSTGRES_MIGRATIONS.run(pool).await,
             Db::Sqlite(pool, _) => SQLITE_MIGRATIONS.run(pool).await,
         }
         .context("could not apply the database migrations")
@@ -290,7 +310,7 @@ impl Db {
     /// Checks that the database answers and is migrated to this build's schema.
     pub async fn migration_status(&self) -> Result<MigrationStatus, sqlx::Error> {
         let migrator = match self {
-            Db::Postgres(_) => &*POSTGRES_MIGRATIONS,
+            Db::Postgres(..) => &*POSTGRES_MIGRATIONS,
             Db::Sqlite(..) => &*SQLITE_MIGRATIONS,
         };
         let latest = on_pool!(self, pool => {
@@ -315,19 +335,18 @@ impl Db {
     /// front, so two writers queue on the busy timeout instead of one failing to upgrade.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Db::Sqlite(pool, wake) => Tx::Sqlite(SqliteTx {
-                tx: pool.begin_with("BEGIN IMMEDIATE").await?,
-                wake: wake.clone(),
-                wrote_events: false,
-            }),
+            Db::Postgres(pool, wake) => Tx::Postgres(OutboxTx::new(pool.begin().await?, wake)),
+            Db::Sqlite(pool, wake) => Tx::Sqlite(OutboxTx::new(
+                pool.begin_with("BEGIN IMMEDIATE").await?,
+                wake,
+            )),
         })
     }
 
     /// The backend's name, for logs and health reports.
     pub fn backend(&self) -> &'static str {
         match self {
-            Db::Postgres(_) => "postgres",
+            Db::Postgres(..) => "postgres",
             Db::Sqlite(..) => "sqlite",
         }
     }
@@ -352,17 +371,7 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.commit().await,
-            Tx::Sqlite(SqliteTx {
-                tx,
-                wake,
-                wrote_events,
-            }) => {
-                tx.commit().await?;
-                if wrote_events {
-                    wake.notify_one();
-                }
-                Ok(())
-            }
+            Tx::Sqlite(tx) => tx.commit().await,
         }
     }
 }

@@ -143,6 +143,7 @@ pub async fn insert_with_events(
 ) -> Result<(), sqlx::Error> {
     match &mut *tx {
         Tx::Postgres(c) => {
+            c.wrote_events();
             let query = sqlx::query(concat!(
                 "with o as (insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version) \
                             values ($7, $8, $9, $10, $11, $12, $12, 1)), \

@@ -336,7 +336,7 @@ pub async fn list(
 ) -> Result<Vec<Product>, sqlx::Error> {
     let (key, descending) = query.sort.unwrap_or((SortKey::CreatedAt, false));
     let sort_expr = match (key, db) {
-        (SortKey::Name, Db::Postgres(_)) => "name_key collate \"C\"",
+        (SortKey::Name, Db::Postgres(..)) => "name_key collate \"C\"",
         (SortKey::Name, Db::Sqlite(..)) => "name_key",
         (SortKey::Price, _) => "unit_amount",
         (SortKey::CreatedAt, _) => "created_at",

@@ -323,7 +323,7 @@ async fn a_refresh_repeated_after_the_grace_window_revokes_the_family(backend: B
     let long_ago = tidings::store::now() - app.config.refresh_reuse_grace - Duration::from_secs(1);
     let age = "update refresh_tokens set rotated_at = $1 where rotated_at is not null";
     match &app.state.db {
-        Db::Postgres(pool) => drop(sqlx::query(age).bind(long_ago).execute(pool).await.unwrap()),
+        Db::Postgres(pool, _) => drop(sqlx::query(age).bind(long_ago).execute(pool).await.unwrap()),
         Db::Sqlite(pool, _) => drop(sqlx::query(age).bind(long_ago).execute(pool).await.unwrap()),
     }
 

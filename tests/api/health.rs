@@ -169,7 +169,7 @@ async fn a_schema_migrated_further_by_a_newer_version_keeps_this_one_ready_and_s
                  values ($1, 'a newer version', $2, $3, 0)";
     let (version, checksum) = (ours + 1, vec![0u8; 48]);
     match &app.state.db {
-        Db::Postgres(pool) => sqlx::query(newer)
+        Db::Postgres(pool, _) => sqlx::query(newer)
             .bind(version)
             .bind(true)
             .bind(checksum)

@@ -18,6 +18,7 @@ use crate::{backend_tests, postgres_tests};
 
 postgres_tests!(
     a_change_through_one_instance_reaches_subscribers_on_another,
+    a_commit_on_any_instance_wakes_the_relay_without_its_poll,
     a_client_moving_to_another_instance_resumes_without_loss,
     a_killed_relay_is_replaced_without_losing_or_repeating_an_event,
     events_made_while_redis_is_down_still_arrive_in_order,
@@ -52,6 +53,50 @@ async fn a_change_through_one_instance_reaches_subscribers_on_another(backend: B
         (event["type"].as_str(), event["data"]["id"].as_str()),
         (Some("product.created"), product["id"].as_str())
     );
+}
+
+/// The relay is woken by the commits themselves: its own instance's directly, another's by
+/// the `NOTIFY` that instance sends after committing. With the polls an hour apart, only
+/// those wakes can deliver.
+async fn a_commit_on_any_instance_wakes_the_relay_without_its_poll(backend: Backend) {
+    let leader = TestApp::spawn_with(backend, |c| c.relay_poll = Duration::from_secs(3600)).await;
+    relay_role_becomes(&leader, "active").await;
+    let standby = leader.another_instance().await;
+    relay_role_becomes(&standby, "standby").await;
+    let staff = leader
+        .user_with_role("staff@example.com", Role::Staff)
+        .await;
+    let mut ws = leader.ws(&staff.access_token).await;
+    ws.subscribe(&["inventory"], None).await;
+
+    for (round, app) in [&standby, &leader, &standby].into_iter().enumerate() {
+        let product = app
+            .product(&staff.access_token, &format!("SKU-{round}"), 100, 5)
+            .await;
+        let event = ws.next_event().await;
+        assert_eq!(
+            (event["type"].as_str(), event["data"]["id"].as_str()),
+            (Some("product.created"), product["id"].as_str()),
+            "round {round}"
+        );
+    }
+}
+
+/// Waits until `app` reports `role` for its relay.
+async fn relay_role_becomes(app: &TestApp, role: &str) {
+    let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
+    loop {
+        let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
+        if ready["checks"]["relay"]["role"] == role {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay's role stayed {}",
+            ready["checks"]["relay"]["role"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn a_client_moving_to_another_instance_resumes_without_loss(backend: Backend) {

@@ -211,7 +211,7 @@ async fn an_expired_reset_link_is_refused(backend: Backend) {
     let past = tidings::store::now() - Duration::from_secs(1);
     let expire = "update email_tokens set expires_at = $1 where purpose = 'password_reset'";
     match &app.state.db {
-        Db::Postgres(pool) => drop(sqlx::query(expire).bind(past).execute(pool).await.unwrap()),
+        Db::Postgres(pool, _) => drop(sqlx::query(expire).bind(past).execute(pool).await.unwrap()),
         Db::Sqlite(pool, _) => drop(sqlx::query(expire).bind(past).execute(pool).await.unwrap()),
     }
 
@@ -392,7 +392,7 @@ async fn with_email_off_requests_are_answered_alike_and_nothing_is_sent(backend:
     app.state.mailer.settled().await;
     let tokens = "select count(*) from email_tokens";
     let made: i64 = match &app.state.db {
-        Db::Postgres(pool) => sqlx::query_scalar(tokens).fetch_one(pool).await.unwrap(),
+        Db::Postgres(pool, _) => sqlx::query_scalar(tokens).fetch_one(pool).await.unwrap(),
         Db::Sqlite(pool, _) => sqlx::query_scalar(tokens).fetch_one(pool).await.unwrap(),
     };
     assert_eq!(made, 0, "no link is made that nobody would receive");

@@ -108,7 +108,7 @@ async fn bump_in_sql(app: &TestApp, user: Uuid) -> i64 {
     let bump = "update users set token_version = token_version + 1 where id = $1 \
                 returning token_version";
     let version: (i64,) = match &app.state.db {
-        Db::Postgres(pool) => sqlx::query_as(bump).bind(user).fetch_one(pool).await,
+        Db::Postgres(pool, _) => sqlx::query_as(bump).bind(user).fetch_one(pool).await,
         Db::Sqlite(pool, _) => sqlx::query_as(bump).bind(user).fetch_one(pool).await,
     }
     .expect("the token version is bumped");
