@@ -228,7 +228,7 @@ impl RedisCluster {
     }
 
     /// How many connections are subscribed to the sharded channel on node `i`.
-    async fn shard_subscribers(&self, i: usize, channel: &str) -> i64 {
+    pub(crate) async fn shard_subscribers(&self, i: usize, channel: &str) -> i64 {
         let answer = self
             .query(i, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel))
             .await
