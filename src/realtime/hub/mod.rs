@@ -230,8 +230,9 @@ impl Hub {
         if self.closing.load(Ordering::Acquire) {
             return Err(Refused::ShuttingDown);
         }
-        // Under the registry's write lock, so a revocation is either remembered here or
-        // applied to the registered connection: never neither.
+        // Under the registry's write lock, which the shard holds to apply a revocation the
+        // delivery loop remembered first: it is either seen here or applied to the
+        // registered connection, never neither.
         let revoked = self.revoked.lock().get(&user_id).copied();
         if revoked.is_some_and(|(version, _)| version > token_version) {
             return Err(Refused::Revoked);
@@ -437,6 +438,9 @@ impl Hub {
             return;
         };
         let notifications = events.iter().any(|e| e.topic == Topic::Notifications);
+        for event in events.iter().filter(|e| e.topic == Topic::System) {
+            self.remember_revocation(event);
+        }
         let run = Run::new(events);
         // Before any shard has it: a client may acknowledge an event as soon as its shard
         // wrote it, and an ack beyond the last delivered seq is refused. Never back: a
@@ -468,24 +472,29 @@ impl Hub {
         }
     }
 
-    /// `user.sessions_revoked`: close the user's connections opened with an older token
-    /// (those in `registry`, one shard's).
-    fn apply_system(&self, registry: &Registry, event: &Event) {
-        let (Some(user), Some(version)) = (
-            event.data["user_id"]
-                .as_str()
-                .and_then(|u| u.parse::<Uuid>().ok()),
-            event.data["token_version"].as_i64(),
-        ) else {
+    /// `user.sessions_revoked`, once per instance, by the delivery loop before any shard
+    /// has the event: the token cache forgets the user's older tokens, and the revocation
+    /// is remembered for connections still on their way to a shard (see [`Hub::connect`]).
+    fn remember_revocation(&self, event: &Event) {
+        let Some((user, version)) = revocation(event) else {
             return;
         };
         self.token_cache.revoke(user, version);
-        {
-            let mut revoked = self.revoked.lock();
-            revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
-            let entry = revoked.entry(user).or_insert((version, Instant::now()));
-            *entry = (entry.0.max(version), Instant::now());
-        }
+        let mut revoked = self.revoked.lock();
+        revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
+        let entry = revoked.entry(user).or_insert((version, Instant::now()));
+        *entry = (entry.0.max(version), Instant::now());
+    }
+
+    /// `user.sessions_revoked`, by each shard under its registry's lock: close the user's
+    /// connections opened with an older token (those in `registry`, one shard's). A
+    /// connection registering after this saw the revocation remembered
+    /// ([`Hub::remember_revocation`] came first), and one registered before it is in
+    /// `registry`: it is either refused or closed.
+    fn apply_system(&self, registry: &Registry, event: &Event) {
+        let Some((user, version)) = revocation(event) else {
+            return;
+        };
         for id in registry.per_user.get(&user).into_iter().flatten() {
             if let Some(conn) = registry.conns.get(id)
                 && conn.token_version.load(Ordering::Acquire) < version
@@ -753,6 +762,12 @@ impl Hub {
     }
 }
 
+/// The user and the new token version of a `user.sessions_revoked` event.
+fn revocation(event: &Event) -> Option<(Uuid, i64)> {
+    let user = event.data["user_id"].as_str()?.parse::<Uuid>().ok()?;
+    Some((user, event.data["token_version"].as_i64()?))
+}
+
 /// Sleeps until `at`, or forever.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -831,6 +846,7 @@ mod tests {
             at: chrono::Utc::now(),
             data: revoked.data,
         };
+        hub.remember_revocation(&event);
         for shard in &hub.shards {
             hub.apply_system(&shard.registry.read(), &event);
         }
