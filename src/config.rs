@@ -337,6 +337,12 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_BUS_PARTITIONS", default_value = "0", global = true,
         value_parser = between(0u32, 4096))]
     pub bus_partitions: u32,
+    /// on a partitioned bus, how long an instance keeps following a user lane (or `staff`)
+    /// after the last connection that needed it went, so that clients reconnecting do not
+    /// cost an unsubscribe and a subscribe each; `0` stops following it at once
+    #[arg(long, env = "TIDINGS_BUS_LANE_LINGER", default_value = "10s", global = true,
+        value_parser = parse_duration_or_zero)]
+    pub bus_lane_linger: Duration,
     /// bytes a live connection may have queued before it is closed as a slow consumer
     #[arg(long, env = "TIDINGS_QUEUE_BYTES", default_value = "1048576", global = true,
         value_parser = between(4096usize, 1 << 30))]

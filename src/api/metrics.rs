@@ -103,6 +103,11 @@ fn render(state: &AppState) -> Response {
             hub.last_seq() as f64,
         ),
         (
+            "tidings_hub_lanes_followed",
+            "Lanes of a partitioned bus (TIDINGS_BUS_PARTITIONS) this instance follows: all, staff, u:{k}; 0 on one channel.",
+            hub.lanes_followed() as f64,
+        ),
+        (
             "tidings_bus_up",
             "1 while the bus delivers; 0 while hubs read the database.",
             f64::from(u8::from(realtime.bus_health.is_up())),

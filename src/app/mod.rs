@@ -74,6 +74,7 @@ fn hub_config(config: &Config) -> HubConfig {
             0
         },
         bus_channel: config.redis_channel.clone(),
+        lane_linger: config.bus_lane_linger,
     }
 }
 

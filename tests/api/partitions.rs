@@ -1,8 +1,9 @@
 //! The partitioned bus (`TIDINGS_BUS_PARTITIONS` > 0), on a Redis Cluster of the test's own
 //! and on the single Redis of `TEST_REDIS_URL`: per-user events reach only the instances
 //! holding their user, broadcasts reach all, and every client gets every event once, in
-//! order, across messages lost on purpose, a master killed during writes and a user
-//! connecting on an instance that did not follow their lane.
+//! order, across messages lost on purpose, a master killed during writes, a user
+//! connecting on an instance that did not follow their lane, and a lane dropped after its
+//! last user left.
 
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ postgres_tests!(
     a_master_killed_during_partitioned_writes_loses_and_repeats_nothing,
     a_user_connecting_where_their_lane_was_not_followed_misses_nothing_on_one_redis,
     a_foreign_clock_on_the_bus_does_not_stall_delivery,
+    a_lane_is_dropped_after_its_last_user_left_and_followed_again_on_their_return,
+    a_lane_is_dropped_after_its_last_user_left_on_a_redis_cluster,
 );
 
 /// The lanes of the tests' users.
@@ -415,4 +418,186 @@ async fn a_foreign_clock_on_the_bus_does_not_stall_delivery(backend: Backend) {
     assert_eq!(ws.next_event().await["data"]["id"], second["id"]);
     let reads = counter(&app, "tidings_hub_catch_up_reads_total").await - before;
     assert!(reads < 5, "{reads} database reads for one event");
+}
+
+/// How long the lane tests keep a lane nobody holds.
+const LINGER: Duration = Duration::from_millis(300);
+
+/// Where a test's bus runs, to ask it who subscribes to a channel.
+enum Redis<'a> {
+    One(String),
+    Cluster(&'a RedisCluster),
+}
+
+impl Redis<'_> {
+    /// Connections subscribed to `channel` (on a cluster, on the master of its slot).
+    async fn subscribers(&self, channel: &str) -> i64 {
+        match self {
+            Redis::One(url) => {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+                let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(channel)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                n
+            }
+            Redis::Cluster(cluster) => {
+                let master = cluster.master_of(channel, 0).await.expect("a master");
+                cluster.shard_subscribers(master, channel).await
+            }
+        }
+    }
+}
+
+/// The channel of the lane of the user of `tokens`.
+async fn lane_of(app: &TestApp, tokens: &Tokens) -> String {
+    let lane = format!(
+        "u:{}",
+        partition_of(app.user_id(&tokens.access_token).await, PARTITIONS)
+    );
+    lane_channel(&app.config.redis_channel, &lane)
+}
+
+/// Waits until `app` follows `lanes` lanes (`tidings_hub_lanes_followed`).
+async fn wait_lanes(app: &TestApp, lanes: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let followed = counter(app, "tidings_hub_lanes_followed").await;
+        if followed == lanes {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{followed} lanes followed, not {lanes}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `channel` has `n` subscribers.
+async fn wait_subscribers(redis: &Redis<'_>, channel: &str, n: i64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let subscribers = redis.subscribers(channel).await;
+        if subscribers == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{channel} has {subscribers} subscribers, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_lane_is_dropped_after_its_last_user_left_and_followed_again_on_their_return(
+    backend: Backend,
+) {
+    let app = app_with_short_linger(None, backend).await;
+    if let Some(url) = app.config.redis_url.clone() {
+        a_lane_dropped_and_followed_again(app, Redis::One(url)).await;
+    }
+}
+
+async fn a_lane_is_dropped_after_its_last_user_left_on_a_redis_cluster(backend: Backend) {
+    let cluster = RedisCluster::start(3, 0).await;
+    let app = app_with_short_linger(Some(cluster.url()), backend).await;
+    a_lane_dropped_and_followed_again(app, Redis::Cluster(&cluster)).await;
+}
+
+/// An app with lanes (see [`app_with_lanes`]) that drops a lane [`LINGER`] after its last
+/// user left.
+async fn app_with_short_linger(redis_url: Option<String>, backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |c| {
+        if let Some(url) = redis_url {
+            c.redis_url = Some(url);
+        }
+        c.bus_partitions = PARTITIONS;
+        c.bus_lane_linger = LINGER;
+        c.relay_poll = Duration::from_secs(3600);
+    })
+    .await
+}
+
+/// Ada leaves `app`, her lane is dropped, her orders are placed while she is away, and she
+/// comes back resuming from her last event; Bob, of another lane, stays throughout.
+async fn a_lane_dropped_and_followed_again(app: TestApp, redis: Redis<'_>) {
+    wait_up(&app).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 100, 1000).await;
+    let [ada, bob] = <[Tokens; 2]>::try_from(
+        customers_in_different_lanes(&app, &["ada@example.com", "bob@example.com"], &staff).await,
+    )
+    .ok()
+    .unwrap();
+    let (ada_lane, bob_lane) = (lane_of(&app, &ada).await, lane_of(&app, &bob).await);
+    let mut bob_ws = app.ws(&bob.access_token).await;
+    bob_ws.subscribe(&["orders"], None).await;
+    let mut ada_ws = app.ws(&ada.access_token).await;
+    ada_ws.subscribe(&["orders"], None).await;
+    // `all`, Bob's lane and Ada's.
+    wait_lanes(&app, 3).await;
+    wait_subscribers(&redis, &ada_lane, 1).await;
+    app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    let last_seen = ada_ws.next_of("order.created").await["seq"]
+        .as_i64()
+        .unwrap();
+    let mut bob_orders = vec![app.place_order(&bob.access_token, &[(id(&tee), 1)]).await];
+
+    // Ada leaves: after the linger her lane is no longer followed, Bob's is.
+    drop(ada_ws);
+    wait_lanes(&app, 2).await;
+    wait_subscribers(&redis, &ada_lane, 0).await;
+    assert_eq!(redis.subscribers(&bob_lane).await, 1);
+    // Her orders while she is away, Bob's among them.
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(app.place_order(&ada.access_token, &[(id(&tee), 1)]).await);
+        bob_orders.push(app.place_order(&bob.access_token, &[(id(&tee), 1)]).await);
+    }
+
+    // Back, resuming after the last event she saw.
+    let mut ada_ws = app.ws(&ada.access_token).await;
+    let (replayed, _) = ada_ws.subscribe(&["orders"], Some(last_seen)).await;
+    wait_subscribers(&redis, &ada_lane, 1).await;
+    let live = app.place_order(&ada.access_token, &[(id(&tee), 1)]).await;
+    bob_orders.push(app.place_order(&bob.access_token, &[(id(&tee), 1)]).await);
+    let replayed_orders = of_type(&replayed, "order.created").len();
+    let mut at_ada = replayed;
+    at_ada.extend(
+        until(&mut ada_ws, |e| {
+            replayed_orders + of_type(e, "order.created").len() == 4
+        })
+        .await,
+    );
+
+    let ids = |events: &[Value]| -> Vec<String> {
+        of_type(events, "order.created")
+            .iter()
+            .map(|e| id(&e["data"]).to_owned())
+            .collect()
+    };
+    let mut expected: Vec<String> = missed.iter().map(|o| id(o).to_owned()).collect();
+    expected.push(id(&live).to_owned());
+    assert_eq!(
+        ids(&at_ada),
+        expected,
+        "the missed orders, then the live one"
+    );
+    assert_once_in_order(&at_ada);
+    assert!(seqs(&at_ada)[0] > last_seen);
+    let at_bob = until(&mut bob_ws, |e| of_type(e, "order.created").len() == 5).await;
+    assert_eq!(
+        ids(&at_bob),
+        bob_orders
+            .iter()
+            .map(|o| id(o).to_owned())
+            .collect::<Vec<_>>(),
+        "Bob's orders, none missed, none of Ada's"
+    );
+    assert_once_in_order(&at_bob);
+    wait_lanes(&app, 3).await;
 }

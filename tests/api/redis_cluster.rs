@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::seqs;
+use crate::clients::{WsClient, seqs};
 use crate::helpers::{Backend, TestApp};
 use crate::postgres_tests;
 
@@ -228,7 +228,7 @@ impl RedisCluster {
     }
 
     /// How many connections are subscribed to the sharded channel on node `i`.
-    async fn shard_subscribers(&self, i: usize, channel: &str) -> i64 {
+    pub(crate) async fn shard_subscribers(&self, i: usize, channel: &str) -> i64 {
         let answer = self
             .query(i, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel))
             .await
@@ -511,7 +511,7 @@ async fn the_subscriber_follows_a_failover_to_the_new_master(backend: Backend) {
     let mut on_b = b.ws(&staff.access_token).await;
     on_b.subscribe(&["inventory"], None).await;
     a.adjust_stock(&staff.access_token, id(&tee), 1).await;
-    let mut received = vec![on_b.next_of("inventory.stock_changed").await];
+    let received = vec![on_b.next_of("inventory.stock_changed").await];
 
     // The replica takes over; the old master ends its shard subscriptions (sunsubscribe).
     let answer = cluster
@@ -524,40 +524,76 @@ async fn the_subscriber_follows_a_failover_to_the_new_master(backend: Backend) {
         assert!(Instant::now() < deadline, "the failover did not happen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for delta in 2..=6 {
-        a.adjust_stock(&staff.access_token, id(&tee), delta).await;
-    }
-    // Both instances resubscribe on the new master.
-    let deadline = Instant::now() + CLUSTER_PATIENCE;
-    while cluster.shard_subscribers(replica, &channel).await != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the instances did not subscribe on the new master"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    wait_for_bus(&b, "up").await;
-    while deltas(&received).last() != Some(&6) {
-        received.push(on_b.next_event().await);
-    }
-    let reads_before = catch_up_reads(&b).await;
-    a.adjust_stock(&staff.access_token, id(&tee), 7).await;
-    while deltas(&received).last() != Some(&7) {
-        received.push(on_b.next_event().await);
-    }
+    let moved = Moved {
+        cluster: &cluster,
+        channel: &channel,
+        from: old,
+        to: replica,
+    };
+    moved
+        .is_followed((&a, &b), (&staff.access_token, id(&tee)), on_b, received)
+        .await;
+}
 
-    assert_eq!(deltas(&received), (1..=7).collect::<Vec<i64>>());
-    let all = seqs(&received);
-    assert!(
-        all.windows(2).all(|w| w[1] == w[0] + 1),
-        "contiguous: {all:?}"
-    );
-    assert_eq!(
-        catch_up_reads(&b).await,
-        reads_before,
-        "after the failover the bus delivers"
-    );
-    assert_eq!(cluster.shard_subscribers(old, &channel).await, 0);
+/// The bus's channel moved from master `from` to `to` (a failover, a slot migration).
+struct Moved<'a> {
+    cluster: &'a RedisCluster,
+    channel: &'a str,
+    from: usize,
+    to: usize,
+}
+
+impl Moved<'_> {
+    /// Stock changes 2 to 4 of `product` made through `a` after the move reach `b`'s client
+    /// `on_b`, which `received` change 1 before it: once each, in order. Both instances
+    /// subscribe on the new master, none stays on the old, and once they have, the bus
+    /// delivers change 5 (no database read).
+    async fn is_followed(
+        &self,
+        (a, b): (&TestApp, &TestApp),
+        (staff, product): (&str, &str),
+        mut on_b: WsClient,
+        mut received: Vec<Value>,
+    ) {
+        for delta in 2..=4 {
+            a.adjust_stock(staff, product, delta).await;
+        }
+        let deadline = Instant::now() + CLUSTER_PATIENCE;
+        while self.cluster.shard_subscribers(self.to, self.channel).await != 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the instances did not subscribe on the channel's new master"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wait_for_bus(b, "up").await;
+        while deltas(&received).last() != Some(&4) {
+            received.push(on_b.next_event().await);
+        }
+        let reads_before = catch_up_reads(b).await;
+        a.adjust_stock(staff, product, 5).await;
+        while deltas(&received).last() != Some(&5) {
+            received.push(on_b.next_event().await);
+        }
+
+        assert_eq!(deltas(&received), (1..=5).collect::<Vec<i64>>());
+        let all = seqs(&received);
+        assert!(
+            all.windows(2).all(|w| w[1] == w[0] + 1),
+            "contiguous: {all:?}"
+        );
+        assert_eq!(
+            catch_up_reads(b).await,
+            reads_before,
+            "after the move the bus delivers"
+        );
+        assert_eq!(
+            self.cluster
+                .shard_subscribers(self.from, self.channel)
+                .await,
+            0
+        );
+    }
 }
 
 /// A batch as the relay publishes it, with a seq of the test's choosing.
@@ -691,45 +727,21 @@ async fn the_subscriber_follows_its_channels_slot_to_another_master(backend: Bac
     let mut on_b = b.ws(&staff.access_token).await;
     on_b.subscribe(&["inventory"], None).await;
     a.adjust_stock(&staff.access_token, id(&tee), 1).await;
-    let mut received = vec![on_b.next_of("inventory.stock_changed").await];
+    let received = vec![on_b.next_of("inventory.stock_changed").await];
 
     // The old owner ends the subscriptions (sunsubscribe) as it gives the slot up.
     cluster
         .move_slot(key_slot(channel.as_bytes()), from, to)
         .await;
-    for delta in 2..=4 {
-        a.adjust_stock(&staff.access_token, id(&tee), delta).await;
-    }
-    let deadline = Instant::now() + CLUSTER_PATIENCE;
-    while cluster.shard_subscribers(to, &channel).await != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the instances did not subscribe on the slot's new master"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    wait_for_bus(&b, "up").await;
-    while deltas(&received).last() != Some(&4) {
-        received.push(on_b.next_event().await);
-    }
-    let reads_before = catch_up_reads(&b).await;
-    a.adjust_stock(&staff.access_token, id(&tee), 5).await;
-    while deltas(&received).last() != Some(&5) {
-        received.push(on_b.next_event().await);
-    }
-
-    assert_eq!(deltas(&received), (1..=5).collect::<Vec<i64>>());
-    let all = seqs(&received);
-    assert!(
-        all.windows(2).all(|w| w[1] == w[0] + 1),
-        "contiguous: {all:?}"
-    );
-    assert_eq!(
-        catch_up_reads(&b).await,
-        reads_before,
-        "after the migration the bus delivers"
-    );
-    assert_eq!(cluster.shard_subscribers(from, &channel).await, 0);
+    let moved = Moved {
+        cluster: &cluster,
+        channel: &channel,
+        from,
+        to,
+    };
+    moved
+        .is_followed((&a, &b), (&staff.access_token, id(&tee)), on_b, received)
+        .await;
 }
 
 async fn instances_started_before_their_cluster_deliver_once_it_is_up(backend: Backend) {

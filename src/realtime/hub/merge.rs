@@ -101,6 +101,16 @@ impl Merge {
         }
     }
 
+    /// Drops what came of a lane the hub stopped following: no batch waits for it any
+    /// more, and its events are for nobody here. A batch left with nothing is dropped
+    /// too (its clock, if it comes, makes it again).
+    pub(super) fn forget_lane(&mut self, lane: &str) {
+        self.pending.retain(|_, batch| {
+            batch.data.remove(lane);
+            batch.clock.is_some() || !batch.data.is_empty()
+        });
+    }
+
     /// Batches waiting.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
@@ -306,6 +316,48 @@ mod tests {
         merge.data(data(0, 2, "u:1", &[1]), 2, now);
         merge.clock(clock(0, 2, &[("staff", 2), ("u:1", 1)]), 2, now);
         assert_eq!(merge.next(2, follows, now), Step::Wait(None));
+        assert_eq!(merge.len(), 0);
+    }
+
+    #[test]
+    fn a_lane_removed_while_a_batch_waits_for_it_completes_the_batch() {
+        let mut merge = Merge::new(WAIT);
+        let now = Instant::now();
+        let mut lanes = vec!["all", "u:2"];
+        merge.clock(clock(0, 2, &[("all", 1), ("u:2", 1)]), 0, now);
+        merge.data(data(0, 2, "all", &[1]), 0, now);
+        assert_eq!(
+            merge.next(0, |l| lanes.contains(&l), now),
+            Step::Wait(Some(now + WAIT))
+        );
+        // The last user of u:2 left a while ago: the hub stops following it.
+        lanes.retain(|l| *l != "u:2");
+        merge.forget_lane("u:2");
+        assert_eq!(
+            delivered(merge.next(0, |l| lanes.contains(&l), now)),
+            (vec![1], 2)
+        );
+        assert_eq!(merge.len(), 0);
+    }
+
+    #[test]
+    fn what_came_of_a_removed_lane_is_dropped_not_delivered() {
+        let mut merge = Merge::new(WAIT);
+        let now = Instant::now();
+        let follows_all = |lane: &str| lane == "all";
+        // u:2's data of two batches whose clocks have not come; one has all's data too.
+        merge.data(data(0, 2, "u:2", &[1]), 0, now);
+        merge.data(data(0, 2, "all", &[2]), 0, now);
+        merge.data(data(2, 3, "u:2", &[3]), 0, now);
+        assert_eq!(merge.len(), 2);
+
+        merge.forget_lane("u:2");
+
+        assert_eq!(merge.len(), 1, "a batch left with nothing is not kept");
+        merge.clock(clock(0, 2, &[("all", 1), ("u:2", 1)]), 0, now);
+        assert_eq!(delivered(merge.next(0, follows_all, now)), (vec![2], 2));
+        merge.clock(clock(2, 3, &[("u:2", 1)]), 2, now);
+        assert_eq!(delivered(merge.next(2, follows_all, now)), (vec![], 3));
         assert_eq!(merge.len(), 0);
     }
 

@@ -22,7 +22,7 @@ mod merge;
 mod registry;
 mod shard;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -67,6 +67,9 @@ pub struct HubConfig {
     pub partitions: u32,
     /// The bus's base channel, which the lanes' channels are named after.
     pub bus_channel: String,
+    /// How long a lane nobody here needs any more is still followed
+    /// (`TIDINGS_BUS_LANE_LINGER`).
+    pub lane_linger: Duration,
 }
 
 /// How long a partitioned batch's missing messages are waited for before the hub reads the
@@ -104,16 +107,30 @@ pub struct Hub {
     /// Signalled when notifications have been routed: the delivery worker, if it runs on
     /// this instance, reads them (the worker reads the database; this only wakes it).
     pub notifications_seen: Arc<tokio::sync::Notify>,
-    /// On a partitioned bus, the lanes this instance follows (`all`, `staff` once a staff
-    /// connection came, `u:{k}` once a user of partition k connected; never fewer during a
-    /// run). Also the gate between a connection's start and the merge: a lane is added
-    /// under it, and a merged batch's `upto` is recorded under it (see [`Hub::merge`]).
-    lanes: Mutex<BTreeSet<String>>,
-    /// Signalled when a lane was added, for the loop to subscribe to it.
+    /// On a partitioned bus, the lanes this instance follows (`all` always, `staff` while
+    /// a staff connection is here, `u:{k}` while a user of partition k is, each for
+    /// `lane_linger` longer), with who holds them. Also the gate between a connection's
+    /// start and the merge: a lane is added and removed under it, and a merged batch's
+    /// `upto` is recorded under it (see [`Hub::merge`]).
+    lanes: Mutex<BTreeMap<String, Followed>>,
+    /// Signalled when a lane was added or its last holder went, for the loop to subscribe
+    /// to it or to time its removal.
     lanes_changed: tokio::sync::Notify,
     pub stats: HubStats,
     /// The instance's token cache, told of every revocation routed.
     token_cache: Arc<crate::service::accounts::TokenCache>,
+}
+
+/// A lane the hub follows.
+#[derive(Debug, Default)]
+struct Followed {
+    /// The users of its partition with a connection here (`u:{k}`), or the staff
+    /// connections here (`staff`: a user's connections may differ in role, one made before
+    /// a promotion and one after). Changed under the shard's registry lock where a user's
+    /// first connection registers and their last one goes, so it is exact.
+    holders: usize,
+    /// Since when nobody holds it (`all`: never; it is not counted and stays).
+    idle_since: Option<Instant>,
 }
 
 /// How long a revocation is remembered for connections still on their way to the hub
@@ -150,7 +167,10 @@ impl Hub {
             revoked: Mutex::new(HashMap::new()),
             presence_changed: tokio::sync::Notify::new(),
             notifications_seen: Arc::new(tokio::sync::Notify::new()),
-            lanes: Mutex::new(BTreeSet::from([bus::LANE_ALL.to_owned()])),
+            lanes: Mutex::new(BTreeMap::from([(
+                bus::LANE_ALL.to_owned(),
+                Followed::default(),
+            )])),
             lanes_changed: tokio::sync::Notify::new(),
             stats: HubStats::default(),
             token_cache,
@@ -210,8 +230,9 @@ impl Hub {
         if self.closing.load(Ordering::Acquire) {
             return Err(Refused::ShuttingDown);
         }
-        // Under the registry's write lock, so a revocation is either remembered here or
-        // applied to the registered connection: never neither.
+        // Under the registry's write lock, which the shard holds to apply a revocation the
+        // delivery loop remembered first: it is either seen here or applied to the
+        // registered connection, never neither.
         let revoked = self.revoked.lock().get(&user_id).copied();
         if revoked.is_some_and(|(version, _)| version > token_version) {
             return Err(Refused::Revoked);
@@ -239,7 +260,7 @@ impl Hub {
             self.presence_changed.notify_one();
         }
         if self.config.partitions > 0 && (first || is_staff) {
-            self.follow(user_id, is_staff);
+            self.follow(user_id, first, is_staff);
         }
         Ok(Registration {
             hub: self.clone(),
@@ -248,17 +269,69 @@ impl Hub {
         })
     }
 
-    /// Follows the lanes of a user's connection (before it subscribes to anything: see
-    /// [`Hub::merge`] for why that order keeps it from missing an event).
-    fn follow(&self, user: Uuid, is_staff: bool) {
-        let lane = bus::user_lane(bus::partition_of(user, self.config.partitions));
+    /// Follows the lanes of a user's connection, `first` of the user's here, or holds them
+    /// once more (before it subscribes to anything: see [`Hub::merge`] for why that order
+    /// keeps it from missing an event). A lane lingering after its last holder went is
+    /// kept.
+    fn follow(&self, user: Uuid, first: bool, is_staff: bool) {
         let mut lanes = self.lanes.lock();
-        let mut added = lanes.insert(lane);
-        if is_staff && !lanes.contains(bus::LANE_STAFF) {
-            added |= lanes.insert(bus::LANE_STAFF.to_owned());
+        let mut added = false;
+        for lane in self.lanes_of(user, first, is_staff) {
+            let followed = lanes.entry(lane).or_insert_with(|| {
+                added = true;
+                Followed::default()
+            });
+            followed.holders += 1;
+            followed.idle_since = None;
         }
         if added {
             self.lanes_changed.notify_one();
+        }
+    }
+
+    /// Lets go of the lanes of a connection that went, the `last` of its user's here; a
+    /// lane left with no holder is removed by the loop after `lane_linger` (see
+    /// [`Hub::sync_lanes`]).
+    fn unfollow(&self, user: Uuid, last: bool, is_staff: bool) {
+        let mut lanes = self.lanes.lock();
+        let mut idle = false;
+        for lane in self.lanes_of(user, last, is_staff) {
+            if let Some(followed) = lanes.get_mut(&lane) {
+                followed.holders = followed.holders.saturating_sub(1);
+                if followed.holders == 0 {
+                    followed.idle_since = Some(Instant::now());
+                    idle = true;
+                }
+            }
+        }
+        if idle {
+            self.lanes_changed.notify_one();
+        }
+    }
+
+    /// The lanes a connection holds: its user's, if it is the first (or last) of its user
+    /// here, and `staff` if it is a staff connection.
+    fn lanes_of(&self, user: Uuid, user_lane: bool, is_staff: bool) -> Vec<String> {
+        let mut lanes = Vec::with_capacity(2);
+        if user_lane {
+            lanes.push(bus::user_lane(bus::partition_of(
+                user,
+                self.config.partitions,
+            )));
+        }
+        if is_staff {
+            lanes.push(bus::LANE_STAFF.to_owned());
+        }
+        lanes
+    }
+
+    /// Lanes of a partitioned bus followed now (`all`, `staff`, `u:{k}`; the clock not
+    /// counted); 0 on one channel.
+    pub fn lanes_followed(&self) -> usize {
+        if self.config.partitions > 0 {
+            self.lanes.lock().len()
+        } else {
+            0
         }
     }
 
@@ -365,6 +438,9 @@ impl Hub {
             return;
         };
         let notifications = events.iter().any(|e| e.topic == Topic::Notifications);
+        for event in events.iter().filter(|e| e.topic == Topic::System) {
+            self.remember_revocation(event);
+        }
         let run = Run::new(events);
         // Before any shard has it: a client may acknowledge an event as soon as its shard
         // wrote it, and an ack beyond the last delivered seq is refused. Never back: a
@@ -396,24 +472,29 @@ impl Hub {
         }
     }
 
-    /// `user.sessions_revoked`: close the user's connections opened with an older token
-    /// (those in `registry`, one shard's).
-    fn apply_system(&self, registry: &Registry, event: &Event) {
-        let (Some(user), Some(version)) = (
-            event.data["user_id"]
-                .as_str()
-                .and_then(|u| u.parse::<Uuid>().ok()),
-            event.data["token_version"].as_i64(),
-        ) else {
+    /// `user.sessions_revoked`, once per instance, by the delivery loop before any shard
+    /// has the event: the token cache forgets the user's older tokens, and the revocation
+    /// is remembered for connections still on their way to a shard (see [`Hub::connect`]).
+    fn remember_revocation(&self, event: &Event) {
+        let Some((user, version)) = revocation(event) else {
             return;
         };
         self.token_cache.revoke(user, version);
-        {
-            let mut revoked = self.revoked.lock();
-            revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
-            let entry = revoked.entry(user).or_insert((version, Instant::now()));
-            *entry = (entry.0.max(version), Instant::now());
-        }
+        let mut revoked = self.revoked.lock();
+        revoked.retain(|_, (_, at)| at.elapsed() < REVOKED_MEMORY);
+        let entry = revoked.entry(user).or_insert((version, Instant::now()));
+        *entry = (entry.0.max(version), Instant::now());
+    }
+
+    /// `user.sessions_revoked`, by each shard under its registry's lock: close the user's
+    /// connections opened with an older token (those in `registry`, one shard's). A
+    /// connection registering after this saw the revocation remembered
+    /// ([`Hub::remember_revocation`] came first), and one registered before it is in
+    /// `registry`: it is either refused or closed.
+    fn apply_system(&self, registry: &Registry, event: &Event) {
+        let Some((user, version)) = revocation(event) else {
+            return;
+        };
         for id in registry.per_user.get(&user).into_iter().flatten() {
             if let Some(conn) = registry.conns.get(id)
                 && conn.token_version.load(Ordering::Acquire) < version
@@ -525,8 +606,11 @@ impl Hub {
         let mut merge = Merge::new(MERGE_WAIT);
         // When the merge gives up waiting for a batch's missing messages.
         let mut deadline: Option<Instant> = None;
+        // When the first lane left with no holder is to be removed.
+        let mut linger: Option<Instant> = None;
         loop {
             let wake = deadline.map(tokio::time::Instant::from_std);
+            let unfollow = linger.map(tokio::time::Instant::from_std);
             tokio::select! {
                 message = batches.recv() => match message {
                     Some(message) => {
@@ -536,7 +620,10 @@ impl Hub {
                     None => return,
                 },
                 () = sleep_until(wake), if wake.is_some() => {}
-                () = self.lanes_changed.notified() => self.subscribe_lanes(&channels),
+                () = self.lanes_changed.notified() => linger = self.sync_lanes(&channels, &mut merge),
+                () = sleep_until(unfollow), if unfollow.is_some() => {
+                    linger = self.sync_lanes(&channels, &mut merge);
+                }
                 _ = degraded.tick(), if !health.is_up() => self.catch_up(&shards, None).await,
                 // The bus going down must wake the loop, or reading the database would wait
                 // for the next safety poll.
@@ -574,7 +661,11 @@ impl Hub {
                             .user_lane_events
                             .fetch_add(data.events.len() as u64, Ordering::Relaxed);
                     }
-                    merge.data(data, self.last_seq(), Instant::now());
+                    // Data of a lane no longer followed (in flight when it was
+                    // unsubscribed) is for nobody here, and no batch waits for it.
+                    if self.lanes.lock().contains_key(&data.lane) {
+                        merge.data(data, self.last_seq(), Instant::now());
+                    }
                 }
                 Message::Clock(clock) => merge.clock(clock, self.last_seq(), Instant::now()),
             }
@@ -600,7 +691,11 @@ impl Hub {
         loop {
             let step = {
                 let lanes = self.lanes.lock();
-                let step = merge.next(self.last_seq(), |lane| lanes.contains(lane), Instant::now());
+                let step = merge.next(
+                    self.last_seq(),
+                    |lane| lanes.contains_key(lane),
+                    Instant::now(),
+                );
                 if let Step::Deliver { upto, .. } = &step {
                     self.last_seq.fetch_max(*upto, Ordering::AcqRel);
                 }
@@ -625,13 +720,52 @@ impl Hub {
         }
     }
 
-    /// Subscribes the bus to every lane followed (those subscribed already stay).
-    fn subscribe_lanes(&self, channels: &Channels) {
-        let lanes: Vec<String> = self.lanes.lock().iter().cloned().collect();
-        for lane in lanes {
+    /// Removes the lanes nobody has held for `lane_linger`, with what the merge holds of
+    /// them, and makes the bus's channels those of the lanes followed; when the next lane
+    /// left with no holder is due for removal, if one is.
+    ///
+    /// A lane is removed under the lanes' lock, as it is added: a batch decided complete
+    /// before the removal waited for its data, and one decided after it does not (the
+    /// merge's `follows`). Nobody here needs that data: its holders' count, kept under the
+    /// same lock, says no connection of its users is registered, and a connection that
+    /// registers later adds the lane again before it subscribes, as a first one does.
+    fn sync_lanes(&self, channels: &Channels, merge: &mut Merge) -> Option<Instant> {
+        let now = Instant::now();
+        let linger = self.config.lane_linger;
+        let mut removed = Vec::new();
+        let (followed, next) = {
+            let mut lanes = self.lanes.lock();
+            lanes.retain(|lane, followed| {
+                let due = followed
+                    .idle_since
+                    .is_some_and(|since| now >= since + linger);
+                if due {
+                    merge.forget_lane(lane);
+                    removed.push(lane.clone());
+                }
+                !due
+            });
+            let next = lanes
+                .values()
+                .filter_map(|followed| followed.idle_since)
+                .min()
+                .map(|since| since + linger);
+            (lanes.keys().cloned().collect::<Vec<_>>(), next)
+        };
+        for lane in removed {
+            channels.remove(&bus::lane_channel(&self.config.bus_channel, &lane));
+        }
+        for lane in followed {
             channels.add(&bus::lane_channel(&self.config.bus_channel, &lane));
         }
+        next
     }
+}
+
+/// The user and the new token version of a `user.sessions_revoked` event.
+fn revocation(event: &Event) -> Option<(Uuid, i64)> {
+    let user = event.data["user_id"].as_str()?.parse::<Uuid>().ok()?;
+    Some((user, event.data["token_version"].as_i64()?))
 }
 
 /// Sleeps until `at`, or forever.
@@ -682,6 +816,10 @@ mod tests {
     }
 
     fn hub_with_partitions(partitions: u32) -> Arc<Hub> {
+        hub_with(partitions, Duration::from_secs(10))
+    }
+
+    fn hub_with(partitions: u32, lane_linger: Duration) -> Arc<Hub> {
         let pool = sqlx::sqlite::SqlitePool::connect_lazy("sqlite::memory:").expect("a pool");
         let db = Db::Sqlite(pool, Arc::new(tokio::sync::Notify::new()));
         let config = HubConfig {
@@ -692,6 +830,7 @@ mod tests {
             shards: 2,
             partitions,
             bus_channel: "tidings:events".into(),
+            lane_linger,
         };
         let token_cache = Arc::new(crate::service::accounts::TokenCache::new(Duration::ZERO));
         Hub::new(db, config, 0, token_cache)
@@ -707,6 +846,7 @@ mod tests {
             at: chrono::Utc::now(),
             data: revoked.data,
         };
+        hub.remember_revocation(&event);
         for shard in &hub.shards {
             hub.apply_system(&shard.registry.read(), &event);
         }
@@ -725,9 +865,102 @@ mod tests {
                 .connect(user, false, 1, Transport::WebSocket)
                 .expect("open");
             let lane = bus::user_lane(bus::partition_of(user, partitions));
-            assert_eq!(hub.lanes.lock().contains(&lane), partitions > 0);
+            assert_eq!(hub.lanes.lock().contains_key(&lane), partitions > 0);
             assert_eq!(conn.subscribe(&[Topic::Orders]), live_from);
         }
+    }
+
+    /// The channel of `user`'s lane, of 8.
+    fn channel_of(user: Uuid) -> String {
+        bus::lane_channel(
+            "tidings:events",
+            &bus::user_lane(bus::partition_of(user, 8)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_user_coming_back_while_their_lane_lingers_keeps_it() {
+        let hub = hub_with(8, Duration::from_secs(3600));
+        let channels = bus::Bus::memory().channels;
+        let mut merge = Merge::new(MERGE_WAIT);
+        let user = Uuid::now_v7();
+        let first = hub
+            .connect(user, false, 1, Transport::WebSocket)
+            .expect("open");
+        let second = hub
+            .connect(user, false, 1, Transport::EventStream)
+            .expect("open");
+        assert_eq!(hub.sync_lanes(&channels, &mut merge), None);
+        assert!(channels.list().contains(&channel_of(user)));
+
+        drop(first);
+        assert_eq!(
+            hub.sync_lanes(&channels, &mut merge),
+            None,
+            "the user is still here"
+        );
+        drop(second);
+        let due = hub
+            .sync_lanes(&channels, &mut merge)
+            .expect("a removal due");
+        assert!(due > Instant::now() + Duration::from_secs(3000));
+        let back = hub
+            .connect(user, false, 1, Transport::WebSocket)
+            .expect("open");
+
+        assert_eq!(
+            hub.sync_lanes(&channels, &mut merge),
+            None,
+            "no removal due"
+        );
+        assert!(channels.list().contains(&channel_of(user)));
+        assert_eq!(hub.lanes_followed(), 2);
+        drop(back);
+    }
+
+    #[tokio::test]
+    async fn a_lane_nobody_holds_is_removed_and_followed_again_from_the_last_merged_seq() {
+        let hub = hub_with(8, Duration::ZERO);
+        let channels = bus::Bus::memory().channels;
+        let mut merge = Merge::new(MERGE_WAIT);
+        let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let ada_conn = hub
+            .connect(ada, true, 1, Transport::WebSocket)
+            .expect("open");
+        let bob_conn = hub
+            .connect(bob, true, 1, Transport::WebSocket)
+            .expect("open");
+        hub.sync_lanes(&channels, &mut merge);
+        let staff = bus::lane_channel("tidings:events", bus::LANE_STAFF);
+        assert!(channels.list().contains(&staff));
+
+        drop(ada_conn);
+        hub.sync_lanes(&channels, &mut merge);
+        let listed = channels.list();
+        assert!(listed.contains(&staff), "Bob is staff too: {listed:?}");
+        assert!(listed.contains(&channel_of(bob)));
+        drop(bob_conn);
+        assert_eq!(hub.sync_lanes(&channels, &mut merge), None);
+        assert_eq!(
+            channels.list(),
+            [bus::lane_channel("tidings:events", bus::LANE_ALL)]
+        );
+        assert_eq!(hub.lanes_followed(), 1);
+
+        // Back after the removal: the lane is followed before the connection subscribes,
+        // which is live from the last merged seq (the replay covers what came before).
+        hub.last_seq.store(7, Ordering::Release);
+        let again = hub
+            .connect(bob, false, 1, Transport::WebSocket)
+            .expect("open");
+        assert!(
+            hub.lanes
+                .lock()
+                .contains_key(&bus::user_lane(bus::partition_of(bob, 8)))
+        );
+        assert_eq!(again.subscribe(&[Topic::Orders]), 7);
+        hub.sync_lanes(&channels, &mut merge);
+        assert!(channels.list().contains(&channel_of(bob)));
     }
 
     #[tokio::test]

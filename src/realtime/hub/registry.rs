@@ -185,12 +185,17 @@ impl Drop for Registration {
         for topic in &conn.topics {
             remove_from(&mut registry.topics[slot(*topic)], self.id, conn.user_id);
         }
+        let mut last = false;
         if let Some(ids) = registry.per_user.get_mut(&conn.user_id) {
             ids.retain(|id| *id != self.id);
             if ids.is_empty() {
                 registry.per_user.remove(&conn.user_id);
                 self.hub.presence_changed.notify_one();
+                last = true;
             }
+        }
+        if self.hub.config.partitions > 0 && (last || conn.is_staff) {
+            self.hub.unfollow(conn.user_id, last, conn.is_staff);
         }
     }
 }
