@@ -16,7 +16,8 @@ pub struct Expected {
     /// Order events: the owner, and every staff member.
     orders_all: Sum,
     orders_by_owner: HashMap<String, Sum>,
-    /// `notification.created` of order status changes: the owner only.
+    /// `notification.created` of order status changes and of notes to one user: that user
+    /// only.
     notifications_by_owner: HashMap<String, Sum>,
     /// Broadcasts to all: everyone on `notifications`.
     broadcasts: Sum,
@@ -49,6 +50,13 @@ impl Expected {
                     .or_default()
                     .add(key(body.as_bytes(), 0));
             }
+        }
+        for (user, body) in &log.notes {
+            expected
+                .notifications_by_owner
+                .entry(user.clone())
+                .or_default()
+                .add(key(body.as_bytes(), 0));
         }
         for body in &log.broadcasts {
             expected.broadcasts.add(key(body.as_bytes(), 0));
@@ -185,6 +193,20 @@ mod tests {
             1,
             "the broadcast only"
         );
+    }
+
+    #[test]
+    fn a_note_to_one_user_is_expected_by_that_user_alone() {
+        let mut log = Log::default();
+        log.notes.push(("bob".into(), "for bob".into()));
+        let expected = Expected::new(&log, &[]);
+        let on = |user| {
+            expected.for_subscriber(&spec(user, false, &["notifications"]), false)
+                [Class::Notifications as usize]
+        };
+        assert_eq!(on("bob").count, 1);
+        assert_eq!(on("bob").checksum, key(b"for bob", 0));
+        assert_eq!(on("alice").count, 0);
     }
 
     #[test]

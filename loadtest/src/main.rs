@@ -12,6 +12,7 @@ mod fleet;
 mod html;
 mod memory;
 mod net;
+mod placement;
 mod probe;
 mod report;
 mod run;

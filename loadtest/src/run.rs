@@ -11,6 +11,7 @@ use crate::api::{Api, Product, User};
 use crate::expect::{self, Expected};
 use crate::fleet::Fleet;
 use crate::memory::{self, Server};
+use crate::placement;
 use crate::probe::new_histogram;
 use crate::report::{self, Percentiles, Summary};
 use crate::scenario::{Name, Scenario};
@@ -233,18 +234,7 @@ async fn phase_run(
         None => None,
     };
     let started = Instant::now();
-    let chunk = specs.len().div_ceil(s.workers).max(1);
-    let plans: Vec<Plan> = specs
-        .chunks(chunk)
-        .map(|part| Plan {
-            target: target.clone(),
-            specs: part.to_vec(),
-            ramp: s.ramp / s.workers as f64,
-            source_addrs: s.options.source_addrs.clone().unwrap_or_default(),
-            inject_loss: s.options.inject_loss,
-        })
-        .collect();
-    let mut plans = plans;
+    let (specs, mut plans) = plans(s, target, specs);
     for plan in plans.iter_mut().skip(1) {
         plan.inject_loss = false;
     }
@@ -278,7 +268,11 @@ async fn phase_run(
     };
     eprintln!("{total} subscribers live in {connect_seconds:.1} s over {workers} worker(s)");
 
+    if let Some(settle) = s.options.settle {
+        tokio::time::sleep(settle.0).await;
+    }
     // Measure.
+    eprintln!("writing");
     let writes_per_second = Arc::new(Mutex::new(Vec::new()));
     fleet.send(Command::Measure).await;
     let progress = report::progress(fleet.merged.clone(), writes_per_second.clone());
@@ -380,6 +374,41 @@ async fn phase_run(
         dropped,
         recovery,
     })
+}
+
+/// The workers' plans, and the specs in the order the workers hold them (their tallies
+/// come back in that order): `workers` even parts of the specs on the target, or with
+/// `--subscribe-urls` one worker per URL holding the subscribers of the users placed there.
+fn plans(s: &Scenario, target: Target, specs: Vec<Spec>) -> (Vec<Spec>, Vec<Plan>) {
+    let plan = |target: Target, specs: Vec<Spec>, workers: usize| Plan {
+        target,
+        specs,
+        ramp: s.ramp / workers as f64,
+        source_addrs: s.options.source_addrs.clone().unwrap_or_default(),
+        inject_loss: s.options.inject_loss,
+    };
+    let urls = s.options.subscribe_urls.clone().unwrap_or_default();
+    if urls.is_empty() {
+        let chunk = specs.len().div_ceil(s.workers).max(1);
+        let plans = specs
+            .chunks(chunk)
+            .map(|part| plan(target.clone(), part.to_vec(), s.workers))
+            .collect();
+        return (specs, plans);
+    }
+    let partitions = s.options.place_partitions.unwrap_or(64);
+    let mut placed: Vec<Vec<Spec>> = vec![Vec::new(); urls.len()];
+    for spec in specs {
+        let user = spec.user_id.as_deref().unwrap_or_default();
+        placed[placement::instance_of(user, partitions, urls.len())].push(spec);
+    }
+    let ordered = placed.concat();
+    let plans = urls
+        .into_iter()
+        .zip(placed)
+        .map(|(base, specs)| plan(Target::Tidings { base }, specs, s.workers.max(1)))
+        .collect();
+    (ordered, plans)
 }
 
 /// Each product's versions before and after the writes.

@@ -146,6 +146,19 @@ pub struct Options {
     /// Write a self-contained HTML report to this file.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Other instances for the subscribers (comma-separated base URLs): each user's
+    /// subscribers open the instance of their partition (`--place-partitions`) modulo
+    /// these, each instance's in a worker process of its own; writes still go to
+    /// `--base-url`.
+    #[arg(long, value_delimiter = ',')]
+    pub subscribe_urls: Option<Vec<String>>,
+    /// The partitions by which `--subscribe-urls` places users (the server's
+    /// `TIDINGS_BUS_PARTITIONS` function, whatever the server is set to; default 64).
+    #[arg(long)]
+    pub place_partitions: Option<u32>,
+    /// How long to hold the connections, idle, between connecting and writing.
+    #[arg(long)]
+    pub settle: Option<Span>,
     /// Generic mode: the WebSocket URL subscribers open.
     #[arg(long)]
     pub ws_url: Option<String>,
@@ -205,6 +218,9 @@ impl Options {
             metrics_token,
             json,
             html,
+            subscribe_urls,
+            place_partitions,
+            settle,
             ws_url,
             sse_url,
             ws_subscribe,

@@ -28,6 +28,9 @@ pub enum Kind {
     Stock,
     /// `POST /v1/notifications/broadcast` to all, as admin.
     Broadcast,
+    /// `POST /v1/notifications/broadcast` to one customer, the next in turn, as admin: one
+    /// per-user event (`notification.created`) and nothing for anyone else.
+    Notify,
     /// Generic mode: the body template POSTed to the publish URL.
     Publish,
 }
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Status => "status",
             Kind::Stock => "stock",
             Kind::Broadcast => "broadcast",
+            Kind::Notify => "notify",
             Kind::Publish => "publish",
         }
     }
@@ -60,9 +64,10 @@ impl FromStr for Mix {
                 "status" => Kind::Status,
                 "stock" => Kind::Stock,
                 "broadcast" => Kind::Broadcast,
+                "notify" => Kind::Notify,
                 other => {
                     return Err(format!(
-                        "unknown write kind {other:?}: orders, status, stock, broadcast"
+                        "unknown write kind {other:?}: orders, status, stock, broadcast, notify"
                     ));
                 }
             };
@@ -151,6 +156,8 @@ pub struct Log {
     pub order_events: Vec<OrderEvent>,
     /// Bodies of the broadcasts sent to all.
     pub broadcasts: Vec<String>,
+    /// Notifications sent to one user: the user and the body.
+    pub notes: Vec<(String, String)>,
     /// Generic mode: the keys (counter, or timestamp) of what was published.
     pub published: Vec<i64>,
     pub latency: BTreeMap<Kind, Histogram<u64>>,
@@ -279,8 +286,27 @@ impl Workload {
                 }
                 (kind, result.map(drop))
             }
+            Kind::Notify => (kind, self.notify(n, log).await),
             Kind::Publish => (kind, self.publish(n, log).await),
         }
+    }
+
+    /// Notifies the next customer in turn, alone.
+    async fn notify(&self, n: u64, log: &Mutex<Log>) -> anyhow::Result<()> {
+        let customer = &self.customers[n as usize % self.customers.len()];
+        let body = format!("Load test note {n} at {}", now_micros());
+        self.api
+            .post(
+                "/v1/notifications/broadcast",
+                Some(&self.staff.token),
+                &json!({"title": "Load test", "body": body, "audience": [customer.id]}),
+            )
+            .await?;
+        log.lock()
+            .expect("lock")
+            .notes
+            .push((customer.id.clone(), body));
+        Ok(())
     }
 
     /// Places an order of one unit as the next customer.
@@ -397,6 +423,10 @@ mod tests {
     #[test]
     fn a_mix_parses_and_rejects_unknown_kinds() {
         let mix: Mix = "orders=1, stock=4,broadcast=0".parse().unwrap();
+        assert_eq!(
+            "notify".parse::<Mix>().unwrap(),
+            Mix(vec![(Kind::Notify, 1)])
+        );
         assert_eq!(mix, Mix(vec![(Kind::Orders, 1), (Kind::Stock, 4)]));
         assert_eq!(mix.to_string(), "orders=1,stock=4");
         assert!("refunds=1".parse::<Mix>().is_err());

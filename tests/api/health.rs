@@ -251,6 +251,7 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
         "tidings_http_requests_total{",
         "tidings_http_request_duration_seconds_bucket{",
         "tidings_events_relayed_total",
+        "tidings_relay_batches_total",
         "tidings_relay_lag_seconds_bucket",
         "tidings_delivery_lag_seconds_bucket{",
         "tidings_hub_slow_consumers_total",
