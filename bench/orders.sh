@@ -29,8 +29,32 @@ echo "pgbench (TPC-B-like, 8 clients, ${SECONDS_TO_RUN}s):"
 pgbench -q -i -s 10 "${PG%/*}/pgbench_ref" >/dev/null 2>&1
 pgbench -c 8 -j 2 -T "$SECONDS_TO_RUN" "${PG%/*}/pgbench_ref" 2>/dev/null | grep -E "^tps|latency average"
 
+# CPU ticks of a process list, of the whole machine idle, and the orders so far.
+ticks() { for pid in "$@"; do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; done | awk '{t += $1} END {print t + 0}'; }
+sample() {
+    echo "$(ticks "$server") $(ticks "$driver") $(ticks $(pgrep -u postgres)) $(awk '/^cpu /{print $5 + $6}' /proc/stat) $(psql "$DATABASE_URL" -Atc 'select count(*) from orders')"
+}
+# Where the CPU goes, over 10 s in the middle of the measured run: the server, the driver,
+# PostgreSQL (every postgres process: on a shared machine, other databases' work counts too).
+cpu_breakdown() {
+    sleep $((SECONDS_TO_RUN / 10 + SECONDS_TO_RUN / 4))
+    local a b hz
+    hz=$(getconf CLK_TCK)
+    read -ra a <<<"$(sample)"
+    sleep 10
+    read -ra b <<<"$(sample)"
+    awk -v s=$((b[0] - a[0])) -v d=$((b[1] - a[1])) -v p=$((b[2] - a[2])) -v i=$((b[3] - a[3])) -v n=$((b[4] - a[4])) -v hz="$hz" 'BEGIN {
+        printf "cpu over 10 s (%d orders): cores server %.2f, driver %.2f, postgres %.2f, idle %.2f; ms of CPU per order: server %.3f, driver %.3f, postgres %.3f\n",
+            n, s / hz / 10, d / hz / 10, p / hz / 10, i / hz / 10, s * 1000 / hz / n, d * 1000 / hz / n, p * 1000 / hz / n }'
+}
+
 echo "tidings orders:"
 BENCH_ADMIN_EMAIL=bench-admin@example.com BENCH_ADMIN_PASSWORD="bench admin password" \
     taskset -c 1 target/release/examples/orders_bench --base-url http://127.0.0.1:$PORT \
-    --duration "${SECONDS_TO_RUN}s" --concurrency "$CONCURRENCY"
+    --duration "${SECONDS_TO_RUN}s" --concurrency "$CONCURRENCY" &
+driver=$!
+cpu_breakdown &
+breakdown=$!
+wait $driver
+wait $breakdown
 psql "$PG" -qc "drop database if exists pgbench_ref with (force)"
