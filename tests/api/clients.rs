@@ -17,6 +17,27 @@ use crate::helpers::TestApp;
 /// that must come; this only bounds a failing test.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// Asks `probe` again every 20 ms until it answers `Ok`, for at most `patience`: for state
+/// the server does not announce (a metric, a readiness check, a Redis subscription).
+/// `Err` says what was seen instead, for the failure's message.
+pub async fn eventually<T, F, Fut>(patience: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not so within {patience:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// What a WebSocket client received.
 #[derive(Debug)]
 pub enum Incoming {

@@ -280,18 +280,15 @@ async fn metrics_report_live_delivery_and_http_requests(backend: Backend) {
 /// `/metrics` once `ready` holds of it. Nothing tells a client when the server has
 /// counted what it did or seen a client go: ask again shortly, for at most `PATIENCE`.
 async fn metrics_once(app: &TestApp, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
-    loop {
+    crate::clients::eventually(crate::clients::PATIENCE, || async {
         let text = app.metrics().await.text().await.unwrap();
         if ready(&text) {
-            return text;
+            Ok(text)
+        } else {
+            Err(format!("\n{text}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not so in time:\n{text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// The value of the metric line `name` (with its labels, if any) in `text`.

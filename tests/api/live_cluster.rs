@@ -84,19 +84,14 @@ async fn a_commit_on_any_instance_wakes_the_relay_without_its_poll(backend: Back
 
 /// Waits until `app` reports `role` for its relay.
 async fn relay_role_becomes(app: &TestApp, role: &str) {
-    let deadline = tokio::time::Instant::now() + crate::clients::PATIENCE;
-    loop {
+    crate::clients::eventually(crate::clients::PATIENCE, || async {
         let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
-        if ready["checks"]["relay"]["role"] == role {
-            return;
+        match &ready["checks"]["relay"]["role"] {
+            seen if seen == role => Ok(()),
+            seen => Err(format!("the relay's role stayed {seen}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay's role stayed {}",
-            ready["checks"]["relay"]["role"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn a_client_moving_to_another_instance_resumes_without_loss(backend: Backend) {

@@ -11,9 +11,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tidings::domain::Role;
 use tidings::events::bus::{lane_channel, partition_of};
-use tokio::time::Instant;
 
-use crate::clients::{WsClient, seqs};
+use crate::clients::{WsClient, eventually, seqs};
 use crate::helpers::{Backend, TestApp, Tokens};
 use crate::postgres_tests;
 use crate::redis_cluster::RedisCluster;
@@ -54,18 +53,15 @@ async fn app_with_lanes(redis_url: Option<String>, backend: Backend) -> TestApp 
 
 /// Waits until the app's bus is up.
 async fn wait_up(app: &TestApp) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually(PATIENCE, || async {
         let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
         if ready["checks"]["bus"]["status"] == "up" {
-            return;
+            Ok(())
+        } else {
+            Err(format!("the bus did not come up: {ready}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the bus did not come up: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// A counter of the app's `/metrics`.
@@ -463,34 +459,24 @@ async fn lane_of(app: &TestApp, tokens: &Tokens) -> String {
 
 /// Waits until `app` follows `lanes` lanes (`tidings_hub_lanes_followed`).
 async fn wait_lanes(app: &TestApp, lanes: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let followed = counter(app, "tidings_hub_lanes_followed").await;
-        if followed == lanes {
-            return;
+    eventually(PATIENCE, || async {
+        match counter(app, "tidings_hub_lanes_followed").await {
+            followed if followed == lanes => Ok(()),
+            followed => Err(format!("{followed} lanes followed, not {lanes}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{followed} lanes followed, not {lanes}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until `channel` has `n` subscribers.
 async fn wait_subscribers(redis: &Redis<'_>, channel: &str, n: i64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let subscribers = redis.subscribers(channel).await;
-        if subscribers == n {
-            return;
+    eventually(PATIENCE, || async {
+        match redis.subscribers(channel).await {
+            subscribers if subscribers == n => Ok(()),
+            subscribers => Err(format!("{channel} has {subscribers} subscribers, not {n}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{channel} has {subscribers} subscribers, not {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn a_lane_is_dropped_after_its_last_user_left_and_followed_again_on_their_return(
