@@ -201,7 +201,10 @@ pub async fn adjust_stock(
 /// the caller must roll back.
 ///
 /// On PostgreSQL this is one statement that locks the rows in id order (so concurrent
-/// orders cannot deadlock) and decrements them all.
+/// orders cannot deadlock) and decrements them all. Both scans of products name the ids
+/// (`= any($1)`), so the planner reads them by primary key whatever it believes of the
+/// table's size: joined to `wanted` alone, a never-analyzed products table was read by a
+/// sequential scan on every order (auto_explain, docs/benchmarks.md).
 pub async fn take_stock(
     tx: &mut Tx,
     items: &[(Uuid, i64)],
@@ -212,11 +215,11 @@ pub async fn take_stock(
             let (ids, quantities): (Vec<Uuid>, Vec<i64>) = items.iter().copied().unzip();
             sqlx::query_as::<_, Product>(concat!(
                 "with wanted as (select * from unnest($1::uuid[], $2::bigint[]) as w(id, qty)), \
-                 locked as (select p.id from products p join wanted w on w.id = p.id \
-                            where p.deleted_at is null order by p.id for update of p) \
+                 locked as (select p.id from products p \
+                            where p.id = any($1) and p.deleted_at is null order by p.id for update) \
                  update products p set stock = p.stock - w.qty, version = p.version + 1, updated_at = $3 \
                  from wanted w join locked l on l.id = w.id \
-                 where p.id = w.id and p.stock >= w.qty returning ",
+                 where p.id = any($1) and p.id = w.id and p.stock >= w.qty returning ",
                 product_columns!(p)
             ))
             .bind(ids)
