@@ -136,16 +136,29 @@ pub async fn pruned_through(db: &Db) -> Result<i64, sqlx::Error> {
     })
 }
 
-/// Deletes sequenced events created before `before`; how many.
+/// Deletes the oldest events of the stream, up to the first one created at or after
+/// `before`: a prefix, so that a resume is either served whole or told to reset. How many.
 pub async fn prune(db: &Db, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let newest: Option<i64> = on_tx!(&mut tx, c => {
-        sqlx::query_scalar::<_, Option<i64>>("select max(seq) from events where seq is not null and created_at < $1")
-            .bind(before)
-            .fetch_one(c)
-            .await
+    // Walks `seq` from the oldest event, so it reads what it then deletes; no index on
+    // `created_at` is kept for it (migration 0011: each event wrote it twice).
+    let first_kept: Option<i64> = on_tx!(&mut tx, c => {
+        sqlx::query_scalar::<_, i64>(
+            "select seq from events where seq is not null and created_at >= $1 order by seq limit 1",
+        )
+        .bind(before)
+        .fetch_optional(c)
+        .await
     })?;
-    let Some(newest) = newest else {
+    let newest: Option<i64> = match first_kept {
+        Some(seq) => Some(seq - 1),
+        None => on_tx!(&mut tx, c => {
+            sqlx::query_scalar::<_, Option<i64>>("select max(seq) from events")
+                .fetch_one(c)
+                .await
+        })?,
+    };
+    let Some(newest) = newest.filter(|&seq| seq > 0) else {
         return Ok(0);
     };
     let deleted = on_tx!(&mut tx, c => {

@@ -24,6 +24,7 @@ backend_tests!(
     a_slow_consumer_is_closed_with_4008_and_resumes_without_loss,
     a_slow_sse_consumer_is_ended_and_resumes_without_loss,
     a_resume_from_a_seq_the_database_never_had_gets_a_reset,
+    pruning_removes_a_prefix_of_the_stream_and_a_resume_from_it_gets_a_reset,
     bad_sse_parameters_are_400_problems,
 );
 
@@ -684,6 +685,82 @@ async fn fast_seq(
             return event["seq"].as_i64().unwrap();
         }
     }
+}
+
+/// The retention's prune (run by the relay, here called as it calls it) deletes the
+/// oldest events up to the first one created at or after the cutoff; a resume from within
+/// what it deleted gets a reset, one from after it is served whole.
+async fn pruning_removes_a_prefix_of_the_stream_and_a_resume_from_it_gets_a_reset(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let mut ws = app.ws(&staff.access_token).await;
+    let (_, start) = ws.subscribe(&["inventory"], None).await;
+    for sku in ["TEE", "MUG", "CAP"] {
+        app.product(&staff.access_token, sku, 100, 5).await;
+    }
+    // Received live: numbered by the relay.
+    let live: Vec<i64> = [
+        ws.next_event().await,
+        ws.next_event().await,
+        ws.next_event().await,
+    ]
+    .iter()
+    .map(|e| e["seq"].as_i64().unwrap())
+    .collect();
+    let rows: Vec<_> = app
+        .events_after(0)
+        .await
+        .into_iter()
+        .filter(|e| e.seq.is_some_and(|seq| seq > start))
+        .collect();
+    assert_eq!(
+        rows.iter().map(|e| e.seq.unwrap()).collect::<Vec<_>>(),
+        live
+    );
+    assert!(
+        rows[0].created_at < rows[1].created_at,
+        "two requests apart, the events' times differ"
+    );
+
+    let pruned = tidings::events::stream::prune(&app.state.db, rows[1].created_at)
+        .await
+        .expect("the prune runs");
+
+    let kept: Vec<i64> = app
+        .events_after(0)
+        .await
+        .iter()
+        .filter_map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        kept,
+        live[1..],
+        "everything up to the first event at or after the cutoff is gone, the rest kept"
+    );
+    assert_eq!(
+        pruned, live[0] as u64,
+        "every event through the last one before the cutoff (seqs run from 1) counted"
+    );
+    let mut from_pruned = app.ws(&staff.access_token).await;
+    from_pruned
+        .send(json!({"type": "subscribe", "topics": ["inventory"], "since": live[0] - 1}))
+        .await;
+    assert_eq!(
+        from_pruned.next_json().await,
+        json!({"type": "reset", "topics": ["inventory"]})
+    );
+    let mut from_kept = app.ws(&staff.access_token).await;
+    let (replayed, _) = from_kept.subscribe(&["inventory"], Some(live[0])).await;
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        live[1..],
+        "a resume from the last pruned seq is served whole"
+    );
 }
 
 async fn a_resume_from_a_seq_the_database_never_had_gets_a_reset(backend: Backend) {
