@@ -5,6 +5,7 @@
 # fail, so that a run that cannot see drift does not pass for one that found none.
 #
 # Usage: .ci/schemathesis.sh [sqlite|postgres ...]   (both by default)
+# TIDINGS_BIN: the server binary (built here, in CARGO_TARGET_DIR, when not given).
 # ST_MAX_TIME: seconds per backend (default 180). ST_SEED: a seed, to repeat a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,12 @@ if [ ! -x "$venv/bin/st" ]; then
 fi
 st=("$venv/bin/st" --config-file .ci/schemathesis.toml --no-color)
 
-cargo build --locked --quiet --bin tidings
-bin=target/debug/tidings
+if [ -n "${TIDINGS_BIN:-}" ]; then
+    bin=$(realpath "$TIDINGS_BIN")
+else
+    cargo build --locked --quiet --bin tidings
+    bin=$(realpath "${CARGO_TARGET_DIR:-target}/debug/tidings")
+fi
 work=$(mktemp -d)
 server=""
 stop_server() {
