@@ -206,6 +206,12 @@ run_cell() {
     writer=$(start_instance "$writer_port" "$writer_admin" "$k" 16)
     servers+=("$writer")
     wait_ready "$writer_port"
+    # The previous cell's relay may still hold the advisory lock for a moment (its
+    # database session closing); the writer takes it on its next try, a second later.
+    for _ in $(seq 1 50); do
+        [ "$(metric "$writer_admin" tidings_relay_active)" = 1 ] && break
+        sleep 0.1 || true
+    done
     for i in $(seq 0 $((n - 1))); do
         local port=${ports[$((2 + 2 * i))]} admin=${ports[$((3 + 2 * i))]}
         pids+=("$(start_instance "$port" "$admin" "$k" 4)")
