@@ -17,6 +17,17 @@
 #     `POST /v1/notifications/broadcast` to one user (the next in turn) on the writer: one
 #     per-user event each, nothing for everyone. The tester checks that every user got
 #     exactly their own events.
+#     With SOURCE=sql the events are made in PostgreSQL instead, for rates REST cannot
+#     reach on this machine (the writer pays about 1 ms of CPU per REST event): pgbench
+#     runs RATE / EVENTS_PER_TX transactions a second, each inserting EVENTS_PER_TX outbox
+#     rows (`notification.created` for one user each, the shape the server's own have;
+#     users round robin by the row's id) and then, as its own statement after the commit,
+#     `select pg_notify('tidings_outbox', '')`: what an instance's commit does to wake the
+#     relay (events/relay.rs, forward_wakes; migration 0009 dropped the trigger, and a
+#     NOTIFY inside the transaction would serialise the commits). The writer instance then
+#     only relays. The tester makes no writes (--expect-from): once pgbench is done, the
+#     script lists the rows it made, `<user_id> <body>` a line, and the tester expects
+#     exactly those per user.
 #   - CPU of each measured instance (utime + stime from /proc) over WINDOW seconds idle
 #     (connected, no writes) and WINDOW seconds under load (after WARMUP seconds of
 #     writing); events in from the writer's tidings_events_relayed_total over the load
@@ -26,6 +37,7 @@
 # Environment:
 #   INSTANCES="1 2 3"  PARTITIONS="0 64"  REPEAT=2   the cells (REPEATS="2": only that one)
 #   USERS=3000  RATE=1000  WINDOW=20  WARMUP=5  PLACE=64
+#   SOURCE=rest (or sql)  EVENTS_PER_TX=10 (sql only)  PGBENCH_CLIENTS=4 (sql only)
 #   TIDINGS_BIN, TESTER_BIN (default $CARGO_TARGET_DIR/release/…), NO_BUILD=1
 #   PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres
 #   BENCH_LOCK=/work/bench.lock   each cell runs holding it (flock), so that benchmarks of
@@ -43,6 +55,10 @@ RATE=${RATE:-1000}
 WINDOW=${WINDOW:-20}
 WARMUP=${WARMUP:-5}
 PLACE=${PLACE:-64}
+SOURCE=${SOURCE:-rest}
+EVENTS_PER_TX=${EVENTS_PER_TX:-10}
+PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-4}
+case $SOURCE in rest | sql) ;; *) echo "SOURCE is rest or sql, not $SOURCE" >&2; exit 2 ;; esac
 LOCK=${BENCH_LOCK-/work/bench.lock}
 PG=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=tidings_bench_instances
@@ -115,6 +131,28 @@ export TIDINGS_HUB_SHARDS=1
 export LOADTEST_ADMIN_EMAIL=bench-admin@example.com LOADTEST_ADMIN_PASSWORD="bench admin password"
 TIDINGS_PASSWORD="$LOADTEST_ADMIN_PASSWORD" "$TIDINGS" user create --email "$LOADTEST_ADMIN_EMAIL" --role admin >/dev/null
 "$TIDINGS" user tokens --count "$USERS" --prefix bench-instances --role customer >"$data/customers.txt"
+if [ "$SOURCE" = sql ]; then
+    # The users the events go to, numbered from 0 for the round robin; the same users, in
+    # the same order, as the tester's (the first USERS lines of the tokens file).
+    psql "$DATABASE_URL" -qc "create table bench_users (i int primary key, id uuid not null)"
+    head -n "$USERS" "$data/customers.txt" | awk '{ print NR - 1 "\t" $1 }' |
+        psql "$DATABASE_URL" -qc "\copy bench_users from stdin"
+    # One transaction of pgbench: EVENTS_PER_TX notifications, each to the next user in
+    # turn, then the wake, after the commit (see the header).
+    cat >"$data/notify.sql" <<'SQL'
+insert into events (id, topic, type, audience, user_id, data, created_at)
+select e.id, 'notifications', 'notification.created', 'user', u.id,
+       jsonb_build_object('id', gen_random_uuid(), 'user_id', u.id, 'kind', 'broadcast',
+                          'title', 'Load test', 'body', 'sql ' || e.id, 'data', '{}'::jsonb,
+                          'read_at', null, 'created_at', e.at, 'version', 1),
+       clock_timestamp()
+from (select nextval('events_id_seq') as id,
+             to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as at
+      from generate_series(1, :n)) e
+join bench_users u on u.i = e.id % :users;
+select pg_notify('tidings_outbox', '');
+SQL
+fi
 ulimit -n 20000
 
 # Starts an instance on $1 (port) with admin listener $2, K = $3, at most $4 database
@@ -138,6 +176,12 @@ metric() {
     curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { v = $2 } END { print v }'
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Messages published on the cluster so far: PUBLISH and SPUBLISH calls over the masters.
+published() {
+    local node
+    for node in "${nodes[@]}"; do redis-cli -u "redis://$node" info commandstats; done |
+        awk -F'[:=,]' '/^cmdstat_s?publish:/ { n += $3 } END { print n + 0 }'
+}
 # The machine's idle and total jiffies, all cores.
 machine() { awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 wait_line() {
@@ -162,6 +206,12 @@ run_cell() {
     writer=$(start_instance "$writer_port" "$writer_admin" "$k" 16)
     servers+=("$writer")
     wait_ready "$writer_port"
+    # The previous cell's relay may still hold the advisory lock for a moment (its
+    # database session closing); the writer takes it on its next try, a second later.
+    for _ in $(seq 1 50); do
+        [ "$(metric "$writer_admin" tidings_relay_active)" = 1 ] && break
+        sleep 0.1 || true
+    done
     for i in $(seq 0 $((n - 1))); do
         local port=${ports[$((2 + 2 * i))]} admin=${ports[$((3 + 2 * i))]}
         pids+=("$(start_instance "$port" "$admin" "$k" 4)")
@@ -175,23 +225,39 @@ run_cell() {
         [ "$(metric "$admin" tidings_relay_active)" = 0 ] || { echo "$name: a measured instance relays" >&2; exit 1; }
     done
 
-    local log="$OUT/$name.tester.log" tester
+    local log="$OUT/$name.tester.log" tester writes first_id=0 expected="$data/$name.expected"
+    if [ "$SOURCE" = sql ]; then
+        # No writes: hold the sockets until the list of what pgbench made appears.
+        writes=(--expect-from "$expected" --duration "$((WARMUP + WINDOW + 120))s")
+        first_id=$(psql "$DATABASE_URL" -Atc "select coalesce(max(id), 0) from events")
+    else
+        writes=(--mix notify=1 --rate "$RATE" --duration "$((WARMUP + WINDOW + 3))s")
+    fi
     "$TESTER" orders --base-url "http://127.0.0.1:$writer_port" --subscribe-urls "$urls" \
         --place-partitions "$PLACE" --tokens "$data/customers.txt" --users "$USERS" --staff 0 \
-        --topics notifications --mix notify=1 --rate "$RATE" --ramp 3000 \
-        --settle "$((WINDOW + 6))s" --duration "$((WARMUP + WINDOW + 3))s" --drain 20s \
+        --topics notifications "${writes[@]}" --ramp 3000 \
+        --settle "$((WINDOW + 6))s" --drain 20s \
         --source-addrs $SOURCES --json "$OUT/$name.json" >"$log" 2>&1 &
     tester=$!
     wait_line "$log" "subscribers live" $tester
     sleep 3
-    local idle0=() idle1=() load0=() load1=() t0 t1 r0 r1 b0 b1 m0 m1 w0 w1
+    local idle0=() idle1=() load0=() load1=() t0 t1 r0 r1 b0 b1 m0 m1 w0 w1 p0 p1
     for pid in "${pids[@]}"; do idle0+=("$(cpu_ticks "$pid")"); done
     sleep "$WINDOW"
     for pid in "${pids[@]}"; do idle1+=("$(cpu_ticks "$pid")"); done
     wait_line "$log" "^writing" $tester
+    local pgbench=""
+    if [ "$SOURCE" = sql ]; then
+        pgbench -n -f "$data/notify.sql" -D n="$EVENTS_PER_TX" -D users="$USERS" \
+            -R "$(awk -v r="$RATE" -v e="$EVENTS_PER_TX" 'BEGIN { print r / e }')" \
+            -c "$PGBENCH_CLIENTS" -j 1 -T "$((WARMUP + WINDOW + 3))" \
+            "$DATABASE_URL" >"$OUT/$name.pgbench.log" 2>&1 &
+        pgbench=$!
+    fi
     sleep "$WARMUP"
     r0=$(metric "$writer_admin" tidings_events_relayed_total)
     b0=$(metric "$writer_admin" tidings_relay_batches_total)
+    p0=$(published)
     m0=$(machine)
     w0=$(cpu_ticks "$writer")
     t0=$(date +%s.%N)
@@ -203,7 +269,18 @@ run_cell() {
     m1=$(machine)
     r1=$(metric "$writer_admin" tidings_events_relayed_total)
     b1=$(metric "$writer_admin" tidings_relay_batches_total)
-    local verdict=ok
+    p1=$(published)
+    local verdict=ok made=null
+    if [ -n "$pgbench" ]; then
+        wait "$pgbench" || verdict="pgbench exit $?"
+        # Every row pgbench made in this cell, for the tester to expect (renamed into
+        # place whole), and how many.
+        psql "$DATABASE_URL" -At -F ' ' -c "select user_id, data->>'body' from events
+            where id > $first_id and type = 'notification.created' and data->>'body' like 'sql %'" \
+            >"$expected.part"
+        mv "$expected.part" "$expected"
+        made=$(wc -l <"$expected")
+    fi
     wait "$tester" || verdict="tester exit $?"
 
     # One line per measured instance, then the cell's summary, as JSON lines.
@@ -231,13 +308,15 @@ run_cell() {
     read -r mi0 mt0 <<<"$m0"
     read -r mi1 mt1 <<<"$m1"
     jq -c --arg cell "$name" --argjson n "$n" --argjson k "$k" --arg load "$load" --arg verdict "$verdict" \
+        --arg source "$SOURCE" --argjson made "$made" \
         --argjson idle "$(awk -v i="$((mi1 - mi0))" -v t="$((mt1 - mt0))" 'BEGIN { print i / t }')" \
         --argjson writer_cpu "$(( w1 - w0 ))" --argjson ticks "$TICKS" \
         --argjson events "$(( r1 - r0 ))" --argjson seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
-        --argjson batches "$(( b1 - b0 ))" \
-        '{cell: $cell, n: $n, k: $k, load_before: $load, verdict: $verdict,
+        --argjson batches "$(( b1 - b0 ))" --argjson messages "$(( p1 - p0 ))" \
+        '{cell: $cell, n: $n, k: $k, source: $source, made: $made, load_before: $load, verdict: $verdict,
           machine_idle: $idle, events_per_s: ($events / $seconds),
           events_per_batch: (if $batches > 0 then $events / $batches else null end),
+          messages_per_batch: (if $batches > 0 then $messages / $batches else null end),
           writer_cpu_us_per_event: (if $events > 0 then ($writer_cpu / $ticks) * 1e6 / $events else null end),
           expected: .expected_deliveries, deliveries: .deliveries, lost: .lost,
           duplicates: .duplicates, out_of_order: .out_of_order, unexpected: .unexpected,

@@ -93,6 +93,47 @@ impl Expected {
     }
 }
 
+/// Notifications made by something other than the tester, one `<user_id> <body>` line
+/// each (the body may hold spaces; blank lines are skipped), as the log's notes.
+pub fn parse_notes(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| match line.split_once(char::is_whitespace) {
+            Some((user, body)) if !user.is_empty() && !body.is_empty() => {
+                Ok((user.to_owned(), body.to_owned()))
+            }
+            _ => anyhow::bail!("line {}: expected `<user_id> <body>`", n + 1),
+        })
+        .collect()
+}
+
+/// Waits for `path` to appear (written whole, then renamed into place, by whatever made
+/// the events once it has stopped), at most `patience`; the notes it lists.
+pub async fn wait_for_notes(
+    path: &std::path::Path,
+    patience: std::time::Duration,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let until = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) => {
+                return parse_notes(&text).map_err(|e| e.context(format!("in {}", path.display())));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())));
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "{} did not appear within {patience:?}",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Expected against received, over every subscriber.
 #[derive(Debug, Default, Serialize)]
 pub struct Verdict {
@@ -207,6 +248,48 @@ mod tests {
         assert_eq!(on("bob").count, 1);
         assert_eq!(on("bob").checksum, key(b"for bob", 0));
         assert_eq!(on("alice").count, 0);
+    }
+
+    #[test]
+    fn notes_from_a_file_are_a_user_and_a_body_with_its_spaces() {
+        let notes = parse_notes("u1 sql 17\n\nu2 sql 18\n").unwrap();
+        assert_eq!(
+            notes,
+            [
+                ("u1".to_owned(), "sql 17".to_owned()),
+                ("u2".to_owned(), "sql 18".to_owned())
+            ]
+        );
+        assert!(parse_notes("u1\n").is_err(), "a line without a body");
+    }
+
+    #[tokio::test]
+    async fn the_notes_are_read_once_their_file_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("expected");
+        let waiting = tokio::spawn({
+            let path = path.clone();
+            async move { wait_for_notes(&path, std::time::Duration::from_secs(30)).await }
+        });
+        std::fs::write(dir.path().join("partial"), "bob for bob\n").unwrap();
+        std::fs::rename(dir.path().join("partial"), &path).unwrap();
+        let notes = waiting.await.unwrap().unwrap();
+        let mut log = Log::default();
+        log.notes.extend(notes);
+        let expected = Expected::new(&log, &[]);
+        let bob = expected.for_subscriber(&spec("bob", false, &["notifications"]), false);
+        assert_eq!(
+            bob[Class::Notifications as usize].checksum,
+            key(b"for bob", 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_never_appears_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("never");
+        let result = wait_for_notes(&missing, std::time::Duration::from_millis(50)).await;
+        assert!(result.unwrap_err().to_string().contains("did not appear"));
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub async fn run(s: Scenario) -> anyhow::Result<Summary> {
     let generic = s.name == Name::Generic;
     let o = &s.options;
     let api = Api::new(&s.base_url)?;
-    let writing = s.rate > 0.0 && !s.duration.is_zero() && s.name != Name::Idle;
+    // With --expect-from something else writes: the tester only listens.
+    let writing =
+        s.rate > 0.0 && !s.duration.is_zero() && s.name != Name::Idle && o.expect_from.is_none();
     let needs = |kind: Kind| writing && !generic && s.mix.0.iter().any(|(k, _)| *k == kind);
 
     // Who acts: the admin writes and seeds; customers subscribe and place orders.
@@ -286,7 +288,16 @@ async fn phase_run(
             commands.send(Command::Drop { fraction }).await;
         })
     });
-    let log = if s.name == Name::Idle {
+    let log = if let Some(path) = &s.options.expect_from {
+        let mut log = crate::writes::Log::default();
+        log.notes = expect::wait_for_notes(path, s.duration).await?;
+        eprintln!(
+            "{} notifications expected from {}",
+            log.notes.len(),
+            path.display()
+        );
+        log
+    } else if s.name == Name::Idle {
         tokio::time::sleep(s.duration).await;
         crate::writes::Log::default()
     } else {

@@ -159,6 +159,11 @@ pub struct Options {
     /// How long to hold the connections, idle, between connecting and writing.
     #[arg(long)]
     pub settle: Option<Span>,
+    /// Make no writes: something else makes the events (SQL inserting outbox rows). Once
+    /// live, hold the subscribers until this file appears (at most `--duration`), then
+    /// expect exactly the notifications it lists, one `<user_id> <body>` line each.
+    #[arg(long)]
+    pub expect_from: Option<PathBuf>,
     /// Generic mode: the WebSocket URL subscribers open.
     #[arg(long)]
     pub ws_url: Option<String>,
@@ -221,6 +226,7 @@ impl Options {
             subscribe_urls,
             place_partitions,
             settle,
+            expect_from,
             ws_url,
             sse_url,
             ws_subscribe,

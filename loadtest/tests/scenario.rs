@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tidings::config::{Config, DatabaseUrl, MetricsToken};
 use tidings::domain::{Email, NewPassword, Role};
 
@@ -207,4 +207,124 @@ async fn a_storm_drops_half_the_connections_and_they_resume_without_loss() {
     assert_eq!(report["out_of_order"], 0);
     assert_eq!(report["deliveries"], report["expected_deliveries"]);
     assert!(!report["timeline"].as_array().unwrap().is_empty());
+}
+
+/// POSTs `body` as JSON; the answer's JSON.
+async fn post(base: &str, path: &str, token: Option<&str>, body: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// Runs the tester's `orders` listening only (`--expect-from`) for three users of its own;
+/// once it is live, `made` notifications are sent to each (here by REST; in the benchmark
+/// by SQL), and the file lists them and `extra` more that were never made.
+async fn listening_only(made: usize, extra: &[&str]) -> (Option<i32>, Value) {
+    use tokio::io::AsyncBufReadExt;
+
+    let (base, dir) = tidings().await;
+    let admin = post(
+        &base,
+        "/v1/auth/login",
+        None,
+        json!({"email": ADMIN, "password": PASSWORD}),
+    )
+    .await;
+    let admin = admin["access_token"].as_str().unwrap().to_owned();
+    let mut tokens = String::new();
+    let mut users = Vec::new();
+    for i in 0..3 {
+        let email = format!("listener-{i}@example.com");
+        let login = json!({"email": email, "password": PASSWORD});
+        let user = post(&base, "/v1/auth/register", None, login.clone()).await;
+        let token = post(&base, "/v1/auth/login", None, login).await;
+        let (id, token) = (
+            user["id"].as_str().unwrap(),
+            token["access_token"].as_str().unwrap(),
+        );
+        tokens.push_str(&format!("{id} {email} {token}\n"));
+        users.push(id.to_owned());
+    }
+    std::fs::write(dir.path().join("tokens"), tokens).unwrap();
+    let expected = dir.path().join("expected");
+    let json = dir.path().join("listen.json");
+    let mut tester = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings-loadtest"))
+        .args([
+            "orders",
+            "--staff",
+            "0",
+            "--users",
+            "3",
+            "--topics",
+            "notifications",
+        ])
+        .args(["--duration", "30s", "--drain", "3s", "--base-url", &base])
+        .arg("--tokens")
+        .arg(dir.path().join("tokens"))
+        .arg("--expect-from")
+        .arg(&expected)
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tester.stderr.take().unwrap()).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("writing") {
+            break;
+        }
+    }
+    let mut listed = String::new();
+    for n in 0..made {
+        for user in &users {
+            let body = format!("made elsewhere {n} for {user}");
+            let note = json!({"title": "t", "body": body, "audience": [user]});
+            post(&base, "/v1/notifications/broadcast", Some(&admin), note).await;
+            listed.push_str(&format!("{user} {body}\n"));
+        }
+    }
+    for body in extra {
+        listed.push_str(&format!("{} {body}\n", users[0]));
+    }
+    std::fs::write(dir.path().join("partial"), listed).unwrap();
+    std::fs::rename(dir.path().join("partial"), &expected).unwrap();
+    while lines.next_line().await.unwrap().is_some() {}
+    let code = tester.wait().await.unwrap().code();
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (code, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_only_it_expects_what_the_file_lists_and_writes_nothing() {
+    let (code, report) = listening_only(2, &[]).await;
+
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["writes"], 0);
+    assert_eq!(report["expected_deliveries"], 6);
+    assert_eq!(report["deliveries"], 6);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["unexpected"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_only_a_listed_notification_that_never_came_is_lost() {
+    let (code, report) = listening_only(1, &["never made"]).await;
+
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["expected_deliveries"], 4);
+    assert_eq!(report["deliveries"], 3);
+    assert_eq!(report["lost"], 1);
+    assert_eq!(report["mismatched_subscribers"], 1);
 }
