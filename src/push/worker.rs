@@ -304,27 +304,27 @@ impl Worker {
         let alive_since = now() - self.config.presence_timeout;
         let connected = presence::connected(&self.db, &users, alive_since).await?;
         let at = now();
-        let mut tx = self.db.begin().await?;
-        for (event, user) in &notifications {
-            // Not connected: soon, after a moment in which a connection being opened is
-            // recorded (checked again when due).
-            let due_at = if connected.contains(user) {
-                event.at + self.config.delay
-            } else {
-                at + PRESENCE_GRACE
-            };
-            let intent = Intent {
+        let intents: Vec<Intent> = notifications
+            .iter()
+            .map(|(event, user)| Intent {
                 event_seq: event.seq,
                 user_id: *user,
                 kind: event.data["kind"].as_str().unwrap_or("").to_owned(),
                 payload: payload(event),
-                due_at,
+                // Not connected: soon, after a moment in which a connection being opened
+                // is recorded (checked again when due).
+                due_at: if connected.contains(user) {
+                    event.at + self.config.delay
+                } else {
+                    at + PRESENCE_GRACE
+                },
                 state: "waiting".to_owned(),
                 created_at: at,
                 decided_at: None,
-            };
-            deliveries::insert_intent(&mut tx, &intent).await?;
-        }
+            })
+            .collect();
+        let mut tx = self.db.begin().await?;
+        deliveries::insert_intents(&mut tx, &intents).await?;
         deliveries::advance_cursor(&mut tx, last).await?;
         tx.commit().await?;
         self.stats
@@ -387,8 +387,13 @@ impl Worker {
         for (intent, due_at) in &postponed {
             deliveries::postpone(&mut tx, intent.event_seq, intent.user_id, *due_at).await?;
         }
-        for (intent, (state, planned)) in decided.iter().map(|(i, d)| (*i, d)) {
-            if deliveries::decide(&mut tx, intent.event_seq, intent.user_id, state, at).await? {
+        let decisions: Vec<(i64, Uuid, &str)> = decided
+            .iter()
+            .map(|(intent, (state, _))| (intent.event_seq, intent.user_id, *state))
+            .collect();
+        let waiting = deliveries::decide(&mut tx, &decisions, at).await?;
+        for (intent, (_, planned)) in &decided {
+            if waiting.contains(&(intent.event_seq, intent.user_id)) {
                 for delivery in planned {
                     deliveries::insert_delivery(&mut tx, delivery).await?;
                 }
