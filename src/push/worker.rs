@@ -74,8 +74,9 @@ const PRESENCE_GRACE: Duration = Duration::from_secs(1);
 
 /// The least time between two rounds that a wake starts. A round is a dozen round trips
 /// to the database (read the new events, record intents, decide what is due, claim), and
-/// the relay wakes the worker at every batch it publishes: at 3,000 notifications a second,
-/// about 250 rounds a second made the worker's thread the busiest of the relay's instance.
+/// the hub wakes the worker at every batch of notifications it routes: at 3,000
+/// notifications a second, about 250 rounds a second made the worker's thread the busiest
+/// of its instance.
 /// Paced, a round takes the batches of its 50 ms together. No push is due sooner than a
 /// second after its event unless the delay is set below that (`PRESENCE_GRACE`), so this
 /// delays none by more than 50 ms.
