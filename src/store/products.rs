@@ -202,9 +202,9 @@ pub async fn adjust_stock(
 ///
 /// On PostgreSQL this is one statement that locks the rows in id order (so concurrent
 /// orders cannot deadlock) and decrements them all. Both scans of products name the ids
-/// (`= any($1)`), so the planner reads them by primary key whatever it believes of the
-/// table's size: joined to `wanted` alone, a never-analyzed products table was read by a
-/// sequential scan on every order (auto_explain, docs/benchmarks.md).
+/// (`= any($1)`), so that the primary key can serve them even on a table that was never
+/// analyzed; on a table of a few pages the planner may still, rightly, read it whole
+/// (docs/benchmarks.md, "Fewer index writes per event").
 pub async fn take_stock(
     tx: &mut Tx,
     items: &[(Uuid, i64)],
