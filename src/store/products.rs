@@ -200,11 +200,10 @@ pub async fn adjust_stock(
 /// that had enough (after the change); fewer rows than items means some were short, and
 /// the caller must roll back.
 ///
-/// On PostgreSQL this is one statement that locks the rows in id order (so concurrent
-/// orders cannot deadlock) and decrements them all. Both scans of products name the ids
-/// (`= any($1)`), so that the primary key can serve them even on a table that was never
-/// analyzed; on a table of a few pages the planner may still, rightly, read it whole
-/// (docs/benchmarks.md, "Fewer index writes per event").
+/// On PostgreSQL this is one call of the function `take_stock` (migration 0012), which
+/// updates the products one by one by primary key, in the order given. `items` must be
+/// sorted by id, so that concurrent orders lock their products in the same order and
+/// cannot deadlock.
 pub async fn take_stock(
     tx: &mut Tx,
     items: &[(Uuid, i64)],
@@ -213,14 +212,11 @@ pub async fn take_stock(
     match tx {
         Tx::Postgres(c) => {
             let (ids, quantities): (Vec<Uuid>, Vec<i64>) = items.iter().copied().unzip();
+            debug_assert!(ids.is_sorted(), "stock is taken in id order");
             sqlx::query_as::<_, Product>(concat!(
-                "with wanted as (select * from unnest($1::uuid[], $2::bigint[]) as w(id, qty)), \
-                 locked as (select p.id from products p \
-                            where p.id = any($1) and p.deleted_at is null order by p.id for update) \
-                 update products p set stock = p.stock - w.qty, version = p.version + 1, updated_at = $3 \
-                 from wanted w join locked l on l.id = w.id \
-                 where p.id = any($1) and p.id = w.id and p.stock >= w.qty returning ",
-                product_columns!(p)
+                "select ",
+                product_columns!(),
+                " from take_stock($1, $2, $3)"
             ))
             .bind(ids)
             .bind(quantities)
