@@ -92,6 +92,27 @@ pub async fn after_seq(db: &Db, after: i64, limit: i64) -> Result<Vec<Event>, sq
     Ok(sequenced(rows))
 }
 
+/// The events of one type in `(after, upto]`, in order: for a reader that follows the whole
+/// stream but needs only one kind of event, without reading and decoding the others.
+pub async fn of_type_between(
+    db: &Db,
+    after: i64,
+    upto: i64,
+    kind: &str,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, EventRow>(concat!(
+            "select ", event_columns!(), " from events where seq > $1 and seq <= $2 and type = $3 order by seq"
+        ))
+        .bind(after)
+        .bind(upto)
+        .bind(kind)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(sequenced(rows))
+}
+
 /// The events in `(since, upto]` of these topics that this user may receive, in order.
 pub async fn replay(
     db: &Db,

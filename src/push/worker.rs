@@ -304,13 +304,23 @@ impl Worker {
 
     async fn try_ingest(&self) -> Result<bool, sqlx::Error> {
         let cursor = deliveries::cursor(&self.db).await?;
-        let events = stream::after_seq(&self.db, cursor, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.seq) else {
+        // The relay numbers events and moves `last_seq` in one transaction, so every seq up
+        // to it is committed. Only the notifications of the next BATCH seqs are read: the
+        // rest of the stream (orders, stock) is most of it and never becomes a push.
+        let head = stream::last_seq(&self.db).await?;
+        if head <= cursor {
             return Ok(false);
-        };
+        }
+        let last = head.min(cursor + BATCH);
+        let events = stream::of_type_between(
+            &self.db,
+            cursor,
+            last,
+            EventType::NotificationCreated.as_str(),
+        )
+        .await?;
         let notifications: Vec<(&Event, Uuid)> = events
             .iter()
-            .filter(|e| e.kind == EventType::NotificationCreated.as_str())
             .filter_map(|e| match e.audience {
                 Audience::User(user) => Some((e, user)),
                 _ => None,
@@ -346,7 +356,7 @@ impl Worker {
         self.stats
             .intents
             .fetch_add(notifications.len() as u64, Ordering::Relaxed);
-        Ok(events.len() as i64 == BATCH)
+        Ok(last < head)
     }
 
     /// Decides the intents that are due; whether there may be more.
