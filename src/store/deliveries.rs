@@ -392,28 +392,47 @@ pub async fn find_intents(
 
 /// The deliveries of these intents' events for their users.
 pub async fn deliveries_of(db: &Db, intents: &[Intent]) -> Result<Vec<Delivery>, sqlx::Error> {
-    let mut out = Vec::new();
-    for i in intents {
-        let sql = format!(
-            "select {DELIVERY_COLUMNS} from deliveries where event_seq = $1 and user_id = $2 order by created_at, id"
-        );
-        let rows = on_pool!(db, p => sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql))
-            .bind(i.event_seq).bind(i.user_id).fetch_all(p).await)?;
-        out.extend(rows);
+    if intents.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    // One query for the page, not one per intent: by seq, then kept only for the intents'
+    // users (a notification's event has one user, so this drops nothing in practice).
+    let mut seqs: Vec<i64> = intents.iter().map(|i| i.event_seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let sql = format!(
+        "select {DELIVERY_COLUMNS} from deliveries where event_seq in ({}) order by created_at, id",
+        super::placeholders(1, seqs.len())
+    );
+    let rows = on_pool!(db, p => {
+        let mut query = sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql));
+        for seq in &seqs {
+            query = query.bind(*seq);
+        }
+        query.fetch_all(p).await
+    })?;
+    let wanted: HashSet<(i64, Uuid)> = intents.iter().map(|i| (i.event_seq, i.user_id)).collect();
+    Ok(rows
+        .into_iter()
+        .filter(|d| wanted.contains(&(d.event_seq, d.user_id)))
+        .collect())
 }
 
 /// The attempts of these deliveries, in order.
 pub async fn attempts_of(db: &Db, deliveries: &[Delivery]) -> Result<Vec<Attempt>, sqlx::Error> {
-    let mut out = Vec::new();
-    for d in deliveries {
-        let rows = on_pool!(db, p => sqlx::query_as::<_, Attempt>(
-            "select delivery_id, attempt, at, outcome, detail, duration_ms from delivery_attempts \
-             where delivery_id = $1 order by attempt",
-        )
-        .bind(d.id).fetch_all(p).await)?;
-        out.extend(rows);
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let sql = format!(
+        "select delivery_id, attempt, at, outcome, detail, duration_ms from delivery_attempts \
+         where delivery_id in ({}) order by delivery_id, attempt",
+        super::placeholders(1, deliveries.len())
+    );
+    on_pool!(db, p => {
+        let mut query = sqlx::query_as::<_, Attempt>(AssertSqlSafe(sql));
+        for d in deliveries {
+            query = query.bind(d.id);
+        }
+        query.fetch_all(p).await
+    })
 }
