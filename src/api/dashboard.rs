@@ -74,9 +74,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// `/app/` and everything below it; `/app` redirects to `/app/`, so that the page's
-/// relative imports resolve below it.
+/// relative imports resolve below it. `/`, which serves nothing else, sends a browser to
+/// the dashboard (a temporary redirect: the root may serve something of its own one day).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
+        .route("/", get(|| async { Redirect::temporary("/app/") }))
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(index))
         .route("/app/{*path}", get(file))

@@ -15,6 +15,7 @@ backend_tests!(
     the_sdk_is_served_below_the_dashboard,
     the_service_worker_is_served_in_the_page_s_scope,
     app_without_its_slash_redirects_to_the_page,
+    the_root_sends_a_browser_to_the_dashboard,
     a_file_the_browser_holds_is_revalidated_with_a_304,
     an_unknown_file_below_app_is_a_404_problem,
 );
@@ -202,6 +203,25 @@ async fn app_without_its_slash_redirects_to_the_page(backend: Backend) {
 
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(header(&response, "location"), "/app/");
+}
+
+/// Someone who opens the server's address in a browser, as the README's first command
+/// prints it, lands on the dashboard instead of a 404.
+async fn the_root_sends_a_browser_to_the_dashboard(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let response = client.get(app.url("/")).send().await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(header(&response, "location"), "/app/");
+    // Followed, it is the page.
+    let page = app.get("/", None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(header(&page, "content-type"), HTML);
 }
 
 async fn a_file_the_browser_holds_is_revalidated_with_a_304(backend: Backend) {
