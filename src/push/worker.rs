@@ -77,6 +77,7 @@ const PRESENCE_GRACE: Duration = Duration::from_secs(1);
 /// the hub wakes the worker at every batch of notifications it routes: at 3,000
 /// notifications a second, about 250 rounds a second made the worker's thread the busiest
 /// of its instance.
+///
 /// Paced, a round takes the batches of its 50 ms together. No push is due sooner than a
 /// second after its event unless the delay is set below that (`PRESENCE_GRACE`), so this
 /// delays none by more than 50 ms.

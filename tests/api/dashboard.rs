@@ -192,14 +192,21 @@ async fn the_service_worker_is_served_in_the_page_s_scope(backend: Backend) {
     assert!(page.contains("const WORKER = \"sw.js\""));
 }
 
-async fn app_without_its_slash_redirects_to_the_page(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let client = reqwest::Client::builder()
+/// `GET path` without following a redirect, to see the redirect itself.
+async fn unfollowed(app: &TestApp, path: &str) -> Response {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap();
+        .unwrap()
+        .get(app.url(path))
+        .send()
+        .await
+        .unwrap()
+}
 
-    let response = client.get(app.url("/app")).send().await.unwrap();
+async fn app_without_its_slash_redirects_to_the_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = unfollowed(&app, "/app").await;
 
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(header(&response, "location"), "/app/");
@@ -209,12 +216,7 @@ async fn app_without_its_slash_redirects_to_the_page(backend: Backend) {
 /// prints it, lands on the dashboard instead of a 404.
 async fn the_root_sends_a_browser_to_the_dashboard(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-
-    let response = client.get(app.url("/")).send().await.unwrap();
+    let response = unfollowed(&app, "/").await;
 
     assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(header(&response, "location"), "/app/");
