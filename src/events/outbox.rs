@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use super::NewEvent;
 use crate::store::events::{self as rows, NewRows};
 use crate::store::orders::{self, OrderItem, OrderRow};
-use crate::store::{Tx, now};
+use crate::store::{Db, Tx, now};
 
 /// Commits `tx` with the change's `events`, appended as its last statement and stamped
 /// with the time of appending. An event's `at` is thus as close to its commit as a row can
@@ -26,6 +26,18 @@ pub async fn commit_order(
 ) -> Result<(), sqlx::Error> {
     orders::insert_with_events(&mut tx, order, items, columns(events), now()).await?;
     tx.commit().await
+}
+
+/// Places a new order with its `events` in one statement, with no transaction around it
+/// (see `orders::place_at_once`, which says when it does not and writes nothing).
+pub async fn place_order_at_once(
+    db: &Db,
+    order: &OrderRow,
+    items: &[OrderItem],
+    events: &[NewEvent],
+    stock_events: &[i32],
+) -> Result<bool, sqlx::Error> {
+    orders::place_at_once(db, order, items, columns(events), stock_events, now()).await
 }
 
 /// The events as the outbox's columns.

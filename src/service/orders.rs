@@ -77,6 +77,14 @@ pub async fn place(
     let items: Vec<(Uuid, i64)> = merged.into_iter().collect();
 
     let at = now();
+    // Staff orders are audited, and a retry with a key must find the first answer: both
+    // take the full path, as does any order the single statement cannot place.
+    if key.is_none()
+        && !actor.user.role.is_staff()
+        && let Some(order) = place_at_once(db, actor.user.id, &items, at).await?
+    {
+        return Ok(Placed::Created(order));
+    }
     let mut tx = db.begin().await?;
     if let Some(key) = key
         && let Some(stored) = idempotency::find(&mut tx, actor.user.id, &key.key).await?
@@ -89,50 +97,10 @@ pub async fn place(
         let error = shortage(&mut tx, &items, &taken).await?;
         return Err(error);
     }
-    let currency = &taken[0].currency;
-    if taken.iter().any(|p| &p.currency != currency) {
-        return Err(ServiceError::validation(vec![FieldError::new(
-            "items",
-            "mixed_currencies",
-            "every item of an order must be priced in the same currency",
-        )]));
-    }
-    let quantities: BTreeMap<Uuid, i64> = items.iter().copied().collect();
-    let mut lines = Vec::with_capacity(taken.len());
-    let mut total: i64 = 0;
-    let order_id = Uuid::now_v7();
-    for product in &taken {
-        let quantity = quantities[&product.id];
-        let amount = product
-            .unit_amount
-            .checked_mul(quantity)
-            .ok_or_else(|| quantity_error("the total is too large"))?;
-        total = total
-            .checked_add(amount)
-            .ok_or_else(|| quantity_error("the total is too large"))?;
-        lines.push(OrderItem {
-            order_id,
-            product_id: product.id,
-            sku: product.sku.clone(),
-            name: product.name.clone(),
-            unit_amount: product.unit_amount,
-            quantity,
-        });
-    }
-    lines.sort_by_key(|l| l.product_id);
-    let row = OrderRow {
-        id: order_id,
-        user_id: actor.user.id,
-        status: OrderStatus::Pending,
-        currency: currency.clone(),
-        total_amount: total,
-        created_at: at,
-        updated_at: at,
-        version: 1,
-    };
     // Written last, with its events (see `outbox::commit_order`).
-    let order = Order::new(row.clone(), lines.clone());
+    let (row, lines, order) = priced(actor.user.id, &items, &taken, at)?;
 
+    let quantities: BTreeMap<Uuid, i64> = items.iter().copied().collect();
     let mut events = vec![NewEvent::new(
         EventData::OrderCreated(&order),
         Audience::UserAndStaff(order.user_id),
@@ -177,6 +145,106 @@ pub async fn place(
     }
     outbox::commit_order(tx, &row, &lines, &events).await?;
     Ok(Placed::Created(order))
+}
+
+/// Places an order in one statement (PostgreSQL; see `orders::place_at_once`), priced from
+/// the products as they are read just before; `None` when it must take the full path: a
+/// product missing, deleted, short or about to fall low, prices in several currencies, a
+/// total too large, or a product changed between the read and the statement.
+async fn place_at_once(
+    db: &Db,
+    user: Uuid,
+    items: &[(Uuid, i64)],
+    at: chrono::DateTime<chrono::Utc>,
+) -> ServiceResult<Option<Order>> {
+    if !matches!(db, Db::Postgres(..)) {
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    let mut products = products::find_many(db, &ids).await?;
+    let ready = products.len() == items.len()
+        && products.iter().zip(items).all(|(p, (id, quantity))| {
+            p.id == *id
+                && p.deleted_at.is_none()
+                && p.stock >= *quantity
+                && (p.stock - quantity > p.low_stock_threshold || p.stock <= p.low_stock_threshold)
+        });
+    if !ready {
+        return Ok(None);
+    }
+    // As they will be once taken; the statement writes the real stock and version into
+    // the events.
+    for (product, (_, quantity)) in products.iter_mut().zip(items) {
+        product.stock -= quantity;
+        product.version += 1;
+    }
+    let Ok((row, lines, order)) = priced(user, items, &products, at) else {
+        return Ok(None);
+    };
+    let mut events = vec![NewEvent::new(
+        EventData::OrderCreated(&order),
+        Audience::UserAndStaff(order.user_id),
+    )];
+    let mut stock_events = Vec::with_capacity(products.len());
+    for (product, (_, quantity)) in products.iter().zip(items) {
+        events.push(stock_changed(product, -quantity, "order"));
+        stock_events.push(i32::try_from(events.len()).map_err(anyhow::Error::from)?);
+    }
+    let placed = outbox::place_order_at_once(db, &row, &lines, &events, &stock_events).await?;
+    Ok(placed.then_some(order))
+}
+
+/// An order of the `taken` products (in id order, each with the quantity `items` give
+/// it): its row, its lines, and the order as the API shows it.
+fn priced(
+    user: Uuid,
+    items: &[(Uuid, i64)],
+    taken: &[products::Product],
+    at: chrono::DateTime<chrono::Utc>,
+) -> ServiceResult<(OrderRow, Vec<OrderItem>, Order)> {
+    let currency = &taken[0].currency;
+    if taken.iter().any(|p| &p.currency != currency) {
+        return Err(ServiceError::validation(vec![FieldError::new(
+            "items",
+            "mixed_currencies",
+            "every item of an order must be priced in the same currency",
+        )]));
+    }
+    let quantities: BTreeMap<Uuid, i64> = items.iter().copied().collect();
+    let mut lines = Vec::with_capacity(taken.len());
+    let mut total: i64 = 0;
+    let order_id = Uuid::now_v7();
+    for product in taken {
+        let quantity = quantities[&product.id];
+        let amount = product
+            .unit_amount
+            .checked_mul(quantity)
+            .ok_or_else(|| quantity_error("the total is too large"))?;
+        total = total
+            .checked_add(amount)
+            .ok_or_else(|| quantity_error("the total is too large"))?;
+        lines.push(OrderItem {
+            order_id,
+            product_id: product.id,
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            unit_amount: product.unit_amount,
+            quantity,
+        });
+    }
+    lines.sort_by_key(|l| l.product_id);
+    let row = OrderRow {
+        id: order_id,
+        user_id: user,
+        status: OrderStatus::Pending,
+        currency: currency.clone(),
+        total_amount: total,
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
+    let order = Order::new(row.clone(), lines.clone());
+    Ok((row, lines, order))
 }
 
 fn quantity_error(message: &str) -> ServiceError {

@@ -132,6 +132,59 @@ macro_rules! order_columns {
     };
 }
 
+/// The SQLSTATE `place_order` raises when the order must be placed the full way.
+const FULL_PATH: &str = "TD001";
+
+/// Places an order in one statement on PostgreSQL, outside any explicit transaction (see
+/// migration 0013, `place_order`): takes each item's stock if its product is still as the
+/// `items` were priced from it, and writes the order, its items and `events`, in which
+/// `stock_events[i]` (an index from 1) is the `inventory.stock_changed` of `items[i]`,
+/// given its stock and version there. `Ok(false)`, with nothing written, when a product
+/// changed, is short or gone, or falls to its low-stock threshold; and always on SQLite,
+/// where the full path is no slower (a statement is a function call there).
+pub async fn place_at_once(
+    db: &Db,
+    row: &OrderRow,
+    items: &[OrderItem],
+    events: NewRows<'_>,
+    stock_events: &[i32],
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let Db::Postgres(pool, wake) = db else {
+        return Ok(false);
+    };
+    debug_assert!(
+        items.is_sorted_by_key(|i| i.product_id),
+        "stock is taken in id order"
+    );
+    let placed = sqlx::query(
+        "select place_order($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $6, \
+                            $1, $2, $3, $4, $5, $17)",
+    );
+    let placed = bind_rows(placed, events, at)
+        .bind(items.iter().map(|i| i.product_id).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.unit_amount).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.sku.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
+        .bind(&row.currency)
+        .bind(row.id)
+        .bind(row.user_id)
+        .bind(row.status.as_str())
+        .bind(row.total_amount)
+        .bind(stock_events)
+        .execute(pool)
+        .await;
+    match placed {
+        Ok(_) => {
+            wake.notify_one();
+            Ok(true)
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(FULL_PATH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Inserts an order, its items and its events (stamped `at`): on PostgreSQL one statement,
 /// the order and its lines as `with` clauses of the outbox's insert.
 pub async fn insert_with_events(

@@ -286,6 +286,26 @@ pub async fn return_stock(
     }
 }
 
+/// Some products as they are now, in id order, without locking them (to price an order
+/// that `orders::place_at_once` then places only if they are still so).
+pub async fn find_many(db: &Db, ids: &[Uuid]) -> Result<Vec<Product>, sqlx::Error> {
+    let sql = format!(
+        concat!(
+            "select ",
+            product_columns!(),
+            " from products where id in ({}) order by id"
+        ),
+        super::placeholders(1, ids.len())
+    );
+    on_pool!(db, pool => {
+        let mut query = sqlx::query_as::<_, Product>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id);
+        }
+        query.fetch_all(pool).await
+    })
+}
+
 /// Current stock of some products (to name the short items of a refused order).
 pub async fn stock_of(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<(Uuid, i64, bool)>, sqlx::Error> {
     let sql = format!(

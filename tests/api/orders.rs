@@ -4,8 +4,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tidings::domain::Role;
 
-use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, json_body, problem};
+use crate::{backend_tests, postgres_tests};
 
 backend_tests!(
     an_order_takes_the_stock_and_is_priced_from_the_catalog,
@@ -26,7 +26,11 @@ backend_tests!(
     a_cancellation_racing_a_payment_names_the_status_it_ended,
     the_quantity_cap_holds_for_a_product_s_lines_together,
     a_quantity_written_with_a_fraction_is_an_integer,
+    an_order_s_events_carry_the_stock_and_version_it_left,
+    an_order_taking_a_product_to_its_threshold_alerts_staff,
 );
+
+postgres_tests!(the_single_statement_places_nothing_when_a_product_changed_since_it_was_read);
 
 /// A cancel and a payment at once: whichever goes first, the cancellation's event says
 /// which status it ended.
@@ -597,4 +601,179 @@ async fn a_quantity_written_with_a_fraction_is_an_integer(backend: Backend) {
     assert_eq!(placed.status(), StatusCode::CREATED);
     let placed: Value = placed.json().await.unwrap();
     assert_eq!(placed["items"][0]["quantity"], 517);
+}
+
+/// The order's events as written: `order.created` first, then each product's stock change
+/// with the stock and version the order left it at (on PostgreSQL the single statement
+/// writes those into events the server built before it ran).
+async fn an_order_s_events_carry_the_stock_and_version_it_left(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1999, 10).await;
+    let mug = app.product(&staff.access_token, "MUG", 850, 40).await;
+    app.adjust_stock(&staff.access_token, id(&mug), 5).await;
+    let ada = app.customer("ada@example.com").await;
+    let before = app.last_event_id().await;
+
+    let response = app
+        .order(&ada.access_token, &[(id(&mug), 3), (id(&tee), 2)])
+        .await;
+    let order = json_body(response, StatusCode::CREATED).await;
+
+    let events = app.events_after(before).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "order.created",
+            "inventory.stock_changed",
+            "inventory.stock_changed"
+        ]
+    );
+    assert_eq!(events[0].data.0["id"], order["id"]);
+    assert_eq!(events[0].data.0["total_amount"], 2 * 1999 + 3 * 850);
+    let mut ids = [id(&tee), id(&mug)];
+    ids.sort_unstable();
+    for (event, product_id) in events[1..].iter().zip(ids) {
+        let product = app.read_product(&staff.access_token, product_id).await;
+        let data = &event.data.0;
+        assert_eq!(data["product_id"], product["id"]);
+        assert_eq!(data["sku"], product["sku"]);
+        assert_eq!(data["stock"], product["stock"], "{data}");
+        assert_eq!(data["version"], product["version"], "{data}");
+        assert_eq!(data["reason"], "order");
+        let taken = if product_id == id(&tee) { 2 } else { 3 };
+        assert_eq!(data["delta"], -taken);
+    }
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 8);
+    assert_eq!(stock(&app, &staff.access_token, &mug).await, 42);
+}
+
+/// An order that takes a product to its low-stock threshold raises the staff's alert and
+/// notifications, as a stock adjustment does (on PostgreSQL that order is placed the full
+/// way, which writes them).
+async fn an_order_taking_a_product_to_its_threshold_alerts_staff(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1999, 5).await;
+    let ada = app.customer("ada@example.com").await;
+    let before = app.last_event_id().await;
+
+    // 5 → 3 stays above the threshold (2); 3 → 2 reaches it.
+    for (quantity, left) in [(2, 3), (1, 2)] {
+        let response = app.order(&ada.access_token, &[(id(&tee), quantity)]).await;
+        json_body(response, StatusCode::CREATED).await;
+        assert_eq!(stock(&app, &staff.access_token, &tee).await, left);
+    }
+
+    let events = app.events_after(before).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "order.created",
+            "inventory.stock_changed",
+            "order.created",
+            "inventory.stock_changed",
+            "inventory.low_stock",
+            "notification.created",
+        ]
+    );
+    assert_eq!(events[3].data.0["stock"], 2);
+    assert_eq!(events[4].data.0["stock"], 2);
+    assert_eq!(events[4].data.0["product_id"], tee["id"]);
+}
+
+/// The single statement that places an order on PostgreSQL writes nothing, and says so,
+/// when a product is no longer as the order was priced from it (the server then places the
+/// order the full way, from the products as they are); and places it when it is.
+async fn the_single_statement_places_nothing_when_a_product_changed_since_it_was_read(
+    backend: Backend,
+) {
+    use tidings::events::catalog::StockChanged;
+    use tidings::events::{Audience, EventData, NewEvent};
+    use tidings::store::orders::{Order, OrderItem, OrderRow, OrderStatus};
+
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1999, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let user = app.user_id(&ada.access_token).await;
+    let product: uuid::Uuid = id(&tee).parse().unwrap();
+    let before = app.last_event_id().await;
+
+    let at = tidings::store::now();
+    let attempt = |unit_amount: i64, name: &str, quantity: i64| {
+        let order_id = uuid::Uuid::now_v7();
+        let row = OrderRow {
+            id: order_id,
+            user_id: user,
+            status: OrderStatus::Pending,
+            currency: "EUR".into(),
+            total_amount: unit_amount * quantity,
+            created_at: at,
+            updated_at: at,
+            version: 1,
+        };
+        let lines = vec![OrderItem {
+            order_id,
+            product_id: product,
+            sku: "TEE".into(),
+            name: name.into(),
+            unit_amount,
+            quantity,
+        }];
+        (row, lines)
+    };
+    let place = |row: OrderRow, lines: Vec<OrderItem>| {
+        let db = app.state.db.clone();
+        async move {
+            let order = Order::new(row.clone(), lines.clone());
+            // Its stock and version are the statement's to write.
+            let stock = StockChanged {
+                product_id: product,
+                sku: "TEE".into(),
+                stock: 0,
+                delta: -lines[0].quantity,
+                reason: "order".into(),
+                version: 0,
+            };
+            let events = [
+                NewEvent::new(
+                    EventData::OrderCreated(&order),
+                    Audience::UserAndStaff(user),
+                ),
+                NewEvent::new(EventData::StockChanged(&stock), Audience::Everyone),
+            ];
+            tidings::events::outbox::place_order_at_once(&db, &row, &lines, &events, &[2])
+                .await
+                .unwrap()
+        }
+    };
+
+    // A price, a name changed since; more than is in stock; to the threshold (2).
+    for (unit_amount, name, quantity) in [
+        (1500, "Product TEE", 1),
+        (1999, "Old TEE", 1),
+        (1999, "Product TEE", 11),
+        (1999, "Product TEE", 8),
+    ] {
+        let (row, lines) = attempt(unit_amount, name, quantity);
+        assert!(!place(row, lines).await, "{unit_amount} {name} {quantity}");
+    }
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 10);
+    assert!(app.events_after(before).await.is_empty());
+    let orders = app.get("/v1/orders", Some(&ada.access_token)).await;
+    assert_eq!(json_body(orders, StatusCode::OK).await["items"], json!([]));
+
+    let (row, lines) = attempt(1999, "Product TEE", 3);
+    assert!(place(row.clone(), lines).await);
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 7);
+    let read = app.read_order(&ada.access_token, &row.id.to_string()).await;
+    assert_eq!(read["total_amount"], 3 * 1999);
+    let events = app.events_after(before).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].data.0["stock"], 7);
+    let version = app.read_product(&staff.access_token, id(&tee)).await["version"].clone();
+    assert_eq!(events[1].data.0["version"], version);
 }

@@ -1,0 +1,51 @@
+-- An order placed in one statement, outside any explicit transaction: one round trip
+-- instead of four (BEGIN, take_stock, the inserts, COMMIT), and the products' row locks
+-- held only while the function runs, never across a round trip to the server.
+--
+-- The caller priced the order from the products as it read them a moment before (no
+-- lock) and built its lines and events. Each product is updated by primary key, in id
+-- order (as take_stock does, so concurrent orders cannot deadlock), only if it is still
+-- as the caller read it where the order depends on it (sku, name, price, currency), is
+-- not deleted and has the stock. Anything else, and an order that takes a product's stock
+-- to or below its low-stock threshold (whose event and staff notifications the server
+-- writes), raises SQLSTATE TD001: the statement rolls back whole and the server places
+-- the order the full way, in a transaction, where every error is told apart.
+--
+-- The events come as the caller built them; each product's inventory.stock_changed
+-- (at stock_events[i] for ids[i]) gets its stock and version here, from the update.
+create function place_order(
+    ids uuid[], quantities bigint[], unit_amounts bigint[], skus text[], names text[],
+    the_currency text, the_order uuid, the_user uuid, the_status text, the_total bigint,
+    at timestamptz,
+    topics text[], kinds text[], audiences text[], users uuid[], data jsonb[],
+    stock_events int[]
+)
+returns void
+language plpgsql as $$
+declare
+    taken products;
+begin
+    for i in 1 .. coalesce(array_length(ids, 1), 0) loop
+        update products p
+        set stock = p.stock - quantities[i], version = p.version + 1, updated_at = at
+        where p.id = ids[i] and p.deleted_at is null and p.stock >= quantities[i]
+            and p.sku = skus[i] and p.name = names[i] and p.unit_amount = unit_amounts[i]
+            and p.currency = the_currency
+        returning p.* into taken;
+        if not found or (taken.stock <= taken.low_stock_threshold
+                         and taken.stock + quantities[i] > taken.low_stock_threshold) then
+            raise exception using errcode = 'TD001',
+                message = 'this order needs the full path (a product changed, is short, or falls low)';
+        end if;
+        data[stock_events[i]] := data[stock_events[i]]
+            || jsonb_build_object('stock', taken.stock, 'version', taken.version);
+    end loop;
+    insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version)
+    values (the_order, the_user, the_status, the_currency, the_total, at, at, 1);
+    insert into order_items (order_id, product_id, sku, name, unit_amount, quantity)
+    select the_order, * from unnest(ids, skus, names, unit_amounts, quantities);
+    insert into events (topic, type, audience, user_id, data, created_at)
+    select t, k, a, u, d, at
+    from unnest(topics, kinds, audiences, users, data) with ordinality as e(t, k, a, u, d, n)
+    order by n;
+end $$;
