@@ -12,13 +12,15 @@
 -- the order the full way, in a transaction, where every error is told apart.
 --
 -- The events come as the caller built them; each product's inventory.stock_changed
--- (at stock_events[i] for ids[i]) gets its stock and version here, from the update.
+-- (at stock_events[i] for ids[i]) gets its stock and version here, from the update. `at`
+-- is the order's time (its row's, and its products' updated_at), `events_at` the events'
+-- (stamped when written, as every commit's are: see events/outbox.rs).
 create function place_order(
     ids uuid[], quantities bigint[], unit_amounts bigint[], skus text[], names text[],
     the_currency text, the_order uuid, the_user uuid, the_status text, the_total bigint,
     at timestamptz,
     topics text[], kinds text[], audiences text[], users uuid[], data jsonb[],
-    stock_events int[]
+    stock_events int[], events_at timestamptz
 )
 returns void
 language plpgsql as $$
@@ -45,7 +47,7 @@ begin
     insert into order_items (order_id, product_id, sku, name, unit_amount, quantity)
     select the_order, * from unnest(ids, skus, names, unit_amounts, quantities);
     insert into events (topic, type, audience, user_id, data, created_at)
-    select t, k, a, u, d, at
+    select t, k, a, u, d, events_at
     from unnest(topics, kinds, audiences, users, data) with ordinality as e(t, k, a, u, d, n)
     order by n;
 end $$;

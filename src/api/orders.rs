@@ -129,7 +129,7 @@ async fn place(
         .map(|i| (i.product_id, i.quantity))
         .collect();
     Ok(
-        match service::place(db, &actor, &items, key.as_ref()).await? {
+        match service::place(db, &state.price_book, &actor, &items, key.as_ref()).await? {
             Placed::Created(order) => {
                 let mut response = etag::tagged(StatusCode::CREATED, order.version, &order);
                 if let Ok(location) = format!("/v1/orders/{}", order.id).parse() {

@@ -112,13 +112,14 @@ pub async fn run(accounts: &Accounts, password: &str) -> anyhow::Result<Seeded> 
 
     // Orders only on a fresh seed, so that running it twice does not drain the stock.
     if seeded.products == CATALOG.len() {
+        let book = orders::PriceBook::default();
         for (n, customer) in people[2..].iter().enumerate() {
             for k in 0..2 {
                 let items = [
                     (catalog[(n * 3 + k) % catalog.len()], 1 + k as i64),
                     (catalog[(n * 5 + k + 7) % catalog.len()], 1),
                 ];
-                let placed = orders::place(&accounts.db, customer, &items, None)
+                let placed = orders::place(&accounts.db, &book, customer, &items, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let orders::Placed::Created(order) = placed else {

@@ -13,6 +13,7 @@ use crate::realtime::Realtime;
 use crate::service::accounts::password::Hasher;
 use crate::service::accounts::tokens::TokenKeys;
 use crate::service::accounts::{Accounts, TokenCache};
+use crate::service::orders::PriceBook;
 use crate::store::Db;
 
 /// Everything a handler needs, cloned cheaply into each request.
@@ -38,6 +39,8 @@ pub struct AppState {
     pub vapid: Arc<VapidKey>,
     /// Sends email (or nothing, without `TIDINGS_SMTP_URL`).
     pub mailer: Mailer,
+    /// The products as last seen, to price an order without reading them first.
+    pub price_book: Arc<PriceBook>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             realtime,
             vapid,
             mailer,
+            price_book: Arc::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Orders: placed with their stock in one transaction, moved along their statuses by staff,
 //! cancelled with their stock returned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use parking_lot::Mutex;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -42,11 +44,51 @@ const CREATED: u16 = 201;
 /// Most units of one product one order may take, its lines of that product together.
 pub const MAX_QUANTITY: i64 = 10_000;
 
+/// Most products a [`PriceBook`] keeps; a full book starts again empty.
+const PRICE_BOOK_CAP: usize = 10_000;
+
+/// The products as this instance last read or wrote them, for pricing an order without a
+/// read (`place_at_once`). It is never trusted: the single statement places the order only
+/// if each product is still as the book had it, and otherwise the order takes the full
+/// path, whose products then replace the book's. So an entry gone stale (staff changed the
+/// product, on any instance) costs one order a failed attempt, never a wrong price. Its
+/// stock and version are hints (the statement writes the real ones into the events).
+#[derive(Debug, Default)]
+pub struct PriceBook {
+    products: Mutex<HashMap<Uuid, products::Product>>,
+}
+
+impl PriceBook {
+    /// The products of `ids` (in that order), if the book has every one.
+    fn get(&self, ids: &[Uuid]) -> Option<Vec<products::Product>> {
+        let book = self.products.lock();
+        ids.iter().map(|id| book.get(id).cloned()).collect()
+    }
+
+    fn put(&self, products: &[products::Product]) {
+        let mut book = self.products.lock();
+        if book.len() + products.len() > PRICE_BOOK_CAP {
+            book.clear();
+        }
+        for product in products {
+            book.insert(product.id, product.clone());
+        }
+    }
+
+    fn forget(&self, ids: &[Uuid]) {
+        let mut book = self.products.lock();
+        for id in ids {
+            book.remove(id);
+        }
+    }
+}
+
 /// Places an order for the caller: checks and takes the stock of every item and prices
 /// them from the catalog, all or nothing.
 #[tracing::instrument(skip_all, fields(user = %actor.user.id))]
 pub async fn place(
     db: &Db,
+    book: &PriceBook,
     actor: &Actor,
     items: &[(Uuid, i64)],
     key: Option<&IdempotencyKey>,
@@ -81,7 +123,7 @@ pub async fn place(
     // take the full path, as does any order the single statement cannot place.
     if key.is_none()
         && !actor.user.role.is_staff()
-        && let Some(order) = place_at_once(db, actor.user.id, &items, at).await?
+        && let Some(order) = place_at_once(db, book, actor.user.id, &items, at).await?
     {
         return Ok(Placed::Created(order));
     }
@@ -144,15 +186,17 @@ pub async fn place(
         }
     }
     outbox::commit_order(tx, &row, &lines, &events).await?;
+    book.put(&taken);
     Ok(Placed::Created(order))
 }
 
 /// Places an order in one statement (PostgreSQL; see `orders::place_at_once`), priced from
-/// the products as they are read just before; `None` when it must take the full path: a
-/// product missing, deleted, short or about to fall low, prices in several currencies, a
-/// total too large, or a product changed between the read and the statement.
+/// the products as `book` has them (read now if it has not); `None` when it must take the
+/// full path: a product missing, deleted, short or about to fall low, prices in several
+/// currencies, a total too large, or a product not as the book had it.
 async fn place_at_once(
     db: &Db,
+    book: &PriceBook,
     user: Uuid,
     items: &[(Uuid, i64)],
     at: chrono::DateTime<chrono::Utc>,
@@ -161,7 +205,14 @@ async fn place_at_once(
         return Ok(None);
     }
     let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
-    let mut products = products::find_many(db, &ids).await?;
+    let mut products = match book.get(&ids) {
+        Some(products) => products,
+        None => {
+            let products = products::find_many(db, &ids).await?;
+            book.put(&products);
+            products
+        }
+    };
     let ready = products.len() == items.len()
         && products.iter().zip(items).all(|(p, (id, quantity))| {
             p.id == *id
@@ -190,8 +241,14 @@ async fn place_at_once(
         events.push(stock_changed(product, -quantity, "order"));
         stock_events.push(i32::try_from(events.len()).map_err(anyhow::Error::from)?);
     }
-    let placed = outbox::place_order_at_once(db, &row, &lines, &events, &stock_events).await?;
-    Ok(placed.then_some(order))
+    if outbox::place_order_at_once(db, &row, &lines, &events, &stock_events).await? {
+        book.put(&products);
+        Ok(Some(order))
+    } else {
+        // The full path's products replace these.
+        book.forget(&ids);
+        Ok(None)
+    }
 }
 
 /// An order of the `taken` products (in id order, each with the quantity `items` give

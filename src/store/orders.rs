@@ -139,7 +139,8 @@ const FULL_PATH: &str = "TD001";
 /// migration 0013, `place_order`): takes each item's stock if its product is still as the
 /// `items` were priced from it, and writes the order, its items and `events`, in which
 /// `stock_events[i]` (an index from 1) is the `inventory.stock_changed` of `items[i]`,
-/// given its stock and version there. `Ok(false)`, with nothing written, when a product
+/// given its stock and version there; `at` stamps the events, the order's row has its
+/// own time (which its products' `updated_at` take). `Ok(false)`, with nothing written, when a product
 /// changed, is short or gone, or falls to its low-stock threshold; and always on SQLite,
 /// where the full path is no slower (a statement is a function call there).
 pub async fn place_at_once(
@@ -158,8 +159,8 @@ pub async fn place_at_once(
         "stock is taken in id order"
     );
     let placed = sqlx::query(
-        "select place_order($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $6, \
-                            $1, $2, $3, $4, $5, $17)",
+        "select place_order($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                            $1, $2, $3, $4, $5, $18, $6)",
     );
     let placed = bind_rows(placed, events, at)
         .bind(items.iter().map(|i| i.product_id).collect::<Vec<_>>())
@@ -172,6 +173,7 @@ pub async fn place_at_once(
         .bind(row.user_id)
         .bind(row.status.as_str())
         .bind(row.total_amount)
+        .bind(row.created_at)
         .bind(stock_events)
         .execute(pool)
         .await;

@@ -28,6 +28,8 @@ backend_tests!(
     a_quantity_written_with_a_fraction_is_an_integer,
     an_order_s_events_carry_the_stock_and_version_it_left,
     an_order_taking_a_product_to_its_threshold_alerts_staff,
+    an_order_after_a_price_change_is_priced_at_the_new_price,
+    an_order_of_a_product_deleted_since_the_last_order_is_422,
 );
 
 postgres_tests!(the_single_statement_places_nothing_when_a_product_changed_since_it_was_read);
@@ -647,6 +649,16 @@ async fn an_order_s_events_carry_the_stock_and_version_it_left(backend: Backend)
     }
     assert_eq!(stock(&app, &staff.access_token, &tee).await, 8);
     assert_eq!(stock(&app, &staff.access_token, &mug).await, 42);
+    // The order as answered, as written, and as its event tells it are one.
+    let read = app.read_order(&ada.access_token, id(&order)).await;
+    assert_eq!(read, order);
+    let mut told = events[0].data.0.clone();
+    told.as_object_mut().unwrap().remove("version");
+    let mut answered = order.clone();
+    answered.as_object_mut().unwrap().remove("version");
+    assert_eq!(told, answered);
+    let tee_now = app.read_product(&staff.access_token, id(&tee)).await;
+    assert_eq!(tee_now["updated_at"], order["created_at"]);
 }
 
 /// An order that takes a product to its low-stock threshold raises the staff's alert and
@@ -776,4 +788,61 @@ async fn the_single_statement_places_nothing_when_a_product_changed_since_it_was
     assert_eq!(events[1].data.0["stock"], 7);
     let version = app.read_product(&staff.access_token, id(&tee)).await["version"].clone();
     assert_eq!(events[1].data.0["version"], version);
+}
+
+/// Each instance keeps the products it last saw, to price an order without a read; a
+/// price changed since is the one the next order pays (on PostgreSQL the single statement
+/// refuses the stale price and the order takes the full path).
+async fn an_order_after_a_price_change_is_priced_at_the_new_price(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1999, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let first = app.order(&ada.access_token, &[(id(&tee), 1)]).await;
+    assert_eq!(
+        json_body(first, StatusCode::CREATED).await["total_amount"],
+        1999
+    );
+
+    let path = format!("/v1/products/{}", id(&tee));
+    let changed = app
+        .patch(
+            &path,
+            &json!({"unit_amount": 2500, "name": "Tee"}),
+            &staff.access_token,
+        )
+        .await;
+    json_body(changed, StatusCode::OK).await;
+
+    for _ in 0..2 {
+        let response = app.order(&ada.access_token, &[(id(&tee), 2)]).await;
+        let order = json_body(response, StatusCode::CREATED).await;
+        assert_eq!(order["total_amount"], 5000);
+        assert_eq!(order["items"][0]["unit_amount"], 2500);
+        assert_eq!(order["items"][0]["name"], "Tee");
+    }
+    assert_eq!(stock(&app, &staff.access_token, &tee).await, 5);
+}
+
+/// A product deleted after it was ordered is unknown to the next order, however recently
+/// this instance priced it.
+async fn an_order_of_a_product_deleted_since_the_last_order_is_422(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let staff = app.user_with_role("staff@example.com", Role::Staff).await;
+    let tee = app.product(&staff.access_token, "TEE", 1999, 10).await;
+    let ada = app.customer("ada@example.com").await;
+    let first = app.order(&ada.access_token, &[(id(&tee), 1)]).await;
+    json_body(first, StatusCode::CREATED).await;
+
+    let deleted = app
+        .delete(&format!("/v1/products/{}", id(&tee)), &staff.access_token)
+        .await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    let response = app.order(&ada.access_token, &[(id(&tee), 1)]).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem(response).await["errors"][0]["code"],
+        "unknown_product"
+    );
 }
