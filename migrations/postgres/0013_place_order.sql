@@ -3,13 +3,13 @@
 -- held only while the function runs, never across a round trip to the server.
 --
 -- The caller priced the order from the products as it read them a moment before (no
--- lock) and built its lines and events. Each product is updated by primary key, in id
--- order (as take_stock does, so concurrent orders cannot deadlock), only if it is still
--- as the caller read it where the order depends on it (sku, name, price, currency), is
--- not deleted and has the stock. Anything else, and an order that takes a product's stock
--- to or below its low-stock threshold (whose event and staff notifications the server
--- writes), raises SQLSTATE TD001: the statement rolls back whole and the server places
--- the order the full way, in a transaction, where every error is told apart.
+-- lock) and built its lines and events. The stock is taken by take_stock (migration 0012:
+-- by primary key, in id order, so concurrent orders cannot deadlock). A product it skipped
+-- (deleted or short), one no longer as the caller read it where the order depends on it
+-- (sku, name, price, currency), and one whose stock falls to or below its low-stock
+-- threshold (whose event and staff notifications the server writes) raise SQLSTATE
+-- TD001: the statement rolls back whole and the server places the order the full way, in
+-- a transaction, where every error is told apart.
 --
 -- The events come as the caller built them; each product's inventory.stock_changed
 -- (at stock_events[i] for ids[i]) gets its stock and version here, from the update. `at`
@@ -26,22 +26,28 @@ returns void
 language plpgsql as $$
 declare
     taken products;
+    i int;
+    placed int := 0;
 begin
-    for i in 1 .. coalesce(array_length(ids, 1), 0) loop
-        update products p
-        set stock = p.stock - quantities[i], version = p.version + 1, updated_at = at
-        where p.id = ids[i] and p.deleted_at is null and p.stock >= quantities[i]
-            and p.sku = skus[i] and p.name = names[i] and p.unit_amount = unit_amounts[i]
-            and p.currency = the_currency
-        returning p.* into taken;
-        if not found or (taken.stock <= taken.low_stock_threshold
-                         and taken.stock + quantities[i] > taken.low_stock_threshold) then
+    -- take_stock's rule (by primary key, in id order, skipping the deleted and the short);
+    -- what it took must be as the order was priced, and not fall low.
+    for taken in select * from take_stock(ids, quantities, at) loop
+        i := array_position(ids, taken.id);
+        if taken.sku <> skus[i] or taken.name <> names[i]
+                or taken.unit_amount <> unit_amounts[i] or taken.currency <> the_currency
+                or (taken.stock <= taken.low_stock_threshold
+                    and taken.stock + quantities[i] > taken.low_stock_threshold) then
             raise exception using errcode = 'TD001',
-                message = 'this order needs the full path (a product changed, is short, or falls low)';
+                message = 'this order needs the full path (a product changed or falls low)';
         end if;
         data[stock_events[i]] := data[stock_events[i]]
             || jsonb_build_object('stock', taken.stock, 'version', taken.version);
+        placed := placed + 1;
     end loop;
+    if placed < coalesce(array_length(ids, 1), 0) then
+        raise exception using errcode = 'TD001',
+            message = 'this order needs the full path (a product is short or gone)';
+    end if;
     insert into orders (id, user_id, status, currency, total_amount, created_at, updated_at, version)
     values (the_order, the_user, the_status, the_currency, the_total, at, at, 1);
     insert into order_items (order_id, product_id, sku, name, unit_amount, quantity)
