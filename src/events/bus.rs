@@ -15,17 +15,20 @@
 //! and the publisher can publish on any channel ([`Publisher::publish_on`]). With
 //! `TIDINGS_BUS_PARTITIONS` = 0 the app uses one channel, `TIDINGS_REDIS_CHANNEL`, and each
 //! message is a batch. With K > 0 each batch is split ([`lanes`]): one [`Data`] message per
-//! channel that has events (`{base}:all`, `{base}:staff`, `{base}:u:{k}`), then a
-//! [`Clock`] on `{base}:clock` saying which channels had how many; an instance subscribes
-//! only to the channels of the connections it holds, and its hub merges them back in order
-//! (`realtime/hub/merge.rs`).
+//! channel that has events (`{base}:all`, `{base}:staff`, `{base}:u:{k}`), each carrying
+//! the batch's lanes with their counts and where every lane's previous batch ended (the
+//! chain); every [`CLOCK_EVERY`] while batches are published, a [`Clock`] on
+//! `{base}:clock` says where the stream and each lane's last batch ended. An instance
+//! subscribes only to the channels of the connections it holds, and its hub merges them
+//! back in order (`realtime/hub/merge.rs`): it reads the data of its lanes and a few
+//! clocks a second, and nothing of batches that had no events on its lanes.
 
 pub mod cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -112,11 +115,12 @@ pub enum Message {
     Batch(Vec<Event>),
     /// One channel's share of a partitioned batch.
     Data(Data),
-    /// A partitioned batch's clock.
+    /// Where a partitioned stream stands.
     Clock(Clock),
 }
 
-/// One channel's events of the batch `(from, upto]`, in seq order.
+/// One channel's events of the batch `(from, upto]`, in seq order, with the batch's
+/// clock: its lanes and their counts, and the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Data {
     #[serde(rename = "f")]
@@ -126,20 +130,38 @@ pub struct Data {
     /// The channel's lane (`all`, `staff`, `u:{k}`): the name after the base.
     #[serde(rename = "c")]
     pub lane: String,
+    /// Every lane of the batch that had events, with how many.
+    #[serde(rename = "n")]
+    pub lanes: BTreeMap<String, u32>,
+    /// The chain: per lane (by [`lane_index`]), how far before `from` its last batch
+    /// before this one ended (see [`Chain`]).
+    #[serde(rename = "p")]
+    pub back: Vec<i64>,
     #[serde(rename = "e")]
     pub events: Vec<Event>,
 }
 
-/// The batch `(from, upto]` was published: the lanes that had events, with their counts.
-/// Published after the batch's data, on `{base}:clock`, which every instance follows.
+/// The stream was published up to `upto`: per lane (by [`lane_index`]), how far before
+/// `upto` its last batch ended. On `{base}:clock`, which every instance follows, every
+/// [`CLOCK_EVERY`] while batches are published: an instance none of whose lanes had a
+/// batch since hears from it that it missed nothing, and one whose lane's last data was
+/// lost hears that it did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Clock {
-    #[serde(rename = "f")]
-    pub from: i64,
     #[serde(rename = "u")]
     pub upto: i64,
-    #[serde(rename = "n")]
-    pub lanes: BTreeMap<String, u32>,
+    #[serde(rename = "p")]
+    pub back: Vec<i64>,
+}
+
+/// Where the last batch with events on `lane` ended, as of `at` (a batch's `from`, or a
+/// clock's `upto`), from the distances `back`: `at` itself when the chain does not know
+/// the lane (a publisher that just started, or a lane it has no number for), which makes
+/// the hub expect everything before `at`.
+pub fn chained(at: i64, back: &[i64], lane: &str) -> i64 {
+    lane_index(lane)
+        .and_then(|index| back.get(index))
+        .map_or(at, |back| at - back.max(&0))
 }
 
 /// The partitioned messages on the wire: an object tagged `d` (data) or `k` (clock), told
@@ -152,12 +174,94 @@ enum Wire {
     Clock(Clock),
 }
 
+/// How often, at most, the publisher of a partitioned bus sends a clock while it publishes
+/// batches, and how long after the last batch it sends the one that covers it: the longest
+/// an instance takes to learn that the last data of one of its lanes was lost (the merge's
+/// wait comes on top).
+pub const CLOCK_EVERY: Duration = Duration::from_millis(100);
+
+/// The publisher's chain: where each lane's last batch ended, as of the last batch
+/// published. Its batches follow one another (each `from` the last `upto`) unless another
+/// relay numbered events in between (a change of leader) or a batch is published again;
+/// then it knows nothing of the lanes before the new batch, and says so by saying that
+/// every lane's last batch ended at its `from`.
+#[derive(Debug, Default)]
+struct Chain {
+    /// The last batch's `upto`.
+    upto: Option<i64>,
+    /// Per lane, by [`lane_index`].
+    ends: Vec<i64>,
+    /// When the last clock was sent, and whether a batch was published since.
+    clocked: Option<Instant>,
+    owed: bool,
+}
+
+impl Chain {
+    /// Links the batch `(from, upto]` with events on `lanes`: the distances back from
+    /// `from` to each lane's last batch.
+    fn link<'a>(
+        &mut self,
+        from: i64,
+        upto: i64,
+        lanes: impl Iterator<Item = &'a String>,
+        partitions: u32,
+    ) -> Vec<i64> {
+        if self.upto != Some(from) {
+            self.ends = vec![from; partitions as usize + 2];
+        }
+        let back = self.ends.iter().map(|end| from - end).collect();
+        for lane in lanes {
+            if let Some(end) = lane_index(lane).and_then(|index| self.ends.get_mut(index)) {
+                *end = upto;
+            }
+        }
+        self.upto = Some(upto);
+        self.owed = true;
+        back
+    }
+
+    /// The clock owed, if one is and it is due at `now`.
+    fn clock(&mut self, now: Instant) -> Option<Clock> {
+        let upto = self.upto?;
+        if !self.owed || self.clocked.is_some_and(|at| now < at + CLOCK_EVERY) {
+            return None;
+        }
+        self.owed = false;
+        self.clocked = Some(now);
+        Some(Clock {
+            upto,
+            back: self.ends.iter().map(|end| upto - end).collect(),
+        })
+    }
+
+    /// When the clock owed is due, if one is.
+    fn due(&self) -> Option<Instant> {
+        self.owed.then(|| {
+            self.clocked
+                .map_or_else(Instant::now, |at| at + CLOCK_EVERY)
+        })
+    }
+}
+
 /// The lane every instance follows: events for everyone and the system's (revocations).
 pub const LANE_ALL: &str = "all";
 /// The lane of staff-only events and of a copy of each user-and-staff event.
 pub const LANE_STAFF: &str = "staff";
 /// The lane of the clocks.
 pub const LANE_CLOCK: &str = "clock";
+
+/// A lane's place in a chain: `all` 0, `staff` 1, `u:{k}` 2 + k.
+pub fn lane_index(lane: &str) -> Option<usize> {
+    match lane {
+        LANE_ALL => Some(0),
+        LANE_STAFF => Some(1),
+        _ => lane
+            .strip_prefix("u:")?
+            .parse::<usize>()
+            .ok()
+            .and_then(|k| k.checked_add(2)),
+    }
+}
 
 /// The lane of the users whose id hashes to `partition`.
 pub fn user_lane(partition: u32) -> String {
@@ -244,11 +348,21 @@ pub enum Publisher {
 }
 
 /// How a Redis publisher splits batches: into `partitions` user lanes (0: not at all, one
-/// channel), with `faults` injected by tests.
+/// channel), with `faults` injected by tests, chaining them in `chain`.
 #[derive(Debug, Clone, Default)]
 pub struct Split {
     pub partitions: u32,
     pub faults: Arc<BusFaults>,
+    chain: Arc<parking_lot::Mutex<Chain>>,
+}
+
+impl Split {
+    pub fn new(partitions: u32) -> Split {
+        Split {
+            partitions,
+            ..Split::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for Publisher {
@@ -287,40 +401,66 @@ impl Publisher {
         }
     }
 
-    /// Publishes a batch's lanes, each on its channel, at once, then its clock (after every
-    /// data message was taken or failed: a hub that sees the clock can expect the data).
+    /// Publishes a batch's lanes, each on its channel, at once, each with the batch's
+    /// clock and chain; then the stream's clock, if one is due.
     async fn publish_split(&self, base: &str, split: &Split, batch: Vec<Event>) -> bool {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return true;
         };
         let (from, upto) = (first.seq - 1, last.seq);
         let lanes = lanes(&batch, split.partitions);
-        let counts = lanes
+        let counts: BTreeMap<String, u32> = lanes
             .iter()
             .map(|(lane, events)| (lane.clone(), events.len() as u32))
             .collect();
+        let back = split
+            .chain
+            .lock()
+            .link(from, upto, counts.keys(), split.partitions);
         let data = lanes.into_iter().map(|(lane, events)| {
             let channel = lane_channel(base, &lane);
             let message = Wire::Data(Data {
                 from,
                 upto,
                 lane,
+                lanes: counts.clone(),
+                back: back.clone(),
                 events,
             });
             let dropped = BusFaults::take(&split.faults.drop_data);
             async move { dropped || self.publish_wire(&channel, &message).await }
         });
         let taken = futures::future::join_all(data).await;
-        let clock = Wire::Clock(Clock {
-            from,
-            upto,
-            lanes: counts,
-        });
-        let clocked = BusFaults::take(&split.faults.drop_clocks)
-            || self
-                .publish_wire(&lane_channel(base, LANE_CLOCK), &clock)
+        self.publish_clock().await;
+        taken.into_iter().all(|taken| taken)
+    }
+
+    /// When the clock owed to the hubs of a partitioned bus is due, if one is owed: the
+    /// relay calls [`Publisher::publish_clock`] then.
+    pub fn clock_due(&self) -> Option<Instant> {
+        match self {
+            Publisher::Redis { split, .. } | Publisher::Cluster { split, .. } => {
+                split.chain.lock().due()
+            }
+            Publisher::Memory(_) => None,
+        }
+    }
+
+    /// Publishes the clock of a partitioned bus if one is owed and due. A clock lost costs
+    /// nothing but time: the next one says the same and more.
+    pub async fn publish_clock(&self) {
+        let (Publisher::Redis { channel, split, .. } | Publisher::Cluster { channel, split, .. }) =
+            self
+        else {
+            return;
+        };
+        let Some(clock) = split.chain.lock().clock(Instant::now()) else {
+            return;
+        };
+        if !BusFaults::take(&split.faults.drop_clocks) {
+            self.publish_wire(&lane_channel(channel, LANE_CLOCK), &Wire::Clock(clock))
                 .await;
-        taken.into_iter().all(|taken| taken) && clocked
+        }
     }
 
     async fn publish_wire(&self, channel: &str, message: &Wire) -> bool {
@@ -438,10 +578,7 @@ impl Bus {
     ) -> anyhow::Result<Bus> {
         let seeds =
             cluster::seeds(url).map_err(|e| anyhow::anyhow!("REDIS_URL is not usable: {e}"))?;
-        let split = Split {
-            partitions,
-            faults: Arc::default(),
-        };
+        let split = Split::new(partitions);
         if cluster || seeds.len() > 1 {
             return Self::cluster(seeds, channel, split, shutdown);
         }
@@ -751,21 +888,59 @@ mod tests {
             from: 0,
             upto: 1,
             lane: LANE_ALL.into(),
+            lanes: BTreeMap::from([(LANE_ALL.to_owned(), 1)]),
+            back: vec![0, 0],
             events,
         };
         let wire = serde_json::to_vec(&Wire::Data(data.clone())).unwrap();
         assert_eq!(decode(&wire), Some(Message::Data(data)));
         let clock = Clock {
-            from: 0,
             upto: 1,
-            lanes: BTreeMap::from([(LANE_ALL.to_owned(), 1)]),
+            back: vec![0, 1],
         };
         let wire = serde_json::to_vec(&Wire::Clock(clock.clone())).unwrap();
         assert_eq!(
             std::str::from_utf8(&wire).unwrap(),
-            r#"{"k":{"f":0,"u":1,"n":{"all":1}}}"#
+            r#"{"k":{"u":1,"p":[0,1]}}"#
         );
         assert_eq!(decode(&wire), Some(Message::Clock(clock)));
+    }
+
+    #[test]
+    fn the_chain_links_each_lane_to_its_last_batch_and_forgets_at_a_break() {
+        let mut chain = Chain::default();
+        let lanes = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        // all, staff, u:0, u:1. A first batch knows nothing before it.
+        assert_eq!(chain.link(10, 12, lanes(&["u:1"]).iter(), 2), [0, 0, 0, 0]);
+        assert_eq!(chain.link(12, 15, lanes(&["all"]).iter(), 2), [2, 2, 2, 0]);
+        assert_eq!(chain.link(15, 16, lanes(&["u:0"]).iter(), 2), [0, 5, 5, 3]);
+        assert_eq!(chained(15, &[0, 5, 5, 3], "u:1"), 12);
+        assert_eq!(
+            chained(15, &[0, 5, 5, 3], "u:7"),
+            15,
+            "a lane it has no number for"
+        );
+        // Another relay numbered (16, 20]: this one knows nothing before 20.
+        assert_eq!(chain.link(20, 21, lanes(&["all"]).iter(), 2), [0, 0, 0, 0]);
+        assert_eq!(
+            chain.clock(Instant::now()),
+            Some(Clock {
+                upto: 21,
+                back: vec![0, 1, 1, 1]
+            })
+        );
+        // At most one clock every CLOCK_EVERY while batches are published.
+        chain.link(21, 22, lanes(&["u:0"]).iter(), 2);
+        let due = chain.due().unwrap();
+        assert_eq!(chain.clock(due - Duration::from_millis(1)), None);
+        assert_eq!(
+            chain.clock(due),
+            Some(Clock {
+                upto: 22,
+                back: vec![1, 2, 0, 2]
+            })
+        );
+        assert_eq!(chain.due(), None, "nothing owed");
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl Relay {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = signal.notified() => {}
+                () = self.clock_due() => {}
                 () = tokio::time::sleep(self.next_poll()) => {}
                 _ = prune.tick() => self.prune().await,
             }
@@ -208,6 +209,7 @@ impl Relay {
                     return Ok(());
                 }
                 () = wake.notified() => {}
+                () = self.clock_due() => {}
                 notification = listener.recv() => {
                     if let Err(e) = notification {
                         // The listener reconnects on the next recv; the poll covers the gap.
@@ -233,8 +235,22 @@ impl Relay {
         }
     }
 
-    /// Numbers and publishes every committed event, a batch at a time.
+    /// Resolves when a partitioned bus's clock is due (never if none is owed).
+    async fn clock_due(&self) {
+        match self.publisher.clock_due() {
+            Some(due) => tokio::time::sleep_until(due.into()).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Numbers and publishes every committed event, a batch at a time, then the clock of a
+    /// partitioned bus if it is due.
     async fn drain(&self) {
+        self.drain_batches().await;
+        self.publisher.publish_clock().await;
+    }
+
+    async fn drain_batches(&self) {
         let retry = self.unpublished.lock().clone();
         if let Some(event) = retry
             && self.publisher.publish(vec![event]).await
@@ -260,8 +276,8 @@ impl Relay {
                 metrics::histogram!("tidings_relay_lag_seconds").record(lag.as_secs_f64());
             }
             metrics::counter!("tidings_events_relayed_total").increment(events.len() as u64);
-            // Relayed over batches is the mean batch: what a partitioned bus's clock, one
-            // message per batch on every instance, is shared by.
+            // Relayed over batches is the mean batch: what a message's cost (one per lane
+            // per batch on a partitioned bus, one per batch on one channel) is shared by.
             metrics::counter!("tidings_relay_batches_total").increment(1);
             self.stats
                 .relayed

@@ -390,8 +390,11 @@ async fn a_foreign_clock_on_the_bus_does_not_stall_delivery(backend: Backend) {
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let base = &app.config.redis_channel;
     let foreign = [
-        ("all", r#"{"d":{"f":999990,"u":999999,"c":"all","e":[]}}"#),
-        ("clock", r#"{"k":{"f":999990,"u":999999,"n":{"all":1}}}"#),
+        (
+            "all",
+            r#"{"d":{"f":999990,"u":999999,"c":"all","n":{"all":1},"p":[],"e":[]}}"#,
+        ),
+        ("clock", r#"{"k":{"u":999999,"p":[]}}"#),
     ];
     for (lane, payload) in foreign {
         let receivers: i64 = redis::cmd("PUBLISH")

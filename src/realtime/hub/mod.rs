@@ -14,8 +14,8 @@
 //! [`registry`]'s; the pushes in progress are its [`fanout`]'s.
 //!
 //! On a partitioned bus (`TIDINGS_BUS_PARTITIONS` > 0) the loop follows only the lanes of
-//! the connections it holds, and puts batches back together from them and their clocks
-//! ([`merge`]) before handing them on as above.
+//! the connections it holds, and puts batches back together from them, their chains and
+//! the clocks ([`merge`]) before handing them on as above.
 
 mod fanout;
 mod merge;
@@ -691,11 +691,7 @@ impl Hub {
         loop {
             let step = {
                 let lanes = self.lanes.lock();
-                let step = merge.next(
-                    self.last_seq(),
-                    |lane| lanes.contains_key(lane),
-                    Instant::now(),
-                );
+                let step = merge.next(self.last_seq(), &lanes, Instant::now());
                 if let Step::Deliver { upto, .. } = &step {
                     self.last_seq.fetch_max(*upto, Ordering::AcqRel);
                 }
