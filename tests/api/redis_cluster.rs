@@ -332,6 +332,18 @@ async fn app_on(cluster: &RedisCluster, backend: Backend) -> TestApp {
     .await
 }
 
+/// An app as [`app_on`] makes, on the one channel (`TIDINGS_BUS_PARTITIONS` 0 even under
+/// `TEST_BUS_PARTITIONS`): for the tests that watch that channel's master.
+async fn app_on_the_channel(cluster: &RedisCluster, backend: Backend) -> TestApp {
+    let url = cluster.url();
+    TestApp::spawn_with(backend, |c| {
+        c.redis_url = Some(url);
+        c.relay_poll = Duration::from_secs(3600);
+        c.bus_partitions = 0;
+    })
+    .await
+}
+
 /// The app's `/readyz` bus check.
 async fn bus(app: &TestApp) -> Value {
     let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
@@ -367,7 +379,7 @@ async fn catch_up_reads(app: &TestApp) -> u64 {
 
 async fn instances_on_a_redis_cluster_deliver_through_sharded_pub_sub(backend: Backend) {
     let cluster = RedisCluster::start(3, 0).await;
-    let a = app_on(&cluster, backend).await;
+    let a = app_on_the_channel(&cluster, backend).await;
     let b = a.another_instance().await;
     wait_for_bus(&a, "up").await;
     wait_for_bus(&b, "up").await;
@@ -487,7 +499,7 @@ async fn a_master_killed_during_writes_loses_and_repeats_nothing(backend: Backen
 
 async fn the_subscriber_follows_a_failover_to_the_new_master(backend: Backend) {
     let cluster = RedisCluster::start(3, 1).await;
-    let a = app_on(&cluster, backend).await;
+    let a = app_on_the_channel(&cluster, backend).await;
     let b = a.another_instance().await;
     wait_for_bus(&a, "up").await;
     wait_for_bus(&b, "up").await;
@@ -715,7 +727,7 @@ async fn a_single_redis_follows_channels_added_and_removed_at_runtime(_: Backend
 
 async fn the_subscriber_follows_its_channels_slot_to_another_master(backend: Backend) {
     let cluster = RedisCluster::start(3, 0).await;
-    let a = app_on(&cluster, backend).await;
+    let a = app_on_the_channel(&cluster, backend).await;
     let b = a.another_instance().await;
     wait_for_bus(&a, "up").await;
     wait_for_bus(&b, "up").await;
@@ -777,7 +789,7 @@ async fn a_frozen_master_is_noticed_and_events_come_from_the_database_until_it_a
     backend: Backend,
 ) {
     let cluster = RedisCluster::start(3, 0).await;
-    let a = app_on(&cluster, backend).await;
+    let a = app_on_the_channel(&cluster, backend).await;
     wait_for_bus(&a, "up").await;
     let channel = a.config.redis_channel.clone();
     let owner = cluster.master_of(&channel, 0).await.expect("a master");
