@@ -331,8 +331,8 @@ pub struct Config {
     pub redis_channel: String,
     /// with `REDIS_URL`, the bus's user lanes: `0` puts every event on the one channel;
     /// K > 0 splits each batch into `{channel}:all`, `{channel}:staff`, `{channel}:u:{k}`
-    /// (users hashed into K lanes) and a `{channel}:clock`, and each instance follows only
-    /// the lanes of the connections it holds. Every instance of a deployment needs the
+    /// (users hashed into K lanes), with a `{channel}:clock` every 100 ms, and each
+    /// instance follows only the lanes of the connections it holds. Every instance of a deployment needs the
     /// same value
     #[arg(long, env = "TIDINGS_BUS_PARTITIONS", default_value = "0", global = true,
         value_parser = between(0u32, 4096))]
