@@ -161,7 +161,7 @@ pub struct Clock {
 pub fn chained(at: i64, back: &[i64], lane: &str) -> i64 {
     lane_index(lane)
         .and_then(|index| back.get(index))
-        .map_or(at, |back| at - back.max(&0))
+        .map_or(at, |back| at.saturating_sub(*back.max(&0)))
 }
 
 /// The partitioned messages on the wire: an object tagged `d` (data) or `k` (clock), told

@@ -161,15 +161,10 @@ impl Merge {
                 .all(|lane| bus::chained(at, back, lane) <= delivered)
         };
         let first = self.pending.first_key_value();
-        let clock_first = match (&self.clock, first) {
-            (Some((clock, _)), Some((&upto, _))) => clock.upto < upto,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if clock_first {
-            let Some((clock, since)) = &self.clock else {
-                return Step::Wait(None);
-            };
+        // A clock before the first batch waiting goes first.
+        if let Some((clock, since)) = &self.clock
+            && first.is_none_or(|(&upto, _)| clock.upto < upto)
+        {
             if chained(clock.upto, &clock.back) {
                 return Step::Deliver {
                     events: Vec::new(),
