@@ -425,7 +425,7 @@ async fn instances_on_a_redis_cluster_deliver_through_sharded_pub_sub(backend: B
 
 async fn a_master_killed_during_writes_loses_and_repeats_nothing(backend: Backend) {
     let mut cluster = RedisCluster::start(3, 0).await;
-    let a = app_on(&cluster, backend).await;
+    let a = app_on_the_channel(&cluster, backend).await;
     let b = a.another_instance().await;
     wait_for_bus(&a, "up").await;
     wait_for_bus(&b, "up").await;
